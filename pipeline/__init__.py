@@ -1,0 +1,1 @@
+"""Computing: declaration versions, worked time, credits, ceilings, the ledger and its publication."""
