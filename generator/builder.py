@@ -95,6 +95,12 @@ class ContractEnd:
 
     end_date: date
     reason: str = "031"  # 62.002, 031 fin de CDD, 059 démission, 099 annulation…
+    # S21.G00.63 Préavis, child (1,*) of 62 in the norm's tree. None keeps the historical
+    # output of this builder (no 63 block); samples pass "90" (pas de clause de préavis)
+    # or "01" (préavis effectué et payé) with its dates.
+    notice_type: str | None = None  # 63.001
+    notice_start: date | None = None  # 63.002
+    notice_end: date | None = None  # 63.003
 
 
 @dataclass
@@ -231,6 +237,12 @@ def _contract(c: Contract, siret: str) -> list[Line]:
         ])
     if c.end is not None:
         out += _lines("S21.G00.62", [("001", fmt_date(c.end.end_date)), ("002", c.end.reason)])
+        if c.end.notice_type is not None:
+            out += _lines("S21.G00.63", [
+                ("001", c.end.notice_type),
+                ("002", fmt_date(c.end.notice_start) if c.end.notice_start else None),
+                ("003", fmt_date(c.end.notice_end) if c.end.notice_end else None),
+            ])
     for s in c.suspensions:
         out += _lines("S21.G00.65", [("001", s.motif), ("002", fmt_date(s.start)),
                                      ("003", fmt_date(s.end))])
@@ -276,6 +288,17 @@ def envoi_lines(d: Declaration) -> list[Line]:
             body += _person(p, d.siren + d.nic)
     total = len(body) + 2  # S90 counts every rubrique of the envoi, its own two included
     return body + [("S90.G00.90.001", str(total)), ("S90.G00.90.002", "1")]
+
+
+def with_totals(lines: Sequence[Line]) -> list[Line]:
+    """Replace (or add) the S90 block so that its count matches ``lines`` again.
+
+    Why: samples edit an envoi's lines after building it (deliberate defects, inserted
+    blocks); the S90 total must still count every line actually written.
+    """
+    body = [ln for ln in lines if not ln[0].startswith("S90.")]
+    n_decl = sum(1 for rub, _ in body if rub == "S20.G00.05.001")
+    return body + [("S90.G00.90.001", str(len(body) + 2)), ("S90.G00.90.002", str(n_decl))]
 
 
 def render_lines(lines: Sequence[Line], newline: str = "\n") -> str:

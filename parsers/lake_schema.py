@@ -44,6 +44,7 @@ DECLARATIONS: dict[str, pl.DataType] = {
     "siret": pl.String(),  # siren + nic
     "n_individuals": pl.Int64(),
     "rejected": pl.Boolean(),  # a blocking anomaly rejected the whole declaration
+    "reject_reason": pl.String(),  # [added by parsers] quarantine reason that rejected it
 }
 
 EMPLOYERS: dict[str, pl.DataType] = {
@@ -155,6 +156,7 @@ QUARANTINE: dict[str, pl.DataType] = {
     "scope": pl.String(),  # "line" | "declaration" | "envoi" | "file"
     "decl_id": pl.String(),
     "decl_month": pl.Date(),
+    "is_cause": pl.Boolean(),  # [added by parsers] the line carries the anomaly itself
 }
 
 FILES: dict[str, pl.DataType] = {
@@ -168,6 +170,8 @@ FILES: dict[str, pl.DataType] = {
     "lines_quarantined": pl.Int64(),
     "declarations": pl.Int64(),
     "batch_id": pl.String(),
+    "warnings": pl.Int64(),  # [added by parsers] quarantine rows of scope "warning"
+    "ingested_at": pl.Datetime("us", "UTC"),  # [added by parsers]
 }
 
 TABLES: dict[str, dict[str, pl.DataType]] = {

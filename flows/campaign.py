@@ -1,0 +1,162 @@
+"""Prefect flows: ``ingest``, ``credit_year``, ``campaign`` (both) and ``replay``.
+
+The flows only orchestrate: every task wraps a plain function of ``flows.steps`` and passes
+PATHS or small dicts, never DataFrames. Retries only on I/O tasks (ingestion, archiving,
+publication); computing and posting are deterministic and not retried. A run report is attached
+as Prefect artifacts (markdown table + link to the HTML report).
+
+Without a Prefect server configured, calling a flow runs it in Prefect's local ephemeral mode.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import yaml
+from prefect import flow, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+
+from flows import steps
+from pipeline import publish as pub
+
+OPERATIONS = Path(__file__).with_name("operations.yaml")
+
+
+class WindowClosed(RuntimeError):
+    """The campaign window of the year is over (use force=True to rerun anyway)."""
+
+
+def operations() -> dict:
+    return yaml.safe_load(OPERATIONS.read_text())["campaign"]
+
+
+def window_for(year: int, ops: dict | None = None) -> tuple[dt.date, dt.date]:
+    """The campaign window of activity year N: [start, end] in year N+1."""
+    ops = ops or operations()
+    s, e = ops["window"]["start"], ops["window"]["end"]
+    return (dt.date.fromisoformat(f"{year + 1}-{s}"), dt.date.fromisoformat(f"{year + 1}-{e}"))
+
+
+def check_window(year: int, today: dt.date, force: bool = False, ops: dict | None = None) -> None:
+    """Reruns are allowed until the window's end; after it, refused unless ``force``."""
+    _, end = window_for(year, ops)
+    if today > end and not force:
+        raise WindowClosed(f"the campaign window of year {year} closed on {end.isoformat()}; "
+                           f"rerun with force=True to post anyway")
+
+
+def today_paris() -> dt.date:
+    return dt.datetime.now(ZoneInfo(operations()["timezone"])).date()
+
+
+# --- tasks -----------------------------------------------------------------------------------
+
+@task(name="ingest-dsn", retries=2, retry_delay_seconds=5)
+def ingest_task(paths: list[str], lake: str) -> dict:
+    return steps.ingest_files([Path(p) for p in paths], Path(lake))
+
+
+@task(name="prepare-run", retries=2, retry_delay_seconds=5)
+def prepare_task(lake: str, year: int, holders: str | None, balances: str | None,
+                 dotations: str | None, as_of: str) -> dict:
+    return steps.prepare(Path(lake), year, _p(holders), _p(balances), _p(dotations),
+                         dt.date.fromisoformat(as_of)).to_dict()
+
+
+@task(name="compute-year")
+def compute_task(prepared: dict) -> dict:
+    return steps.compute(steps.Prepared.from_dict(prepared))
+
+
+@task(name="post-and-stage")
+def post_task(prepared: dict, computed: dict) -> dict:
+    st = steps.post(steps.Prepared.from_dict(prepared), computed)
+    return {"run_id": st.run_id, "path": str(st.path), "manifest": st.manifest}
+
+
+@task(name="publish", retries=2, retry_delay_seconds=5)
+def publish_task(prepared: dict, staged: dict) -> str:
+    st = pub.Staged(run_id=staged["run_id"], path=Path(staged["path"]), manifest=staged["manifest"])
+    prep = steps.Prepared.from_dict(prepared)
+    if pub.run_dir(Path(prep.root), st.run_id).exists() and not st.path.exists():
+        # a retry after the run directory moved: finish the publication from there
+        st = pub.Staged(run_id=st.run_id, path=pub.run_dir(Path(prep.root), st.run_id),
+                        manifest=st.manifest)
+    return steps.publish(prep, st)
+
+
+@task(name="replay-year")
+def replay_task(lake: str, year: int) -> dict:
+    r = steps.replay(Path(lake), year)
+    return {"ok": r.ok, "run_id": r.run_id, "differences": r.differences, "notes": r.notes}
+
+
+def _p(s: str | None) -> Path | None:
+    return Path(s) if s else None
+
+
+def _artifacts(manifest: dict, run_dir: str) -> None:
+    c, t = manifest["counts"], manifest["totals_cents"]
+    rows = [("people examined", c["examined"]), ("people credited", c["credited"]),
+            ("not creditable", c["uncreditable"]),
+            ("credited for the year (EUR)", f"{t['credit'] / 100:.2f}"),
+            ("entries posted", c["entries"])]
+    rows += [(f"entries: {k}", f"{n} ({t['entries_by_kind'][k] / 100:.2f} EUR)")
+             for k, n in c["entries_by_kind"].items()]
+    md = (f"# CPF year {manifest['year']} — run `{manifest['run_id']}`\n\n| | |\n|---|---:|\n"
+          + "".join(f"| {a} | {b} |\n" for a, b in rows)
+          + f"\nSnapshot: `{run_dir}`\n")
+    key = f"cpf-run-{manifest['year']}"
+    create_markdown_artifact(markdown=md, key=key, description="CPF campaign run summary")
+    create_link_artifact(link=(Path(run_dir) / "report" / "index.html").resolve().as_uri(),
+                         link_text="HTML run report", key=f"{key}-report")
+
+
+# --- flows ------------------------------------------------------------------------------------
+
+@flow(name="cpf-ingest")
+def ingest(dsn: list[str], lake: str) -> dict:
+    """DSN files/folders → lake (checksum dedup, archive copy for replay)."""
+    return ingest_task(dsn, lake)
+
+
+@flow(name="cpf-credit-year")
+def credit_year(year: int, lake: str, holders: str | None = None, balances: str | None = None,
+                dotations: str | None = None, as_of: str | None = None) -> dict:
+    """compute → post (diff + balance assertions) → publish (atomic) for year N."""
+    day = as_of or dt.date.today().isoformat()
+    with pub.run_lock(Path(lake)):
+        prepared = prepare_task(lake, year, holders, balances, dotations, day)
+        computed = compute_task(prepared)
+        staged = post_task(prepared, computed)
+        run_dir = publish_task(prepared, staged)
+    _artifacts(staged["manifest"], run_dir)
+    return {"run_id": staged["run_id"], "run_dir": run_dir, "manifest": staged["manifest"]}
+
+
+@flow(name="cpf-campaign")
+def campaign(year: int | None = None, dsn: list[str] | None = None, lake: str = "out",
+             holders: str | None = None, balances: str | None = None,
+             dotations: str | None = None, as_of: str | None = None,
+             enforce_window: bool = False, force: bool = False) -> dict:
+    """The yearly campaign: ingest the DSN received so far, then credit year N (default: the
+    previous calendar year). With ``enforce_window`` (the scheduled deployment), a run after the
+    window's end is refused unless ``force``."""
+    day = dt.date.fromisoformat(as_of) if as_of else today_paris()
+    year = year or day.year - 1
+    if enforce_window:
+        check_window(year, day, force)
+    report = ingest_task(dsn, lake) if dsn else {}
+    out = credit_year(year, lake, holders, balances, dotations, day.isoformat())
+    return {"ingest": report, "credit": out}
+
+
+@flow(name="cpf-replay")
+def replay(year: int, lake: str) -> dict:
+    """Recompute year N from the archived inputs; fails unless identical to the ledger."""
+    r = replay_task(lake, year)
+    if not r["ok"]:
+        raise RuntimeError(f"replay of {year} differs: " + "; ".join(r["differences"][:5]))
+    return r

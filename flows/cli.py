@@ -1,0 +1,426 @@
+"""The ``cpf`` command (see /work/shared/domain/contract.md).
+
+Exit status: 0 success (quarantined lines are reported, not a failure); 1 the run failed or a
+check did not hold; 2 usage error (bad option, unreadable path) with a one-line message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import click
+import typer
+
+try:  # typer >= 0.20 vendors click as typer._click
+    from typer._click import exceptions as _cx
+except ImportError:  # pragma: no cover
+    from click import exceptions as _cx
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperGroup
+
+console = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True)
+
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors as one line on stderr, exit 2 (instead of a multi-line panel)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                              standalone_mode=False, **extra)
+        except (_cx.UsageError, click.UsageError) as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # bare `cpf`: the help, exit 2
+                click.echo(e.format_message(), err=True)
+                rv = 2
+                return self._exit(rv, standalone_mode)
+            cmd = f" {e.ctx.info_name}" if e.ctx is not None and e.ctx.parent is not None else ""
+            click.echo(f"cpf{cmd}: error: {e.format_message()} (see cpf{cmd} --help)", err=True)
+            rv = 2
+        except (_cx.ClickException, click.ClickException) as e:
+            click.echo(f"cpf: error: {e.format_message()}", err=True)
+            rv = e.exit_code
+        except (_cx.Abort, click.Abort):
+            click.echo("cpf: aborted", err=True)
+            rv = 1
+        return self._exit(rv, standalone_mode)
+
+    @staticmethod
+    def _exit(rv, standalone_mode: bool):
+        rv = rv if isinstance(rv, int) else 0
+        if standalone_mode:
+            sys.exit(rv)
+        return rv
+
+
+app = typer.Typer(
+    cls=_OneLineErrors,
+    help="Yearly crediting of the Compte Personnel de Formation (CPF) from DSN declarations.\n\n"
+         "Typical campaign: `cpf run --year 2025 --dsn DSN_DIR --lake DIR --holders h.csv "
+         "--balances b.csv`. Analysts then open DIR/cpf.duckdb read-only.\n\n"
+         "Exit status: 0 ok; 1 run failed or a check did not hold; 2 usage error.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _usage(msg: str) -> None:
+    err.print(f"cpf: error: {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _fail(msg: str, details: list[str] | None = None) -> None:
+    err.print(f"cpf: failed: {msg}", highlight=False, soft_wrap=True)
+    for d in (details or [])[:50]:
+        err.print(f"  {d}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _readable(path: Path | None, what: str) -> Path | None:
+    if path is None:
+        return None
+    if not path.exists():
+        _usage(f"{what} {path} does not exist")
+    if path.is_file():
+        try:
+            with open(path, "rb") as f:
+                f.read(1)
+        except OSError as e:
+            _usage(f"{what} {path} is not readable ({e.strerror})")
+    return path
+
+
+def _year(year: int) -> int:
+    if not 2015 <= year <= 2100:
+        _usage(f"--year {year} is out of range (2015-2100)")
+    return year
+
+
+def _as_of(value: Optional[str]) -> dt.date:
+    if not value:
+        return dt.date.today()
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        _usage(f"--as-of {value!r} is not an ISO date (YYYY-MM-DD)")
+
+
+def _lake_dir(lake: Path, must_exist: bool = False) -> Path:
+    if lake.exists() and not lake.is_dir():
+        _usage(f"--lake {lake} is not a directory")
+    if must_exist and not (lake / "CURRENT").exists():
+        _usage(f"--lake {lake} holds no published run (run `cpf credit` first)")
+    return lake
+
+
+def _eur(cents: int | None) -> str:
+    return "" if cents is None else f"{cents / 100:,.2f} €".replace(",", " ")
+
+
+# --- ingest --------------------------------------------------------------------------------
+
+def _do_ingest(paths: list[Path], lake: Path) -> dict:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from flows import steps
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}"),
+                  TimeElapsedColumn(), console=err, transient=True) as progress:
+        task = progress.add_task("ingesting DSN files", total=None)
+
+        def on_progress(*args, **kwargs):
+            progress.advance(task)
+        return steps.ingest_files(paths, lake, on_progress=on_progress)
+
+
+def _print_ingest(report: dict) -> None:
+    t = Table(title="Ingestion")
+    t.add_column("")
+    t.add_column("count", justify="right")
+    for k in ("files_seen", "files_ingested", "files_skipped_duplicate", "declarations",
+              "declarations_rejected", "lines_read", "lines_parsed", "lines_quarantined"):
+        if k in report:
+            t.add_row(k.replace("_", " "), str(report[k]))
+    console.print(t)
+    by_reason = report.get("quarantine_by_reason") or {}
+    if by_reason:
+        q = Table(title="Quarantined, by reason")
+        q.add_column("reason")
+        q.add_column("lines", justify="right")
+        for k, v in sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
+            q.add_row(str(k), str(v))
+        console.print(q)
+
+
+@app.command()
+def ingest(
+    paths: List[Path] = typer.Argument(..., help="DSN files or folders (flat NEODeS or N4DS XML)."),
+    lake: Path = typer.Option(..., "--lake", help="The data directory DIR (created if needed)."),
+):
+    """Parse DSN files into the lake DIR; print counts of files, declarations, lines parsed and
+    quarantined. Already-ingested files (same sha256) are skipped."""
+    for p in paths:
+        _readable(p, "DSN path")
+    _lake_dir(lake)
+    try:
+        report = _do_ingest(paths, lake)
+    except Exception as exc:
+        _fail(f"ingestion failed: {exc}")
+    _print_ingest(report)
+
+
+# --- credit -----------------------------------------------------------------------------------
+
+def _print_credit(out) -> None:
+    m = out.manifest
+    c, tot = m["counts"], m["totals_cents"]
+    t = Table(title=f"Year {m['year']} — run {m['run_id']}")
+    t.add_column("")
+    t.add_column("value", justify="right")
+    t.add_row("people examined", str(c["examined"]))
+    t.add_row("people credited", str(c["credited"]))
+    t.add_row("not creditable", str(c["uncreditable"]))
+    t.add_row("credited for the year", _eur(tot["credit"]))
+    t.add_row("entries posted by this run", str(c["entries"]))
+    for k, n in c["entries_by_kind"].items():
+        t.add_row(f"  {k}", f"{n} ({_eur(tot['entries_by_kind'][k])})")
+    t.add_row("accounts", str(c["accounts"]))
+    t.add_row("earned balance (all accounts)", _eur(tot["earned_balance"]))
+    if c.get("dotation_lots"):
+        t.add_row("dotation balance", _eur(tot["dotation_balance"]))
+    console.print(t)
+    console.print(f"snapshot: {out.run_dir}\nreport:   {Path(out.run_dir) / 'report' / 'index.html'}")
+
+
+def _do_credit(year, lake, holders, balances, dotations, as_of):
+    from flows import steps
+    from pipeline.ledger import LedgerCheckError
+    from pipeline.publish import PublishError
+    try:
+        with err.status("crediting") as status:
+            out = steps.credit(lake, year, holders=holders, balances=balances,
+                               dotations=dotations, as_of=as_of,
+                               on_step=lambda s: status.update(s))
+    except steps.InputError as exc:
+        _fail("bad input", exc.errors)
+    except LedgerCheckError as exc:
+        _fail("ledger check failed, nothing published", exc.errors)
+    except PublishError as exc:
+        _fail(str(exc))
+    except (ImportError, NotImplementedError) as exc:
+        _fail(f"component not available: {exc}")
+    return out
+
+
+HOLDERS = typer.Option(None, "--holders", help="Holders' low-qualified declarations CSV "
+                       "(nir,low_qualified_declared_on,low_qualified_withdrawn_on).")
+BALANCES = typer.Option(None, "--balances", help="Earned balances before the campaign for "
+                        "accounts the ledger does not hold yet (nir,earned_balance_cents).")
+DOTATIONS = typer.Option(None, "--dotations", help="Funders' dotations CSV (funder_id,nir,"
+                         "amount_cents,received_date,certification_codes,deadline,refund).")
+AS_OF = typer.Option(None, "--as-of", help="Run date YYYY-MM-DD (dotation expiry; default "
+                     "today). Recorded in the manifest.")
+
+
+@app.command()
+def credit(
+    year: int = typer.Option(..., "--year", help="Activity year N to credit."),
+    lake: Path = typer.Option(..., "--lake", help="The data directory DIR."),
+    holders: Optional[Path] = HOLDERS,
+    balances: Optional[Path] = BALANCES,
+    dotations: Optional[Path] = DOTATIONS,
+    as_of: Optional[str] = AS_OF,
+):
+    """Compute year N's credits from what the lake holds, post the DIFFERENCE with the ledger
+    (a rerun on unchanged data posts nothing), check balances, publish the snapshot and the
+    DuckDB catalog atomically."""
+    _year(year)
+    _lake_dir(lake)
+    for p, w in ((holders, "--holders"), (balances, "--balances"), (dotations, "--dotations")):
+        _readable(p, w)
+    out = _do_credit(year, lake, holders, balances, dotations, _as_of(as_of))
+    _print_credit(out)
+
+
+# --- run (Prefect) --------------------------------------------------------------------------
+
+@app.command()
+def run(
+    year: int = typer.Option(..., "--year", help="Activity year N to credit."),
+    dsn: List[Path] = typer.Option(..., "--dsn", help="DSN files or folders (repeat, or list "
+                                   "several after --dsn)."),
+    lake: Path = typer.Option(..., "--lake", help="The data directory DIR."),
+    holders: Optional[Path] = HOLDERS,
+    balances: Optional[Path] = BALANCES,
+    dotations: Optional[Path] = DOTATIONS,
+    as_of: Optional[str] = AS_OF,
+    enforce_window: bool = typer.Option(False, "--enforce-window", help="Refuse runs after the "
+                                        "campaign window (flows/operations.yaml)."),
+    force: bool = typer.Option(False, "--force", help="Run even outside the campaign window."),
+    more: List[Path] = typer.Argument(None, hidden=True),
+):
+    """Ingest + credit as ONE Prefect flow run (local ephemeral mode when no Prefect server is
+    configured; then Prefect starts a temporary server, which costs some seconds)."""
+    _year(year)
+    paths = list(dsn) + list(more or [])
+    for p in paths:
+        _readable(p, "DSN path")
+    _lake_dir(lake)
+    for p, w in ((holders, "--holders"), (balances, "--balances"), (dotations, "--dotations")):
+        _readable(p, w)
+    day = _as_of(as_of)
+    from flows.campaign import WindowClosed, campaign
+    try:
+        with err.status("running the campaign flow (Prefect)"):
+            result = campaign(year=year, dsn=[str(p) for p in paths], lake=str(lake),
+                              holders=str(holders) if holders else None,
+                              balances=str(balances) if balances else None,
+                              dotations=str(dotations) if dotations else None,
+                              as_of=day.isoformat(), enforce_window=enforce_window, force=force)
+    except WindowClosed as exc:
+        _fail(str(exc))
+    except Exception as exc:
+        details = getattr(exc, "errors", None)
+        _fail(f"campaign flow failed: {exc}", details)
+    _print_ingest(result["ingest"])
+    from flows.steps import CreditOutcome
+    _print_credit(CreditOutcome(**result["credit"]))
+
+
+# --- explain ---------------------------------------------------------------------------------
+
+@app.command()
+def explain(
+    nir: str = typer.Argument(..., help="The person's 13-character NIR."),
+    year: int = typer.Option(..., "--year", help="Activity year N."),
+    lake: Path = typer.Option(..., "--lake", help="The data directory DIR."),
+):
+    """The derivation of one person's credit, as the engine kept it when the run was published
+    (contracts, months, time, absences, ratio, category, amount, ceiling) and the ledger entries.
+    Nothing is recomputed."""
+    import polars as pl
+
+    from pipeline import publish as pub
+    if len(nir) != 13:
+        _usage(f"NIR {nir!r} must have 13 characters")
+    _year(year)
+    _lake_dir(lake, must_exist=True)
+    run_id = pub.latest_run_for_year(lake, year)
+    if run_id is None:
+        _fail(f"no published run for year {year} in {lake}")
+    ac = pl.read_parquet(pub.run_dir(lake, run_id) / "annual_credits.parquet").filter(
+        pl.col("nir") == nir)
+    entries = pub.published_entries(lake).filter(pl.col("nir") == nir)
+    if ac.height == 0 and entries.height == 0:
+        _fail(f"{nir} was not examined for year {year} (run {run_id}) and has no entries")
+    console.print(f"[bold]{nir}[/] — year {year} — run {run_id}")
+    if ac.height:
+        row = ac.row(0, named=True)
+        t = Table(title="Derivation", show_header=False)
+        t.add_column("what")
+        t.add_column("value", overflow="fold")
+        for k, v in row.items():
+            if k.endswith("_cents") and isinstance(v, int):
+                v = f"{_eur(v)}  ({v})"
+            elif isinstance(v, (list, dict)):
+                v = json.dumps(v, default=str, ensure_ascii=False, indent=1)
+            t.add_row(k, str(v))
+        console.print(t)
+    else:
+        console.print(f"not examined for {year} in run {run_id}")
+    emp = pl.read_parquet(pub.run_dir(lake, run_id) / "employments.parquet").filter(
+        pl.col("nir") == nir)
+    if emp.height:
+        t = Table(title="Employers declared in the year")
+        for c in emp.columns[2:]:
+            t.add_column(c)
+        for r in emp.iter_rows():
+            t.add_row(*[str(x) for x in r[2:]])
+        console.print(t)
+    t = Table(title="Ledger entries (all years)")
+    for c in ("year", "kind", "sub_ledger", "amount", "run_id", "entry_id"):
+        t.add_column(c, no_wrap=True)
+    t.add_column("source", overflow="ellipsis", no_wrap=True)
+    for r in entries.sort("year", "run_id", "kind").iter_rows(named=True):
+        t.add_row(str(r["year"]), r["kind"], r["sub_ledger"], _eur(r["amount_cents"]),
+                  r["run_id"], r["entry_id"][:12], (r["source"] or "")[:60])
+    console.print(t)
+    earned = entries.filter(pl.col("sub_ledger") == "earned")["amount_cents"].sum()
+    dot = entries.filter(pl.col("sub_ledger") == "dotation")["amount_cents"].sum()
+    console.print(f"earned balance {_eur(earned)} · dotation balance {_eur(dot)}")
+
+
+# --- replay --------------------------------------------------------------------------------------
+
+@app.command()
+def replay(
+    year: int = typer.Option(..., "--year", help="Activity year N."),
+    lake: Path = typer.Option(..., "--lake", help="The data directory DIR."),
+):
+    """Recompute year N from the archived inputs (DIR/archive) and the parameters; exit 0 only
+    if the result is identical to the posted ledger (same sorted rows, same checksums), else
+    print the differences (a tampered entry is detected)."""
+    from flows import steps
+    _year(year)
+    _lake_dir(lake, must_exist=True)
+    try:
+        with err.status(f"replaying year {year}"):
+            res = steps.replay(lake, year)
+    except Exception as exc:
+        _fail(f"replay failed: {exc}")
+    for n in res.notes:
+        console.print(f"note: {n}")
+    if res.ok:
+        console.print(f"[green]identical[/]: year {year}, run {res.run_id} reproduces byte for byte")
+        return
+    _fail(f"year {year} run {res.run_id} is NOT reproduced ({len(res.differences)} difference(s))",
+          res.differences)
+
+
+# --- query / generate ----------------------------------------------------------------------------
+
+@app.command()
+def query(
+    name: str = typer.Argument(..., help="A query of sql/queries/ (e.g. credits_by_category) or SQL."),
+    lake: Path = typer.Option(..., "--lake", help="The data directory DIR."),
+):
+    """Run a ready analyst query read-only against DIR/cpf.duckdb."""
+    from pipeline.catalog import queries, run_query
+    _lake_dir(lake, must_exist=True)
+    if name not in queries() and " " not in name:
+        _usage(f"unknown query {name!r}; known: {', '.join(queries())}")
+    try:
+        cols, rows = run_query(lake, name)
+    except Exception as exc:
+        _fail(f"query failed: {exc}")
+    t = Table(title=name if name in queries() else None)
+    for c in cols:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*["" if v is None else str(v) for v in r])
+    console.print(t)
+
+
+@app.command()
+def generate(
+    out: Path = typer.Argument(..., help="Output folder for the generated DSN files."),
+    year: int = typer.Option(2025, "--year"),
+    seed: int = typer.Option(0, "--seed"),
+    people: int = typer.Option(1000, "--people"),
+    employers: int = typer.Option(50, "--employers"),
+):
+    """Generate a deterministic year of synthetic DSN (generator.year.generate_year)."""
+    try:
+        from generator.year import generate_year
+    except ImportError:
+        _fail("generator.year is not available yet")
+    generate_year(out, seed=seed, people=people, employers=employers, year=year)
+    console.print(f"generated year {year} into {out}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

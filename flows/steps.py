@@ -1,0 +1,344 @@
+"""The campaign's steps as plain functions (the CLI and the Prefect tasks both call these).
+
+Each step takes and returns paths or small JSON-able dicts, never DataFrames, so a Prefect task
+can wrap it as is. Business logic stays in ``pipeline/`` and ``parsers/``; this is glue.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import polars as pl
+
+from pipeline import publish as pub
+from pipeline.dotations import merge_lots, plan_dotations, read_dotations
+from pipeline.ledger import RunMeta, conform, ensure, plan_year_postings
+
+ComputeFn = Callable[[Path, int, Path | None], tuple[pl.LazyFrame, pl.LazyFrame]]
+IngestFn = Callable[[list[Path], Path], dict]
+
+
+class InputError(ValueError):
+    """A bad input row or file (reported with line numbers; the run fails, exit 1)."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("; ".join(errors[:10]) + (f" (+{len(errors) - 10} more)"
+                                                    if len(errors) > 10 else ""))
+        self.errors = errors
+
+
+# --- upstream adapters (thin: adapt here when a signature moves) ------------------------------
+
+def ingest_files(paths: list[Path], root: Path, on_progress=None) -> dict:
+    """parsers.ingest.ingest_paths + a byte copy of every ingested file in DIR/archive/dsn/."""
+    from parsers.ingest import ingest_paths
+    report = ingest_paths([Path(p) for p in paths], Path(root), on_progress=on_progress)
+    archive_dsn(root)
+    return report.to_dict() if hasattr(report, "to_dict") else dict(report.__dict__)
+
+
+def archive_dsn(root: Path) -> int:
+    """Ensure DIR/archive/dsn/<sha256> exists for every file the lake lists (for replay)."""
+    files = pub.scan_lake(root, "files").select("file_sha256", "source_file").collect()
+    n = 0
+    for sha, src in files.unique("file_sha256").sort("file_sha256").iter_rows():
+        dst = Path(root) / "archive" / "dsn" / sha
+        if dst.exists() or not src or not Path(src).exists():
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{sha}.tmp")
+        shutil.copyfile(src, tmp)
+        if pub.sha256_file(tmp) != sha:  # the file changed since ingestion: do not archive
+            tmp.unlink()
+            continue
+        tmp.replace(dst)
+        n += 1
+    return n
+
+
+def default_compute(root: Path, year: int, holders: Path | None) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    from pipeline.credits import compute_year
+    res = compute_year(Path(root), year, holders)
+    return res.amounts, res.uncreditable
+
+
+def param_version(year: int) -> str:
+    """The legal parameters' version for the year (pipeline.parameters), else their files' hash."""
+    try:
+        from pipeline.parameters import params_for_year
+        p = params_for_year(year)
+        for attr in ("version", "param_version", "params_hash", "hash"):
+            v = getattr(p, attr, None)
+            if v:
+                return str(v)
+    except ImportError:
+        pass
+    h = hashlib.sha256()
+    for f in sorted((pub.REPO / "pipeline" / "params").rglob("*.y*ml")):
+        h.update(f.name.encode() + f.read_bytes())
+    return "params-" + h.hexdigest()[:12]
+
+
+def read_opening_balances(path: Path) -> pl.DataFrame:
+    try:
+        from parsers.account_inputs import read_balances
+        df, errors = read_balances(Path(path))
+    except ImportError:  # minimal reader until parsers.account_inputs lands
+        raw = pl.read_csv(path, infer_schema=False).with_row_index("line_no", offset=2)
+        df = raw.with_columns(pl.col("earned_balance_cents").cast(pl.Int64, strict=False))
+        bad = df.filter(pl.col("earned_balance_cents").is_null() | (pl.col("nir").str.len_chars() != 13))
+        errors = [f"line {n}: bad row" for n in bad["line_no"]]
+        df = df.filter(~pl.col("line_no").is_in(bad["line_no"].implode()))
+    if errors:
+        raise InputError([str(e) for e in errors])
+    return df.select(pl.col("nir").cast(pl.String), pl.col("earned_balance_cents").cast(pl.Int64))
+
+
+# --- the steps ----------------------------------------------------------------------------------
+
+@dataclass
+class Prepared:
+    root: str
+    year: int
+    run_id: str
+    seq: int
+    inputs: dict  # RunInputs.to_dict()
+    work_dir: str
+
+    def run_inputs(self) -> pub.RunInputs:
+        return pub.RunInputs.from_dict(self.inputs)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Prepared":
+        return cls(**d)
+
+
+def prepare(root: Path, year: int, holders: Path | None = None, balances: Path | None = None,
+            dotations: Path | None = None, as_of: dt.date | None = None) -> Prepared:
+    """Validate and archive the CSV inputs, fix the run's identity (sequence + content hash).
+
+    Bad rows of --balances / --dotations fail the run here (InputError, line numbers, exit 1),
+    before anything is written."""
+    root = Path(root)
+    if balances is not None:
+        read_opening_balances(balances)
+    if holders is not None:
+        try:
+            from parsers.account_inputs import read_holders
+        except ImportError:  # pragma: no cover
+            read_holders = None
+        if read_holders is not None:
+            _, errors = read_holders(Path(holders))
+            if errors:
+                raise InputError([str(e) for e in errors])
+    if dotations is not None:
+        _, errors = read_dotations(dotations)
+        if errors:
+            raise InputError(errors)
+    current = pub.read_current(root)
+    pub.sweep_unpublished(root, current)
+    shutil.rmtree(root / "work", ignore_errors=True)
+    inputs = pub.RunInputs(
+        year=year, dsn_sha256=pub.lake_file_checksums(root),
+        holders_sha256=pub.archive_input(root, holders),
+        balances_sha256=pub.archive_input(root, balances),
+        dotations_sha256=pub.archive_input(root, dotations),
+        param_version=param_version(year), code_version=pub.code_version(),
+        as_of=as_of or dt.date.today())
+    seq = len(current["published"]) + 1
+    run_id = pub.derive_run_id(inputs, seq)
+    work = root / "work" / run_id
+    work.mkdir(parents=True, exist_ok=True)
+    return Prepared(root=str(root), year=year, run_id=run_id, seq=seq, inputs=inputs.to_dict(),
+                    work_dir=str(work))
+
+
+def compute(prep: Prepared, compute_fn: ComputeFn | None = None,
+            lake_root: Path | None = None) -> dict[str, str]:
+    """Run the crediting engine; write its amounts and uncreditable people as Parquet."""
+    compute_fn = compute_fn or default_compute
+    inputs = prep.run_inputs()
+    holders = pub.archived_input(Path(prep.root), inputs.holders_sha256)
+    amounts, uncreditable = compute_fn(Path(lake_root or prep.root), prep.year, holders)
+    work = Path(prep.work_dir)
+    a = amounts.collect() if isinstance(amounts, pl.LazyFrame) else amounts
+    u = uncreditable.collect() if isinstance(uncreditable, pl.LazyFrame) else uncreditable
+    a = a.sort("nir")
+    u = u.sort(u.columns, nulls_last=True) if u.width else u
+    a.write_parquet(work / "amounts.parquet")
+    u.write_parquet(work / "uncreditable.parquet")
+    return {"amounts": str(work / "amounts.parquet"),
+            "uncreditable": str(work / "uncreditable.parquet")}
+
+
+def post(prep: Prepared, computed: dict[str, str], ledger_upto: str | None = None,
+         report: bool = True, stage: bool = True, verify: bool = True) -> pub.Staged | tuple:
+    """Plan the entries (diff against the published ledger), check balances, stage the run."""
+    root = Path(prep.root)
+    inputs = prep.run_inputs()
+    current = pub.read_current(root)
+    problems = pub.verify_ledger(root, current) if verify else []
+    if problems:
+        raise InputError(["the published ledger does not match CURRENT: " + p for p in problems])
+    ledger = pub.published_entries(root, current, upto_run=ledger_upto)
+    meta = RunMeta(run_id=prep.run_id, code_version=inputs.code_version,
+                   param_version=inputs.param_version,
+                   default_source=f"run-inputs:{prep.run_id}")
+    bal_path = pub.archived_input(root, inputs.balances_sha256)
+    opening = read_opening_balances(bal_path).lazy() if bal_path else None
+    amounts = pl.read_parquet(computed["amounts"])
+    posting = plan_year_postings(ledger, amounts, prep.year, meta, opening=opening,
+                                 opening_source=f"balances:{inputs.balances_sha256}")
+    ensure(posting.errors)
+    # dotations: the lot register of the previous publication + this run's CSV
+    if ledger_upto is not None:
+        prev_runs = [r["run_id"] for r in current["published"]]
+        i = prev_runs.index(ledger_upto)
+        prev_cur = {"run_id": prev_runs[i - 1] if i else None, "published": []}
+        prev = pub.previous_lots(root, prev_cur)
+    else:
+        prev = pub.previous_lots(root, current)
+    lots = prev
+    dot_path = pub.archived_input(root, inputs.dotations_sha256)
+    if dot_path:
+        new_lots, errors = read_dotations(dot_path, inputs.dotations_sha256)
+        if errors:
+            raise InputError(errors)
+        lots = merge_lots(prev, new_lots)
+    book = pl.concat([ledger, posting.entries])
+    dot_entries = plan_dotations(book, lots, inputs.as_of, meta)
+    new_entries = conform(pl.concat([posting.entries, dot_entries]))
+    uncreditable = pl.read_parquet(computed["uncreditable"])
+    notes = {"opening_imported": posting.opening_imported,
+             "opening_ignored_already_held": posting.opening_ignored}
+    if not stage:
+        return new_entries, posting.credits, uncreditable, lots, ledger, notes
+    return pub.stage_run(root, prep.run_id, prep.seq, inputs, new_entries=new_entries,
+                         credits=posting.credits, uncreditable=uncreditable, lots=lots,
+                         ledger_before=ledger, notes=notes, report=report)
+
+
+def publish(prep: Prepared, staged: pub.Staged) -> str:
+    out = pub.publish_run(Path(prep.root), staged)
+    shutil.rmtree(prep.work_dir, ignore_errors=True)
+    return str(out)
+
+
+@dataclass
+class CreditOutcome:
+    run_id: str
+    run_dir: str
+    manifest: dict
+    timings: dict = field(default_factory=dict)
+
+
+def credit(root: Path, year: int, holders: Path | None = None, balances: Path | None = None,
+           dotations: Path | None = None, as_of: dt.date | None = None,
+           compute_fn: ComputeFn | None = None, on_step: Callable[[str], None] | None = None
+           ) -> CreditOutcome:
+    """compute → post → publish, under the DIR lock. Raises on failure (nothing published)."""
+    import time
+    root = Path(root)
+    say = on_step or (lambda s: None)
+    timings = {}
+    with pub.run_lock(root):
+        t = time.perf_counter()
+        say("preparing the run")
+        prep = prepare(root, year, holders, balances, dotations, as_of)
+        timings["prepare"] = time.perf_counter() - t
+        t = time.perf_counter()
+        say(f"computing year {year}")
+        computed = compute(prep, compute_fn)
+        timings["compute"] = time.perf_counter() - t
+        t = time.perf_counter()
+        say("posting to the ledger and writing the snapshot")
+        staged = post(prep, computed)
+        timings["post"] = time.perf_counter() - t
+        t = time.perf_counter()
+        say("publishing")
+        out = publish(prep, staged)
+        timings["publish"] = time.perf_counter() - t
+    pub.write_json_atomic({"timings_s": timings}, Path(out) / "run_log.json")
+    return CreditOutcome(run_id=prep.run_id, run_dir=out, manifest=staged.manifest,
+                         timings=timings)
+
+
+# --- replay --------------------------------------------------------------------------------
+
+@dataclass
+class ReplayResult:
+    ok: bool
+    run_id: str | None
+    differences: list[str]
+    notes: list[str] = field(default_factory=list)
+
+
+def replay(root: Path, year: int, compute_fn: ComputeFn | None = None,
+           ingest_fn: IngestFn | None = None) -> ReplayResult:
+    """Recompute year N's latest published run from the archived inputs and compare.
+
+    Checks: every published entries file against its sha256 in CURRENT (a tampered entry fails
+    here); the archived DSN re-ingested into a temporary lake give the same file checksums; the
+    recomputed entries equal the posted ones row for row and byte for byte (sha256 of the
+    canonical Parquet); the recomputed annual_credits snapshot equals the published one.
+    """
+    root = Path(root)
+    current = pub.read_current(root)
+    run_id = pub.latest_run_for_year(root, year, current)
+    if run_id is None:
+        return ReplayResult(False, None, [f"no published run for year {year} in {root}"])
+    diffs = list(pub.verify_ledger(root, current))
+    notes = []
+    manifest = pub.read_manifest(root, run_id)
+    inputs = pub.RunInputs.from_dict(manifest["inputs"])
+    if pub.derive_run_id(inputs, manifest["seq"]) != run_id:
+        diffs.append(f"run id {run_id} does not derive from its manifest's inputs")
+    cv = pub.code_version()
+    if cv != inputs.code_version:
+        notes.append(f"code version now {cv}, run recorded {inputs.code_version}")
+    pv = param_version(year)
+    if pv != inputs.param_version:
+        diffs.append(f"parameter version now {pv}, run recorded {inputs.param_version}")
+    with tempfile.TemporaryDirectory(prefix="cpf-replay-") as tmp:
+        tmp = Path(tmp)
+        archived = [root / "archive" / "dsn" / s for s in inputs.dsn_sha256]
+        missing = [str(p) for p in archived if not p.exists()]
+        if missing:
+            diffs.append(f"{len(missing)} archived DSN file(s) missing, e.g. {missing[0]}")
+            return ReplayResult(False, run_id, diffs, notes)
+        if archived:
+            (ingest_fn or (lambda paths, r: ingest_files(paths, r)))(archived, tmp)
+        got = pub.lake_file_checksums(tmp)
+        if archived and got != inputs.dsn_sha256:
+            diffs.append(f"re-ingested lake holds {len(got)} file(s), run used "
+                         f"{len(inputs.dsn_sha256)}")
+        prep = Prepared(root=str(root), year=year, run_id=run_id, seq=manifest["seq"],
+                        inputs=manifest["inputs"], work_dir=str(tmp / "work"))
+        Path(prep.work_dir).mkdir()
+        computed = compute(prep, compute_fn, lake_root=tmp)
+        try:
+            entries, credits, *_ = post(prep, computed, ledger_upto=run_id, stage=False,
+                                      verify=False)
+        except Exception as exc:  # a failing balance check is a difference too
+            diffs.append(f"recomputation failed: {exc}")
+            return ReplayResult(False, run_id, diffs, notes)
+        posted = pl.read_parquet(pub.entries_path(root, run_id), hive_partitioning=False)
+        diffs += pub.compare_frames(entries, posted, key=["entry_id"])
+        sha = pub.write_parquet(entries, tmp / "entries.parquet")
+        if sha != manifest["files_sha256"]["entries.parquet"]:
+            diffs.append(f"recomputed entries sha256 {sha[:16]}… != posted "
+                         f"{manifest['files_sha256']['entries.parquet'][:16]}…")
+        ac = pub.annual_credits_snapshot(credits, year, run_id)
+        published_ac = pl.read_parquet(pub.run_dir(root, run_id) / "annual_credits.parquet")
+        for d in pub.compare_frames(ac, published_ac, key=["nir"]):
+            diffs.append("annual_credits: " + d)
+    return ReplayResult(not diffs, run_id, diffs, notes)

@@ -1,0 +1,53 @@
+"""Flat NEODeS DSN text (``Sxx.Gyy.zz.aaa,'value'`` lines) -> typed tables + quarantine.
+
+Files of a batch are parsed together (one vectorised pass over all their lines) to amortise
+Polars' per-call overhead on the many small files a DSN year is made of.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from parsers.assemble import assemble
+from parsers.lake_schema import DEFAULT_BUCKETS
+from parsers.model import ParsedFile
+from parsers.records import read_lines, split_lines, to_utf8
+
+FORMAT_FLAT = "flat"
+
+
+@dataclass(frozen=True)
+class SourceBytes:
+    """One input file already read: its bytes, its name and its checksum (its identity)."""
+
+    source_file: str
+    data: bytes
+    sha256: str
+
+    @classmethod
+    def read(cls, path: Path) -> "SourceBytes":
+        data = Path(path).read_bytes()
+        return cls(str(path), data, hashlib.sha256(data).hexdigest())
+
+
+def parse_flat_file(path: Path | str, n_buckets: int = DEFAULT_BUCKETS) -> ParsedFile:
+    """Parse one flat DSN file (a lot, one or several envois)."""
+    return parse_flat_sources([SourceBytes.read(Path(path))], n_buckets)
+
+
+def parse_flat_sources(sources: list[SourceBytes], n_buckets: int = DEFAULT_BUCKETS) -> ParsedFile:
+    """Parse several flat files in one vectorised pass."""
+    frames, meta = [], []
+    for idx, src in enumerate(sources):
+        utf8, encoding = to_utf8(src.data)
+        frames.append(read_lines(utf8).with_columns(pl.lit(idx, pl.Int64).alias("file_idx")))
+        meta.append({"file_idx": idx, "file_sha256": src.sha256, "source_file": src.source_file,
+                     "size_bytes": len(src.data), "encoding": encoding, "format": FORMAT_FLAT})
+    lines = pl.concat(frames, how="vertical") if frames else pl.DataFrame(
+        schema={"line_no": pl.Int64, "raw": pl.String, "file_idx": pl.Int64})
+    records = split_lines(lines)
+    return assemble(records, pl.DataFrame(meta, schema_overrides={"size_bytes": pl.Int64}), n_buckets)

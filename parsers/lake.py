@@ -1,0 +1,140 @@
+"""The lake on disk: atomic partitioned Parquet writes, checksum dedup, typed scans.
+
+Layout (docs/design.md)::
+
+    DIR/lake/<table>/month=YYYY-MM/bucket=NNN/part-<batch_id>.parquet   person tables
+    DIR/lake/<table>/month=YYYY-MM/part-<batch_id>.parquet              declarations, employers, quarantine
+    DIR/lake/files/part-<batch_id>.parquet                              one row per ingested file
+
+``decl_month`` and ``bucket`` are also stored as real columns inside the files, so scans use
+``hive_partitioning=False`` and keep their types. A batch is committed by writing its
+``files`` part LAST: parts whose batch id is not in ``lake/files`` are orphans of an
+interrupted run and are removed by ``remove_orphans`` before the next ingestion.
+Every file is written to a temporary name in the same directory, then ``os.replace``d.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+
+from parsers.lake_schema import DEFAULT_BUCKETS, PERSON_TABLES, TABLES, person_bucket
+from parsers.model import ParsedFile
+
+LAKE = "lake"
+ARCHIVE = Path("archive") / "dsn"
+NO_MONTH = "none"  # partition of rows without a declared month (e.g. FCTU signalements)
+BUCKET_DIGITS = 3
+_PART_RE = re.compile(r"^part-(?P<batch>.+)\.parquet$")
+MONTH_TABLES = ("declarations", "employers", "quarantine")
+
+
+def lake_path(lake_dir_or_root: Path | str) -> Path:
+    """Accept either ``DIR`` or ``DIR/lake``."""
+    p = Path(lake_dir_or_root)
+    return p if p.name == LAKE else p / LAKE
+
+
+def _atomic_write(df: pl.DataFrame, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    df.write_parquet(tmp, compression="zstd", statistics=True)
+    os.replace(tmp, target)
+
+
+def _month_dir(month: object) -> str:
+    return f"month={month:%Y-%m}" if month is not None else f"month={NO_MONTH}"
+
+
+def write_parsed(parsed: ParsedFile, root_dir: Path | str, batch_id: str,
+                 n_buckets: int = DEFAULT_BUCKETS) -> dict[str, int]:
+    """Write one batch (one part file per partition), ``files`` last. Returns rows per table."""
+    lake = lake_path(root_dir)
+    part = f"part-{batch_id}.parquet"
+    written: dict[str, int] = {}
+    for table in TABLES:
+        if table == "files":
+            continue
+        df = parsed[table]
+        if df.height == 0:
+            continue
+        month_col = "decl_month"
+        if table in PERSON_TABLES:
+            df = df.with_columns(person_bucket(n_buckets))
+            groups = df.partition_by([month_col, "bucket"], as_dict=True, maintain_order=True)
+            for (month, bucket), g in groups.items():
+                _atomic_write(g, lake / table / _month_dir(month)
+                              / f"bucket={bucket:0{BUCKET_DIGITS}d}" / part)
+        else:
+            for (month,), g in df.partition_by([month_col], as_dict=True, maintain_order=True).items():
+                _atomic_write(g, lake / table / _month_dir(month) / part)
+        written[table] = df.height
+    files = parsed.files.with_columns(
+        pl.lit(batch_id).alias("batch_id"),
+        pl.lit(datetime.now(timezone.utc)).cast(TABLES["files"]["ingested_at"]).alias("ingested_at"),
+    )
+    _atomic_write(files, lake / "files" / part)
+    written["files"] = files.height
+    return written
+
+
+def _parts(lake: Path, table: str) -> list[Path]:
+    base = lake / table
+    return sorted(base.rglob("part-*.parquet")) if base.exists() else []
+
+
+def scan(lake_dir_or_root: Path | str, table: str) -> pl.LazyFrame:
+    """Typed LazyFrame over a table (an empty frame with the schema when it has no file)."""
+    schema = TABLES[table]
+    parts = _parts(lake_path(lake_dir_or_root), table)
+    if not parts:
+        return pl.LazyFrame(schema=schema)
+    return pl.scan_parquet(parts, hive_partitioning=False, schema=schema,
+                           missing_columns="insert", extra_columns="ignore")
+
+
+def known_checksums(root_dir: Path | str) -> set[str]:
+    """sha256 of every file already committed to the lake."""
+    return set(scan(root_dir, "files").select("file_sha256").collect()["file_sha256"].to_list())
+
+
+def remove_orphans(root_dir: Path | str) -> int:
+    """Delete parts (and temp files) of batches never committed to ``lake/files``."""
+    lake = lake_path(root_dir)
+    if not lake.exists():
+        return 0
+    committed = set(scan(lake, "files").select("batch_id").collect()["batch_id"].to_list())
+    removed = 0
+    for table in TABLES:
+        if table == "files":
+            continue
+        base = lake / table
+        if not base.exists():
+            continue
+        for p in base.rglob("*"):
+            if not p.is_file():
+                continue
+            m = _PART_RE.match(p.name)
+            if p.name.endswith(".tmp") or (m and m.group("batch") not in committed):
+                p.unlink()
+                removed += 1
+    return removed
+
+
+def archive_input(root_dir: Path | str, sha256: str, data: bytes) -> Path:
+    """Byte copy of an input under ``DIR/archive/dsn/<sha256>`` (for auditors' replay)."""
+    target = Path(root_dir) / ARCHIVE / sha256
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{sha256}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    return target
+
+
+__all__ = ["scan", "write_parsed", "known_checksums", "remove_orphans", "archive_input",
+           "lake_path"]

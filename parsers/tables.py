@@ -1,0 +1,206 @@
+"""Validated lines -> the lake's typed tables (schemas in ``parsers/lake_schema.py``).
+
+Each block occurrence becomes one row (a pivot of its rubriques), joined to its parents'
+identity through the ancestor occurrence columns computed in ``parsers.structure``. Only
+parsed lines of non-rejected declarations feed the person tables; the declarations table
+lists every declaration (rejected ones flagged) and the quarantine every rejected line.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from parsers import codes
+from parsers.codes import Reason, Scope
+from parsers.lake_schema import DEFAULT_BUCKETS, TABLES, person_bucket
+from parsers.norm import KNOWN_VERSIONS
+from parsers.structure import anc_col
+from parsers.validate import Validated
+from parsers.values import contract_number, to_cents, to_date, to_hundredths
+
+DECL_ID_SHA_CHARS = 16
+DECL_KEYS = ["file_idx", "decl_line"]
+ENVOI_FIELDS = {codes.ENVOI_TEST_FLAG: "test_flag", codes.ENVOI_NORM_VERSION: "norm_version"}
+DECL_FIELDS = {
+    codes.DECL_NATURE: "nature", codes.DECL_TYPE: "decl_type", codes.DECL_FRACTION: "fraction",
+    codes.DECL_ORDER_NO: "order_no", codes.DECL_MONTH: "decl_month_raw",
+    codes.DECL_REPLACED_ID: "replaced_id", codes.DECL_CONSTITUTION_DATE: "constitution_raw",
+}
+INDIVIDUAL_FIELDS = {codes.NIR: "nir", "S21.G00.30.002": "last_name", "S21.G00.30.003": "usage_name",
+                     "S21.G00.30.004": "first_names", codes.BIRTH_DATE: "birth_date_raw",
+                     codes.NTT: "ntt"}
+CONTRACT_FIELDS = {
+    "S21.G00.40.001": "contract_start", "S21.G00.40.002": "status_conv",
+    "S21.G00.40.007": "contract_nature", "S21.G00.40.008": "policy_scheme",
+    codes.CONTRACT_NO: "contract_no", "S21.G00.40.010": "planned_end", "S21.G00.40.011": "unit",
+    "S21.G00.40.012": "ref_quota_h", "S21.G00.40.013": "quota_h", "S21.G00.40.014": "modality",
+    "S21.G00.40.017": "idcc", "S21.G00.40.026": "employment_status", "S21.G00.40.072": "boeth",
+}
+PAY_FIELDS = {"S21.G00.51.001": "period_start", "S21.G00.51.002": "period_end",
+              codes.PAY_CONTRACT_NO: "contract_no", "S21.G00.51.011": "pay_type",
+              "S21.G00.51.012": "hours_h", "S21.G00.51.013": "amount_cents"}
+ACTIVITY_FIELDS = {"S21.G00.53.001": "activity_type", "S21.G00.53.002": "measure_h",
+                   "S21.G00.53.003": "unit"}
+STOPPAGE_FIELDS = {"S21.G00.60.001": "motif", "S21.G00.60.002": "last_worked_day",
+                   "S21.G00.60.003": "planned_end", "S21.G00.60.010": "resumption_date"}
+END_FIELDS = {"S21.G00.62.001": "end_date", "S21.G00.62.002": "end_reason"}
+SUSPENSION_FIELDS = {"S21.G00.65.001": "motif", "S21.G00.65.002": "start_date",
+                     "S21.G00.65.003": "end_date"}
+
+
+def _conform(df: pl.DataFrame, table: str) -> pl.DataFrame:
+    schema = TABLES[table]
+    return df.select([
+        (pl.col(c) if c in df.columns else pl.lit(None)).cast(t, strict=False).alias(c)
+        for c, t in schema.items()
+    ])
+
+
+def _pivot(values: pl.DataFrame, keys: list[str], fields: dict[str, str]) -> pl.DataFrame:
+    """First value of each wanted rubrique per key, one column per field (all String)."""
+    sub = values.filter(pl.col("rubrique").is_in(list(fields))).select(*keys, "rubrique", "value")
+    if sub.height:
+        wide = sub.pivot(on="rubrique", index=keys, values="value", aggregate_function="first")
+    else:
+        wide = sub.select(keys)
+    wide = wide.rename({r: n for r, n in fields.items() if r in wide.columns})
+    missing = [pl.lit(None, pl.String).alias(n) for n in fields.values() if n not in wide.columns]
+    return wide.with_columns(missing) if missing else wide
+
+
+def _occurrences(kept: pl.DataFrame, parsed: pl.DataFrame, block: str,
+                 fields: dict[str, str]) -> pl.DataFrame:
+    starts = kept.filter(pl.col("is_new") & (pl.col("block") == block)).select(
+        "file_idx", "occ", "decl_line", "line_no", *[anc_col(t) for t in codes.ANCESTOR_BLOCKS])
+    wide = _pivot(parsed.filter(pl.col("block") == block), ["file_idx", "occ"], fields)
+    return starts.join(wide, on=["file_idx", "occ"], how="left")
+
+
+def build_tables(v: Validated, files: pl.DataFrame,
+                 n_buckets: int = DEFAULT_BUCKETS) -> dict[str, pl.DataFrame]:
+    """``files``: file_idx, file_sha256, source_file. Returns every table but ``files``."""
+    lines = v.lines
+    decl_info = _declarations(v, files)
+    kept = lines.filter(pl.col("decl_line").is_not_null() & ~pl.col("decl_rejected").fill_null(False)
+                        & ~pl.col("envoi_rejected").fill_null(False) & pl.col("in_envoi"))
+    parsed = kept.filter(pl.col("q_scope").is_null())
+    ok_decls = decl_info.filter(~pl.col("rejected")).select(
+        *DECL_KEYS, "decl_id", "decl_month", "siret", "file_sha256")
+    out: dict[str, pl.DataFrame] = {"declarations": _conform(decl_info, "declarations")}
+
+    est = _occurrences(kept, parsed, codes.ESTABLISHMENT, {codes.IDCC_ESTABLISHMENT: "idcc"})
+    emp = ok_decls.join(decl_info.select(*DECL_KEYS, "siren", "nic"), on=DECL_KEYS).join(
+        est.group_by(DECL_KEYS).agg(pl.col("idcc").first()), on=DECL_KEYS, how="left")
+    out["employers"] = _conform(emp.rename({"decl_line": "line_no"}), "employers")
+
+    persons = _occurrences(kept, parsed, codes.INDIVIDUAL, INDIVIDUAL_FIELDS).join(
+        ok_decls, on=DECL_KEYS, how="inner")
+    persons = persons.with_columns(
+        pl.col("occ").alias("person_occ"),
+        pl.col("birth_date_raw").pipe(to_date).alias("birth_date"),
+    )
+    person_keys = persons.select("file_idx", "person_occ", "nir", "ntt")
+    out["individuals"] = _conform(persons.with_columns(person_bucket(n_buckets)), "individuals")
+
+    def person_rows(block: str, fields: dict[str, str]) -> pl.DataFrame:
+        occ = _occurrences(kept, parsed, block, fields).join(ok_decls, on=DECL_KEYS, how="inner")
+        occ = occ.join(person_keys, left_on=["file_idx", anc_col(codes.INDIVIDUAL)],
+                       right_on=["file_idx", "person_occ"], how="left")
+        return occ.with_columns(pl.col(anc_col(codes.INDIVIDUAL)).alias("person_occ"),
+                                person_bucket(n_buckets))
+
+    contracts = person_rows(codes.CONTRACT, CONTRACT_FIELDS).with_columns(
+        pl.col("occ").alias("contract_occ"),
+        to_date(pl.col("contract_start")), to_date(pl.col("planned_end")),
+        to_hundredths(pl.col("ref_quota_h")), to_hundredths(pl.col("quota_h")),
+        contract_number(pl.col("contract_no")),
+    )
+    out["contracts"] = _conform(contracts, "contracts")
+
+    pay = person_rows(codes.PAY, PAY_FIELDS).with_columns(
+        pl.col("occ").alias("pay_occ"),
+        to_date(pl.col("period_start")), to_date(pl.col("period_end")),
+        contract_number(pl.col("contract_no")),
+        to_hundredths(pl.col("hours_h")), to_cents(pl.col("amount_cents")),
+    )
+    out["pay"] = _conform(pay, "pay")
+
+    pay_parent = pay.select("file_idx", pl.col("pay_occ").alias(anc_col(codes.PAY)), "period_start",
+                            "period_end", "contract_no", "pay_type")
+    acts = person_rows(codes.ACTIVITY, ACTIVITY_FIELDS).join(
+        pay_parent, on=["file_idx", anc_col(codes.PAY)], how="left").with_columns(
+        pl.col(anc_col(codes.PAY)).alias("pay_occ"), to_hundredths(pl.col("measure_h")))
+    out["activities"] = _conform(acts, "activities")
+
+    contract_parent = contracts.select(
+        "file_idx", pl.col("contract_occ").alias(anc_col(codes.CONTRACT)), "contract_no",
+        "contract_start")
+
+    def contract_child(block: str, fields: dict[str, str], dates: list[str]) -> pl.DataFrame:
+        rows = person_rows(block, fields).join(contract_parent, on=["file_idx", anc_col(codes.CONTRACT)],
+                                               how="left")
+        return rows.with_columns(pl.col(anc_col(codes.CONTRACT)).alias("contract_occ"),
+                                 *[to_date(pl.col(d)) for d in dates])
+
+    out["work_stoppages"] = _conform(contract_child(
+        codes.WORK_STOPPAGE, STOPPAGE_FIELDS, ["last_worked_day", "planned_end", "resumption_date"]),
+        "work_stoppages")
+    out["contract_ends"] = _conform(contract_child(codes.CONTRACT_END, END_FIELDS, ["end_date"]),
+                                    "contract_ends")
+    out["suspensions"] = _conform(contract_child(
+        codes.SUSPENSION, SUSPENSION_FIELDS, ["start_date", "end_date"]), "suspensions")
+    out["quarantine"] = _quarantine(lines, decl_info, files)
+    return out
+
+
+def _declarations(v: Validated, files: pl.DataFrame) -> pl.DataFrame:
+    lines = v.lines
+    in_decl = lines.filter(pl.col("decl_line").is_not_null())
+    header = _pivot(in_decl, DECL_KEYS, DECL_FIELDS)
+    ids = _pivot(in_decl, DECL_KEYS, {codes.SIREN: "siren", codes.NIC: "nic"})
+    n_ind = in_decl.group_by(DECL_KEYS).agg(
+        (pl.col("is_new") & (pl.col("block") == codes.INDIVIDUAL)).sum().cast(pl.Int64)
+        .alias("n_individuals"))
+    envoi_vals = _pivot(lines.filter(pl.col("structure") == "S10"), ["seg"], ENVOI_FIELDS)
+    decls = (v.decls.join(header, on=DECL_KEYS, how="left").join(ids, on=DECL_KEYS, how="left")
+             .join(n_ind, on=DECL_KEYS, how="left").join(envoi_vals, on="seg", how="left")
+             .join(files, on="file_idx", how="left"))
+    return decls.with_columns(
+        (pl.col("file_sha256").str.slice(0, DECL_ID_SHA_CHARS) + pl.lit("-")
+         + pl.col("decl_line").cast(pl.String)).alias("decl_id"),
+        pl.col("decl_line").alias("line_no"),
+        (pl.col("test_flag") == codes.TEST_ENVOI).fill_null(False).alias("envoi_is_test"),
+        to_date(pl.col("decl_month_raw")).alias("decl_month"),
+        to_date(pl.col("constitution_raw")).alias("constitution_date"),
+        (pl.col("constitution_raw") + pl.col("order_no")).alias("self_id"),
+        (pl.col("siren") + pl.col("nic")).alias("siret"),
+        pl.col("rejected").fill_null(False),
+        pl.col("decl_reason").alias("reject_reason"),
+    ).sort(DECL_KEYS)
+
+
+def _quarantine(lines: pl.DataFrame, decl_info: pl.DataFrame, files: pl.DataFrame) -> pl.DataFrame:
+    version_warning = ((pl.col("rubrique") == codes.ENVOI_NORM_VERSION)
+                       & ~pl.col("value").is_in(list(KNOWN_VERSIONS)) & pl.col("q_scope").is_null())
+    lines = lines.with_columns(
+        pl.when(version_warning).then(pl.lit(Reason.UNKNOWN_NORM_VERSION)).otherwise(pl.col("w_reason"))
+        .alias("w_reason"),
+        pl.when(version_warning).then(pl.lit("unknown norm version, validated with ") + pl.col("norm_version"))
+        .otherwise(pl.col("w_detail")).alias("w_detail"),
+    )
+    rows = lines.filter(pl.col("q_scope").is_not_null() | pl.col("w_reason").is_not_null())
+    masked = (pl.when(pl.col("malformed"))
+              .then(pl.col("raw").str.replace_all(codes.NIR_IN_TEXT_PATTERN, "${1}*"))
+              .when(pl.col("rubrique").is_in(list(codes.MASKED_RUBRIQUES)))
+              .then(pl.col("value").str.slice(0, codes.MASK_KEEP_CHARS) + pl.lit("*"))
+              .otherwise(pl.col("value")))
+    rows = rows.select(
+        "file_idx", "line_no", "decl_line", "rubrique", masked.alias("value_masked"),
+        pl.coalesce("q_reason", "w_reason").alias("reason"),
+        pl.coalesce("q_detail", "w_detail").alias("detail"),
+        pl.coalesce("q_scope", pl.lit(Scope.WARNING)).alias("scope"),
+        "is_cause",
+    )
+    rows = rows.join(decl_info.select(*DECL_KEYS, "decl_id", "decl_month"), on=DECL_KEYS, how="left")
+    rows = rows.join(files, on="file_idx", how="left")
+    return _conform(rows.sort("file_idx", "line_no"), "quarantine")

@@ -1,0 +1,379 @@
+"""The append-only journal: diff posting, opening imports and balance assertions.
+
+A ledger is a set of immutable entries (one row per posting, schema ``ENTRY_SCHEMA``). Nothing
+is ever updated: a correction is a new entry. The campaign of year N may run many times; each
+run posts only the DIFFERENCE, per person, between what year N's credit entries already hold
+and what the current computation says (``plan_year_postings``). A rerun on unchanged data posts
+nothing; a late A&R or a pay recall gives an ``adjustment_credit`` (more) or a ``reversal``
+(less).
+
+Everything here is a pure function over Polars frames (beancount style: ``(entries, inputs) ->
+(new entries, errors)``); reading and publishing files is ``pipeline.publish``'s job.
+
+Determinism: ``entry_id`` is a hash of the run id (itself derived from content, see
+``pipeline.publish.derive_run_id``) and of the entry's identity (nir, year, kind, sub-ledger,
+lot), and no timestamp enters an entry, so the same inputs + parameters + code give the same
+bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+# --- vocabulary -----------------------------------------------------------------------------
+
+EARNED = "earned"  # droits acquis: the ceiling-relevant sub-ledger
+DOTATION = "dotation"  # droits supplémentaires (décret 2025-341): outside the ceiling
+
+ANNUAL_CREDIT = "annual_credit"
+ADJUSTMENT_CREDIT = "adjustment_credit"
+REVERSAL = "reversal"
+OPENING_BALANCE_IMPORT = "opening_balance_import"
+HOUR_TO_EURO_CONVERSION = "hour_to_euro_conversion"
+DOTATION_KIND = "dotation"
+DOTATION_EXPIRY = "dotation_expiry"
+DOTATION_REFUND = "dotation_refund"
+
+KINDS = (ANNUAL_CREDIT, ADJUSTMENT_CREDIT, REVERSAL, OPENING_BALANCE_IMPORT,
+         HOUR_TO_EURO_CONVERSION, DOTATION_KIND, DOTATION_EXPIRY, DOTATION_REFUND)
+# The entries that make up "what year N's crediting holds" for a person.
+CREDIT_KINDS = (ANNUAL_CREDIT, ADJUSTMENT_CREDIT, REVERSAL)
+
+ENTRY_SCHEMA: dict[str, pl.DataType] = {
+    "entry_id": pl.String(),  # deterministic, unique per posting
+    "run_id": pl.String(),  # content-derived run id (pipeline.publish.derive_run_id)
+    "nir": pl.String(),
+    "year": pl.Int32(),  # activity year (dotations: year received)
+    "kind": pl.String(),  # one of KINDS
+    "sub_ledger": pl.String(),  # EARNED | DOTATION
+    "amount_cents": pl.Int64(),  # signed
+    "lot_id": pl.String(),  # dotation lot, null on the earned sub-ledger
+    "param_version": pl.String(),
+    "code_version": pl.String(),
+    "source": pl.String(),  # declaration ids, or "<input>:<sha256>[:line]"
+}
+ENTRY_SORT = ["nir", "sub_ledger", "year", "kind", "lot_id", "entry_id"]
+
+
+class LedgerCheckError(RuntimeError):
+    """A balance assertion did not hold: the run must fail (exit 1) and publish nothing."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__(f"{len(errors)} ledger check(s) failed: " + "; ".join(errors[:5]))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class RunMeta:
+    """What every entry of one run carries."""
+
+    run_id: str
+    code_version: str
+    param_version: str = ""
+    default_source: str = ""  # used when the amounts carry no declaration ids
+
+
+@dataclass
+class Posting:
+    """The result of planning one run: new entries, the credits snapshot, and the checks."""
+
+    entries: pl.DataFrame  # new entries only, ENTRY_SCHEMA, sorted by ENTRY_SORT
+    credits: pl.DataFrame  # amounts + balance_before/credit/balance_after (one row per person)
+    errors: list[str] = field(default_factory=list)
+    opening_imported: int = 0
+    opening_ignored: int = 0  # --balances rows for accounts the ledger already holds
+
+
+def empty_entries() -> pl.DataFrame:
+    return pl.DataFrame(schema=ENTRY_SCHEMA)
+
+
+def conform(entries: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """Cast to ENTRY_SCHEMA, column order included, and sort: the canonical form written."""
+    lf = entries.lazy() if isinstance(entries, pl.DataFrame) else entries
+    have = lf.collect_schema().names()
+    lf = lf.select([
+        (pl.col(c) if c in have else pl.lit(None)).cast(t).alias(c) for c, t in ENTRY_SCHEMA.items()
+    ])
+    return lf.sort(ENTRY_SORT, nulls_last=True).collect()
+
+
+def entry_id_expr() -> pl.Expr:
+    """The entry's readable identity (run, nir, year, kind, sub-ledger, lot); ``_with_entry_ids``
+    digests it with sha256 because Polars' own hash is not stable across versions."""
+    return pl.concat_str(
+        [pl.col("run_id"), pl.col("nir").fill_null(""), pl.col("year").cast(pl.String),
+         pl.col("kind"), pl.col("sub_ledger"), pl.col("lot_id").fill_null("")],
+        separator="|",
+    )
+
+
+def _with_entry_ids(df: pl.DataFrame) -> pl.DataFrame:
+    """Add entry_id = first 24 hex of sha256 of the identity string (stable across versions).
+
+    Vectorised through Polars' ``str`` namespace is not available for sha256, so the digest is
+    taken over the unique identity strings with hashlib via ``map_batches`` on whole columns
+    (one Python call per batch, not per row logic)."""
+    import hashlib
+
+    def digest(s: pl.Series) -> pl.Series:
+        return pl.Series([hashlib.sha256(v.encode()).hexdigest()[:24] for v in s.to_list()],
+                         dtype=pl.String)
+
+    return df.with_columns(
+        entry_id_expr().map_batches(digest, return_dtype=pl.String).alias("entry_id")
+    )
+
+
+# --- balances --------------------------------------------------------------------------------
+
+def balances_by_person(entries: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+    """Current balance per account: earned, dotation, total (all published entries)."""
+    lf = entries.lazy() if isinstance(entries, pl.DataFrame) else entries
+    return (
+        lf.group_by("nir")
+        .agg(
+            pl.col("amount_cents").filter(pl.col("sub_ledger") == EARNED).sum()
+            .cast(pl.Int64).alias("earned_balance_cents"),
+            pl.col("amount_cents").filter(pl.col("sub_ledger") == DOTATION).sum()
+            .cast(pl.Int64).alias("dotation_balance_cents"),
+            pl.len().cast(pl.Int64).alias("n_entries"),
+            pl.col("year").filter(pl.col("kind").is_in(CREDIT_KINDS)).max()
+            .alias("last_credited_year"),
+        )
+        .with_columns(
+            (pl.col("earned_balance_cents") + pl.col("dotation_balance_cents"))
+            .alias("total_balance_cents")
+        )
+        .select("nir", "earned_balance_cents", "dotation_balance_cents", "total_balance_cents",
+                "last_credited_year", "n_entries")
+        .sort("nir")
+    )
+
+
+def earned_before_year(entries: pl.LazyFrame, year: int) -> pl.LazyFrame:
+    """Earned balance before crediting ``year``: every earned entry except year N's own credit
+    entries (so a rerun of year N sees the same starting point and posts only the difference)."""
+    return (
+        entries.filter(pl.col("sub_ledger") == EARNED)
+        .filter(~((pl.col("year") == year) & pl.col("kind").is_in(CREDIT_KINDS)))
+        .group_by("nir")
+        .agg(pl.col("amount_cents").sum().cast(pl.Int64).alias("earned_balance_cents"))
+    )
+
+
+def credited_for_year(entries: pl.LazyFrame, year: int) -> pl.LazyFrame:
+    """What year N's crediting already holds per person (sum of its credit entries)."""
+    return (
+        entries.filter((pl.col("sub_ledger") == EARNED) & (pl.col("year") == year)
+                       & pl.col("kind").is_in(CREDIT_KINDS))
+        .group_by("nir")
+        .agg(pl.col("amount_cents").sum().cast(pl.Int64).alias("posted_cents"),
+             pl.len().alias("n_posted"))
+    )
+
+
+# --- planning ----------------------------------------------------------------------------------
+
+def opening_imports(ledger: pl.LazyFrame, opening: pl.LazyFrame | None, year: int,
+                    meta: RunMeta, source: str) -> tuple[pl.DataFrame, int]:
+    """``opening_balance_import`` entries for --balances rows of accounts the ledger does not
+    hold yet (no earned entry). Returns (entries, number of rows ignored because held)."""
+    if opening is None:
+        return empty_entries(), 0
+    held = ledger.filter(pl.col("sub_ledger") == EARNED).select("nir").unique()
+    op = opening.select(pl.col("nir").cast(pl.String),
+                        pl.col("earned_balance_cents").cast(pl.Int64)).collect()
+    new = op.lazy().join(held, on="nir", how="anti").collect()
+    ignored = op.height - new.height
+    new = new.filter(pl.col("earned_balance_cents") != 0)
+    df = new.select(
+        pl.lit(meta.run_id).alias("run_id"),
+        pl.col("nir"),
+        pl.lit(year, dtype=pl.Int32).alias("year"),
+        pl.lit(OPENING_BALANCE_IMPORT).alias("kind"),
+        pl.lit(EARNED).alias("sub_ledger"),
+        pl.col("earned_balance_cents").alias("amount_cents"),
+        pl.lit(None, dtype=pl.String).alias("lot_id"),
+        pl.lit(meta.param_version).alias("param_version"),
+        pl.lit(meta.code_version).alias("code_version"),
+        pl.lit(source).alias("source"),
+    )
+    return conform(_with_entry_ids(df)), ignored
+
+
+def _apply_ceiling(amounts: pl.LazyFrame, balances: pl.LazyFrame) -> pl.LazyFrame:
+    try:  # the crediting engine's pure function (pipeline/ceiling.py)
+        from pipeline.ceiling import apply_ceiling
+    except ImportError:  # pragma: no cover - only while the engine is being written
+        apply_ceiling = _minimal_apply_ceiling
+    return apply_ceiling(amounts, balances)
+
+
+def _minimal_apply_ceiling(amounts: pl.LazyFrame, balances: pl.LazyFrame) -> pl.LazyFrame:
+    bal_col = "earned_balance_cents"
+    return (
+        amounts.join(balances.select("nir", bal_col), on="nir", how="left")
+        .with_columns(pl.col(bal_col).fill_null(0).cast(pl.Int64).alias("balance_before_cents"))
+        .drop(bal_col)
+        .with_columns(
+            pl.min_horizontal(
+                pl.col("annual_amount_cents"),
+                pl.max_horizontal(pl.lit(0, pl.Int64),
+                                  pl.col("ceiling_cents") - pl.col("balance_before_cents")),
+            ).cast(pl.Int64).alias("credit_cents")
+        )
+        .with_columns((pl.col("balance_before_cents") + pl.col("credit_cents"))
+                      .alias("balance_after_cents"))
+    )
+
+
+def _source_expr(schema_names: list[str], default: str) -> pl.Expr:
+    for c in ("source_decl_ids", "source", "decl_ids", "source_decls"):
+        if c in schema_names:
+            return pl.col(c).alias("source")
+    return pl.lit(default).alias("source")
+
+
+def plan_year_postings(
+    ledger: pl.LazyFrame | pl.DataFrame,
+    amounts: pl.LazyFrame | pl.DataFrame,
+    year: int,
+    meta: RunMeta,
+    opening: pl.LazyFrame | None = None,
+    opening_source: str = "",
+) -> Posting:
+    """Plan the entries of one run of year N's campaign.
+
+    ``ledger``: every published entry (ENTRY_SCHEMA). ``amounts``: one row per examined person
+    (nir, annual_amount_cents, ceiling_cents, … as ``pipeline.credits.compute_year`` gives).
+    ``opening``: the ``--balances`` CSV (nir, earned_balance_cents).
+
+    1. import opening balances of accounts the ledger does not hold yet;
+    2. balance before = earned entries except year N's credit entries;
+    3. target credit = ``apply_ceiling``; 4. post target − already posted (people who vanished
+    from year N get a reversal of what they hold); 5. run the balance assertions.
+    """
+    ledger_lf = (ledger.lazy() if isinstance(ledger, pl.DataFrame) else ledger)
+    amounts_lf = amounts.lazy() if isinstance(amounts, pl.DataFrame) else amounts
+    opening_entries, ignored = opening_imports(ledger_lf, opening, year, meta, opening_source)
+    base = conform(ledger_lf)
+    book = pl.concat([base.lazy(), opening_entries.lazy()])
+
+    before = earned_before_year(book, year)
+    credits = (_apply_ceiling(amounts_lf, before).sort("nir").collect())
+    names = credits.columns
+    source = _source_expr(names, meta.default_source)
+    target = credits.select(
+        pl.col("nir"),
+        pl.col("credit_cents").cast(pl.Int64),
+        (pl.col("param_version").cast(pl.String) if "param_version" in names
+         else pl.lit(meta.param_version)).alias("param_version"),
+        source,
+    )
+    if isinstance(target.schema["source"], pl.List):
+        target = target.with_columns(pl.col("source").list.sort().list.join(";"))
+    target = target.with_columns(pl.col("source").cast(pl.String))
+
+    posted = credited_for_year(book, year).collect()
+    diff = (
+        target.join(posted, on="nir", how="full", coalesce=True)
+        .with_columns(
+            pl.col("credit_cents").fill_null(0),
+            pl.col("posted_cents").fill_null(0),
+            pl.col("n_posted").fill_null(0),
+            pl.col("param_version").fill_null(meta.param_version),
+            pl.col("source").fill_null(meta.default_source),
+        )
+        .with_columns((pl.col("credit_cents") - pl.col("posted_cents")).alias("amount_cents"))
+        .filter(pl.col("amount_cents") != 0)
+        .with_columns(
+            pl.when(pl.col("n_posted") == 0).then(pl.lit(ANNUAL_CREDIT))
+            .when(pl.col("amount_cents") > 0).then(pl.lit(ADJUSTMENT_CREDIT))
+            .otherwise(pl.lit(REVERSAL)).alias("kind")
+        )
+    )
+    credit_entries = diff.select(
+        pl.lit(meta.run_id).alias("run_id"),
+        "nir",
+        pl.lit(year, dtype=pl.Int32).alias("year"),
+        "kind",
+        pl.lit(EARNED).alias("sub_ledger"),
+        "amount_cents",
+        pl.lit(None, dtype=pl.String).alias("lot_id"),
+        "param_version",
+        pl.lit(meta.code_version).alias("code_version"),
+        "source",
+    )
+    new_entries = conform(pl.concat([opening_entries,
+                                     conform(_with_entry_ids(credit_entries))]))
+    posting = Posting(entries=new_entries, credits=credits, opening_imported=opening_entries.height,
+                      opening_ignored=ignored)
+    posting.errors = check_year(pl.concat([base, new_entries]), credits, year)
+    return posting
+
+
+# --- assertions ----------------------------------------------------------------------------
+
+def check_year(all_entries: pl.DataFrame, credits: pl.DataFrame, year: int) -> list[str]:
+    """Balance assertions after posting year N (beancount's ``balance`` directive, per account).
+
+    For every examined person: balance_before + credit = balance_after; the ledger's earned
+    balance (opening + all entries) = balance_before + year N's credit entries = balance_after; the earned
+    balance never exceeds the ceiling after an annual credit (unless the credit is 0 because the
+    balance already stood at or above it); credits are never negative; year N's credit entries of
+    people no longer examined sum to 0; entry ids are unique; dotation lots never go negative.
+    """
+    errors: list[str] = []
+    n_dup = all_entries.height - all_entries["entry_id"].n_unique()
+    if n_dup:
+        errors.append(f"{n_dup} duplicate entry_id")
+    bad_kind = all_entries.filter(~pl.col("kind").is_in(KINDS) |
+                                  ~pl.col("sub_ledger").is_in([EARNED, DOTATION]))
+    if bad_kind.height:
+        errors.append(f"{bad_kind.height} entries with an unknown kind or sub-ledger")
+    lf = all_entries.lazy()
+    ledger_bal = (lf.filter(pl.col("sub_ledger") == EARNED).group_by("nir")
+                  .agg(pl.col("amount_cents").sum().alias("ledger_earned")))
+    year_posted = credited_for_year(lf, year)
+    c = (credits.lazy()
+         .join(ledger_bal, on="nir", how="left")
+         .join(year_posted, on="nir", how="left")
+         .with_columns(pl.col("ledger_earned").fill_null(0), pl.col("posted_cents").fill_null(0))
+         .collect())
+    checks = {
+        "balance_before + credit != balance_after":
+            pl.col("balance_before_cents") + pl.col("credit_cents") != pl.col("balance_after_cents"),
+        "year's credit entries != credit": pl.col("posted_cents") != pl.col("credit_cents"),
+        "earned balance (opening + entries) != balance_after":
+            pl.col("ledger_earned") != pl.col("balance_after_cents"),
+        "negative credit": pl.col("credit_cents") < 0,
+        "credit above annual amount": pl.col("credit_cents") > pl.col("annual_amount_cents"),
+        "earned balance above ceiling after annual credit":
+            (pl.col("credit_cents") > 0) & (pl.col("balance_after_cents") > pl.col("ceiling_cents")),
+    }
+    for label, cond in checks.items():
+        bad = c.filter(cond)
+        if bad.height:
+            errors.append(f"{label}: {bad.height} person(s), e.g. {_mask(bad['nir'][0])}")
+    gone = (year_posted.join(credits.lazy().select("nir"), on="nir", how="anti")
+            .filter(pl.col("posted_cents") != 0).collect())
+    if gone.height:
+        errors.append(f"year {year} credit entries of {gone.height} person(s) no longer examined "
+                      f"do not net to 0")
+    lots = (lf.filter(pl.col("sub_ledger") == DOTATION).group_by("lot_id")
+            .agg(pl.col("amount_cents").sum()).filter(pl.col("amount_cents") < 0).collect())
+    if lots.height:
+        errors.append(f"{lots.height} dotation lot(s) with a negative balance")
+    return errors
+
+
+def _mask(nir: str | None) -> str:
+    return "?" if not nir else nir[:3] + "*" * max(0, len(nir) - 3)
+
+
+def ensure(errors: list[str]) -> None:
+    if errors:
+        raise LedgerCheckError(errors)

@@ -1,0 +1,561 @@
+"""Run snapshots, manifest, atomic publication and the published ledger.
+
+Layout under DIR (see docs/design.md)::
+
+    runs/.staging-<run_id>/              a run being written (never read by anyone)
+    runs/<run_id>/                       a complete snapshot: annual_credits, balances, entries,
+                                         quarantine, uncreditable, declarations, employments,
+                                         dotation_lots, runs, manifest.json, report/
+    ledger/entries/run=<run_id>/part-0.parquet   the run's new entries (append-only journal)
+    CURRENT                              JSON pointer: the published runs, in order, with the
+                                         sha256 of each entries file
+
+**The ledger is the union of the entries files of the runs listed in CURRENT** (checked against
+their sha256). A run is published in three atomic steps — ``os.replace`` of the staged run
+directory, ``os.replace`` of its ledger partition, then ``os.replace`` of CURRENT — so a run
+killed at any point leaves the published state untouched: its leftovers are not listed in
+CURRENT, do not count, and are swept by the next run (which, on the same inputs, derives the same
+run id and completes it).
+
+Determinism: the run id is derived from content (year, sequence number, input checksums, parameter
+version, code version, run date) and no wall-clock time enters the ledger, the snapshot Parquet
+files or the manifest; timings go to ``run_log.json`` only, which replay ignores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.ledger import ENTRY_SCHEMA, conform, balances_by_person
+
+REPO = Path(__file__).resolve().parents[1]
+CURRENT = "CURRENT"
+SNAPSHOT_FILES = ("annual_credits.parquet", "balances.parquet", "entries.parquet",
+                  "quarantine.parquet", "uncreditable.parquet", "declarations.parquet",
+                  "employments.parquet", "dotation_lots.parquet", "runs.parquet")
+# Columns of the contract's annual_credits view, in order, with their types.
+ANNUAL_CREDITS_CONTRACT: dict[str, pl.DataType] = {
+    "nir": pl.String(), "year": pl.Int32(), "worked_ratio": pl.Float64(),
+    "category": pl.String(), "annual_amount_cents": pl.Int64(), "ceiling_cents": pl.Int64(),
+    "balance_before_cents": pl.Int64(), "credit_cents": pl.Int64(),
+    "balance_after_cents": pl.Int64(),
+}
+
+
+class PublishError(RuntimeError):
+    pass
+
+
+# --- files, checksums, fsync ---------------------------------------------------------------
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path: Path) -> None:
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            fsync_path(p)
+    fsync_path(path)
+
+
+def write_parquet(df: pl.DataFrame, path: Path) -> str:
+    """Deterministic Parquet: one chunk, fixed compression and row groups. Returns sha256."""
+    df.rechunk().write_parquet(path, compression="zstd", compression_level=3, statistics=True,
+                               row_group_size=1_000_000)
+    return sha256_file(path)
+
+
+def write_json_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    fsync_path(tmp)
+    os.replace(tmp, path)
+    fsync_path(path.parent)
+
+
+def code_version() -> str:
+    """Package version + sha256 of the computing code (parsers/, pipeline/, their data)."""
+    try:
+        from importlib.metadata import version
+        pkg = version("cpf-alimentation")
+    except Exception:  # pragma: no cover
+        pkg = "0"
+    h = hashlib.sha256()
+    for sub in ("parsers", "pipeline"):
+        base = REPO / sub
+        for p in sorted(base.rglob("*")):
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix in (
+                    ".py", ".yaml", ".yml", ".json", ".csv", ".txt", ".toml"):
+                h.update(str(p.relative_to(REPO)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return f"{pkg}+{h.hexdigest()[:12]}"
+
+
+@contextlib.contextmanager
+def run_lock(root: Path):
+    """One run at a time per DIR (concurrency limit 1 even without Prefect)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PublishError(f"another run holds {root / '.lock'}") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# --- CURRENT and the published ledger --------------------------------------------------------
+
+def read_current(root: Path) -> dict:
+    p = Path(root) / CURRENT
+    if not p.exists():
+        return {"run_id": None, "published": [], "latest_by_year": {}}
+    return json.loads(p.read_text())
+
+
+def run_dir(root: Path, run_id: str) -> Path:
+    return Path(root) / "runs" / run_id
+
+
+def entries_path(root: Path, run_id: str) -> Path:
+    return Path(root) / "ledger" / "entries" / f"run={run_id}" / "part-0.parquet"
+
+
+def verify_ledger(root: Path, current: dict | None = None) -> list[str]:
+    """sha256 of every published entries file against CURRENT: detects a tampered entry."""
+    current = current or read_current(root)
+    errors = []
+    for r in current["published"]:
+        p = entries_path(root, r["run_id"])
+        if not p.exists():
+            errors.append(f"run {r['run_id']}: entries file missing ({p})")
+        elif sha256_file(p) != r["entries_sha256"]:
+            errors.append(f"run {r['run_id']}: entries file {p} does not match its published "
+                          f"sha256 (tampered?)")
+    return errors
+
+
+def published_entries(root: Path, current: dict | None = None,
+                      upto_run: str | None = None) -> pl.DataFrame:
+    """The ledger: entries of the published runs (optionally only those before ``upto_run``)."""
+    current = current or read_current(root)
+    files = []
+    for r in current["published"]:
+        if upto_run is not None and r["run_id"] == upto_run:
+            break
+        files.append(entries_path(root, r["run_id"]))
+    if not files:
+        return conform(pl.DataFrame(schema=ENTRY_SCHEMA))
+    return conform(pl.concat([pl.read_parquet(f, hive_partitioning=False) for f in files]))
+
+
+def sweep_unpublished(root: Path, current: dict | None = None) -> list[str]:
+    """Remove leftovers of runs that never published (call under the run lock)."""
+    current = current or read_current(root)
+    keep = {r["run_id"] for r in current["published"]}
+    removed = []
+    runs = Path(root) / "runs"
+    if runs.exists():
+        for d in sorted(runs.iterdir()):
+            if d.is_dir() and (d.name.startswith(".") or d.name not in keep):
+                shutil.rmtree(d)
+                removed.append(str(d))
+    ent = Path(root) / "ledger" / "entries"
+    if ent.exists():
+        for d in sorted(ent.iterdir()):
+            rid = d.name.removeprefix(".tmp-").removeprefix("run=")
+            if d.name.startswith(".") or rid not in keep:
+                shutil.rmtree(d)
+                removed.append(str(d))
+    return removed
+
+
+# --- run identity -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunInputs:
+    """Everything a run's result depends on (the manifest's ``inputs``)."""
+
+    year: int
+    dsn_sha256: tuple[str, ...]  # the lake's ingested files, sorted
+    holders_sha256: str | None
+    balances_sha256: str | None
+    dotations_sha256: str | None
+    param_version: str
+    code_version: str
+    as_of: dt.date
+
+    def to_dict(self) -> dict:
+        return {"year": self.year, "dsn_sha256": list(self.dsn_sha256),
+                "holders_sha256": self.holders_sha256, "balances_sha256": self.balances_sha256,
+                "dotations_sha256": self.dotations_sha256, "param_version": self.param_version,
+                "code_version": self.code_version, "as_of": self.as_of.isoformat()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunInputs":
+        return cls(year=int(d["year"]), dsn_sha256=tuple(d["dsn_sha256"]),
+                   holders_sha256=d["holders_sha256"], balances_sha256=d["balances_sha256"],
+                   dotations_sha256=d["dotations_sha256"], param_version=d["param_version"],
+                   code_version=d["code_version"], as_of=dt.date.fromisoformat(d["as_of"]))
+
+
+def derive_run_id(inputs: RunInputs, seq: int) -> str:
+    """``<year>-<seq:04d>-<12 hex>``: readable, ordered, and a pure function of the content and
+    of the number of runs published before it (so replay can rebuild it exactly)."""
+    blob = json.dumps({"seq": seq, **inputs.to_dict()}, sort_keys=True).encode()
+    return f"{inputs.year}-{seq:04d}-{hashlib.sha256(blob).hexdigest()[:12]}"
+
+
+def archive_input(root: Path, path: Path | None) -> str | None:
+    """Byte copy of a CSV input under DIR/archive/inputs/<sha256> (for replay)."""
+    if path is None:
+        return None
+    sha = sha256_file(path)
+    dst = Path(root) / "archive" / "inputs" / sha
+    if not dst.exists():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{sha}.tmp-{os.getpid()}")
+        shutil.copyfile(path, tmp)
+        fsync_path(tmp)
+        os.replace(tmp, dst)
+    return sha
+
+
+def archived_input(root: Path, sha: str | None) -> Path | None:
+    return None if sha is None else Path(root) / "archive" / "inputs" / sha
+
+
+# --- lake access (parsers.lake.scan when present) ------------------------------------------
+
+def scan_lake(root: Path, table: str) -> pl.LazyFrame:
+    from parsers.lake_schema import TABLES
+    schema = TABLES[table]
+    try:
+        from parsers.lake import scan
+        return scan(Path(root), table)
+    except ImportError:
+        pass
+    base = Path(root) / "lake" / table
+    files = sorted(base.rglob("*.parquet")) if base.exists() else []
+    if not files:
+        return pl.DataFrame(schema=schema).lazy()
+    return pl.scan_parquet(files, hive_partitioning=False, missing_columns="insert",
+                           extra_columns="ignore", schema=schema)
+
+
+def lake_file_checksums(root: Path) -> tuple[str, ...]:
+    df = scan_lake(root, "files").select("file_sha256").unique().collect()
+    return tuple(sorted(x for x in df["file_sha256"].to_list() if x))
+
+
+# --- snapshot pieces ---------------------------------------------------------------------
+
+def annual_credits_snapshot(credits: pl.DataFrame, year: int, run_id: str) -> pl.DataFrame:
+    """Contract columns first (typed as the contract says), explanation columns after."""
+    df = credits
+    if "year" not in df.columns:
+        df = df.with_columns(pl.lit(year).alias("year"))
+    contract = [pl.col(c).cast(t) for c, t in ANNUAL_CREDITS_CONTRACT.items()]
+    rest = [c for c in df.columns if c not in ANNUAL_CREDITS_CONTRACT and c != "run_id"]
+    return (df.select(contract + [pl.col(c) for c in rest])
+            .with_columns(pl.lit(run_id).alias("run_id")).sort("nir"))
+
+
+def quarantine_snapshot(root: Path) -> pl.DataFrame:
+    from parsers.lake_schema import QUARANTINE
+    q = scan_lake(root, "quarantine").collect()
+    cols = ["source_file", "line_no", "rubrique", "reason"] + [
+        c for c in QUARANTINE if c not in ("source_file", "line_no", "rubrique", "reason")]
+    q = q.select([pl.col(c) if c in q.columns else pl.lit(None, QUARANTINE[c]).alias(c)
+                  for c in cols])
+    return q.sort(["file_sha256", "line_no", "rubrique", "reason"], nulls_last=True)
+
+
+def declarations_snapshot(root: Path) -> pl.DataFrame:
+    return (scan_lake(root, "declarations")
+            .select("decl_id", "file_sha256", "source_file", "siren", "siret", "decl_month",
+                    "decl_type", "envoi_is_test", "rejected")
+            .unique("decl_id", keep="first").sort("decl_id").collect())
+
+
+def employments_snapshot(root: Path, year: int) -> pl.DataFrame:
+    """Who employed whom in year N (for analysts' by-employer / by-hiring-month queries)."""
+    decl = scan_lake(root, "declarations").filter(
+        ~pl.col("envoi_is_test").fill_null(False) & ~pl.col("rejected").fill_null(False)
+    ).select("decl_id")
+    c = (scan_lake(root, "contracts")
+         .filter(pl.col("decl_month").dt.year() == year, pl.col("nir").is_not_null())
+         .join(decl, on="decl_id", how="semi"))
+    return (c.group_by("nir", "siret")
+            .agg(pl.col("contract_start").min().alias("first_contract_start"),
+                 pl.col("decl_month").n_unique().cast(pl.Int64).alias("months_declared"))
+            .with_columns(pl.col("siret").str.slice(0, 9).alias("siren"),
+                          pl.lit(year, pl.Int32).alias("year"))
+            .select("nir", "year", "siren", "siret", "first_contract_start", "months_declared")
+            .sort("nir", "siret").collect())
+
+
+# --- staging and publication ------------------------------------------------------------------
+
+@dataclass
+class Staged:
+    run_id: str
+    path: Path  # runs/.staging-<run_id>
+    manifest: dict
+
+
+def staging_dir(root: Path, run_id: str) -> Path:
+    return Path(root) / "runs" / f".staging-{run_id}"
+
+
+def stage_run(root: Path, run_id: str, seq: int, inputs: RunInputs, *,
+              new_entries: pl.DataFrame, credits: pl.DataFrame, uncreditable: pl.DataFrame,
+              lots: pl.DataFrame, ledger_before: pl.DataFrame, notes: dict | None = None,
+              report: bool = True) -> Staged:
+    """Write a complete snapshot into runs/.staging-<run_id>/ (nothing published yet)."""
+    root = Path(root)
+    st = staging_dir(root, run_id)
+    st.mkdir(parents=True, exist_ok=True)
+    year = inputs.year
+    current = read_current(root)
+    entries = conform(new_entries)
+    ledger_after = conform(pl.concat([ledger_before, entries]))
+    ac = annual_credits_snapshot(credits, year, run_id)
+    balances = balances_by_person(ledger_after).collect()
+    shas = {}
+    shas["entries.parquet"] = write_parquet(entries, st / "entries.parquet")
+    shas["annual_credits.parquet"] = write_parquet(ac, st / "annual_credits.parquet")
+    shas["balances.parquet"] = write_parquet(balances, st / "balances.parquet")
+    shas["uncreditable.parquet"] = write_parquet(uncreditable, st / "uncreditable.parquet")
+    shas["quarantine.parquet"] = write_parquet(quarantine_snapshot(root), st / "quarantine.parquet")
+    shas["declarations.parquet"] = write_parquet(declarations_snapshot(root),
+                                                 st / "declarations.parquet")
+    shas["employments.parquet"] = write_parquet(employments_snapshot(root, year),
+                                                st / "employments.parquet")
+    shas["dotation_lots.parquet"] = write_parquet(lots, st / "dotation_lots.parquet")
+    by_kind = (entries.group_by("kind").agg(pl.len().alias("n"), pl.col("amount_cents").sum())
+               .sort("kind"))
+    history = current["published"] + [{
+        "run_id": run_id, "year": year, "seq": seq, "as_of": inputs.as_of.isoformat(),
+        "param_version": inputs.param_version, "code_version": inputs.code_version,
+        "n_entries": entries.height, "entries_sha256": shas["entries.parquet"]}]
+    runs_df = pl.DataFrame(history, schema={
+        "run_id": pl.String, "year": pl.Int32, "seq": pl.Int64, "as_of": pl.String,
+        "param_version": pl.String, "code_version": pl.String, "n_entries": pl.Int64,
+        "entries_sha256": pl.String}).with_columns(pl.col("as_of").str.to_date())
+    shas["runs.parquet"] = write_parquet(runs_df, st / "runs.parquet")
+    manifest = {
+        "run_id": run_id, "seq": seq, "year": year, "inputs": inputs.to_dict(),
+        "previous_run_id": current.get("run_id"),
+        "counts": {
+            "examined": ac.height,
+            "credited": int(ac.filter(pl.col("credit_cents") > 0).height),
+            "uncreditable": uncreditable.height,
+            "entries": entries.height,
+            "entries_by_kind": {k: int(n) for k, n in zip(by_kind["kind"], by_kind["n"])},
+            "ledger_entries_after": ledger_after.height,
+            "accounts": balances.height,
+            "dotation_lots": lots.height,
+        },
+        "totals_cents": {
+            "annual_amount": int(ac["annual_amount_cents"].sum() or 0),
+            "credit": int(ac["credit_cents"].sum() or 0),
+            "entries": int(entries["amount_cents"].sum() or 0),
+            "entries_by_kind": {k: int(a) for k, a in zip(by_kind["kind"], by_kind["amount_cents"])},
+            "earned_balance": int(balances["earned_balance_cents"].sum() or 0),
+            "dotation_balance": int(balances["dotation_balance_cents"].sum() or 0),
+        },
+        "files_sha256": shas,
+        "notes": notes or {},
+    }
+    if report:
+        write_report(st / "report", manifest, ac)
+    (st / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    fsync_tree(st)
+    return Staged(run_id=run_id, path=st, manifest=manifest)
+
+
+def _fail_point(name: str) -> None:
+    """Test hook: CPF_FAIL_AT=<name> raises at that point (simulates a kill)."""
+    if os.environ.get("CPF_FAIL_AT") == name:
+        raise PublishError(f"injected failure at {name}")
+
+
+def publish_run(root: Path, staged: Staged, build_catalog: bool = True) -> Path:
+    """Publish atomically: run dir, ledger partition, then CURRENT (the commit point)."""
+    root = Path(root)
+    run_id = staged.run_id
+    current = read_current(root)
+    if any(r["run_id"] == run_id for r in current["published"]):
+        raise PublishError(f"run {run_id} is already published")
+    final = run_dir(root, run_id)
+    if final.exists():  # leftover of a run killed before CURRENT switched: not published
+        shutil.rmtree(final)
+    os.replace(staged.path, final)
+    fsync_path(final.parent)
+    _fail_point("after_run_dir")
+    part_dir = entries_path(root, run_id).parent
+    part_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_part = part_dir.with_name(f".tmp-run={run_id}")
+    if tmp_part.exists():
+        shutil.rmtree(tmp_part)
+    tmp_part.mkdir()
+    shutil.copyfile(final / "entries.parquet", tmp_part / "part-0.parquet")
+    fsync_tree(tmp_part)
+    if part_dir.exists():
+        shutil.rmtree(part_dir)
+    os.replace(tmp_part, part_dir)
+    fsync_path(part_dir.parent)
+    if sha256_file(part_dir / "part-0.parquet") != staged.manifest["files_sha256"]["entries.parquet"]:
+        raise PublishError("ledger partition does not match the staged entries")
+    _fail_point("before_current")
+    m = staged.manifest
+    latest = dict(current.get("latest_by_year", {}))
+    latest[str(m["year"])] = run_id
+    new_current = {
+        "run_id": run_id, "year": m["year"],
+        "latest_by_year": dict(sorted(latest.items())),
+        "published": current["published"] + [{
+            "run_id": run_id, "year": m["year"], "seq": m["seq"],
+            "entries_sha256": m["files_sha256"]["entries.parquet"],
+            "manifest_sha256": sha256_file(final / "manifest.json")}],
+    }
+    write_json_atomic(new_current, root / CURRENT)
+    _fail_point("after_current")
+    if build_catalog:
+        from pipeline.catalog import build_catalog
+        build_catalog(root)
+    return final
+
+
+def read_manifest(root: Path, run_id: str) -> dict:
+    return json.loads((run_dir(root, run_id) / "manifest.json").read_text())
+
+
+def latest_run_for_year(root: Path, year: int, current: dict | None = None) -> str | None:
+    current = current or read_current(root)
+    return current.get("latest_by_year", {}).get(str(year))
+
+
+def previous_lots(root: Path, current: dict | None = None) -> pl.DataFrame:
+    from pipeline.dotations import empty_lots
+    current = current or read_current(root)
+    if not current.get("run_id"):
+        return empty_lots()
+    p = run_dir(root, current["run_id"]) / "dotation_lots.parquet"
+    return pl.read_parquet(p) if p.exists() else empty_lots()
+
+
+def compare_frames(expected: pl.DataFrame, actual: pl.DataFrame, key: list[str],
+                   limit: int = 20) -> list[str]:
+    """Row-level differences between two frames (both sorted by ``key``), human readable."""
+    diffs: list[str] = []
+    if expected.columns != actual.columns:
+        diffs.append(f"columns differ: {expected.columns} != {actual.columns}")
+        return diffs
+    if expected.equals(actual):
+        return diffs
+    only_exp = expected.join(actual, on=expected.columns, how="anti", nulls_equal=True)
+    only_act = actual.join(expected, on=expected.columns, how="anti", nulls_equal=True)
+    for row in only_act.head(limit).iter_rows(named=True):
+        diffs.append(f"posted but not recomputed: {row}")
+    for row in only_exp.head(limit).iter_rows(named=True):
+        diffs.append(f"recomputed but not posted: {row}")
+    if not diffs:
+        diffs.append("same rows, different order or duplicates")
+    return diffs
+
+
+# --- the run report (HTML + two PNG charts) --------------------------------------------------
+
+def write_report(out: Path, manifest: dict, credits: pl.DataFrame) -> Path:
+    """report/index.html with the totals and two charts: ratio distribution, credits by category."""
+    import html
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"Software": None}  # no version/time metadata: same data, same bytes
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ratios = credits["worked_ratio"].drop_nulls().clip(0, 1.5).to_list()
+    ax.hist(ratios, bins=30, color="#3060a0")
+    ax.axvline(0.5, color="#c04040", linestyle="--", linewidth=1)
+    ax.set_xlabel("worked-time ratio")
+    ax.set_ylabel("people")
+    ax.set_title(f"Worked-time ratio, year {manifest['year']}")
+    fig.tight_layout()
+    fig.savefig(out / "ratio_distribution.png", metadata=meta)
+    plt.close(fig)
+    by_cat = (credits.group_by("category")
+              .agg(pl.col("credit_cents").sum().alias("credit_cents"), pl.len().alias("people"))
+              .sort("category"))
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.bar([str(c) for c in by_cat["category"].to_list()],
+           [c / 100 for c in by_cat["credit_cents"].to_list()], color="#40a070")
+    ax.set_ylabel("credited (EUR)")
+    ax.set_title(f"Credits by category, year {manifest['year']}")
+    fig.tight_layout()
+    fig.savefig(out / "credits_by_category.png", metadata=meta)
+    plt.close(fig)
+
+    def eur(c: int) -> str:
+        return f"{c / 100:,.2f} €".replace(",", " ")
+
+    rows = "".join(
+        f"<tr><td>{html.escape(str(c))}</td><td>{p}</td><td>{eur(a)}</td></tr>"
+        for c, p, a in zip(by_cat["category"], by_cat["people"], by_cat["credit_cents"]))
+    kinds = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{manifest['counts']['entries_by_kind'][k]}</td>"
+        f"<td>{eur(v)}</td></tr>" for k, v in manifest["totals_cents"]["entries_by_kind"].items())
+    c, t = manifest["counts"], manifest["totals_cents"]
+    page = f"""<!doctype html><html><head><meta charset="utf-8">
+<title>CPF run {manifest['run_id']}</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:right}}</style>
+</head><body>
+<h1>CPF crediting — year {manifest['year']}</h1>
+<p>Run <code>{manifest['run_id']}</code> (sequence {manifest['seq']}), run date
+{manifest['inputs']['as_of']}, parameters <code>{html.escape(str(manifest['inputs']['param_version']))}</code>,
+code <code>{manifest['inputs']['code_version']}</code>, {len(manifest['inputs']['dsn_sha256'])} DSN file(s).</p>
+<table><tr><th>people examined</th><td>{c['examined']}</td></tr>
+<tr><th>people credited</th><td>{c['credited']}</td></tr>
+<tr><th>not creditable</th><td>{c['uncreditable']}</td></tr>
+<tr><th>credited this year</th><td>{eur(t['credit'])}</td></tr>
+<tr><th>entries posted by this run</th><td>{c['entries']} ({eur(t['entries'])})</td></tr></table>
+<h2>Entries posted by this run</h2>
+<table><tr><th>kind</th><th>entries</th><th>amount</th></tr>{kinds}</table>
+<h2>Credits by category</h2>
+<table><tr><th>category</th><th>people</th><th>credited</th></tr>{rows}</table>
+<img src="credits_by_category.png" alt="credits by category">
+<h2>Worked-time ratio</h2>
+<img src="ratio_distribution.png" alt="ratio distribution">
+</body></html>
+"""
+    (out / "index.html").write_text(page)
+    return out / "index.html"

@@ -1,0 +1,60 @@
+"""Which declarations are used downstream: A&R substitution, fractions, test exclusion.
+
+Consumer rules (dsn_format.md §3.3; the CDC is a receiving organism, so it must do the
+substitution itself):
+
+- only DSN mensuelles (nature 01), not from test envois (S10.G00.00.005 = 01), not rejected;
+- a declaration is keyed by (SIRET, declared month, fraction): each fraction is its own key,
+  so the fractions of one month (12 and 22) are both current and unioned downstream;
+- a type 03/05 declaration replaces the one whose *self id* (S20.G00.05.007 raw JJMMAAAA +
+  S20.G00.05.004) equals its S20.G00.05.006, within the same key; replaced declarations stay
+  in the lake for audit but are not current (chains A <- B <- C leave only C);
+- if several unreplaced versions remain in a key (e.g. the same declaration received twice,
+  or an A&R whose link is broken), the latest by (constitution date, numeric order number,
+  decl_id) wins, so exactly one declaration per key is current.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from parsers import codes
+from parsers.lake import scan
+
+KEY = ["siret", "decl_month", "fraction"]
+
+
+def usable_declarations(lake_dir: Path | str) -> pl.LazyFrame:
+    """Declarations eligible to be current (mensuelle, real, accepted, keyed)."""
+    return scan(lake_dir, "declarations").filter(
+        (pl.col("nature") == codes.NATURE_MENSUELLE)
+        & ~pl.col("envoi_is_test").fill_null(False)
+        & ~pl.col("rejected").fill_null(False)
+        & pl.col("siret").is_not_null() & pl.col("decl_month").is_not_null()
+    )
+
+
+def current_declarations(lake_dir: Path | str) -> pl.LazyFrame:
+    """decl_id (plus key and version columns) of the declarations to use downstream."""
+    decls = usable_declarations(lake_dir).with_columns(pl.col("fraction").fill_null("11"))
+    replaced = (decls.filter(pl.col("decl_type").is_in(list(codes.REPLACING_TYPES))
+                             & pl.col("replaced_id").is_not_null())
+                .select(*KEY, pl.col("replaced_id").alias("self_id")).unique())
+    alive = decls.join(replaced, on=[*KEY, "self_id"], how="anti", nulls_equal=False)
+    ranked = alive.with_columns(
+        pl.col("order_no").cast(pl.Int64, strict=False).alias("_order"),
+    ).sort([*KEY, "constitution_date", "_order", "decl_id"], nulls_last=False)
+    return (ranked.group_by(KEY, maintain_order=True).last()
+            .select("decl_id", *KEY, "decl_type", "order_no", "constitution_date", "file_sha256"))
+
+
+def only_current(table: pl.LazyFrame, lake_dir: Path | str) -> pl.LazyFrame:
+    """Keep the rows of any lake table whose declaration is current (semi-join on decl_id)."""
+    return table.join(current_declarations(lake_dir).select("decl_id"), on="decl_id", how="semi")
+
+
+def scan_current(lake_dir: Path | str, table: str) -> pl.LazyFrame:
+    """``scan(lake_dir, table)`` restricted to current declarations."""
+    return only_current(scan(lake_dir, table), lake_dir)

@@ -1,0 +1,3 @@
+-- Who employed whom during each year (person x SIRET), latest run of each year.
+CREATE OR REPLACE VIEW employments AS
+SELECT * FROM read_parquet(${employments}, union_by_name = true, hive_partitioning = false);

@@ -1,0 +1,73 @@
+"""The `cpf` command on a hand-built lake, the engine replaced by a fake (no Prefect)."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from flows import steps
+from flows.cli import app
+
+from .conftest import BASE, FakeEngine, amounts_frame, nir
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def fake_engine(monkeypatch):
+    eng = FakeEngine(amounts_frame(BASE))
+    monkeypatch.setattr(steps, "default_compute", eng)
+    return eng
+
+
+def test_credit_explain_query(lake, tmp_path, fake_engine):
+    bal = tmp_path / "b.csv"
+    bal.write_text(f"nir,earned_balance_cents\n{nir(3)},480000\n")
+    r = runner.invoke(app, ["credit", "--year", "2024", "--lake", str(lake), "--balances",
+                            str(bal), "--as-of", "2025-05-02"])
+    assert r.exit_code == 0, r.output
+    assert "people examined" in r.output and "annual_credit" in r.output
+    r = runner.invoke(app, ["credit", "--year", "2024", "--lake", str(lake),
+                            "--as-of", "2025-05-02"])
+    assert r.exit_code == 0, r.output
+    assert "entries posted by this run" in r.output
+    r = runner.invoke(app, ["explain", nir(3), "--year", "2024", "--lake", str(lake)])
+    assert r.exit_code == 0, r.output
+    assert "explain_months" in r.output and "opening_balance_import" in r.output
+    assert "200.00" in r.output
+    r = runner.invoke(app, ["query", "credits_by_category", "--lake", str(lake)])
+    assert r.exit_code == 0, r.output
+    assert "low_qualified" in r.output
+
+
+def test_bad_balances_row_fails_with_line_number(lake, tmp_path, fake_engine):
+    bal = tmp_path / "b.csv"
+    bal.write_text(f"nir,earned_balance_cents\n{nir(3)},12.5x\n")
+    r = runner.invoke(app, ["credit", "--year", "2024", "--lake", str(lake), "--balances", str(bal)])
+    assert r.exit_code == 1
+    assert "b.csv" in r.output and ("line 2" in r.output or ":2:" in r.output)
+    assert not (lake / "CURRENT").exists()
+
+
+def test_usage_errors_exit_2_with_one_line(lake, tmp_path):
+    cases = [
+        ["credit", "--lake", str(lake)],
+        ["credit", "--year", "2024", "--lake", str(lake), "--holders", str(tmp_path / "no.csv")],
+        ["credit", "--year", "abc", "--lake", str(lake)],
+        ["explain", "123", "--year", "2024", "--lake", str(lake)],
+        ["replay", "--year", "2024", "--lake", str(tmp_path / "empty")],
+        ["ingest", str(tmp_path / "missing"), "--lake", str(lake)],
+        ["nonsense"],
+    ]
+    for args in cases:
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2, (args, r.output)
+        lines = [x for x in r.output.splitlines() if x.strip()]
+        assert len(lines) == 1 and "error" in lines[0], (args, r.output)
+
+
+def test_help_on_every_command():
+    for cmd in ([], ["ingest"], ["credit"], ["run"], ["explain"], ["replay"], ["query"]):
+        r = runner.invoke(app, cmd + ["--help"])
+        assert r.exit_code == 0 and "Usage" in r.output

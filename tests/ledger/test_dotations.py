@@ -1,0 +1,81 @@
+"""Dotations (décret 2025-341): lots outside the ceiling, expiry/refund as of the run date."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+
+from flows import steps
+from pipeline import publish as pub
+from pipeline.dotations import plan_dotations, read_dotations
+from pipeline.ledger import RunMeta, empty_entries
+
+from .conftest import BASE, FakeEngine, amounts_frame, nir
+
+CSV = (
+    "funder_id,nir,amount_cents,received_date,certification_codes,deadline,refund\n"
+    f"OPCO1,{nir(0)},100000,2025-04-20,RNCP123;RS456,2025-06-30,true\n"
+    f"REGION,{nir(1)},50000,2025-04-20,,2025-05-31,false\n"
+    f"EMP1,{nir(2)},30000,2025-04-20,,,\n"
+    f"EMP1,{nir(2)},30000,2025-04-20,,,\n"
+    f"EMP2,{nir(3)},20000,2025-09-01,,,false\n"
+)
+
+
+def test_read_dotations_reports_bad_lines(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text(CSV + f"X,{nir(4)},abc,2025-01-01,,,\nY,123,100,2025-13-01,,,maybe\n")
+    lots, errors = read_dotations(p, "sha")
+    assert lots.height == 5
+    assert lots["lot_id"].n_unique() == 5  # two identical allocations are two lots
+    assert len(errors) == 2
+    assert "line 7" in errors[0] and "amount_cents" in errors[0]
+    assert "line 8" in errors[1] and "nir" in errors[1] and "refund" in errors[1]
+
+
+def test_dotation_lots_expiry_and_refund(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text(CSV)
+    lots, errors = read_dotations(p, "sha")
+    assert not errors
+    meta = RunMeta(run_id="r1", code_version="c")
+    # 2025-05-02: four lots received (not the September one), nothing expired
+    e1 = plan_dotations(empty_entries(), lots, dt.date(2025, 5, 2), meta)
+    assert sorted(e1["kind"].to_list()) == ["dotation"] * 4
+    assert e1["amount_cents"].sum() == 210000
+    assert set(e1["sub_ledger"]) == {"dotation"}
+    # 2025-06-15: REGION's lot expired (deadline 2025-05-31, no refund)
+    e2 = plan_dotations(e1, lots, dt.date(2025, 6, 15), RunMeta(run_id="r2", code_version="c"))
+    assert e2.select("nir", "kind", "amount_cents").rows() == [
+        (nir(1), "dotation_expiry", -50000)]
+    # 2025-10-01: OPCO1's lot refunded, EMP2's lot received; REGION's not expired twice
+    book = pl.concat([e1, e2])
+    e3 = plan_dotations(book, lots, dt.date(2025, 10, 1), RunMeta(run_id="r3", code_version="c"))
+    assert sorted(e3.select("nir", "kind", "amount_cents").rows()) == sorted([
+        (nir(0), "dotation_refund", -100000), (nir(3), "dotation", 20000)])
+    # idempotent
+    e4 = plan_dotations(pl.concat([book, e3]), lots, dt.date(2025, 10, 1),
+                        RunMeta(run_id="r4", code_version="c"))
+    assert e4.height == 0
+
+
+def test_dotations_through_a_run_stay_outside_the_ceiling(lake, tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text(CSV)
+    bal = tmp_path / "b.csv"
+    bal.write_text(f"nir,earned_balance_cents\n{nir(0)},450000\n")
+    out = steps.credit(lake, 2024, compute_fn=FakeEngine(amounts_frame(BASE)), balances=bal,
+                       dotations=p, as_of=dt.date(2025, 5, 2))
+    ac = pl.read_parquet(Path(out.run_dir) / "annual_credits.parquet")
+    assert ac.filter(pl.col("nir") == nir(0))["credit_cents"].item() == 50000  # not capped
+    b = pl.read_parquet(Path(out.run_dir) / "balances.parquet").filter(pl.col("nir") == nir(0))
+    assert b.row(0, named=True)["earned_balance_cents"] == 500000
+    assert b.row(0, named=True)["dotation_balance_cents"] == 100000
+    # a later run (new run date, no dotations file given) expires REGION's lot from the register
+    out2 = steps.credit(lake, 2024, compute_fn=FakeEngine(amounts_frame(BASE)),
+                        as_of=dt.date(2025, 6, 15))
+    e = pl.read_parquet(Path(out2.run_dir) / "entries.parquet")
+    assert e.select("nir", "kind", "amount_cents").rows() == [(nir(1), "dotation_expiry", -50000)]
+    assert not pub.verify_ledger(lake)

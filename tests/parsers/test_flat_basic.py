@@ -1,0 +1,125 @@
+"""Flat parser: blocks, parents, apostrophes, encodings, line endings, accounting."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from parsers.flat import parse_flat_file
+
+
+def _check_accounting(p):
+    f = p.files
+    assert (f["lines_read"] == f["lines_parsed"] + f["lines_quarantined"]).all()
+    q = p["quarantine"].filter(pl.col("scope") != "warning")
+    assert q.height == p.lines_quarantined
+
+
+def test_one_employee_every_table(tmp_path, dsn):
+    p = parse_flat_file(dsn.write(tmp_path, "jan.dsn", dsn.envoi(dsn.declaration())))
+    _check_accounting(p)
+    assert p.lines_quarantined == 0, p["quarantine"]
+    d = p["declarations"].row(0, named=True)
+    assert d["nature"] == "01" and d["decl_month"] == dt.date(2025, 1, 1)
+    assert d["siret"] == "12345678200012" and d["self_id"] == "050220251"
+    assert d["n_individuals"] == 1 and not d["rejected"]
+    ind = p["individuals"].row(0, named=True)
+    assert ind["nir"] == "1850775123456" and ind["birth_date"] == dt.date(1985, 7, 15)
+    c = p["contracts"].row(0, named=True)
+    assert c["contract_no"] == "C0001" and c["quota_h"] == 15167 and c["ref_quota_h"] == 15167
+    assert c["contract_start"] == dt.date(2020, 3, 1) and c["person_occ"] == ind["person_occ"]
+    pay = p["pay"].sort("pay_type")
+    assert pay["amount_cents"].to_list() == [250000, 250000]
+    act = p["activities"].row(0, named=True)
+    assert act["pay_type"] == "002" and act["measure_h"] == 15167 and act["contract_no"] == "C0001"
+    assert act["period_start"] == dt.date(2025, 1, 1)
+    assert p["employers"].row(0, named=True)["idcc"] == "1486"
+    for table in ("individuals", "contracts", "pay", "activities"):
+        row = p[table].row(0, named=True)
+        assert row["decl_id"] == d["decl_id"] and row["file_sha256"] == d["file_sha256"]
+        assert row["line_no"] > d["line_no"]
+
+
+def test_parent_rule_worked_example(tmp_path, dsn):
+    """§1.4: 30 (Individu1), 40, 40, 30 (Individu2), 40 -> contracts 1-2 to individu 1."""
+    body = """
+    S21.G00.30.001,'1850775123456'
+    S21.G00.30.002,'UN'
+    S21.G00.40.001,'01012020'
+    S21.G00.40.009,'K0001'
+    S21.G00.40.001,'01012021'
+    S21.G00.40.009,'K0002'
+    S21.G00.30.001,'2900569123457'
+    S21.G00.30.002,'DEUX'
+    S21.G00.40.001,'01012022'
+    S21.G00.40.009,'K0003'
+    S21.G00.60.001,'02'
+    S21.G00.60.002,'14012025'
+    S21.G00.60.003,'30042025'
+    S21.G00.62.001,'31012025'
+    S21.G00.62.002,'059'
+    S21.G00.65.001,'632'
+    S21.G00.65.002,'01012025'
+    S21.G00.65.003,'30062025'
+    """
+    p = parse_flat_file(dsn.write(tmp_path, "x.dsn", dsn.envoi(dsn.declaration(body))))
+    assert p.lines_quarantined == 0, p["quarantine"]
+    c = p["contracts"].join(p["individuals"].select("person_occ", "last_name"), on="person_occ")
+    assert dict(zip(c["contract_no"], c["last_name"])) == {"K0001": "UN", "K0002": "UN", "K0003": "DEUX"}
+    for table in ("work_stoppages", "contract_ends", "suspensions"):
+        row = p[table].row(0, named=True)
+        assert row["contract_no"] == "K0003" and row["nir"] == "2900569123457", table
+    assert p["work_stoppages"]["motif"].to_list() == ["02"]
+    assert p["suspensions"]["end_date"].to_list() == [dt.date(2025, 6, 30)]
+
+
+def test_apostrophes_inside_values(tmp_path, dsn):
+    body = dsn.EMPLOYEE.replace("'DUPONT'", "'D'ARTAGNAN'").replace("'JEAN'", "'L'ÉLU'")
+    p = parse_flat_file(dsn.write(tmp_path, "a.dsn", dsn.envoi(dsn.declaration(body))))
+    ind = p["individuals"].row(0, named=True)
+    assert ind["last_name"] == "D'ARTAGNAN" and ind["first_names"] == "L'ÉLU"
+
+
+def test_encodings_and_line_endings(tmp_path, dsn):
+    text = dsn.envoi(dsn.declaration(dsn.EMPLOYEE.replace("'JEAN'", "'JOËL'")))
+    cases = {
+        "latin1.dsn": ("latin-1", "\n", "JOËL", "cp1252"),
+        "utf8.dsn": ("utf-8", "\r\n", "JOËL", "utf-8"),
+    }
+    for name, (enc, nl, expected, detected) in cases.items():
+        p = parse_flat_file(dsn.write(tmp_path, name, text, enc, nl))
+        assert p.files["encoding"][0] == detected
+        assert p["individuals"]["first_names"][0] == expected
+        assert p.lines_quarantined == 0 and p.warnings == 0
+    # cp1252-only characters (euro sign, oe ligature)
+    cp = dsn.envoi(dsn.declaration(dsn.EMPLOYEE.replace("'JEAN'", "'CŒUR €'")))
+    p = parse_flat_file(dsn.write(tmp_path, "cp.dsn", cp, "cp1252", "\r\n"))
+    assert p["individuals"]["first_names"][0] == "CŒUR €"
+    # damaged UTF-8: U+FFFD kept, line parsed, warning raised
+    bad = dsn.envoi(dsn.declaration(dsn.EMPLOYEE.replace("'JEAN'", "'J\ufffdR\u00d4ME'")))
+    p = parse_flat_file(dsn.write(tmp_path, "damaged.dsn", bad, "utf-8"))
+    assert p.lines_quarantined == 0 and p.warnings == 1
+    assert p["quarantine"]["reason"].to_list() == ["damaged_characters"]
+    assert p["individuals"]["first_names"][0] == "J\ufffdRÔME"
+    # bytes undefined in cp1252 (0x81) fall back to Latin-1: never dropped, flagged
+    raw = cp.encode("cp1252").replace("CŒUR".encode("cp1252"), b"C\x81UR")
+    path = tmp_path / "undef.dsn"
+    path.write_bytes(raw)
+    p = parse_flat_file(path)
+    assert p.files["encoding"][0] == "cp1252+latin-1" and p.warnings == 1
+    assert p.lines_quarantined == 0
+
+
+def test_open_neodes_sample_ingests_cleanly(dsn):
+    p = parse_flat_file(dsn.SAMPLE)
+    _check_accounting(p)
+    assert p.lines_quarantined == 0
+    assert p.declarations == 3 and p.declarations_rejected == 0
+    assert p["declarations"]["nature"].to_list() == ["07", "07", "07"]
+    assert p["contract_ends"].height == 3
+    assert p.lines_read == sum(1 for _ in dsn.SAMPLE.open("rb"))
+    # the anonymised NIR '1234567890123' (month 45) is reported, not rejected: signalement
+    reasons = set(p["quarantine"]["reason"])
+    assert reasons == {"invalid_nir", "damaged_characters"}
+    assert set(p["quarantine"]["value_masked"].filter(p["quarantine"]["reason"] == "invalid_nir")) == {"123*"}

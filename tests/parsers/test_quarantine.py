@@ -1,0 +1,132 @@
+"""Every quarantine reason, its scope, and the line accounting that must always hold."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from parsers.flat import parse_flat_file
+
+
+def parse(tmp_path, dsn, text, name="f.dsn"):
+    p = parse_flat_file(dsn.write(tmp_path, name, text))
+    f = p.files
+    assert (f["lines_read"] == f["lines_parsed"] + f["lines_quarantined"]).all()
+    assert p["quarantine"].filter(pl.col("scope") != "warning").height == p.lines_quarantined
+    assert p.lines_read == text.count("\n")
+    return p
+
+
+def causes(p):
+    return p["quarantine"].filter(pl.col("is_cause"))
+
+
+@pytest.mark.parametrize("old, new, reason, scope", [
+    ("S21.G00.30.019,'M001'", "S21.G00.30.019 'M001' (no comma)", "malformed_line", "line"),
+    ("S21.G00.30.019,'M001'", "S21.G00.30.099,'M001'", "unknown_rubrique", "line"),
+    ("S21.G00.40.012,'151.67'", "S21.G00.40.012,'151,67'", "bad_format", "line"),
+    ("S21.G00.40.007,'01'", "S21.G00.40.007,'77'", "bad_enum", "line"),
+    ("S21.G00.40.017,'1486'", "S21.G00.40.017,'14867'", "bad_format", "line"),
+    ("S21.G00.51.001,'01012025'", "S21.G00.51.001,'32012025'", "invalid_date", "declaration"),
+    ("S21.G00.30.001,'1850775123456'", "S21.G00.30.001,'1852075123456'", "invalid_nir", "declaration"),
+    ("S21.G00.30.001,'1850775123456'", "S21.G00.30.001,'1999999999999'", "invalid_nir", "declaration"),
+    ("S21.G00.30.001,'1850775123456'", "S21.G00.30.001,'1852A75123456'", "invalid_nir", "declaration"),
+    ("S21.G00.30.001,'1850775123456'", "S21.G00.30.001,'1850775999999'", "invalid_nir", "declaration"),
+    ("S21.G00.51.010,'C0001'\nS21.G00.51.011,'002'", "S21.G00.51.010,'C9999'\nS21.G00.51.011,'002'",
+     "unknown_contract_number", "declaration"),
+])
+def test_each_reason(tmp_path, dsn, old, new, reason, scope):
+    body = dsn.EMPLOYEE.replace(old, new, 1)
+    assert body != dsn.EMPLOYEE
+    p = parse(tmp_path, dsn, dsn.envoi(dsn.declaration(body)))
+    c = causes(p)
+    assert c["reason"].to_list() == [reason] and c["scope"].to_list() == [scope]
+    decl = p["declarations"].row(0, named=True)
+    if scope == "line":
+        assert p.lines_quarantined == 1 and not decl["rejected"]
+        assert p["individuals"].height == 1  # declaration still used
+    else:
+        assert decl["rejected"] and decl["reject_reason"] == reason
+        assert p.lines_quarantined == p.lines_read - 11 - 2  # all but S10 header and S90
+        assert p["individuals"].height == 0 and p["pay"].height == 0
+        assert set(p["quarantine"]["scope"]) == {"declaration"}
+    if reason == "invalid_nir":
+        masked = c["value_masked"][0]
+        assert masked.endswith("*") and len(masked) == 4
+
+
+def test_bad_non_key_value_leaves_typed_column_null(tmp_path, dsn):
+    body = dsn.EMPLOYEE.replace("S21.G00.40.012,'151.67'", "S21.G00.40.012,'151,67'")
+    p = parse(tmp_path, dsn, dsn.envoi(dsn.declaration(body)))
+    c = p["contracts"].row(0, named=True)
+    assert c["ref_quota_h"] is None and c["quota_h"] == 15167
+
+
+def test_enrichment_rubriques_are_kept_knowingly(tmp_path, dsn):
+    body = dsn.EMPLOYEE.replace("S21.G00.30.019,'M001'",
+                                "S21.G00.30.019,'M001'\nS21.G00.30.300,'1850775123456'")
+    text = dsn.envoi(dsn.declaration(body)).replace(
+        "S20.G00.05.010,'01'", "S20.G00.05.010,'01'\nS20.G00.96.902,'1'").replace(
+        "S10.G00.02.002,'MME MARTIN'", "S10.G00.02.002,'MME MARTIN'\nS10.G00.95.900,'FLUX'")
+    text = text.replace("S90.G00.90.001,'", "S90.G00.90.001,'X").replace(
+        "'X", "'", 1)  # keep text valid; totals recomputed below
+    lines = text.strip().split("\n")
+    lines[-2] = f"S90.G00.90.001,'{len(lines)}'"
+    p = parse(tmp_path, dsn, "\n".join(lines) + "\n")
+    assert p.lines_quarantined == 0 and p.warnings == 0
+
+
+def test_s90_mismatch_rejects_whole_envoi(tmp_path, dsn):
+    text = dsn.envoi(dsn.declaration(), dsn.declaration(order="2", siren="552100554"), s90_lines=10)
+    p = parse(tmp_path, dsn, text)
+    assert p.lines_quarantined == p.lines_read
+    assert set(p["quarantine"]["scope"]) == {"envoi"}
+    assert set(p["quarantine"]["reason"]) == {"s90_count_mismatch"}
+    assert p["declarations"]["rejected"].to_list() == [True, True]
+    assert p["individuals"].height == 0
+    wrong_count = dsn.envoi(dsn.declaration(), s90_decls=2)
+    p = parse(tmp_path, dsn, wrong_count, "g.dsn")
+    assert p.declarations_rejected == 1
+
+
+def test_anomaly_in_s10_rejects_envoi(tmp_path, dsn):
+    text = dsn.envoi(dsn.declaration()).replace("S10.G00.00.008,'01'", "S10.G00.00.008,'07'")
+    p = parse(tmp_path, dsn, text)
+    assert p.lines_quarantined == p.lines_read
+    assert causes(p)["reason"].to_list() == ["bad_enum"]
+
+
+def test_missing_s90_rejects_envoi(tmp_path, dsn):
+    text = "\n".join(dsn.envoi(dsn.declaration()).strip().split("\n")[:-2]) + "\n"
+    p = parse(tmp_path, dsn, text)
+    assert p.lines_quarantined == p.lines_read and p.declarations_rejected == 1
+
+
+def test_declaration_without_s20(tmp_path, dsn):
+    text = dsn.envoi(dsn.employer() + dsn.EMPLOYEE)  # S21 blocks with no S20 before them
+    p = parse(tmp_path, dsn, text)
+    assert p.declarations == 0 and p.lines_quarantined == p.lines_read
+    assert "declaration_without_s20" in set(p["quarantine"]["reason"])
+
+
+def test_one_rejected_declaration_keeps_the_others(tmp_path, dsn):
+    bad = dsn.EMPLOYEE.replace("S21.G00.51.002,'31012025'", "S21.G00.51.002,'31022025'", 1)
+    text = dsn.envoi(dsn.declaration(bad), dsn.declaration(order="2", siren="552100554"))
+    p = parse(tmp_path, dsn, text)
+    assert p["declarations"]["rejected"].to_list() == [True, False]
+    assert p["individuals"].height == 1
+    assert set(p["quarantine"]["scope"]) == {"declaration"}
+
+
+def test_lines_outside_envoi_and_blank_lines(tmp_path, dsn):
+    text = "GARBAGE\n" + dsn.envoi(dsn.declaration()) + "\n"
+    p = parse(tmp_path, dsn, text)
+    assert p.lines_quarantined == 2 and p.declarations_rejected == 0
+    assert set(p["quarantine"]["reason"]) == {"malformed_line"}
+
+
+def test_unknown_norm_version_is_a_warning(tmp_path, dsn):
+    p = parse(tmp_path, dsn, dsn.envoi(dsn.declaration(), version="P27V01"))
+    assert p.lines_quarantined == 0 and p.warnings == 1
+    assert p["quarantine"]["reason"].to_list() == ["unknown_norm_version"]
+    assert p["individuals"].height == 1
