@@ -212,7 +212,7 @@ def _company(d: Declaration) -> list[Line]:
         _lines("S21.G00.06", [("001", d.siren), ("002", d.nic), ("003", d.apen),
                               ("004", "1 RUE DE LA PAIX"), ("005", "75002"), ("006", "PARIS")])
         + _lines("S21.G00.11", [("001", d.nic), ("002", d.apen), ("003", "1 RUE DE LA PAIX"),
-                                ("004", "75002"), ("005", "PARIS"), ("017", "07"),
+                                ("004", "75002"), ("005", "PARIS"), ("017", "01"),
                                 ("022", d.idcc)])
     )
 

@@ -448,7 +448,7 @@ def build_samples() -> tuple[list[SampleFile], list[Defect]]:
                                    fraction=fraction, company_name=e.name, idcc=e.idcc,
                                    apen=e.apen)
                 if e.key == "E1" and month == 3:
-                    files += _annule_et_remplace(e, decl, group)
+                    files += _annule_et_remplace(e, decl, group, defects)
                     continue
                 lines = envoi_lines(decl)
                 name = _file_name(e, month, fraction)
@@ -465,7 +465,8 @@ def build_samples() -> tuple[list[SampleFile], list[Defect]]:
     return files, defects
 
 
-def _annule_et_remplace(e: Employer, fixed: Declaration, group: list[Job]) -> list[SampleFile]:
+def _annule_et_remplace(e: Employer, fixed: Declaration, group: list[Job],
+                        defects: list[Defect]) -> list[SampleFile]:
     """March at E1: v1 forgets P19's hours (0.00); v2 (type 03) replaces it with 75.84 h.
 
     v2 names v1 in S20.G00.05.006 = v1's .007 constitution date + .004 order number, and
@@ -479,7 +480,9 @@ def _annule_et_remplace(e: Employer, fixed: Declaration, group: list[Job]) -> li
             act.measure = "0.00"
     v2 = replace(fixed, decl_type="03", order_no="2", constitution_date=date(YEAR, 4, 3),
                  replaced_id=v1.declaration_id)
-    return [SampleFile(_file_name(e, 3, "11"), _render(envoi_lines(v1)), e.encoding, e.newline),
+    v1_lines, found = _orphan_remuneration(envoi_lines(v1), "P01", 3)
+    defects.extend(Defect(_file_name(e, 3, "11"), *f) for f in found)
+    return [SampleFile(_file_name(e, 3, "11"), _render(v1_lines), e.encoding, e.newline),
             SampleFile(_file_name(e, 3, "11", "_v2"), _render(envoi_lines(v2)), e.encoding,
                        e.newline)]
 
@@ -511,31 +514,37 @@ def _person_start(lines: list[Line], nir: str) -> int:
 
 
 def _break_e2_october(lines: list[Line]) -> tuple[list[Line], set[int], list[tuple]]:
-    """Two defects in E2's October file.
-
-    1. P22's locality line written without quotes (malformed line).
-    2. An extra Rémunération set for P27 whose 51.010 names contract 'B-9999' that has no
-       S21.G00.40.009 in the declaration (CCH-11 broken): 10 hours that must not count.
-    """
-    lines = list(lines[:-2])
+    """E2's October file: P22's locality line written without quotes (malformed line)."""
+    lines = list(lines)
     i22 = _person_start(lines, PEOPLE["P22"].nir)
     loc = _find(lines, "S21.G00.30.010", after=i22)
-    i27 = _person_start(lines, PEOPLE["P27"].nir)
-    nxt = next((i for i in range(i27 + 1, len(lines)) if lines[i][0] == "S21.G00.30.001"),
+    return lines, {loc}, [(loc + 1, "S21.G00.30.010", "malformed_line_without_quotes")]
+
+
+def _orphan_remuneration(lines: list[Line], person: str, month: int
+                         ) -> tuple[list[Line], list[tuple]]:
+    """Insert, after ``person``'s last pay block, a Rémunération whose 51.010 names contract
+    'ZZ-9999' that has no S21.G00.40.009 in the declaration (CCH-11 broken), 10 hours.
+
+    Placed in the A&R'd v1 of E1's March on purpose: CCH controls are blocking, so a parser
+    may quarantine just this block or reject the whole declaration; v1 is superseded by v2
+    anyway, so the expected credits hold under both policies.
+    """
+    lines = list(lines[:-2])
+    start = _person_start(lines, PEOPLE[person].nir)
+    nxt = next((i for i in range(start + 1, len(lines)) if lines[i][0] == "S21.G00.30.001"),
                len(lines))
-    last_rem = max(i for i in range(i27, nxt) if lines[i][0].startswith("S21.G00.5"))
-    first, last = month_bounds(date(YEAR, 10, 1))
+    last_rem = max(i for i in range(start, nxt) if lines[i][0].startswith("S21.G00.5"))
+    first, last = month_bounds(date(YEAR, month, 1))
     orphan: list[Line] = [
         ("S21.G00.51.001", fmt_date(first)), ("S21.G00.51.002", fmt_date(last)),
-        ("S21.G00.51.010", "B-9999"), ("S21.G00.51.011", "002"), ("S21.G00.51.013", "136.00"),
+        ("S21.G00.51.010", "ZZ-9999"), ("S21.G00.51.011", "002"), ("S21.G00.51.013", "136.00"),
         ("S21.G00.53.001", "01"), ("S21.G00.53.002", "10.00"),
     ]
     lines[last_rem + 1:last_rem + 1] = orphan
-    lines = with_totals(lines)
     o = last_rem + 1
-    found = [(loc + 1, "S21.G00.30.010", "malformed_line_without_quotes"),
-             (o + 3, "S21.G00.51.010", "contract_no_without_40.009", (o + 1, o + len(orphan)))]
-    return lines, {loc}, found
+    return with_totals(lines), [(o + 3, "S21.G00.51.010", "contract_no_without_40.009",
+                                 (o + 1, o + len(orphan)))]
 
 
 def _break_e3_november(lines: list[Line]) -> tuple[list[Line], list[tuple]]:

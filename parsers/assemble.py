@@ -34,8 +34,10 @@ def assemble(records: pl.DataFrame, meta: pl.DataFrame, n_buckets: int = DEFAULT
     validated = validate(add_structure(records), check_s90_lines=check_s90_lines)
     tables = build_tables(validated, file_keys, n_buckets)
     if extra_quarantine is not None and extra_quarantine.height:
-        tables["quarantine"] = pl.concat([tables["quarantine"], extra_quarantine.select(
-            [pl.col(c).cast(t) for c, t in TABLES["quarantine"].items()])])
+        extra = extra_quarantine.select([
+            (pl.col(c) if c in extra_quarantine.columns else pl.lit(None)).cast(t).alias(c)
+            for c, t in TABLES["quarantine"].items()])
+        tables["quarantine"] = pl.concat([tables["quarantine"], extra])
     lines = validated.lines
     per_file = lines.group_by("file_idx").agg(
         pl.len().cast(pl.Int64).alias("lines_read"),

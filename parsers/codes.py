@@ -12,7 +12,7 @@ RUBRIQUE_ID_WIDTH = 14  # "S21.G00.30.001"
 BLOCK_ID_WIDTH = 10  # "S21.G00.30"
 VALUE_OFFSET = RUBRIQUE_ID_WIDTH + 2  # after "<id>,'"
 MAX_LINE_CHARS = 256  # CT2025 §3.4 (record length)
-LINE_PATTERN = r"^S[0-9]{2}\.G[0-9]{2}\.[0-9]{2}\.[0-9]{3},'.+'$"
+RUBRIQUE_ID_PATTERN = r"^S[0-9]{2}\.G[0-9]{2}\.[0-9]{2}\.[0-9]{3}$"
 
 ENVELOPE_STRUCTURES = ("S05", "S06", "S95", "S96")  # receiver lot envelope (norm V01R02)
 ENVELOPE_NORM = "V01R02"

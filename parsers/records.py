@@ -76,7 +76,12 @@ def split_lines(lines: pl.DataFrame) -> pl.DataFrame:
     """Add ``rubrique``, ``value`` (null when malformed), ``malformed``, ``damaged``."""
     raw = pl.col("raw")
     n_chars = raw.str.len_chars()
-    well_formed = raw.str.contains(codes.LINE_PATTERN) & (n_chars <= codes.MAX_LINE_CHARS)
+    # Cheap fixed-position checks; the id regex runs on the 14-char slice only.
+    well_formed = (
+        (raw.str.slice(codes.RUBRIQUE_ID_WIDTH, 2) == ",'") & raw.str.ends_with("'")
+        & (n_chars > codes.VALUE_OFFSET) & (n_chars <= codes.MAX_LINE_CHARS)
+        & raw.str.slice(0, codes.RUBRIQUE_ID_WIDTH).str.contains(codes.RUBRIQUE_ID_PATTERN)
+    )
     return lines.with_columns(
         pl.when(well_formed).then(raw.str.slice(0, codes.RUBRIQUE_ID_WIDTH)).alias("rubrique"),
         pl.when(well_formed)

@@ -70,7 +70,8 @@ def _pivot(values: pl.DataFrame, keys: list[str], fields: dict[str, str]) -> pl.
 
 def _occurrences(kept: pl.DataFrame, parsed: pl.DataFrame, block: str,
                  fields: dict[str, str]) -> pl.DataFrame:
-    starts = kept.filter(pl.col("is_new") & (pl.col("block") == block)).select(
+    starts = kept.filter(pl.col("is_new") & (pl.col("block") == block)
+                         & ~pl.col("block_rejected")).select(
         "file_idx", "occ", "decl_line", "line_no", *[anc_col(t) for t in codes.ANCESTOR_BLOCKS])
     wide = _pivot(parsed.filter(pl.col("block") == block), ["file_idx", "occ"], fields)
     return starts.join(wide, on=["file_idx", "occ"], how="left")

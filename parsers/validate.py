@@ -10,9 +10,12 @@ Severity policy (documented in docs/ingestion.md):
   missing S90, or declaration data before any S20 rejects the WHOLE envoi (CT2025 §4.2):
   all its lines are quarantined with scope ``envoi`` and its declarations marked rejected;
 - an anomaly on a *key* rubrique (``codes.KEY_RUBRIQUES``: S20.G00.05.*, SIREN, NIC, NIR,
-  contract number and start, pay period/contract/type, absence motifs and dates) or a pay
-  contract number without a matching contract rejects the declaration (scope
-  ``declaration``): its rows are not written to the person tables;
+  contract number and start, pay period/contract/type, absence motifs and dates) rejects the
+  declaration (scope ``declaration``): its rows are not written to the person tables;
+- a pay contract number (51.010) matching no 40.009 of the same individual sets aside only
+  that pay block — the 51 and its 53 activities — (scope ``line``, reason
+  ``unknown_contract_number``): its hours cannot be attached to a contract, but the rest of
+  the employer's month is still credited;
 - any other anomaly (malformed line, unknown rubrique, bad format/enumeration/date of a
   non-key rubrique) quarantines only that line (scope ``line``); the declaration is used and
   the typed column is left null;
@@ -104,14 +107,19 @@ def _line_anomalies(df: pl.DataFrame) -> pl.DataFrame:
     )
     detail = (
         pl.when(pl.col("malformed")).then(pl.lit("not a `Sxx.Gyy.zz.aaa,'value'` line of at most 256 characters"))
-        .when(~known & ~enrichment).then(pl.lit("rubrique not in norm ") + pl.col("norm_version"))
-        .when(is_nir & (bad_nir | bad_len)).then(pl.lit("NIR fails the norm pattern or CCH rules"))
-        .when(bad_len).then(pl.format("length {} outside [{}, {}]", n_chars, pl.col("len_min"), pl.col("len_max")))
-        .when(bad_enum).then(pl.lit("value not in the enumeration of ") + pl.col("norm_version"))
-        .when(bad_date).then(pl.lit("not a valid JJMMAAAA date for this rubrique"))
-        .when(bad_regexp).then(pl.lit("value does not match the norm format"))
+        .when(pl.col("own_reason") == Reason.UNKNOWN_RUBRIQUE).then(pl.lit("rubrique not in norm ") + pl.col("norm_version"))
+        .when(pl.col("own_reason") == Reason.INVALID_NIR).then(pl.lit("NIR fails the norm pattern or CCH rules"))
+        .when(pl.col("own_reason") == Reason.BAD_ENUM).then(pl.lit("value not in the enumeration of ") + pl.col("norm_version"))
+        .when(pl.col("own_reason") == Reason.INVALID_DATE).then(pl.lit("not a valid JJMMAAAA date for this rubrique"))
+        .when((pl.col("value").str.len_chars() < pl.col("len_min")) | (pl.col("value").str.len_chars() > pl.col("len_max")))
+        .then(pl.format("length {} outside [{}, {}]", pl.col("value").str.len_chars(), pl.col("len_min"), pl.col("len_max")))
+        .otherwise(pl.lit("value does not match the norm format"))
     )
-    return df.with_columns(reason.alias("own_reason"), detail.alias("own_detail"))
+    # Details are built on the (few) anomalous lines only, then joined back.
+    df = df.with_columns(reason.alias("own_reason"))
+    details = df.filter(pl.col("own_reason").is_not_null()).select(
+        "file_idx", "line_no", detail.alias("own_detail"))
+    return df.join(details, on=["file_idx", "line_no"], how="left", maintain_order="left")
 
 
 def _unknown_contracts(df: pl.DataFrame) -> pl.DataFrame:
@@ -156,6 +164,12 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True) -> Validated:
     df = _line_anomalies(df)
     missing = _unknown_contracts(df)
     df = df.join(missing, on=["file_idx", "line_no"], how="left", maintain_order="left")
+    # The whole pay block (51 and its 53 children) is set aside with its contract number.
+    pay_key = ["file_idx", anc_col(codes.PAY)]
+    bad_pays = (df.filter(pl.col("no_contract").fill_null(False)).select(
+        *pay_key, pl.col("line_no").alias("block_cause_line")).unique(pay_key))
+    df = df.join(bad_pays, on=pay_key, how="left", maintain_order="left").with_columns(
+        pl.col("block_cause_line").is_not_null().alias("block_rejected"))
     df = df.with_columns(
         pl.when(pl.col("no_contract")).then(pl.lit(Reason.UNKNOWN_CONTRACT_NUMBER))
         .otherwise(pl.col("own_reason")).alias("own_reason"),
@@ -185,7 +199,7 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True) -> Validated:
         .when(envoi_level).then(pl.lit(Scope.ENVOI))
         .when(pl.col("malformed")).then(pl.lit(Scope.LINE))
         .when(~strict_nature).then(pl.lit(Scope.WARNING))
-        .when(is_key | (pl.col("own_reason") == Reason.UNKNOWN_CONTRACT_NUMBER))
+        .when(is_key & (pl.col("own_reason") != Reason.UNKNOWN_CONTRACT_NUMBER))
         .then(pl.lit(Scope.DECLARATION))
         .otherwise(pl.lit(Scope.LINE))
     )
@@ -276,17 +290,22 @@ def _final_states(df: pl.DataFrame, envois: pl.DataFrame, decls: pl.DataFrame) -
     envoi_rej = pl.col("in_envoi") & pl.col("envoi_rejected").fill_null(False)
     decl_rej = pl.col("decl_rejected").fill_null(False)
     own = pl.col("own_scope")
-    line_q = own.is_in([Scope.LINE, Scope.DECLARATION, Scope.ENVOI])
+    block_rej = pl.col("block_rejected")
+    line_q = own.is_in([Scope.LINE, Scope.DECLARATION, Scope.ENVOI]).fill_null(False) | block_rej
     q_scope = (pl.when(envoi_rej).then(pl.lit(Scope.ENVOI))
                .when(decl_rej).then(pl.lit(Scope.DECLARATION))
                .when(line_q).then(pl.lit(Scope.LINE)))
     has_own = pl.col("own_reason").is_not_null() & (own != Scope.WARNING)
     q_reason = (pl.when(has_own).then(pl.col("own_reason"))
                 .when(envoi_rej).then(pl.col("envoi_reason"))
-                .when(decl_rej).then(pl.col("decl_reason")))
+                .when(decl_rej).then(pl.col("decl_reason"))
+                .when(block_rej).then(pl.lit(Reason.UNKNOWN_CONTRACT_NUMBER)))
     q_detail = (pl.when(has_own).then(pl.col("own_detail"))
                 .when(envoi_rej).then(pl.col("envoi_detail"))
-                .when(decl_rej).then(pl.col("decl_detail")))
+                .when(decl_rej).then(pl.col("decl_detail"))
+                .when(block_rej).then(pl.format(
+                    "pay block set aside: its contract number (line {}) matches no contract",
+                    pl.col("block_cause_line"))))
     warn_reason = (pl.when(own == Scope.WARNING).then(pl.col("own_reason"))
                    .when(pl.col("damaged")).then(pl.lit(Reason.DAMAGED_CHARACTERS)))
     warn_detail = (pl.when(own == Scope.WARNING)

@@ -32,8 +32,6 @@ def causes(p):
     ("S21.G00.30.001,'1850775123456'", "S21.G00.30.001,'1999999999999'", "invalid_nir", "declaration"),
     ("S21.G00.30.001,'1850775123456'", "S21.G00.30.001,'1852A75123456'", "invalid_nir", "declaration"),
     ("S21.G00.30.001,'1850775123456'", "S21.G00.30.001,'1850775999999'", "invalid_nir", "declaration"),
-    ("S21.G00.51.010,'C0001'\nS21.G00.51.011,'002'", "S21.G00.51.010,'C9999'\nS21.G00.51.011,'002'",
-     "unknown_contract_number", "declaration"),
 ])
 def test_each_reason(tmp_path, dsn, old, new, reason, scope):
     body = dsn.EMPLOYEE.replace(old, new, 1)
@@ -130,3 +128,15 @@ def test_unknown_norm_version_is_a_warning(tmp_path, dsn):
     assert p.lines_quarantined == 0 and p.warnings == 1
     assert p["quarantine"]["reason"].to_list() == ["unknown_norm_version"]
     assert p["individuals"].height == 1
+
+
+def test_unknown_contract_number_sets_aside_the_pay_block(tmp_path, dsn):
+    body = dsn.EMPLOYEE.replace("S21.G00.51.010,'C0001'\nS21.G00.51.011,'002'",
+                                "S21.G00.51.010,'C9999'\nS21.G00.51.011,'002'")
+    p = parse(tmp_path, dsn, dsn.envoi(dsn.declaration(body)))
+    c = causes(p)
+    assert c["reason"].to_list() == ["unknown_contract_number"] and c["scope"].to_list() == ["line"]
+    assert p.lines_quarantined == 8  # the 51 block (5 lines) and its 53 activity (3 lines)
+    assert set(p["quarantine"]["reason"]) == {"unknown_contract_number"}
+    assert not p["declarations"]["rejected"][0]
+    assert p["pay"]["pay_type"].to_list() == ["001"] and p["activities"].height == 0

@@ -1,0 +1,51 @@
+"""cases.yaml: each case -> real DSN (generator.builder) -> lake (parser) -> compute_year ->
+apply_ceiling -> the expected credit."""
+
+from __future__ import annotations
+
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from scenario import ingest_case, write_inputs  # noqa: E402
+
+from pipeline.ceiling import apply_ceiling  # noqa: E402
+from pipeline.credits import compute_year  # noqa: E402
+
+CASES = yaml.safe_load((HERE / "cases.yaml").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_case(case, tmp_path):
+    ingest_case(case, tmp_path)
+    holders, balances = write_inputs(case, tmp_path)
+    res = compute_year(tmp_path, int(case["year"]), holders=holders)
+    assert not res.input_errors
+    amounts = res.amounts.collect()
+    unc = res.uncreditable.collect()
+    exp = case["expect"]
+    if "uncreditable" in exp:
+        assert amounts.height == 0, amounts
+        assert exp["uncreditable"] in unc["reason"].to_list(), unc
+        return
+    assert amounts.height == 1, (amounts, unc)
+    row = amounts.row(0, named=True)
+    if "hours" in exp:
+        assert row["annual_amount_hours"] == exp["hours"], row
+        return
+    credited = apply_ceiling(amounts.lazy(), balances.lazy()).collect().row(0, named=True)
+    want = int(Decimal(str(exp["credit"])) * 100)
+    assert credited["credit_cents"] == want, {k: row[k] for k in (
+        "worked_ratio", "ratio_exact", "annual_amount_cents", "category", "references",
+        "months_counted", "paid_hours_h", "absence_days", "source_decl_ids")}
+    assert credited["credit_cents"] >= 0
+    for key in ("category", "employers_count", "establishments_count", "months_counted"):
+        if key in exp:
+            assert row[key] == exp[key], row
