@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -273,6 +274,8 @@ def run(
     for p, w in ((holders, "--holders"), (balances, "--balances"), (dotations, "--dotations")):
         _readable(p, w)
     day = _as_of(as_of)
+    # local ephemeral mode: a loaded machine may need more than Prefect's default 20 s
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from flows.campaign import WindowClosed, campaign
     try:
         with err.status("running the campaign flow (Prefect)"):

@@ -298,6 +298,8 @@ def replay(root: Path, year: int, compute_fn: ComputeFn | None = None,
         return ReplayResult(False, None, [f"no published run for year {year} in {root}"])
     diffs = list(pub.verify_ledger(root, current))
     notes = []
+    if diffs:  # the posted ledger is not what was published: no need to recompute
+        return ReplayResult(False, run_id, diffs, notes)
     manifest = pub.read_manifest(root, run_id)
     inputs = pub.RunInputs.from_dict(manifest["inputs"])
     if pub.derive_run_id(inputs, manifest["seq"]) != run_id:
@@ -316,7 +318,8 @@ def replay(root: Path, year: int, compute_fn: ComputeFn | None = None,
             diffs.append(f"{len(missing)} archived DSN file(s) missing, e.g. {missing[0]}")
             return ReplayResult(False, run_id, diffs, notes)
         if archived:
-            (ingest_fn or (lambda paths, r: ingest_files(paths, r)))(archived, tmp)
+            (ingest_fn or (lambda paths, r: ingest_files(paths, r)))(
+                _named_archive(root, archived, tmp / "inputs"), tmp)
         got = pub.lake_file_checksums(tmp)
         if archived and got != inputs.dsn_sha256:
             diffs.append(f"re-ingested lake holds {len(got)} file(s), run used "
@@ -339,6 +342,22 @@ def replay(root: Path, year: int, compute_fn: ComputeFn | None = None,
                          f"{manifest['files_sha256']['entries.parquet'][:16]}…")
         ac = pub.annual_credits_snapshot(credits, year, run_id)
         published_ac = pl.read_parquet(pub.run_dir(root, run_id) / "annual_credits.parquet")
-        for d in pub.compare_frames(ac, published_ac, key=["nir"]):
-            diffs.append("annual_credits: " + d)
+        ac_diffs = pub.compare_frames(ac, published_ac, key=["nir"], limit=5)
+        if ac_diffs:
+            diffs.append(f"annual_credits snapshot differs ({len(ac_diffs)} shown below)")
+            diffs += ["annual_credits: " + d for d in ac_diffs]
     return ReplayResult(not diffs, run_id, diffs, notes)
+
+
+def _named_archive(root: Path, archived: list[Path], out: Path) -> list[Path]:
+    """Archived inputs are named by sha256; the parser recognises files by their suffix, so
+    expose each under ``<sha256><original suffix>`` (symlinks, no copy)."""
+    files = pub.scan_lake(root, "files").select("file_sha256", "source_file").collect()
+    suffix = {sha: (Path(src).suffix or ".dsn") for sha, src in files.iter_rows() if src}
+    out.mkdir(parents=True, exist_ok=True)
+    named = []
+    for p in archived:
+        link = out / f"{p.name}{suffix.get(p.name, '.dsn')}"
+        link.symlink_to(p.resolve())
+        named.append(link)
+    return named

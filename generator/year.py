@@ -609,6 +609,11 @@ class GeneratedYear:
     declarations: int
     seconds: float = 0.0
     truth_path: Path | None = None
+    person_months: int = 0  # person × contract × month blocks written
+
+    @property
+    def lines_per_person_month(self) -> float:
+        return self.lines / self.person_months if self.person_months else 0.0
 
     @property
     def mb_per_s(self) -> float:
@@ -718,9 +723,10 @@ def generate_year(out_dir: Path, seed: int, people: int, employers: int, year: i
     nbytes = sum(r[1] for r in results)
     lines = sum(r[2] for r in results)
     decls = sum(r[3] for r in results)
+    pms = sum(r[4] for r in results)
     truth_path = write_truth(out_dir / "truth.parquet", persons, year) if truth else None
     return GeneratedYear(files, nbytes, lines, people, decls, time.perf_counter() - t0,
-                         truth_path)
+                         truth_path, pms)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -739,7 +745,8 @@ def main(argv: list[str] | None = None) -> int:
                       encoding_mix=not a.no_encoding_mix, anomalies=a.anomalies,
                       truth=a.truth, processes=a.processes)
     print(f"{g.files} files, {g.bytes / 1e6:.1f} MB, {g.lines} lines, {g.people} people, "
-          f"{g.declarations} declarations in {g.seconds:.1f} s ({g.mb_per_s:.1f} MB/s)")
+          f"{g.declarations} declarations in {g.seconds:.1f} s ({g.mb_per_s:.1f} MB/s), "
+          f"{g.lines_per_person_month:.0f} lines/person-month")
     return 0
 
 

@@ -63,6 +63,7 @@ def _collect_errors(df: pl.DataFrame, path: Path, checks: list[tuple[str, pl.Exp
     errors: list[InputError] = []
     bad_any = pl.lit(False)
     for field, bad, reason in checks:
+        bad = bad.fill_null(False)  # a null comparison is not an error (and must not drop rows)
         for r in df.filter(bad).select("line_no", pl.col(field).cast(pl.String)).iter_rows():
             errors.append(InputError(str(path), r[0], field, r[1], reason))
         bad_any = bad_any | bad

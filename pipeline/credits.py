@@ -48,6 +48,18 @@ def reaches_threshold(p: YearParams) -> pl.Expr:
     return pl.col("ratio12_num") * b >= pl.col("ratio12_den") * (12 * a)
 
 
+def prorated_columns(amounts: set[int], p: YearParams) -> list[pl.Expr]:
+    """``_full`` (ratio reaches the threshold) and one ``_part_<A>`` per distinct amount A:
+    each Int128 division is done once per distinct amount, not once per category."""
+    return [reaches_threshold(p).alias("_full")] + [
+        ceil_div(pl.col("ratio12_num") * a, pl.col("ratio12_den") * 12).cast(pl.Int64)
+        .alias(f"_part_{a}") for a in sorted(amounts)]
+
+
+def prorated_from_columns(a: int) -> pl.Expr:
+    return pl.when(pl.col("_full")).then(pl.lit(a, pl.Int64)).otherwise(pl.col(f"_part_{a}"))
+
+
 def prorated(amount_cents: pl.Expr, p: YearParams) -> pl.Expr:
     """Full amount when the ratio reaches the threshold, else ⌈amount × ratio⌉ to the cent
     (R6323-1 II)."""
@@ -94,18 +106,20 @@ def annual_amounts(persons: pl.LazyFrame, flags: pl.LazyFrame, p: YearParams) ->
         )
     std, lq = p.standard_amount_cents, p.low_qualified_amount_cents
     boeth_amt = (lq if p.low_qualified_boeth_stacked else std) + p.boeth_supplement_cents
+    pr = prorated_from_columns
+    distinct = {std, lq, boeth_amt, p.esat_amount_cents, lq + p.boeth_supplement_cents}
+    lf = lf.with_columns(prorated_columns(distinct, p))
     candidates = {  # category -> (applies, amount expr, ceiling)
-        "standard": (pl.lit(True), prorated(pl.lit(std), p), p.standard_ceiling_cents),
-        "low_qualified": (pl.col("low_qualified"), prorated(pl.lit(lq), p)
+        "standard": (pl.lit(True), pr(std), p.standard_ceiling_cents),
+        "low_qualified": (pl.col("low_qualified"), pr(lq)
                           if p.prorate_low_qualified_and_boeth else pl.lit(lq, pl.Int64),
                           p.low_qualified_ceiling_cents),
         "boeth": (pl.col("boeth"),
-                  pl.when(pl.col("low_qualified") & pl.lit(p.low_qualified_boeth_stacked))
-                  .then(prorated(pl.lit(lq + p.boeth_supplement_cents), p))
-                  .otherwise(prorated(pl.lit(boeth_amt), p))
-                  if p.prorate_low_qualified_and_boeth else pl.lit(boeth_amt, pl.Int64),
+                  (pr(lq + p.boeth_supplement_cents) if p.low_qualified_boeth_stacked
+                   else pr(boeth_amt)) if p.prorate_low_qualified_and_boeth
+                  else pl.lit(boeth_amt, pl.Int64),
                   p.boeth_ceiling_cents),
-        "esat": (pl.col("esat"), prorated(pl.lit(p.esat_amount_cents), p) if p.esat_prorated
+        "esat": (pl.col("esat"), pr(p.esat_amount_cents) if p.esat_prorated
                  else pl.lit(p.esat_amount_cents, pl.Int64), p.esat_ceiling_cents),
     }
     amt_cols = [pl.when(app).then(a).otherwise(None).alias(f"_amt_{c}")
@@ -122,7 +136,8 @@ def annual_amounts(persons: pl.LazyFrame, flags: pl.LazyFrame, p: YearParams) ->
                           pl.max_horizontal([f"_ceil_{c}" for c in candidates]).cast(pl.Int64)
                           .alias("ceiling_cents"))
             .with_columns(category.alias("category"))
-            .drop([f"_amt_{c}" for c in candidates] + [f"_ceil_{c}" for c in candidates]))
+            .drop([f"_amt_{c}" for c in candidates] + [f"_ceil_{c}" for c in candidates]
+                  + ["_full"] + [f"_part_{a}" for a in sorted(distinct)]))
 
 
 # --- entry point -------------------------------------------------------------------------------

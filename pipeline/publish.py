@@ -156,6 +156,14 @@ def verify_ledger(root: Path, current: dict | None = None) -> list[str]:
         elif sha256_file(p) != r["entries_sha256"]:
             errors.append(f"run {r['run_id']}: entries file {p} does not match its published "
                           f"sha256 (tampered?)")
+            copy = run_dir(root, r["run_id"]) / "entries.parquet"
+            if copy.exists() and sha256_file(copy) == r["entries_sha256"]:
+                try:
+                    errors += compare_frames(pl.read_parquet(copy),
+                                             conform(pl.read_parquet(p, hive_partitioning=False)),
+                                             key=["entry_id"])
+                except Exception as exc:  # unreadable file
+                    errors.append(f"run {r['run_id']}: entries file unreadable ({exc})")
     return errors
 
 
@@ -471,7 +479,7 @@ def previous_lots(root: Path, current: dict | None = None) -> pl.DataFrame:
 
 
 def compare_frames(expected: pl.DataFrame, actual: pl.DataFrame, key: list[str],
-                   limit: int = 20) -> list[str]:
+                   limit: int = 10) -> list[str]:
     """Row-level differences between two frames (both sorted by ``key``), human readable."""
     diffs: list[str] = []
     if expected.columns != actual.columns:
@@ -481,10 +489,17 @@ def compare_frames(expected: pl.DataFrame, actual: pl.DataFrame, key: list[str],
         return diffs
     only_exp = expected.join(actual, on=expected.columns, how="anti", nulls_equal=True)
     only_act = actual.join(expected, on=expected.columns, how="anti", nulls_equal=True)
+    def show(row: dict) -> str:
+        text = ", ".join(f"{k}={v}" for k, v in row.items())
+        return text if len(text) <= 400 else text[:400] + "…"
+
+    if only_act.height or only_exp.height:
+        diffs.append(f"{only_act.height} row(s) posted but not recomputed, "
+                     f"{only_exp.height} recomputed but not posted")
     for row in only_act.head(limit).iter_rows(named=True):
-        diffs.append(f"posted but not recomputed: {row}")
+        diffs.append(f"posted but not recomputed: {show(row)}")
     for row in only_exp.head(limit).iter_rows(named=True):
-        diffs.append(f"recomputed but not posted: {row}")
+        diffs.append(f"recomputed but not posted: {show(row)}")
     if not diffs:
         diffs.append("same rows, different order or duplicates")
     return diffs

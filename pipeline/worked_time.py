@@ -288,22 +288,24 @@ def _gcd_steps(lf: pl.LazyFrame, a: str, b: str, out: str) -> pl.LazyFrame:
     return lf.rename({"_ga": out}).drop("_gb")
 
 
-def sum_fractions(terms: pl.LazyFrame, key: str = "nir") -> pl.LazyFrame:
+def sum_fractions(terms: pl.DataFrame | pl.LazyFrame, key: str = "nir") -> pl.LazyFrame:
     """Exact Σ num/den per key -> (key, frac_num Int128, frac_den Int128, n_dens).
 
     Terms sharing a denominator are summed as integers; distinct denominators (several
     references) are folded with their LCM, so the result is exact. Keys with more than K_MAX
     distinct denominators get null (reported as uncreditable, never approximated)."""
-    g = (terms.group_by([key, "den"]).agg(pl.col("num").sum())
+    g = (terms.lazy().group_by([key, "den"]).agg(pl.col("num").sum())
          .with_columns(pl.col("den").rank("dense").over(key).cast(pl.Int64).alias("_k"),
-                       pl.len().over(key).alias("n_dens")))
+                       pl.len().over(key).alias("n_dens"))).collect()
+    max_k = int(g["n_dens"].max() or 0)
+    g = g.lazy()
     single = (g.filter(pl.col("n_dens") == 1)
               .select(key, pl.col("num").alias("frac_num"),
                       pl.col("den").cast(pl.Int128).alias("frac_den"), "n_dens"))
     multi = g.filter((pl.col("n_dens") > 1) & (pl.col("n_dens") <= K_MAX))
     acc = multi.filter(pl.col("_k") == 1).select(key, "n_dens", pl.col("num").alias("frac_num"),
                                                  pl.col("den").cast(pl.Int128).alias("frac_den"))
-    for k in range(2, K_MAX + 1):
+    for k in range(2, min(K_MAX, max_k) + 1):  # only as many folds as the data needs
         step = multi.filter(pl.col("_k") == k).select(key, pl.col("num").alias("_n"),
                                                       pl.col("den").cast(pl.Int128).alias("_d"))
         acc = acc.join(step, on=key, how="left").with_columns(
@@ -356,17 +358,20 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     suspensions = scan_person_table(root_dir, "suspensions", decls, buckets)
     ends_raw = scan_person_table(root_dir, "contract_ends", decls, buckets)
 
-    versions = contract_versions(contracts, p).cache()
-    ends = contract_ends(ends_raw, p)
+    # Stage boundaries are materialised (collect → lazy): the frames below are reused by
+    # several branches, and re-planning them per branch costs far more than holding them.
+    versions = contract_versions(contracts, p).collect().lazy()
+    ends = contract_ends(ends_raw, p).collect().lazy()
 
     # 1. paid time by pay-period month
-    paid = paid_time(activities, contracts, p)
+    paid = paid_time(activities, contracts, p).collect().lazy()
 
     # 2. presence fallback candidates (declared months without any Activité)
-    no_act = declared_months_without_activity(contracts, activities, versions, year)
+    no_act = declared_months_without_activity(contracts, activities, versions, year) \
+        .collect().lazy()
 
     # 3. absences
-    absd = absence_days(stoppages, suspensions, ends, p)
+    absd = absence_days(stoppages, suspensions, ends, p).collect().lazy()
 
     # grid of (contract, month) rows that carry something
     grid = pl.concat([paid.select(*CONTRACT_KEY, "month"), no_act.select(*CONTRACT_KEY, "month"),
@@ -411,7 +416,7 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
                          .otherwise(0).cast(pl.Int128).alias("absence_credited_scaled"))
            .with_columns((pl.col("_base") + pl.col("absence_credited_scaled"))
                          .alias("counted_scaled")))
-    cmf = cmf.with_columns(*reference_fraction(p))
+    cmf = cmf.with_columns(*reference_fraction(p)).collect().lazy()
 
     # 4. sans-notion: remuneration route
     rem = (pay.filter(pl.col("nir").is_not_null()
@@ -420,7 +425,8 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
            .with_columns(month_start("period_end").alias("month")))
     rem_attr = attributes_at(rem.group_by([*CONTRACT_KEY, "month"]).agg(
         pl.col("amount_cents").sum(), pl.col("decl_id").unique().alias("decl_ids")), versions)
-    rem_sn = rem_attr.filter((pl.col("family") == "sans_notion") & pl.col("oos_reason").is_null())
+    rem_sn = rem_attr.filter((pl.col("family") == "sans_notion")
+                             & pl.col("oos_reason").is_null()).collect().lazy()
     smic_x12 = p.smic_reference_cents_x12
     terms = pl.concat([
         cmf.select("nir", pl.col("term_num").alias("num"), pl.col("term_den").alias("den")),
@@ -428,7 +434,7 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
         .select("nir", (pl.col("amount_cents").cast(pl.Int128) * 144).alias("num"),
                 pl.lit(smic_x12, pl.Int64).alias("den")),
     ])
-    fractions = sum_fractions(terms)
+    fractions = sum_fractions(terms.collect())
 
     # 5. explanation per person
     expl_cm = cmf.group_by("nir").agg(
