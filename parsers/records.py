@@ -1,19 +1,26 @@
-"""Bytes of a flat DSN file -> one row per physical line: (line_no, rubrique, value).
+"""Bytes of flat DSN files -> one row per physical line: (file_idx, line_no, rubrique, value).
 
 Why this shape: the flat NEODeS line ``Sxx.Gyy.zz.aaa,'value'`` has a fixed-width 14-char id,
 so the split is two ``str.slice`` calls on whole lines read by Polars' CSV reader with a
 separator that never occurs (``\\x1f``) and no quoting — ``read_csv(quote_char="'")`` would break
 on legal apostrophes inside values (``'D'ARTAGNAN'``). The value runs to the LAST apostrophe.
 
+All files of a batch are decoded once each, concatenated and read by ONE ``read_csv`` call
+(per-call overhead dominates on the many ~1 MB files of a DSN year); ``file_idx`` comes from the
+per-file newline counts. The id is validated by an ``Enum`` cast against the norm's ids (a hash
+lookup); the id regexp runs only on the rare lines whose id is not in the norm.
+
 Encoding is detected per file: valid UTF-8 containing multibyte sequences => UTF-8; otherwise
 windows-1252, with Latin-1 for the five bytes cp1252 leaves undefined (so no line is ever
-dropped for its encoding). Damaged characters (U+FFFD, C1 controls) are flagged per line.
+dropped for its encoding). Damaged characters (U+FFFD, C1 controls) are flagged per line, the
+per-line regexp running only on the files whose bytes contain one.
 """
 
 from __future__ import annotations
 
 import codecs
 import io
+import re
 
 import polars as pl
 
@@ -26,6 +33,9 @@ ENC_CP1252_LATIN1 = "cp1252+latin-1"  # cp1252 with undefined bytes taken as Lat
 _ERROR_HANDLER = "cpf_latin1_fallback"
 _SEPARATOR = "\x1f"  # ASCII unit separator: a forbidden control character in DSN text
 DAMAGED_PATTERN = "[\u0080-\u009f\ufffd]"
+# The same characters in UTF-8 bytes: U+FFFD = EF BF BD, C1 controls = C2 80..C2 9F.
+_DAMAGED_UTF8 = re.compile(rb"\xef\xbf\xbd|\xc2[\x80-\x9f]")
+LINES_SCHEMA = {"file_idx": pl.Int64, "line_no": pl.Int64, "raw": pl.String}
 
 
 def _latin1_fallback(err: UnicodeDecodeError) -> tuple[str, int]:
@@ -51,41 +61,93 @@ def to_utf8(data: bytes) -> tuple[bytes, str]:
         return data.decode("cp1252", errors=_ERROR_HANDLER).encode("utf-8"), ENC_CP1252_LATIN1
 
 
-def read_lines(utf8: bytes) -> pl.DataFrame:
-    """One row per physical line: ``line_no`` (1-based), ``raw`` (CR stripped, "" for blank)."""
-    if not utf8:
-        return pl.DataFrame(schema={"line_no": pl.Int64, "raw": pl.String})
+def has_damaged(utf8: bytes, encoding: str) -> bool:
+    """Whether UTF-8 bytes hold a damaged character (never for pure ASCII)."""
+    return encoding != ENC_ASCII and _DAMAGED_UTF8.search(utf8) is not None
+
+
+def _read_raw(utf8: bytes) -> pl.Series:
     if _SEPARATOR.encode() in utf8:  # pathological file: slower but exact path
-        text = utf8.decode("utf-8")
-        lines = text.split("\n")
+        lines = utf8.decode("utf-8").split("\n")
         if lines and lines[-1] == "":
             lines.pop()
-        raw = pl.Series("raw", lines, dtype=pl.String)
-        frame = raw.to_frame()
-    else:
-        frame = pl.read_csv(io.BytesIO(utf8), has_header=False, separator=_SEPARATOR,
-                            quote_char=None, new_columns=["raw"], infer_schema=False,
-                            raise_if_empty=False)
+        return pl.Series("raw", lines, dtype=pl.String)
+    return pl.read_csv(io.BytesIO(utf8), has_header=False, separator=_SEPARATOR,
+                       quote_char=None, new_columns=["raw"], infer_schema=False,
+                       raise_if_empty=False).get_column("raw")
+
+
+def read_lines(utf8: bytes) -> pl.DataFrame:
+    """One row per physical line: ``line_no`` (1-based), ``raw`` (CR stripped, "" for blank)."""
+    return read_batch([utf8]).drop("file_idx")
+
+
+def read_batch(utf8_files: list[bytes]) -> pl.DataFrame:
+    """All lines of several UTF-8 files in one read: file_idx (0-based), line_no, raw."""
+    blobs = [b if not b or b.endswith(b"\n") else b + b"\n" for b in utf8_files]
+    counts = [b.count(b"\n") for b in blobs]
+    total = sum(counts)
+    if total == 0:
+        return pl.DataFrame(schema=LINES_SCHEMA)
+    raw = _read_raw(b"".join(blobs))
+    if raw.len() != total:  # reader disagreed with the newline count: read file by file
+        raw = pl.concat([_read_raw(b) for b in blobs if b])
+        counts = [0 if not b else _read_raw(b).len() for b in blobs]
+    file_idx = pl.Series("file_idx", range(len(blobs)), dtype=pl.Int64).repeat_by(
+        pl.Series(counts, dtype=pl.UInt32)).explode()
+    frame = pl.DataFrame([file_idx, raw.fill_null("")])
     return frame.select(
-        pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("line_no"),
-        pl.col("raw").fill_null("").str.strip_suffix("\r"),
+        "file_idx",
+        (pl.int_range(pl.len(), dtype=pl.Int64).over("file_idx") + 1).alias("line_no")
+        if len(blobs) > 1 else pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("line_no"),
+        pl.col("raw").str.strip_suffix("\r") if any(b"\r" in b for b in blobs) else pl.col("raw"),
     )
 
 
-def split_lines(lines: pl.DataFrame) -> pl.DataFrame:
-    """Add ``rubrique``, ``value`` (null when malformed), ``malformed``, ``damaged``."""
+def split_lines(lines: pl.DataFrame, damaged_files: list[int] | None = None) -> pl.DataFrame:
+    """Add ``rubrique``, ``value`` (null when malformed), ``malformed``, ``damaged``.
+
+    ``damaged_files``: the ``file_idx`` whose bytes hold a damaged character (None = check all).
+    """
+    from parsers.norm import rubrique_enum
+
     raw = pl.col("raw")
     n_chars = raw.str.len_chars()
-    # Cheap fixed-position checks; the id regex runs on the 14-char slice only.
-    well_formed = (
-        (raw.str.slice(codes.RUBRIQUE_ID_WIDTH, 2) == ",'") & raw.str.ends_with("'")
-        & (n_chars > codes.VALUE_OFFSET) & (n_chars <= codes.MAX_LINE_CHARS)
-        & raw.str.slice(0, codes.RUBRIQUE_ID_WIDTH).str.contains(codes.RUBRIQUE_ID_PATTERN)
+    rub = raw.str.slice(0, codes.RUBRIQUE_ID_WIDTH)
+    shape_ok = (
+        raw.str.ends_with("'") & (n_chars > codes.VALUE_OFFSET)
+        & (n_chars <= codes.MAX_LINE_CHARS)
+        & (raw.str.find(",'", literal=True) == codes.RUBRIQUE_ID_WIDTH)
+    ).fill_null(False)
+    df = lines.with_columns(
+        rub.alias("rubrique"),
+        n_chars.alias("_n"),
+        shape_ok.alias("_shape"),
+        # Ids of the norm need no regexp: the Enum cast is a hash lookup.
+        rub.cast(rubrique_enum(), strict=False).is_not_null().alias("_wf"),
     )
-    return lines.with_columns(
-        pl.when(well_formed).then(raw.str.slice(0, codes.RUBRIQUE_ID_WIDTH)).alias("rubrique"),
-        pl.when(well_formed)
-        .then(raw.str.slice(codes.VALUE_OFFSET, n_chars - codes.VALUE_OFFSET - 1)).alias("value"),
-        (~well_formed).alias("malformed"),
-        raw.str.contains(DAMAGED_PATTERN).alias("damaged"),
-    )
+    other = df.get_column("_shape") & ~df.get_column("_wf")
+    if other.any():  # ids outside the norm (rare): the id regexp on those lines only
+        idx = other.arg_true()
+        ok = df.get_column("rubrique").gather(idx).str.contains(codes.RUBRIQUE_ID_PATTERN)
+        wf = df.get_column("_wf").clone()
+        wf.scatter(idx.filter(ok), True)
+        df = df.with_columns(wf.alias("_wf"))
+    df = df.with_columns((pl.col("_wf") & pl.col("_shape")).alias("_wf"))
+    if damaged_files is None:
+        damaged = raw.str.contains(DAMAGED_PATTERN)
+    else:  # the regexp only on the lines of the files whose bytes hold a damaged character
+        flag = pl.Series("damaged", [False] * 0, dtype=pl.Boolean).extend_constant(False, df.height)
+        if damaged_files:
+            idx = df.get_column("file_idx").is_in(damaged_files).arg_true()
+            hit = df.get_column("raw").gather(idx).str.contains(DAMAGED_PATTERN).fill_null(False)
+            flag.scatter(idx.filter(hit), True)
+        damaged = pl.lit(flag)
+    wf = pl.col("_wf")
+    return df.with_columns(
+        pl.when(wf).then(pl.col("rubrique")).alias("rubrique"),
+        pl.when(wf).then(raw.str.slice(codes.VALUE_OFFSET, pl.col("_n") - codes.VALUE_OFFSET - 1))
+        .alias("value"),
+        (~wf).alias("malformed"),
+        damaged.alias("damaged"),
+    ).drop("_wf", "_n", "_shape")
