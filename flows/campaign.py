@@ -15,7 +15,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import yaml
-from prefect import flow, task
+from prefect import flow, task, unmapped
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from flows import steps
@@ -87,6 +87,27 @@ def publish_task(prepared: dict, staged: dict) -> str:
     return steps.publish(prep, st)
 
 
+@task(name="compute-shard")
+def compute_shard_task(prepared: dict, shard: int, shards: int, lake_buckets: list[int]) -> dict:
+    return steps.compute_shard(steps.Prepared.from_dict(prepared), shard, shards, lake_buckets)
+
+
+@task(name="prepare-lots")
+def prepare_lots_task(prepared: dict) -> str:
+    return steps.prepare_lots(steps.Prepared.from_dict(prepared))
+
+
+@task(name="post-shard")
+def post_shard_task(prepared: dict, computed: dict, shards: int, lots: str) -> dict:
+    return steps.post_shard(steps.Prepared.from_dict(prepared), computed["shard"], shards, lots)
+
+
+@task(name="stage-sharded")
+def stage_sharded_task(prepared: dict, posted: list[dict], lots: str, shards: int) -> dict:
+    st = steps.finalize_sharded(steps.Prepared.from_dict(prepared), posted, lots, shards)
+    return {"run_id": st.run_id, "path": str(st.path), "manifest": st.manifest}
+
+
 @task(name="replay-year")
 def replay_task(lake: str, year: int) -> dict:
     r = steps.replay(Path(lake), year)
@@ -136,20 +157,73 @@ def credit_year(year: int, lake: str, holders: str | None = None, balances: str 
     return {"run_id": staged["run_id"], "run_dir": run_dir, "manifest": staged["manifest"]}
 
 
+@flow(name="cpf-credit-year-sharded")
+def credit_year_sharded(year: int, lake: str, shards: int, holders: str | None = None,
+                        balances: str | None = None, dotations: str | None = None,
+                        as_of: str | None = None) -> dict:
+    """Bounded-memory crediting: compute and post per bucket shard (mapped tasks, run by the
+    flow's task runner: threads, processes or Dask), then stage + publish once."""
+    import time
+    day = as_of or dt.date.today().isoformat()
+    t0 = time.perf_counter()
+    with pub.run_lock(Path(lake)):
+        prepared = prepare_task(lake, year, holders, balances, dotations, day)
+        ids = steps._lake_bucket_ids(Path(lake))
+        computed = compute_shard_task.map(unmapped(prepared), list(range(shards)),
+                                          unmapped(shards), unmapped(ids))
+        lots = prepare_lots_task(prepared)
+        posted = post_shard_task.map(unmapped(prepared), computed, unmapped(shards),
+                                     unmapped(lots))
+        posted = [f.result() for f in posted]
+        computed = [f.result() for f in computed]
+        staged = stage_sharded_task(prepared, posted, lots, shards)
+        run_dir = publish_task(prepared, staged)
+    flow_s = time.perf_counter() - t0
+    tasks_s = {"compute": sum(c["seconds"] for c in computed),
+               "post": sum(p["seconds"] for p in posted)}
+    pub.write_json_atomic({"flow_s": flow_s, "task_body_s": tasks_s,
+                           "shards": [{**c, **{"post_" + k: p[k] for k in ("seconds", "max_rss_mb")}}
+                                      for c, p in zip(computed, posted)]},
+                          Path(run_dir) / "run_log.json")
+    _artifacts(staged["manifest"], run_dir)
+    return {"run_id": staged["run_id"], "run_dir": run_dir, "manifest": staged["manifest"]}
+
+
+def credit_with_plan(year: int, lake: str, holders: str | None = None,
+                     balances: str | None = None, dotations: str | None = None,
+                     as_of: str | None = None, runner: str | None = None,
+                     buckets: int | None = None, dask_address: str | None = None,
+                     max_workers: int | None = None, max_memory_gb: float | None = None) -> dict:
+    """Resolve the execution plan for DIR (flows.runners.plan) and credit year N with it."""
+    from flows.runners import plan, task_runner
+    p = plan(Path(lake), runner=runner, buckets=buckets, max_workers=max_workers,
+             max_memory_gb=max_memory_gb, dask_address=dask_address)
+    if p.shards == 1 and p.runner == "thread":
+        return credit_year(year, lake, holders, balances, dotations, as_of)
+    f = credit_year_sharded.with_options(task_runner=task_runner(p))
+    out = f(year, lake, p.shards, holders, balances, dotations, as_of)
+    out["plan"] = p.to_dict()
+    return out
+
+
 @flow(name="cpf-campaign")
 def campaign(year: int | None = None, dsn: list[str] | None = None, lake: str = "out",
              holders: str | None = None, balances: str | None = None,
              dotations: str | None = None, as_of: str | None = None,
-             enforce_window: bool = False, force: bool = False) -> dict:
+             enforce_window: bool = False, force: bool = False, runner: str | None = None,
+             buckets: int | None = None, dask_address: str | None = None,
+             max_workers: int | None = None, max_memory_gb: float | None = None) -> dict:
     """The yearly campaign: ingest the DSN received so far, then credit year N (default: the
     previous calendar year). With ``enforce_window`` (the scheduled deployment), a run after the
-    window's end is refused unless ``force``."""
+    window's end is refused unless ``force``. ``runner``/``buckets``/…: see flows.runners."""
     day = dt.date.fromisoformat(as_of) if as_of else today_paris()
     year = year or day.year - 1
     if enforce_window:
         check_window(year, day, force)
     report = ingest_task(dsn, lake) if dsn else {}
-    out = credit_year(year, lake, holders, balances, dotations, day.isoformat())
+    out = credit_with_plan(year, lake, holders, balances, dotations, day.isoformat(),
+                           runner=runner, buckets=buckets, dask_address=dask_address,
+                           max_workers=max_workers, max_memory_gb=max_memory_gb)
     return {"ingest": report, "credit": out}
 
 

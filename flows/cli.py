@@ -197,15 +197,22 @@ def _print_credit(out) -> None:
     console.print(f"snapshot: {out.run_dir}\nreport:   {Path(out.run_dir) / 'report' / 'index.html'}")
 
 
-def _do_credit(year, lake, holders, balances, dotations, as_of):
+def _do_credit(year, lake, holders, balances, dotations, as_of, buckets=None):
     from flows import steps
+    from flows.runners import plan
     from pipeline.ledger import LedgerCheckError
     from pipeline.publish import PublishError
     try:
+        shards = plan(lake, runner="thread", buckets=buckets).shards
         with err.status("crediting") as status:
-            out = steps.credit(lake, year, holders=holders, balances=balances,
-                               dotations=dotations, as_of=as_of,
-                               on_step=lambda s: status.update(s))
+            if shards > 1:  # bounded memory, one shard after the other, no Prefect
+                status.update(f"crediting year {year} in {shards} bucket shards")
+                out = steps.credit_sharded(lake, year, shards, holders=holders,
+                                           balances=balances, dotations=dotations, as_of=as_of)
+            else:
+                out = steps.credit(lake, year, holders=holders, balances=balances,
+                                   dotations=dotations, as_of=as_of,
+                                   on_step=lambda s: status.update(s))
     except steps.InputError as exc:
         _fail("bad input", exc.errors)
     except LedgerCheckError as exc:
@@ -227,6 +234,21 @@ AS_OF = typer.Option(None, "--as-of", help="Run date YYYY-MM-DD (dotation expiry
                      "today). Recorded in the manifest.")
 
 
+RUNNER = typer.Option(None, "--runner", help="Task runner: thread | process | dask | auto "
+                     "(env CPF_RUNNER; auto = process for a big lake, else thread).")
+DASK_ADDRESS = typer.Option(None, "--dask-address", help="Scheduler address of an existing Dask "
+                           "cluster (env CPF_DASK_ADDRESS; DIR must be shared storage). Without "
+                           "it, --runner dask starts a LocalCluster.")
+BUCKETS = typer.Option(None, "--buckets", min=1, help="Crediting shards: lake buckets b with "
+                      "b % N == s form shard s (env CPF_BUCKETS; default: 1 for a small lake, "
+                      "else one per lake bucket).")
+MAX_WORKERS = typer.Option(None, "--max-workers", min=1, help="Shards run concurrently at most "
+                           "(env CPF_MAX_WORKERS; default CPU count).")
+MAX_MEMORY = typer.Option(None, "--max-memory-gb", min=0.5, help="Memory budget of the run (env "
+                          "CPF_MAX_MEMORY_GB; default 75% of RAM): caps concurrent shards and "
+                          "raises the shard count. See docs/scaling.md.")
+
+
 @app.command()
 def credit(
     year: int = typer.Option(..., "--year", help="Activity year N to credit."),
@@ -235,6 +257,7 @@ def credit(
     balances: Optional[Path] = BALANCES,
     dotations: Optional[Path] = DOTATIONS,
     as_of: Optional[str] = AS_OF,
+    buckets: Optional[int] = BUCKETS,
 ):
     """Compute year N's credits from what the lake holds, post the DIFFERENCE with the ledger
     (a rerun on unchanged data posts nothing), check balances, publish the snapshot and the
@@ -243,7 +266,7 @@ def credit(
     _lake_dir(lake)
     for p, w in ((holders, "--holders"), (balances, "--balances"), (dotations, "--dotations")):
         _readable(p, w)
-    out = _do_credit(year, lake, holders, balances, dotations, _as_of(as_of))
+    out = _do_credit(year, lake, holders, balances, dotations, _as_of(as_of), buckets)
     _print_credit(out)
 
 
@@ -262,6 +285,11 @@ def run(
     enforce_window: bool = typer.Option(False, "--enforce-window", help="Refuse runs after the "
                                         "campaign window (flows/operations.yaml)."),
     force: bool = typer.Option(False, "--force", help="Run even outside the campaign window."),
+    runner: Optional[str] = RUNNER,
+    dask_address: Optional[str] = DASK_ADDRESS,
+    buckets: Optional[int] = BUCKETS,
+    max_workers: Optional[int] = MAX_WORKERS,
+    max_memory_gb: Optional[float] = MAX_MEMORY,
     more: List[Path] = typer.Argument(None, hidden=True),
 ):
     """Ingest + credit as ONE Prefect flow run (local ephemeral mode when no Prefect server is
@@ -274,6 +302,9 @@ def run(
     for p, w in ((holders, "--holders"), (balances, "--balances"), (dotations, "--dotations")):
         _readable(p, w)
     day = _as_of(as_of)
+    from flows.runners import RUNNERS
+    if runner is not None and runner not in RUNNERS:
+        _usage(f"--runner {runner!r} is not one of {', '.join(RUNNERS)}")
     # local ephemeral mode: a loaded machine may need more than Prefect's default 20 s
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from flows.campaign import WindowClosed, campaign
@@ -283,7 +314,9 @@ def run(
                               holders=str(holders) if holders else None,
                               balances=str(balances) if balances else None,
                               dotations=str(dotations) if dotations else None,
-                              as_of=day.isoformat(), enforce_window=enforce_window, force=force)
+                              as_of=day.isoformat(), enforce_window=enforce_window, force=force,
+                              runner=runner, buckets=buckets, dask_address=dask_address,
+                              max_workers=max_workers, max_memory_gb=max_memory_gb)
     except WindowClosed as exc:
         _fail(str(exc))
     except Exception as exc:
@@ -291,7 +324,11 @@ def run(
         _fail(f"campaign flow failed: {exc}", details)
     _print_ingest(result["ingest"])
     from flows.steps import CreditOutcome
+    plan_used = result["credit"].pop("plan", None)
     _print_credit(CreditOutcome(**result["credit"]))
+    if plan_used:
+        console.print(f"runner {plan_used['runner']}, {plan_used['shards']} shard(s), "
+                      f"{plan_used['workers']} concurrent")
 
 
 # --- explain ---------------------------------------------------------------------------------

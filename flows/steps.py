@@ -327,6 +327,23 @@ def replay(root: Path, year: int, compute_fn: ComputeFn | None = None,
         prep = Prepared(root=str(root), year=year, run_id=run_id, seq=manifest["seq"],
                         inputs=manifest["inputs"], work_dir=str(tmp / "work"))
         Path(prep.work_dir).mkdir()
+        if manifest.get("shards"):  # a sharded run: recompute it shard by shard, same layout
+            try:
+                sha, entries, ac = replay_sharded(prep, manifest, tmp)
+            except Exception as exc:
+                diffs.append(f"recomputation failed: {exc}")
+                return ReplayResult(False, run_id, diffs, notes)
+            posted = pl.read_parquet(pub.entries_path(root, run_id), hive_partitioning=False)
+            diffs += pub.compare_frames(conform(entries), conform(posted), key=["entry_id"])
+            if sha != manifest["files_sha256"]["entries.parquet"]:
+                diffs.append(f"recomputed entries sha256 {sha[:16]}… != posted "
+                             f"{manifest['files_sha256']['entries.parquet'][:16]}…")
+            published_ac = pl.read_parquet(pub.run_dir(root, run_id) / "annual_credits.parquet")
+            ac_diffs = pub.compare_frames(ac, published_ac, key=["nir"], limit=5)
+            if ac_diffs:
+                diffs.append(f"annual_credits snapshot differs ({len(ac_diffs)} shown below)")
+                diffs += ["annual_credits: " + d for d in ac_diffs]
+            return ReplayResult(not diffs, run_id, diffs, notes)
         computed = compute(prep, compute_fn, lake_root=tmp)
         try:
             entries, credits, *_ = post(prep, computed, ledger_upto=run_id, stage=False,
@@ -361,3 +378,208 @@ def _named_archive(root: Path, archived: list[Path], out: Path) -> list[Path]:
         link.symlink_to(p.resolve())
         named.append(link)
     return named
+
+
+# --- sharded crediting (bounded memory: one bucket shard at a time per worker) ----------------
+#
+# A person's rows all carry the same lake bucket (person_bucket(N) of the NIR, N = the lake's
+# bucket count), so shard s = the lake buckets b with b % S == s holds every row of its people.
+# compute_shard reads only those buckets' files; post_shard reads only that shard's ledger
+# entries, opening balances and dotation lots; finalize_sharded streams the shard parts into the
+# snapshot and the run's ledger file (one row group per shard) without holding the year.
+
+def shard_expr(shards: int, n_lake_buckets: int | None = None, nir: str = "nir") -> "pl.Expr":
+    from parsers.lake_schema import DEFAULT_BUCKETS, person_bucket
+    n = n_lake_buckets or DEFAULT_BUCKETS
+    return person_bucket(n, nir) % shards
+
+
+def shard_buckets(lake_buckets: list[int], shards: int, shard: int) -> list[int]:
+    return [b for b in lake_buckets if b % shards == shard]
+
+
+def shard_dir(prep: Prepared, shard: int) -> Path:
+    d = Path(prep.work_dir) / f"shard={shard:03d}"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def default_compute_shard(root: Path, year: int, holders: Path | None,
+                          buckets: list[int]) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    from pipeline.credits import compute_year
+    res = compute_year(Path(root), year, holders, buckets=buckets)
+    return res.amounts, res.uncreditable
+
+
+def compute_shard(prep: Prepared, shard: int, shards: int, lake_buckets: list[int],
+                  lake_root: str | None = None) -> dict:
+    """Crediting engine on one shard's buckets; writes shard=NNN/{amounts,uncreditable}."""
+    import time
+    t0 = time.perf_counter()
+    inputs = prep.run_inputs()
+    holders = pub.archived_input(Path(prep.root), inputs.holders_sha256)
+    buckets = shard_buckets(lake_buckets, shards, shard)
+    amounts, unc = default_compute_shard(Path(lake_root or prep.root), prep.year, holders, buckets)
+    a = amounts.collect().sort("nir")
+    u = unc.collect()
+    u = u.sort(u.columns, nulls_last=True) if u.width else u
+    if shards > 1 and a.height:
+        stray = a.filter(shard_expr(shards) != shard).height
+        if stray:
+            raise RuntimeError(f"shard {shard}: {stray} person(s) outside the shard — the lake "
+                               f"was not written with the default bucket count")
+    d = shard_dir(prep, shard)
+    a.write_parquet(d / "amounts.parquet")
+    u.write_parquet(d / "uncreditable.parquet")
+    return {"shard": shard, "dir": str(d), "buckets": buckets, "people": a.height,
+            "seconds": time.perf_counter() - t0, "max_rss_mb": _max_rss_mb()}
+
+
+def _max_rss_mb() -> float:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def prepare_lots(prep: Prepared, ledger_upto: str | None = None) -> str:
+    """The dotation lot register of this run (previous publication + this run's CSV)."""
+    root = Path(prep.root)
+    current = pub.read_current(root)
+    inputs = prep.run_inputs()
+    if ledger_upto is not None:
+        prev_runs = [r["run_id"] for r in current["published"]]
+        i = prev_runs.index(ledger_upto)
+        prev = pub.previous_lots(root, {"run_id": prev_runs[i - 1] if i else None,
+                                        "published": []})
+    else:
+        prev = pub.previous_lots(root, current)
+    lots = prev
+    dot_path = pub.archived_input(root, inputs.dotations_sha256)
+    if dot_path:
+        new_lots, errors = read_dotations(dot_path, inputs.dotations_sha256)
+        if errors:
+            raise InputError(errors)
+        lots = merge_lots(prev, new_lots)
+    out = Path(prep.work_dir) / "lots.parquet"
+    lots.write_parquet(out)
+    return str(out)
+
+
+def post_shard(prep: Prepared, shard: int, shards: int, lots_path: str,
+               ledger_upto: str | None = None, employments: bool = True) -> dict:
+    """Diff-post one shard: its ledger entries, opening balances and lots only. Writes the
+    shard's entries, annual_credits, balances (and employments) parts; returns counts, totals
+    and the balance-check errors (raised by the caller, so exceptions never cross processes)."""
+    import time
+    from pipeline.ledger import balances_by_person
+    from pipeline.dotations import plan_dotations
+    t0 = time.perf_counter()
+    root = Path(prep.root)
+    inputs = prep.run_inputs()
+    current = pub.read_current(root)
+    mine = shard_expr(shards) == shard
+    ledger = conform(pub.scan_published_entries(root, current, upto_run=ledger_upto).filter(mine))
+    meta = RunMeta(run_id=prep.run_id, code_version=inputs.code_version,
+                   param_version=inputs.param_version, default_source=f"run-inputs:{prep.run_id}")
+    bal_path = pub.archived_input(root, inputs.balances_sha256)
+    opening = read_opening_balances(bal_path).filter(mine).lazy() if bal_path else None
+    d = shard_dir(prep, shard)
+    amounts = pl.read_parquet(d / "amounts.parquet")
+    posting = plan_year_postings(ledger, amounts, prep.year, meta, opening=opening,
+                                 opening_source=f"balances:{inputs.balances_sha256}")
+    lots = pl.read_parquet(lots_path)
+    lots = lots.filter(mine) if lots.height else lots
+    dot = plan_dotations(pl.concat([ledger, posting.entries]), lots, inputs.as_of, meta)
+    entries = conform(pl.concat([posting.entries, dot]))
+    ac = pub.annual_credits_snapshot(posting.credits, prep.year, prep.run_id)
+    balances = balances_by_person(pl.concat([ledger, entries])).collect()
+    pub.write_parquet(entries, d / "entries.parquet")
+    pub.write_parquet(ac, d / "annual_credits.parquet")
+    pub.write_parquet(balances, d / "balances.parquet")
+    if employments:
+        bks = shard_buckets(_lake_bucket_ids(root), shards, shard)
+        pub.write_parquet(pub.employments_snapshot(root, prep.year, buckets=bks),
+                          d / "employments.parquet")
+    by_kind = entries.group_by("kind").agg(pl.len().alias("n"), pl.col("amount_cents").sum())
+    return {
+        "shard": shard, "dir": str(d), "errors": posting.errors,
+        "examined": ac.height, "credited": ac.filter(pl.col("credit_cents") > 0).height,
+        "entries": entries.height, "ledger_entries_after": ledger.height + entries.height,
+        "accounts": balances.height,
+        "by_kind_n": {k: int(n) for k, n in zip(by_kind["kind"], by_kind["n"])},
+        "by_kind_cents": {k: int(a) for k, a in zip(by_kind["kind"], by_kind["amount_cents"])},
+        "annual_amount": int(ac["annual_amount_cents"].sum() or 0),
+        "credit": int(ac["credit_cents"].sum() or 0),
+        "entries_cents": int(entries["amount_cents"].sum() or 0),
+        "earned_balance": int(balances["earned_balance_cents"].sum() or 0),
+        "dotation_balance": int(balances["dotation_balance_cents"].sum() or 0),
+        "opening_imported": posting.opening_imported, "opening_ignored": posting.opening_ignored,
+        "seconds": time.perf_counter() - t0, "max_rss_mb": _max_rss_mb(),
+    }
+
+
+def _lake_bucket_ids(root: Path) -> list[int]:
+    from flows.runners import lake_buckets
+    return sorted(lake_buckets(root))
+
+
+def finalize_sharded(prep: Prepared, posted: list[dict], lots_path: str, shards: int,
+                     report: bool = True) -> pub.Staged:
+    """Check every shard's balance assertions, then stage the run from the shard parts."""
+    errors = [f"shard {p['shard']}: {e}" for p in sorted(posted, key=lambda p: p["shard"])
+              for e in p["errors"]]
+    ensure(errors)
+    return pub.stage_run_sharded(Path(prep.root), prep.run_id, prep.seq, prep.run_inputs(),
+                                 shard_dirs=[p["dir"] for p in sorted(posted, key=lambda p: p["shard"])],
+                                 summaries=posted, lots=pl.read_parquet(lots_path), shards=shards,
+                                 lake_buckets=_lake_bucket_ids(Path(prep.root)), report=report)
+
+
+def credit_sharded(root: Path, year: int, shards: int, holders: Path | None = None,
+                   balances: Path | None = None, dotations: Path | None = None,
+                   as_of: dt.date | None = None) -> CreditOutcome:
+    """The sharded run as plain sequential functions (no Prefect): same bytes as the flow."""
+    import time
+    root = Path(root)
+    timings = {}
+    with pub.run_lock(root):
+        t = time.perf_counter()
+        prep = prepare(root, year, holders, balances, dotations, as_of)
+        ids = _lake_bucket_ids(root)
+        timings["prepare"] = time.perf_counter() - t
+        t = time.perf_counter()
+        for s in range(shards):
+            compute_shard(prep, s, shards, ids)
+        timings["compute"] = time.perf_counter() - t
+        t = time.perf_counter()
+        lots = prepare_lots(prep)
+        posted = [post_shard(prep, s, shards, lots) for s in range(shards)]
+        staged = finalize_sharded(prep, posted, lots, shards)
+        timings["post"] = time.perf_counter() - t
+        t = time.perf_counter()
+        out = publish(prep, staged)
+        timings["publish"] = time.perf_counter() - t
+    pub.write_json_atomic({"timings_s": timings}, Path(out) / "run_log.json")
+    return CreditOutcome(run_id=prep.run_id, run_dir=out, manifest=staged.manifest,
+                         timings=timings)
+
+
+def replay_sharded(prep: Prepared, manifest: dict, lake_root: Path) -> tuple[str, pl.DataFrame,
+                                                                              pl.DataFrame]:
+    """Recompute a sharded run into a temporary staging dir; (entries sha256, entries, ac)."""
+    shards = int(manifest["shards"])
+    ids = manifest.get("lake_buckets") or _lake_bucket_ids(lake_root)
+    for s in range(shards):
+        compute_shard(prep, s, shards, ids, lake_root=str(lake_root))
+    lots = prepare_lots(prep, ledger_upto=prep.run_id)
+    posted = [post_shard(prep, s, shards, lots, ledger_upto=prep.run_id, employments=False)
+              for s in range(shards)]
+    errors = [e for p in posted for e in p["errors"]]
+    ensure(errors)
+    out = Path(prep.work_dir) / "replay"
+    out.mkdir(parents=True, exist_ok=True)
+    dirs = [p["dir"] for p in sorted(posted, key=lambda p: p["shard"])]
+    sha = pub.concat_parts([Path(d) / "entries.parquet" for d in dirs], out / "entries.parquet")
+    pub.concat_parts([Path(d) / "annual_credits.parquet" for d in dirs],
+                     out / "annual_credits.parquet")
+    return (sha, pl.read_parquet(out / "entries.parquet"),
+            pl.read_parquet(out / "annual_credits.parquet"))

@@ -7,7 +7,7 @@ import polars as pl
 from parsers.codes import Scope
 from parsers.lake_schema import DEFAULT_BUCKETS, TABLES
 from parsers.model import ParsedFile
-from parsers.structure import add_structure
+from parsers.structure import add_structure, build_catalog
 from parsers.tables import build_tables
 from parsers.validate import validate
 
@@ -31,18 +31,21 @@ def assemble(records: pl.DataFrame, meta: pl.DataFrame, n_buckets: int = DEFAULT
                               {**RECORD_SCHEMA, "force_new": pl.Boolean}.items()])
     meta = meta.select([pl.col(c).cast(t) for c, t in FILE_META_SCHEMA.items()])
     file_keys = meta.select("file_idx", "file_sha256", "source_file")
-    validated = validate(add_structure(records), check_s90_lines=check_s90_lines)
+    catalog, rcodes = build_catalog(records.get_column("rubrique"))
+    records = records.with_columns(rcodes.alias("rcode"))
+    validated = validate(add_structure(records, catalog), check_s90_lines=check_s90_lines,
+                         catalog=catalog)
     tables = build_tables(validated, file_keys, n_buckets)
     if extra_quarantine is not None and extra_quarantine.height:
         extra = extra_quarantine.select([
             (pl.col(c) if c in extra_quarantine.columns else pl.lit(None)).cast(t).alias(c)
             for c, t in TABLES["quarantine"].items()])
         tables["quarantine"] = pl.concat([tables["quarantine"], extra])
-    lines = validated.lines
-    per_file = lines.group_by("file_idx").agg(
-        pl.len().cast(pl.Int64).alias("lines_read"),
-        pl.col("q_scope").is_not_null().sum().cast(pl.Int64).alias("lines_quarantined"),
-    )
+    per_file = validated.lines.group_by("file_idx").agg(
+        pl.len().cast(pl.Int64).alias("lines_read"))
+    per_file = per_file.join(
+        validated.issues.filter(pl.col("q_scope").is_not_null()).group_by("file_idx")
+        .agg(pl.len().cast(pl.Int64).alias("lines_quarantined")), on="file_idx", how="left")
     q = tables["quarantine"]
     warn = (q.filter(pl.col("scope") == Scope.WARNING).group_by("file_sha256").len()
             .rename({"len": "warnings"}))

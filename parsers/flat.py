@@ -15,7 +15,7 @@ import polars as pl
 from parsers.assemble import assemble
 from parsers.lake_schema import DEFAULT_BUCKETS
 from parsers.model import ParsedFile
-from parsers.records import read_lines, split_lines, to_utf8
+from parsers.records import has_damaged, read_batch, split_lines, to_utf8
 
 FORMAT_FLAT = "flat"
 
@@ -41,13 +41,15 @@ def parse_flat_file(path: Path | str, n_buckets: int = DEFAULT_BUCKETS) -> Parse
 
 def parse_flat_sources(sources: list[SourceBytes], n_buckets: int = DEFAULT_BUCKETS) -> ParsedFile:
     """Parse several flat files in one vectorised pass."""
-    frames, meta = [], []
+    utf8s, meta, damaged = [], [], []
     for idx, src in enumerate(sources):
         utf8, encoding = to_utf8(src.data)
-        frames.append(read_lines(utf8).with_columns(pl.lit(idx, pl.Int64).alias("file_idx")))
+        utf8s.append(utf8)
+        if has_damaged(utf8, encoding):
+            damaged.append(idx)
         meta.append({"file_idx": idx, "file_sha256": src.sha256, "source_file": src.source_file,
                      "size_bytes": len(src.data), "encoding": encoding, "format": FORMAT_FLAT})
-    lines = pl.concat(frames, how="vertical") if frames else pl.DataFrame(
-        schema={"line_no": pl.Int64, "raw": pl.String, "file_idx": pl.Int64})
-    records = split_lines(lines)
+    lines = read_batch(utf8s)  # one read for the whole batch
+    del utf8s
+    records = split_lines(lines, damaged_files=damaged)
     return assemble(records, pl.DataFrame(meta, schema_overrides={"size_bytes": pl.Int64}), n_buckets)

@@ -122,3 +122,16 @@ def enumeration_table() -> pl.DataFrame:
         load_norm(v).enumerations.with_columns(pl.lit(v).alias("norm_version"))
         for v in KNOWN_VERSIONS
     ]).select("norm_version", "rubrique", "code").unique()
+
+
+@lru_cache(maxsize=None)
+def rubrique_ids() -> tuple[str, ...]:
+    """Every rubrique id of every known version and of the lot envelope (sorted, unique)."""
+    ids = validation_table().get_column("rubrique").unique().sort()
+    return tuple(ids.filter(ids.str.contains(codes.RUBRIQUE_ID_PATTERN)).to_list())
+
+
+@lru_cache(maxsize=None)
+def rubrique_enum() -> pl.Enum:
+    """``pl.Enum`` of ``rubrique_ids()``: casting to it is a hash lookup (unknown -> null)."""
+    return pl.Enum(list(rubrique_ids()))

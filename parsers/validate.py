@@ -22,6 +22,13 @@ Severity policy (documented in docs/ingestion.md):
 - declarations of a signalement nature (not in ``codes.STRICT_NATURES``) are never credited:
   their validation anomalies are recorded as warnings and the lines still parsed;
 - damaged characters (U+FFFD, C1 controls) and an unknown norm version are warnings.
+
+Performance (everything is column-wise, and the expensive checks run on small subsets):
+per-line norm attributes are ``gather``s by (version, rubrique code); the format regexps run
+once per distinct pattern on the strict lines that carry it; enumerations are an anti-join
+on (version·rubrique, value) of the enumerated lines only; the reason/detail/scope logic runs
+on the few anomalous lines (``issues``), and verdicts return to the lines by ``gather`` on the
+dense ``seg`` / ``decl_no`` ordinals — the line table is never joined.
 """
 
 from __future__ import annotations
@@ -33,38 +40,81 @@ import polars as pl
 from parsers import codes
 from parsers.codes import Reason, Scope
 from parsers.norm import KNOWN_VERSIONS, enumeration_table, nearest_version, validation_table
-from parsers.structure import anc_col
+from parsers.structure import Catalog, anc_col, build_catalog
 from parsers.values import contract_number, to_date
 
 ENRICHMENT_BLOCK_NO_START = 8  # "S10.G00.95": characters 8-9 hold the block number
+VERSIONS = (*KNOWN_VERSIONS, codes.ENVELOPE_NORM)  # index = the lines' ``ver`` code
+ENVELOPE_VER = len(VERSIONS) - 1
+Q_NONE, Q_ENVOI, Q_DECL, Q_LINE = 0, 1, 2, 3
+Q_SCOPES = {Q_ENVOI: Scope.ENVOI, Q_DECL: Scope.DECLARATION, Q_LINE: Scope.LINE}
+# Columns of a line carried into the issue rows.
+ISSUE_LINE_COLS = ["row", "file_idx", "line_no", "rcode", "rubrique", "value", "raw", "malformed",
+                   "damaged", "seg", "decl_no", "decl_line", "in_envoi", "envelope", "ver",
+                   "q_code", "block_rejected", anc_col(codes.PAY)]
+Q_SCOPES_ALL = list(Q_SCOPES.values())
 
 
 @dataclass
 class Validated:
     """Validated lines plus per-envoi and per-declaration verdicts."""
 
-    lines: pl.DataFrame  # structured lines + status columns
+    lines: pl.DataFrame  # structured lines + q_code (0 = parsed), kept, parsed, block_rejected
     envois: pl.DataFrame  # seg -> norm_requested, norm_version, is_test, rejected, cause
     decls: pl.DataFrame  # (file_idx, decl_line) -> nature, rejected, cause
+    issues: pl.DataFrame  # quarantined or warned lines: q_scope, q_reason, q_detail, is_cause, w_*
+    catalog: Catalog
 
 
-def _first_value(df: pl.DataFrame, keys: list[str], rubrique: str, name: str) -> pl.DataFrame:
-    return (df.filter(pl.col("rubrique") == rubrique).group_by(keys)
-            .agg(pl.col("value").first().alias(name)))
+def _dense(frame: pl.DataFrame, key: str, n: int, column: str, dtype: pl.DataType) -> pl.Series:
+    """``column`` of ``frame`` as an array indexed by the dense ordinal ``key`` (0..n)."""
+    base = pl.DataFrame({key: pl.Series(range(n + 1), dtype=pl.Int64)})
+    return base.join(frame.select(pl.col(key).cast(pl.Int64), column), on=key, how="left",
+                      maintain_order="left").get_column(column).cast(dtype)
 
 
-def _envoi_info(df: pl.DataFrame) -> pl.DataFrame:
-    segs = df.select("seg").unique()
-    envois = segs.join(_first_value(df, ["seg"], codes.ENVOI_NORM_VERSION, "norm_requested"),
-                       on="seg", how="left")
-    envois = envois.join(_first_value(df, ["seg"], codes.ENVOI_TEST_FLAG, "test_flag"),
-                         on="seg", how="left")
+def _g(values: pl.Series, idx: pl.Expr) -> pl.Expr:
+    return pl.lit(values).gather(idx)
+
+
+def _envoi_info(df: pl.DataFrame, cat: Catalog) -> pl.DataFrame:
+    rc_ver, rc_test = cat.rcode(codes.ENVOI_NORM_VERSION), cat.rcode(codes.ENVOI_TEST_FLAG)
+    n_seg = int(df.get_column("seg").max() or 0)
+    firsts = df.filter(pl.col("rcode").is_in([rc_ver, rc_test])).group_by("seg").agg(
+        pl.col("value").filter(pl.col("rcode") == rc_ver).first().alias("norm_requested"),
+        pl.col("value").filter(pl.col("rcode") == rc_test).first().alias("test_flag"))
+    envois = pl.DataFrame({"seg": pl.Series(range(1, n_seg + 1), dtype=pl.Int64)}).join(
+        firsts, on="seg", how="left", maintain_order="left")
     mapping = {v: nearest_version(v) for v in envois["norm_requested"].unique().to_list() if v}
     return envois.with_columns(
         pl.col("norm_requested").replace_strict(mapping, default=KNOWN_VERSIONS[-1],
                                                 return_dtype=pl.String).alias("norm_version"),
         (pl.col("test_flag") == codes.TEST_ENVOI).fill_null(False).alias("is_test"),
     ).drop("test_flag")
+
+
+def _attributes(cat: Catalog) -> tuple[pl.DataFrame, list[str]]:
+    """Per (version, rubrique code) norm attributes, row ``ver * n + rcode``; the patterns."""
+    vt = validation_table()
+    ids = cat.rubriques.select("rcode", "rubrique")
+    grid = pl.concat([ids.with_columns(pl.lit(i, pl.Int64).alias("ver")).join(
+        vt.filter(pl.col("norm_version") == v).drop("norm_version"), on="rubrique", how="left",
+        maintain_order="left") for i, v in enumerate(VERSIONS)], how="vertical")
+    patterns = sorted(p for p in grid.get_column("regexp_anchored").unique().to_list() if p)
+    grid = grid.with_columns(
+        pl.col("regexp_anchored").replace_strict(patterns, list(range(len(patterns))),
+                                                 default=None, return_dtype=pl.Int32).alias("pat"),
+        (pl.col("ver") * ids.height + pl.col("rcode").cast(pl.Int64)).alias("key"))
+    return grid, patterns
+
+
+def _enrichment(cat: Catalog) -> pl.Series:
+    c = cat.rubriques
+    block_no = pl.col("block").str.slice(ENRICHMENT_BLOCK_NO_START, 2).cast(pl.Int32, strict=False)
+    return c.select(((pl.col("rub_no") >= codes.ENRICHMENT_MIN_RUBRIQUE_NO)
+                     | pl.col("rubrique").is_in(list(codes.ENRICHMENT_RUBRIQUES))
+                     | (~pl.col("block_known") & (block_no >= codes.ENRICHMENT_MIN_BLOCK_NO)))
+                    .fill_null(False)).to_series()
 
 
 def _nir_ok(value: pl.Expr, birth_year: pl.Expr, pattern: pl.Expr) -> pl.Expr:
@@ -79,120 +129,201 @@ def _nir_ok(value: pl.Expr, birth_year: pl.Expr, pattern: pl.Expr) -> pl.Expr:
             & ~corsica_too_old.fill_null(False) & ~month20_too_young.fill_null(False))
 
 
-def _line_anomalies(df: pl.DataFrame) -> pl.DataFrame:
-    """Adds own_reason / own_detail: the line's own anomaly (null when none)."""
-    value, rub = pl.col("value"), pl.col("rubrique")
-    n_chars = value.str.len_chars()
-    known = pl.col("type").is_not_null()
-    block_no = pl.col("block").str.slice(ENRICHMENT_BLOCK_NO_START, 2).cast(pl.Int32, strict=False)
-    enrichment = ((pl.col("rub_no") >= codes.ENRICHMENT_MIN_RUBRIQUE_NO)
-                  | rub.is_in(list(codes.ENRICHMENT_RUBRIQUES))
-                  | (~pl.col("block_known") & (block_no >= codes.ENRICHMENT_MIN_BLOCK_NO)))
-    bad_len = known & ((n_chars < pl.col("len_min")) | (n_chars > pl.col("len_max")))
-    strict = known & pl.col("strict")
-    bad_enum = strict & pl.col("is_enum") & pl.col("enum_ok").is_null()
-    is_date = strict & (pl.col("type") == "D")
-    bad_regexp = strict & ~value.str.contains(pl.col("regexp_anchored")).fill_null(True)
-    bad_date = is_date & (bad_regexp | to_date(value).is_null())
-    is_nir = rub == codes.NIR
-    bad_nir = is_nir & ~_nir_ok(value, pl.col("birth_year"), pl.col("regexp_anchored"))
+def _strict_anomalies(df: pl.DataFrame, cat: Catalog, grid: pl.DataFrame,
+                      patterns: list[str]) -> pl.DataFrame:
+    """row -> bad_enum, bad_regexp, bad_date, bad_nir for the strict lines that fail."""
+    nir = cat.rcode(codes.NIR)
+    sub = df.filter(pl.col("_strict") | (pl.col("rcode") == nir)).select(
+        "row", "file_idx", anc_col(codes.INDIVIDUAL), "rcode", "key", "value", "pat", "is_enum",
+        "is_date", "_strict")
+    parts = []
+    enum_rows = sub.filter(pl.col("_strict") & pl.col("is_enum"))
+    if enum_rows.height:
+        enums = enumeration_table().join(
+            grid.select("ver", "rubrique", "key").with_columns(
+                pl.col("ver").replace_strict(list(range(len(VERSIONS))), list(VERSIONS),
+                                             return_dtype=pl.String).alias("norm_version")),
+            on=["norm_version", "rubrique"]).select("key", pl.col("code").alias("value")).unique()
+        bad = enum_rows.join(enums, on=["key", "value"], how="anti")
+        parts.append(bad.select("row", pl.lit(True).alias("bad_enum")))
+    regexp = pl.DataFrame(schema={"row": pl.UInt32, "bad_regexp": pl.Boolean})
+    pat_rows = sub.filter(pl.col("_strict") & pl.col("pat").is_not_null())
+    if pat_rows.height:
+        checked = [g.select("row", ~pl.col("value").str.contains(patterns[p]).fill_null(True)
+                            .alias("bad_regexp"))
+                   for (p,), g in pat_rows.partition_by("pat", as_dict=True).items()]
+        regexp = pl.concat(checked).filter("bad_regexp")
+        parts.append(regexp)
+    dates = sub.filter(pl.col("_strict") & pl.col("is_date"))
+    if dates.height:
+        dates = dates.join(regexp, on="row", how="left").select(
+            "row", (pl.col("bad_regexp").fill_null(False) | to_date(pl.col("value")).is_null())
+            .alias("bad_date")).filter("bad_date")
+        parts.append(dates)
+    nirs = sub.filter(pl.col("rcode") == nir)
+    if nirs.height:
+        births = (df.filter(pl.col("rcode") == cat.rcode(codes.BIRTH_DATE))
+                  .group_by("file_idx", anc_col(codes.INDIVIDUAL))
+                  .agg(pl.col("value").first().str.slice(4, 4).cast(pl.Int32, strict=False)
+                       .alias("birth_year")))
+        nirs = nirs.join(births, on=["file_idx", anc_col(codes.INDIVIDUAL)], how="left")
+        nirs = nirs.with_columns(pl.col("pat").replace_strict(
+            list(range(len(patterns))), patterns, default=None, return_dtype=pl.String)
+            .alias("pattern"))
+        nirs = nirs.select("row", (~_nir_ok(pl.col("value"), pl.col("birth_year"),
+                                            pl.col("pattern"))).alias("bad_nir")).filter("bad_nir")
+        parts.append(nirs)
+    out = pl.DataFrame(schema={"row": pl.UInt32, "bad_enum": pl.Boolean, "bad_regexp": pl.Boolean,
+                               "bad_date": pl.Boolean, "bad_nir": pl.Boolean})
+    for p in parts:
+        out = out.drop([c for c in p.columns if c != "row"])
+        out = out.join(p, on="row", how="full", coalesce=True)
+    return out
+
+
+def _reasons(a: pl.DataFrame) -> pl.DataFrame:
+    """own_reason / own_detail of candidate lines (same precedence as the norm checks)."""
+    f = {c: pl.col(c).fill_null(False) for c in
+         ("bad_enum", "bad_regexp", "bad_date", "bad_nir", "bad_len", "unknown")}
+    is_nir = pl.col("is_nir")
     reason = (
         pl.when(pl.col("malformed")).then(pl.lit(Reason.MALFORMED_LINE))
-        .when(~known & ~enrichment).then(pl.lit(Reason.UNKNOWN_RUBRIQUE))
-        .when(is_nir & (bad_nir | bad_len)).then(pl.lit(Reason.INVALID_NIR))
-        .when(bad_len).then(pl.lit(Reason.BAD_FORMAT))
-        .when(bad_enum).then(pl.lit(Reason.BAD_ENUM))
-        .when(bad_date).then(pl.lit(Reason.INVALID_DATE))
-        .when(bad_regexp).then(pl.lit(Reason.BAD_FORMAT))
+        .when(f["unknown"]).then(pl.lit(Reason.UNKNOWN_RUBRIQUE))
+        .when(is_nir & (f["bad_nir"] | f["bad_len"])).then(pl.lit(Reason.INVALID_NIR))
+        .when(f["bad_len"]).then(pl.lit(Reason.BAD_FORMAT))
+        .when(f["bad_enum"]).then(pl.lit(Reason.BAD_ENUM))
+        .when(f["bad_date"]).then(pl.lit(Reason.INVALID_DATE))
+        .when(f["bad_regexp"]).then(pl.lit(Reason.BAD_FORMAT))
     )
+    n_chars = pl.col("value").str.len_chars()
     detail = (
         pl.when(pl.col("malformed")).then(pl.lit("not a `Sxx.Gyy.zz.aaa,'value'` line of at most 256 characters"))
         .when(pl.col("own_reason") == Reason.UNKNOWN_RUBRIQUE).then(pl.lit("rubrique not in norm ") + pl.col("norm_version"))
         .when(pl.col("own_reason") == Reason.INVALID_NIR).then(pl.lit("NIR fails the norm pattern or CCH rules"))
         .when(pl.col("own_reason") == Reason.BAD_ENUM).then(pl.lit("value not in the enumeration of ") + pl.col("norm_version"))
         .when(pl.col("own_reason") == Reason.INVALID_DATE).then(pl.lit("not a valid JJMMAAAA date for this rubrique"))
-        .when((pl.col("value").str.len_chars() < pl.col("len_min")) | (pl.col("value").str.len_chars() > pl.col("len_max")))
-        .then(pl.format("length {} outside [{}, {}]", pl.col("value").str.len_chars(), pl.col("len_min"), pl.col("len_max")))
+        .when((n_chars < pl.col("len_min")) | (n_chars > pl.col("len_max")))
+        .then(pl.format("length {} outside [{}, {}]", n_chars, pl.col("len_min"), pl.col("len_max")))
         .otherwise(pl.lit("value does not match the norm format"))
     )
-    # Details are built on the (few) anomalous lines only, then joined back.
-    df = df.with_columns(reason.alias("own_reason"))
-    details = df.filter(pl.col("own_reason").is_not_null()).select(
-        "file_idx", "line_no", detail.alias("own_detail"))
-    return df.join(details, on=["file_idx", "line_no"], how="left", maintain_order="left")
+    a = a.with_columns(reason.alias("own_reason"))
+    return a.with_columns(pl.when(pl.col("own_reason").is_not_null()).then(detail).alias("own_detail"))
 
 
-def _unknown_contracts(df: pl.DataFrame) -> pl.DataFrame:
-    """Lines 51.010 whose contract number matches no 40.009 of the same individual."""
-    keys = ["file_idx", anc_col(codes.INDIVIDUAL)]
-    contracts = (df.filter(pl.col("rubrique") == codes.CONTRACT_NO)
-                 .select(*keys, contract_number(pl.col("value")).alias("cno")).unique())
-    pays = df.filter((pl.col("rubrique") == codes.PAY_CONTRACT_NO)
-                     & pl.col("nature").is_in(list(codes.CONTRACT_LINK_NATURES))
-                     & pl.col("own_reason").is_null())
-    pays = pays.select("file_idx", "line_no", *keys[1:],
-                       contract_number(pl.col("value")).alias("cno"))
-    missing = pays.join(contracts, on=[*keys, "cno"], how="anti", nulls_equal=False)
-    return missing.select("file_idx", "line_no", pl.lit(True).alias("no_contract"))
-
-
-def validate(df: pl.DataFrame, check_s90_lines: bool = True) -> Validated:
+def validate(df: pl.DataFrame, check_s90_lines: bool = True,
+             catalog: Catalog | None = None) -> Validated:
     """Compute every line's state. ``df`` comes from ``structure.add_structure``.
 
     ``check_s90_lines=False`` (XML input, possibly a subset of the flat file) checks only the
     S90 declaration count, not the line total."""
-    envois = _envoi_info(df)
-    df = df.join(envois.select("seg", pl.col("norm_version").alias("envoi_norm")), on="seg",
-                 how="left", maintain_order="left")
-    df = df.with_columns(pl.when(pl.col("envelope")).then(pl.lit(codes.ENVELOPE_NORM))
-                         .otherwise(pl.col("envoi_norm")).alias("norm_version")).drop("envoi_norm")
-    df = df.join(validation_table(), on=["norm_version", "rubrique"], how="left",
-                 maintain_order="left")
-    enums = enumeration_table().rename({"code": "value"}).with_columns(pl.lit(True).alias("enum_ok"))
-    df = df.join(enums, on=["norm_version", "rubrique", "value"], how="left", maintain_order="left")
-    decl_keys = ["file_idx", "decl_line"]
-    natures = _first_value(df.filter(pl.col("decl_line").is_not_null()), decl_keys,
-                           codes.DECL_NATURE, "nature")
-    df = df.join(natures, on=decl_keys, how="left", maintain_order="left")
-    births = (df.filter(pl.col("rubrique") == codes.BIRTH_DATE)
-              .group_by("file_idx", anc_col(codes.INDIVIDUAL))
-              .agg(pl.col("value").first().str.slice(4, 4).cast(pl.Int32, strict=False)
-                   .alias("birth_year")))
-    df = df.join(births, on=["file_idx", anc_col(codes.INDIVIDUAL)], how="left",
-                 maintain_order="left")
-    df = df.with_columns(pl.col("block").is_in(list(_known_blocks())).alias("block_known"))
-    df = _line_anomalies(df)
-    missing = _unknown_contracts(df)
-    df = df.join(missing, on=["file_idx", "line_no"], how="left", maintain_order="left")
+    if catalog is None:
+        catalog, _ = build_catalog(df.get_column("rubrique"))
+    cat = catalog
+    if "row" not in df.columns:
+        df = df.with_row_index("row")
+    envois = _envoi_info(df, cat)
+    n_seg = envois.height
+    seg_ver = _dense(envois.with_columns(pl.col("norm_version").replace_strict(
+        list(VERSIONS), list(range(len(VERSIONS))), return_dtype=pl.Int64).alias("ver")),
+        "seg", n_seg, "ver", pl.Int64)
+    grid, patterns = _attributes(cat)
+    n_cat = cat.rubriques.height
+    ver = pl.when(pl.col("envelope")).then(pl.lit(ENVELOPE_VER, pl.Int64)).otherwise(
+        _g(seg_ver, pl.col("seg")))
+    df = df.with_columns(ver.alias("ver"))
+    key = pl.col("ver") * n_cat + pl.col("rcode").cast(pl.Int64)
+    df = df.with_columns(key.alias("key"))
+    k = pl.col("key")
+    df = df.with_columns(
+        _g(grid.get_column("type").is_not_null(), k).fill_null(False).alias("known"),
+        _g(grid.get_column("len_min"), k).alias("len_min"),
+        _g(grid.get_column("len_max"), k).alias("len_max"),
+        _g(grid.get_column("strict").fill_null(False), k).fill_null(False).alias("strict"),
+        _g(grid.get_column("is_enum").fill_null(False), k).fill_null(False).alias("is_enum"),
+        _g(grid.get_column("pat"), k).alias("pat"),
+        _g((grid.get_column("type") == "D").fill_null(False), k).fill_null(False).alias("is_date"),
+        _g(_enrichment(cat), pl.col("rcode")).fill_null(False).alias("_enrich"),
+        _g(cat.rubriques.get_column("s10_s90"), pl.col("rcode")).fill_null(False).alias("_s10_s90"),
+    )
+    n_chars = pl.col("value").str.len_chars()
+    known = pl.col("known")
+    df = df.with_columns(
+        (known & ((n_chars < pl.col("len_min")) | (n_chars > pl.col("len_max")))).fill_null(False)
+        .alias("bad_len"),
+        (~pl.col("malformed") & ~known & ~pl.col("_enrich")).alias("unknown"),
+        (known & pl.col("strict") & (pl.col("is_enum") | pl.col("pat").is_not_null()
+                                     | pl.col("is_date"))).alias("_strict"),
+    )
+    strict_bad = _strict_anomalies(df, cat, grid, patterns)
+    envoi_level = pl.col("in_envoi") & pl.col("decl_line").is_null()
+    before_s20 = envoi_level & ~pl.col("_s10_s90") & ~pl.col("malformed")
+    outside = ~pl.col("envelope") & ~pl.col("in_envoi")
+    base = (pl.col("malformed") | pl.col("unknown") | pl.col("bad_len") | before_s20 | outside
+            | pl.col("row").is_in(strict_bad.get_column("row").implode()))
+    nir = cat.rcode(codes.NIR)
+    a_cols = ["row", "file_idx", "line_no", "rcode", "value", "malformed", "unknown", "bad_len",
+              "len_min", "len_max", "ver", "seg", "decl_no", "decl_line", "in_envoi", "envelope",
+              "_s10_s90", anc_col(codes.INDIVIDUAL), anc_col(codes.PAY)]
+    a = df.filter(base).select(a_cols).join(strict_bad, on="row", how="left",
+                                            maintain_order="left")
+    a = a.with_columns(
+        (pl.col("rcode") == nir).fill_null(False).alias("is_nir"),
+        pl.col("ver").replace_strict(list(range(len(VERSIONS))), list(VERSIONS), default=None,
+                                     return_dtype=pl.String).alias("norm_version"))
+    a = _reasons(a)
+
+    # Natures per declaration (first S20.G00.05.001 of the declaration).
+    natures = (df.filter((pl.col("rcode") == cat.rcode(codes.DECL_NATURE))
+                         & pl.col("decl_no").is_not_null())
+               .group_by("decl_no").agg(pl.col("value").first().alias("nature")))
+    # 51.010 matching no 40.009 of the same individual (natures 01/09), own anomaly-free.
+    keys = ["file_idx", anc_col(codes.INDIVIDUAL)]
+    contracts = (df.filter(pl.col("rcode") == cat.rcode(codes.CONTRACT_NO))
+                 .select(*keys, contract_number(pl.col("value")).alias("cno")).unique())
+    pays = (df.filter(pl.col("rcode") == cat.rcode(codes.PAY_CONTRACT_NO))
+            .join(natures, on="decl_no", how="left")
+            .filter(pl.col("nature").is_in(list(codes.CONTRACT_LINK_NATURES)))
+            .join(a.filter(pl.col("own_reason").is_not_null()).select("row"), on="row", how="anti"))
+    missing = pays.select("row", *keys, contract_number(pl.col("value")).alias("cno")).join(
+        contracts, on=[*keys, "cno"], how="anti", nulls_equal=False)
+    if missing.height:
+        extra = df.filter(pl.col("row").is_in(missing.get_column("row").implode())).select(
+            [c for c in a_cols]).with_columns(
+            pl.lit(Reason.UNKNOWN_CONTRACT_NUMBER).alias("own_reason"),
+            pl.lit("no S21.G00.40.009 of the same individual carries this contract number")
+            .alias("own_detail"), pl.lit(True).alias("no_contract"))
+        a = pl.concat([a.filter(~pl.col("row").is_in(missing.get_column("row").implode())),
+                       extra], how="diagonal_relaxed").sort("row")
+    else:
+        a = a.with_columns(pl.lit(False).alias("no_contract"))
+    a = a.with_columns(pl.col("no_contract").fill_null(False))
     # The whole pay block (51 and its 53 children) is set aside with its contract number.
     pay_key = ["file_idx", anc_col(codes.PAY)]
-    bad_pays = (df.filter(pl.col("no_contract").fill_null(False)).select(
-        *pay_key, pl.col("line_no").alias("block_cause_line")).unique(pay_key))
-    df = df.join(bad_pays, on=pay_key, how="left", maintain_order="left").with_columns(
-        pl.col("block_cause_line").is_not_null().alias("block_rejected"))
-    df = df.with_columns(
-        pl.when(pl.col("no_contract")).then(pl.lit(Reason.UNKNOWN_CONTRACT_NUMBER))
-        .otherwise(pl.col("own_reason")).alias("own_reason"),
-        pl.when(pl.col("no_contract"))
-        .then(pl.lit("no S21.G00.40.009 of the same individual carries this contract number"))
-        .otherwise(pl.col("own_detail")).alias("own_detail"),
-    )
+    bad_pays = (a.filter("no_contract").sort("row")
+                .select(*pay_key, pl.col("line_no").alias("block_cause_line"))
+                .unique(pay_key, keep="first", maintain_order=True))
+    pay_k = pl.col("file_idx") * (1 << 32) + pl.col(anc_col(codes.PAY))
+    if bad_pays.height:
+        bad_keys = bad_pays.select(pay_k.alias("k")).get_column("k")
+        df = df.with_columns(pay_k.is_in(bad_keys.implode()).fill_null(False)
+                             .alias("block_rejected"))
+    else:
+        df = df.with_columns(pl.lit(False).alias("block_rejected"))
 
-    # Scope of each line's own anomaly.
-    has = pl.col("own_reason").is_not_null()
-    envoi_level = pl.col("in_envoi") & pl.col("decl_line").is_null()
-    before_s20 = envoi_level & ~pl.col("structure").is_in(["S10", "S90"]) & ~pl.col("malformed")
-    strict_nature = pl.col("nature").is_in(list(codes.STRICT_NATURES)).fill_null(True)
-    is_key = (pl.col("rubrique").is_in(list(codes.KEY_RUBRIQUES))
-              | pl.col("rubrique").str.starts_with(codes.KEY_BLOCK_PREFIXES[0]))
-    outside = ~pl.col("envelope") & ~pl.col("in_envoi")
-    df = df.with_columns(
+    # Scope of each line's own anomaly (on the candidate lines only).
+    a = a.join(natures, on="decl_no", how="left", maintain_order="left")
+    a = a.with_columns(
         pl.when(before_s20).then(pl.lit(Reason.DECLARATION_WITHOUT_S20)).otherwise(pl.col("own_reason"))
         .alias("own_reason"),
         pl.when(before_s20).then(pl.lit("declaration data before any S20.G00.05 of the envoi"))
         .otherwise(pl.col("own_detail")).alias("own_detail"),
     )
     has = pl.col("own_reason").is_not_null()
+    strict_nature = pl.col("nature").is_in(list(codes.STRICT_NATURES)).fill_null(True)
+    key_codes = cat.rcodes(codes.KEY_RUBRIQUES) + [
+        i for i, r in enumerate(cat.rubriques.get_column("rubrique").to_list())
+        if r.startswith(codes.KEY_BLOCK_PREFIXES[0])]
+    is_key = pl.col("rcode").is_in(key_codes).fill_null(False)
     own_scope = (
         pl.when(outside).then(pl.lit(Scope.LINE))
         .when(~has).then(pl.lit(None, pl.String))
@@ -203,39 +334,38 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True) -> Validated:
         .then(pl.lit(Scope.DECLARATION))
         .otherwise(pl.lit(Scope.LINE))
     )
-    df = df.with_columns(
+    a = a.with_columns(
         pl.when(outside & ~has).then(pl.lit(Reason.MALFORMED_LINE)).otherwise(pl.col("own_reason"))
         .alias("own_reason"),
         pl.when(outside & ~has).then(pl.lit("line outside any envoi (before S10 or after S90)"))
         .otherwise(pl.col("own_detail")).alias("own_detail"),
         own_scope.alias("own_scope"),
     )
-
-    envois = _envoi_verdicts(df, envois, check_s90_lines)
-    decls = _decl_verdicts(df, envois)
-    df = _final_states(df, envois, decls)
-    return Validated(lines=df, envois=envois, decls=decls)
-
-
-def _known_blocks() -> frozenset[str]:
-    from parsers.norm import block_parents
-    return frozenset(block_parents())
+    envois = _envoi_verdicts(df, a, envois, cat, check_s90_lines)
+    decls = _decl_verdicts(df, a, natures, envois)
+    df, issues = _final_states(df, a, envois, decls, bad_pays, cat)
+    return Validated(lines=df, envois=envois, decls=decls, issues=issues, catalog=cat)
 
 
-def _envoi_verdicts(df: pl.DataFrame, envois: pl.DataFrame, check_lines: bool) -> pl.DataFrame:
+def _envoi_verdicts(df: pl.DataFrame, a: pl.DataFrame, envois: pl.DataFrame, cat: Catalog,
+                    check_lines: bool) -> pl.DataFrame:
     """Envoi rejected by an S10/S90 anomaly, an S90 total mismatch or a missing S90."""
-    in_envoi = df.filter(pl.col("in_envoi"))
-    counts = in_envoi.group_by("seg").agg(
-        pl.len().alias("n_lines"),
-        (pl.col("is_new") & (pl.col("block") == codes.DECLARATION)).sum().alias("n_decls"),
-        pl.col("value").filter(pl.col("rubrique") == codes.TOTAL_RUBRIQUES).first()
+    rc_tl, rc_td = cat.rcode(codes.TOTAL_RUBRIQUES), cat.rcode(codes.TOTAL_DECLARATIONS)
+    counts = df.filter(pl.col("in_envoi")).group_by("seg").len("n_lines").with_columns(
+        pl.col("n_lines").cast(pl.UInt32))
+    n_decls = df.filter(pl.col("in_envoi") & pl.col("decl_start")).group_by("seg").len("n_decls")
+    totals = df.filter(pl.col("in_envoi") & pl.col("rcode").is_in([rc_tl, rc_td])).group_by("seg").agg(
+        pl.col("value").filter(pl.col("rcode") == rc_tl).first()
         .cast(pl.Int64, strict=False).alias("declared_lines"),
-        pl.col("value").filter(pl.col("rubrique") == codes.TOTAL_DECLARATIONS).first()
+        pl.col("value").filter(pl.col("rcode") == rc_td).first()
         .cast(pl.Int64, strict=False).alias("declared_decls"),
-        pl.col("line_no").filter(pl.col("rubrique") == codes.TOTAL_RUBRIQUES).first().alias("s90_line_no"),
-        pl.col("line_no").filter(pl.col("own_scope") == Scope.ENVOI).first().alias("cause_line"),
-        pl.col("own_reason").filter(pl.col("own_scope") == Scope.ENVOI).first().alias("cause_reason"),
-    )
+        pl.col("line_no").filter(pl.col("rcode") == rc_tl).first().alias("s90_line_no"))
+    causes = a.filter(pl.col("in_envoi") & (pl.col("own_scope") == Scope.ENVOI)).group_by("seg").agg(
+        pl.col("line_no").first().alias("cause_line"),
+        pl.col("own_reason").first().alias("cause_reason"))
+    counts = (counts.join(n_decls, on="seg", how="left").join(totals, on="seg", how="left")
+              .join(causes, on="seg", how="left")
+              .with_columns(pl.col("n_decls").fill_null(0).cast(pl.UInt32)))
     lines_bad = (pl.col("declared_lines") != pl.col("n_lines")) | pl.col("declared_lines").is_null()
     mismatch = ((lines_bad & pl.lit(check_lines))
                 | (pl.col("declared_decls") != pl.col("n_decls")) | pl.col("declared_decls").is_null())
@@ -254,18 +384,19 @@ def _envoi_verdicts(df: pl.DataFrame, envois: pl.DataFrame, check_lines: bool) -
         .when(pl.col("s90_mismatch")).then(pl.lit("envoi rejected: ") + pl.col("s90_detail"))
         .alias("reject_detail"),
     )
-    out = envois.join(counts, on="seg", how="left")
+    out = envois.join(counts, on="seg", how="left", maintain_order="left")
     return out.with_columns(pl.col("reject_reason").is_not_null().alias("rejected"))
 
 
-def _decl_verdicts(df: pl.DataFrame, envois: pl.DataFrame) -> pl.DataFrame:
-    keys = ["file_idx", "decl_line"]
-    decls = df.filter(pl.col("decl_line").is_not_null()).group_by(keys).agg(
-        pl.col("seg").first(),
-        pl.col("nature").first(),
-        pl.col("line_no").filter(pl.col("own_scope") == Scope.DECLARATION).first().alias("cause_line"),
-        pl.col("own_reason").filter(pl.col("own_scope") == Scope.DECLARATION).first().alias("cause_reason"),
-    )
+def _decl_verdicts(df: pl.DataFrame, a: pl.DataFrame, natures: pl.DataFrame,
+                   envois: pl.DataFrame) -> pl.DataFrame:
+    decls = df.filter(pl.col("decl_start") & pl.col("decl_no").is_not_null()).select(
+        "decl_no", "file_idx", "decl_line", "seg")
+    causes = a.filter(pl.col("decl_no").is_not_null() & (pl.col("own_scope") == Scope.DECLARATION)
+                      ).group_by("decl_no").agg(
+        pl.col("line_no").first().alias("cause_line"),
+        pl.col("own_reason").first().alias("cause_reason"))
+    decls = decls.join(natures, on="decl_no", how="left").join(causes, on="decl_no", how="left")
     decls = decls.join(envois.select("seg", pl.col("rejected").alias("envoi_rejected"),
                                      "reject_reason", "reject_detail"), on="seg", how="left")
     return decls.with_columns(
@@ -278,31 +409,60 @@ def _decl_verdicts(df: pl.DataFrame, envois: pl.DataFrame) -> pl.DataFrame:
     ).drop("reject_reason", "reject_detail")
 
 
-def _final_states(df: pl.DataFrame, envois: pl.DataFrame, decls: pl.DataFrame) -> pl.DataFrame:
-    """One state per line: q_scope (null = parsed), q_reason, q_detail, is_cause."""
-    df = df.join(envois.select("seg", pl.col("rejected").alias("envoi_rejected"),
-                               pl.col("reject_reason").alias("envoi_reason"),
-                               pl.col("reject_detail").alias("envoi_detail")),
-                 on="seg", how="left", maintain_order="left")
-    df = df.join(decls.select("file_idx", "decl_line", pl.col("rejected").alias("decl_rejected"),
-                              "decl_reason", "decl_detail"),
-                 on=["file_idx", "decl_line"], how="left", maintain_order="left")
-    envoi_rej = pl.col("in_envoi") & pl.col("envoi_rejected").fill_null(False)
-    decl_rej = pl.col("decl_rejected").fill_null(False)
+def _final_states(df: pl.DataFrame, a: pl.DataFrame, envois: pl.DataFrame, decls: pl.DataFrame,
+                  bad_pays: pl.DataFrame, cat: Catalog) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One state per line (``q_code``: 0 parsed, 1 envoi, 2 declaration, 3 line) and the issue
+    rows (q_scope, q_reason, q_detail, is_cause, w_reason, w_detail) of the lines concerned."""
+    n_seg = envois.height
+    n_decl = int(df.get_column("decl_no").max() or 0)
+    env_rej = _dense(envois, "seg", n_seg, "rejected", pl.Boolean).fill_null(False)
+    dec_rej = _dense(decls, "decl_no", n_decl, "rejected", pl.Boolean).fill_null(False)
+    line_q_rows = a.filter(pl.col("own_scope").is_in([Scope.LINE, Scope.DECLARATION, Scope.ENVOI])
+                           ).get_column("row")
+    envoi_rej = pl.col("in_envoi") & _g(env_rej, pl.col("seg"))
+    decl_rej = _g(dec_rej, pl.col("decl_no")).fill_null(False)
+    line_q = pl.col("row").is_in(line_q_rows.implode()) | pl.col("block_rejected")
+    df = df.with_columns(
+        pl.when(envoi_rej).then(pl.lit(Q_ENVOI, pl.UInt8)).when(decl_rej).then(pl.lit(Q_DECL, pl.UInt8))
+        .when(line_q).then(pl.lit(Q_LINE, pl.UInt8)).otherwise(pl.lit(Q_NONE, pl.UInt8))
+        .alias("q_code"),
+        (pl.col("in_envoi") & pl.col("decl_no").is_not_null() & ~decl_rej
+         & ~_g(env_rej, pl.col("seg")).fill_null(False)).alias("kept"),
+    )
+    df = df.with_columns((pl.col("kept") & (pl.col("q_code") == Q_NONE)).alias("parsed"))
+    # Unknown norm versions become warnings in the quarantine (tables._quarantine).
+    version_rows = ((pl.col("rcode") == cat.rcode(codes.ENVOI_NORM_VERSION))
+                    & ~pl.col("value").is_in(list(KNOWN_VERSIONS))).fill_null(False)
+    wanted = ((pl.col("q_code") != Q_NONE) | pl.col("damaged").fill_null(False)
+              | pl.col("row").is_in(a.get_column("row").implode()) | version_rows)
+    cols = [c for c in ISSUE_LINE_COLS if c in df.columns]
+    rows = df.filter(wanted).select(cols)
+    rows = rows.join(a.select("row", "own_reason", "own_detail", "own_scope"), on="row",
+                     how="left", maintain_order="left")
+    rows = rows.join(envois.select("seg", pl.col("rejected").alias("envoi_rejected"),
+                                   pl.col("reject_reason").alias("envoi_reason"),
+                                   pl.col("reject_detail").alias("envoi_detail")),
+                     on="seg", how="left", maintain_order="left")
+    rows = rows.join(decls.select("decl_no", pl.col("rejected").alias("decl_rejected"),
+                                  "decl_reason", "decl_detail"),
+                     on="decl_no", how="left", maintain_order="left")
+    rows = rows.join(bad_pays, on=["file_idx", anc_col(codes.PAY)], how="left",
+                     maintain_order="left")
     own = pl.col("own_scope")
+    envoi_r = pl.col("q_code") == Q_ENVOI
+    decl_r = pl.col("q_code") == Q_DECL
     block_rej = pl.col("block_rejected")
-    line_q = own.is_in([Scope.LINE, Scope.DECLARATION, Scope.ENVOI]).fill_null(False) | block_rej
-    q_scope = (pl.when(envoi_rej).then(pl.lit(Scope.ENVOI))
-               .when(decl_rej).then(pl.lit(Scope.DECLARATION))
-               .when(line_q).then(pl.lit(Scope.LINE)))
+    q_scope = pl.col("q_code").replace_strict(
+        {Q_ENVOI: Scope.ENVOI, Q_DECL: Scope.DECLARATION, Q_LINE: Scope.LINE}, default=None,
+        return_dtype=pl.String)
     has_own = pl.col("own_reason").is_not_null() & (own != Scope.WARNING)
     q_reason = (pl.when(has_own).then(pl.col("own_reason"))
-                .when(envoi_rej).then(pl.col("envoi_reason"))
-                .when(decl_rej).then(pl.col("decl_reason"))
+                .when(envoi_r).then(pl.col("envoi_reason"))
+                .when(decl_r).then(pl.col("decl_reason"))
                 .when(block_rej).then(pl.lit(Reason.UNKNOWN_CONTRACT_NUMBER)))
     q_detail = (pl.when(has_own).then(pl.col("own_detail"))
-                .when(envoi_rej).then(pl.col("envoi_detail"))
-                .when(decl_rej).then(pl.col("decl_detail"))
+                .when(envoi_r).then(pl.col("envoi_detail"))
+                .when(decl_r).then(pl.col("decl_detail"))
                 .when(block_rej).then(pl.format(
                     "pay block set aside: its contract number (line {}) matches no contract",
                     pl.col("block_cause_line"))))
@@ -312,10 +472,16 @@ def _final_states(df: pl.DataFrame, envois: pl.DataFrame, decls: pl.DataFrame) -
                    .then(pl.lit("signalement (never credited): ") + pl.col("own_detail"))
                    .when(pl.col("damaged"))
                    .then(pl.lit("damaged character (U+FFFD or C1 control): encoding lost upstream")))
-    return df.with_columns(q_scope.alias("q_scope")).with_columns(
+    issues = rows.with_columns(
+        q_scope.alias("q_scope"),
+        pl.col("ver").replace_strict(list(range(len(VERSIONS))), list(VERSIONS), default=None,
+                                     return_dtype=pl.String).alias("norm_version"),
+        version_rows.alias("version_row"),
+    ).with_columns(
         pl.when(pl.col("q_scope").is_not_null()).then(q_reason).alias("q_reason"),
         pl.when(pl.col("q_scope").is_not_null()).then(q_detail).alias("q_detail"),
         (pl.col("q_scope").is_not_null() & has_own.fill_null(False)).alias("is_cause"),
         pl.when(pl.col("q_scope").is_null()).then(warn_reason).alias("w_reason"),
         pl.when(pl.col("q_scope").is_null()).then(warn_detail).alias("w_detail"),
     )
+    return df, issues

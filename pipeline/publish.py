@@ -181,6 +181,21 @@ def published_entries(root: Path, current: dict | None = None,
     return conform(pl.concat([pl.read_parquet(f, hive_partitioning=False) for f in files]))
 
 
+def scan_published_entries(root: Path, current: dict | None = None,
+                           upto_run: str | None = None) -> pl.LazyFrame:
+    """The ledger as a lazy scan (filter it, e.g. to one bucket shard, before collecting)."""
+    current = current or read_current(root)
+    files = []
+    for r in current["published"]:
+        if upto_run is not None and r["run_id"] == upto_run:
+            break
+        files.append(entries_path(root, r["run_id"]))
+    if not files:
+        return pl.LazyFrame(schema=ENTRY_SCHEMA)
+    return pl.scan_parquet(files, hive_partitioning=False, schema=ENTRY_SCHEMA,
+                           missing_columns="insert", extra_columns="ignore")
+
+
 def sweep_unpublished(root: Path, current: dict | None = None) -> list[str]:
     """Remove leftovers of runs that never published (call under the run lock)."""
     current = current or read_current(root)
@@ -310,12 +325,16 @@ def declarations_snapshot(root: Path) -> pl.DataFrame:
             .unique("decl_id", keep="first").sort("decl_id").collect())
 
 
-def employments_snapshot(root: Path, year: int) -> pl.DataFrame:
-    """Who employed whom in year N (for analysts' by-employer / by-hiring-month queries)."""
+def employments_snapshot(root: Path, year: int, buckets: list[int] | None = None) -> pl.DataFrame:
+    """Who employed whom in year N (for analysts' by-employer / by-hiring-month queries);
+    ``buckets``: only those person buckets (one shard of a sharded run)."""
     decl = scan_lake(root, "declarations").filter(
         ~pl.col("envoi_is_test").fill_null(False) & ~pl.col("rejected").fill_null(False)
     ).select("decl_id")
-    c = (scan_lake(root, "contracts")
+    contracts = scan_lake(root, "contracts")
+    if buckets is not None:
+        contracts = contracts.filter(pl.col("bucket").is_in(list(buckets)))
+    c = (contracts
          .filter(pl.col("decl_month").dt.year() == year, pl.col("nir").is_not_null())
          .join(decl, on="decl_id", how="semi"))
     return (c.group_by("nir", "siret")
@@ -401,6 +420,85 @@ def stage_run(root: Path, run_id: str, seq: int, inputs: RunInputs, *,
         "notes": notes or {},
     }
     if report:
+        write_report(st / "report", manifest, ac)
+    (st / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    fsync_tree(st)
+    return Staged(run_id=run_id, path=st, manifest=manifest)
+
+
+def concat_parts(parts: list[Path], out: Path, row_group_size: int = 1_000_000) -> str:
+    """Stream part files (each already sorted) into ONE Parquet file, part after part, with
+    Polars' streaming engine (memory: a few morsels, not the year). Types are unified first
+    (an empty part may type a column Null). Returns the sha256; the same parts in the same
+    order give the same bytes (checked by tests/scale)."""
+    schemas = [pl.read_parquet_schema(p) for p in parts]
+    if not parts:
+        pl.DataFrame().write_parquet(out)
+        return sha256_file(out)
+    target = pl.concat([pl.DataFrame(schema=s) for s in schemas], how="vertical_relaxed").schema
+    lf = pl.concat([pl.scan_parquet(p).cast(dict(target)) for p in parts], how="vertical",
+                   rechunk=False)
+    lf.sink_parquet(out, compression="zstd", compression_level=3, statistics=True,
+                    row_group_size=row_group_size, maintain_order=True)
+    return sha256_file(out)
+
+
+def stage_run_sharded(root: Path, run_id: str, seq: int, inputs: RunInputs, *,
+                      shard_dirs: list[str], summaries: list[dict], lots: pl.DataFrame,
+                      shards: int, lake_buckets: list[int], report: bool = True) -> Staged:
+    """``stage_run`` for a sharded run: the snapshot files are the shard parts streamed one
+    after the other (rows ordered by shard, then as ``stage_run`` sorts them); counts and
+    totals are the sums of the shards' summaries. Never holds more than one shard."""
+    root = Path(root)
+    st = staging_dir(root, run_id)
+    st.mkdir(parents=True, exist_ok=True)
+    year = inputs.year
+    current = read_current(root)
+    dirs = [Path(d) for d in shard_dirs]
+    shas = {}
+    for name in ("entries", "annual_credits", "balances", "uncreditable", "employments"):
+        shas[f"{name}.parquet"] = concat_parts([d / f"{name}.parquet" for d in dirs],
+                                               st / f"{name}.parquet")
+    shas["quarantine.parquet"] = write_parquet(quarantine_snapshot(root), st / "quarantine.parquet")
+    shas["declarations.parquet"] = write_parquet(declarations_snapshot(root),
+                                                 st / "declarations.parquet")
+    shas["dotation_lots.parquet"] = write_parquet(lots, st / "dotation_lots.parquet")
+    tot = lambda k: sum(int(s[k]) for s in summaries)  # noqa: E731
+    kinds = sorted({k for s in summaries for k in s["by_kind_n"]})
+    by_kind_n = {k: sum(s["by_kind_n"].get(k, 0) for s in summaries) for k in kinds}
+    by_kind_c = {k: sum(s["by_kind_cents"].get(k, 0) for s in summaries) for k in kinds}
+    history = current["published"] + [{
+        "run_id": run_id, "year": year, "seq": seq, "as_of": inputs.as_of.isoformat(),
+        "param_version": inputs.param_version, "code_version": inputs.code_version,
+        "n_entries": tot("entries"), "entries_sha256": shas["entries.parquet"]}]
+    runs_df = pl.DataFrame(history, schema={
+        "run_id": pl.String, "year": pl.Int32, "seq": pl.Int64, "as_of": pl.String,
+        "param_version": pl.String, "code_version": pl.String, "n_entries": pl.Int64,
+        "entries_sha256": pl.String}).with_columns(pl.col("as_of").str.to_date())
+    shas["runs.parquet"] = write_parquet(runs_df, st / "runs.parquet")
+    unc = pl.scan_parquet(st / "uncreditable.parquet").select(pl.len()).collect().item()
+    manifest = {
+        "run_id": run_id, "seq": seq, "year": year, "inputs": inputs.to_dict(),
+        "previous_run_id": current.get("run_id"),
+        "shards": shards, "lake_buckets": list(lake_buckets),
+        "counts": {
+            "examined": tot("examined"), "credited": tot("credited"), "uncreditable": unc,
+            "entries": tot("entries"), "entries_by_kind": by_kind_n,
+            "ledger_entries_after": tot("ledger_entries_after"), "accounts": tot("accounts"),
+            "dotation_lots": lots.height,
+        },
+        "totals_cents": {
+            "annual_amount": tot("annual_amount"), "credit": tot("credit"),
+            "entries": tot("entries_cents"), "entries_by_kind": by_kind_c,
+            "earned_balance": tot("earned_balance"), "dotation_balance": tot("dotation_balance"),
+        },
+        "files_sha256": shas,
+        "notes": {"opening_imported": tot("opening_imported"),
+                  "opening_ignored_already_held": tot("opening_ignored")},
+    }
+    if report:
+        ac = pl.scan_parquet(st / "annual_credits.parquet").select(
+            "worked_ratio", "category", "credit_cents").collect()
         write_report(st / "report", manifest, ac)
     (st / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     fsync_tree(st)

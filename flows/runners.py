@@ -1,0 +1,144 @@
+"""Execution backends for the flows, chosen by configuration (same flow code).
+
+``thread``  Prefect ``ThreadPoolTaskRunner`` (tests, tiny lakes: no process start-up cost);
+``process`` Prefect ``ProcessPoolTaskRunner`` (default for big runs: one Python process per
+            concurrent bucket shard, so the GIL and Polars' allocator are per shard);
+``dask``    prefect-dask ``DaskTaskRunner``: a ``LocalCluster`` (n_workers, 1 thread each) or an
+            existing cluster at ``--dask-address`` (the lake DIR must then be shared storage seen
+            at the same path by every worker).
+
+Settings (CLI option > environment variable > default):
+
+| option | env | default |
+|---|---|---|
+| ``--runner`` | ``CPF_RUNNER`` | ``auto``: ``process`` when the lake's person tables exceed ``CPF_BIG_LAKE_MB`` (256), else ``thread`` |
+| ``--dask-address`` | ``CPF_DASK_ADDRESS`` | none (a LocalCluster is started) |
+| ``--buckets`` | ``CPF_BUCKETS`` | ``auto``: 1 shard for a small lake, else one shard per lake bucket |
+| ``--max-workers`` | ``CPF_MAX_WORKERS`` | CPU count |
+| ``--max-memory-gb`` | ``CPF_MAX_MEMORY_GB`` | 75 % of RAM; caps the concurrent shards (see ``plan``) |
+
+Tasks exchange paths and small dicts only, and every task function is a module-level function of
+``flows.campaign`` (importable in a worker process), so the three backends run the same code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+RUNNERS = ("auto", "thread", "process", "dask")
+BIG_LAKE_MB = float(os.environ.get("CPF_BIG_LAKE_MB", "256"))
+# RSS model of one shard task (measured by benchmarks/bench_scale.py, see docs/scaling.md):
+# fixed interpreter + Polars + Prefect cost, plus a multiple of the shard's Parquet bytes.
+SHARD_BASE_GB = 0.45
+SHARD_RSS_PER_LAKE_BYTE = 12.0
+_BUCKET_DIR = re.compile(r"^bucket=(\d+)$")
+
+
+@dataclass
+class Plan:
+    runner: str  # thread | process | dask
+    shards: int  # number of crediting shards (1 = unsharded legacy path)
+    workers: int  # concurrent shards
+    lake_buckets: list[int]
+    lake_mb: float
+    est_shard_gb: float
+    dask_address: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def lake_buckets(root: Path) -> dict[int, int]:
+    """{bucket id: bytes of person-table Parquet in it} from lake/<table>/month=*/bucket=NNN/."""
+    from parsers.lake_schema import PERSON_TABLES
+    out: dict[int, int] = {}
+    lake = Path(root) / "lake"
+    for t in PERSON_TABLES:
+        base = lake / t
+        if not base.is_dir():
+            continue
+        for month in base.iterdir():
+            if not month.is_dir():
+                continue
+            for b in month.iterdir():
+                m = _BUCKET_DIR.match(b.name)
+                if m and b.is_dir():
+                    n = sum(f.stat().st_size for f in b.glob("*.parquet"))
+                    out[int(m.group(1))] = out.get(int(m.group(1)), 0) + n
+    return out
+
+
+def _total_ram_gb() -> float:
+    try:
+        import psutil
+        return psutil.virtual_memory().total / 2**30
+    except Exception:  # pragma: no cover
+        return 8.0
+
+
+def _env_int(name: str) -> int | None:
+    v = os.environ.get(name)
+    return int(v) if v not in (None, "", "auto") else None
+
+
+def plan(root: Path, runner: str | None = None, buckets: int | None = None,
+         max_workers: int | None = None, max_memory_gb: float | None = None,
+         dask_address: str | None = None) -> Plan:
+    """Resolve the settings for DIR: runner, number of shards, concurrency.
+
+    Memory cap: a shard is estimated at ``SHARD_BASE_GB + SHARD_RSS_PER_LAKE_BYTE × its lake
+    bytes``; shards are added (up to one per lake bucket) until the largest fits in
+    ``max_memory_gb / workers``, then workers are reduced until ``workers × shard ≤ cap``."""
+    runner = runner or os.environ.get("CPF_RUNNER") or "auto"
+    if runner not in RUNNERS:
+        raise ValueError(f"runner {runner!r} is not one of {', '.join(RUNNERS)}")
+    dask_address = dask_address or os.environ.get("CPF_DASK_ADDRESS") or None
+    sizes = lake_buckets(root)
+    ids = sorted(sizes)
+    lake_mb = sum(sizes.values()) / 2**20
+    big = lake_mb > BIG_LAKE_MB
+    if runner == "auto":
+        runner = "dask" if dask_address else ("process" if big else "thread")
+    workers = max_workers or _env_int("CPF_MAX_WORKERS") or (os.cpu_count() or 1)
+    cap = max_memory_gb or (float(os.environ["CPF_MAX_MEMORY_GB"])
+                            if os.environ.get("CPF_MAX_MEMORY_GB") else 0.75 * _total_ram_gb())
+    n = buckets or _env_int("CPF_BUCKETS")
+    if not ids:
+        n = 1  # a lake without bucket partitions (hand-built fixtures): unsharded
+    elif n is None:
+        n = len(ids) if big else 1
+    n = max(1, min(n, max(ids) + 1 if ids else 1))
+
+    def est(k: int) -> float:
+        per = [sum(sizes[b] for b in ids if b % k == s) for s in range(k)]
+        return SHARD_BASE_GB + SHARD_RSS_PER_LAKE_BYTE * max(per or [0]) / 2**30
+
+    if buckets is None and _env_int("CPF_BUCKETS") is None and ids:
+        while n < max(ids) + 1 and est(n) * min(workers, n) > cap:
+            n = min(max(ids) + 1, n * 2)
+    shard_gb = est(n)
+    workers = max(1, min(workers, n, int(cap // shard_gb) if shard_gb > 0 else workers))
+    return Plan(runner=runner, shards=n, workers=workers, lake_buckets=ids, lake_mb=round(lake_mb, 1),
+                est_shard_gb=round(shard_gb, 2), dask_address=dask_address)
+
+
+def task_runner(p: Plan):
+    """The Prefect task runner for a plan."""
+    if p.runner == "thread":
+        from prefect.task_runners import ThreadPoolTaskRunner
+        return ThreadPoolTaskRunner(max_workers=p.workers)
+    if p.runner == "process":
+        from prefect.task_runners import ProcessPoolTaskRunner
+        return ProcessPoolTaskRunner(max_workers=p.workers)
+    if p.runner == "dask":
+        from prefect_dask import DaskTaskRunner
+        if p.dask_address:
+            return DaskTaskRunner(address=p.dask_address)
+        return DaskTaskRunner(cluster_class="distributed.LocalCluster",
+                              cluster_kwargs={"n_workers": p.workers, "threads_per_worker": 1,
+                                              "processes": True, "dashboard_address": None,
+                                              "memory_limit": None})
+    raise ValueError(p.runner)
