@@ -1,15 +1,19 @@
 """Crediting throughput: persons credited per second and peak RSS (not a test).
 
-Two stages, each in its own process (peak RSS is per process):
+Stages, each in its own process (peak RSS = that process's ru_maxrss):
 - ``amount``: category + exact prorated amount + ceiling on N in-memory person rows
   (``pipeline.credits.annual_amounts`` + ``pipeline.ceiling.apply_ceiling``); target >= 1 M/s;
 - ``e2e``: ``compute_year`` from the lake (worked time, absences, categories, amounts) +
-  ``apply_ceiling``; target >= 200 000 persons/s.
+  ``apply_ceiling``, over the whole year (``buckets=None``) and over ONE bucket (what the
+  scale-out runs per worker: peak RSS must follow the bucket, not the year); target
+  >= 200 000 persons/s. Per-stage wall times come from ``pipeline.worked_time.STAGE_SECONDS``.
 
-The lake comes from ``python -m generator.lake`` (generated once under ``--root`` if absent).
-Figures go to ``benchmarks/results/credit.md``.
+The lake comes from ``python -m generator.lake`` (16 buckets), generated once and cached under
+``./bench_data/lake<N>`` (git-ignored) unless ``--root`` is given. The default (100 000 people)
+runs in about a minute; ``--people 1000000`` generates ~1.3 GB once (~7 min), then ~2 min.
+Figures, with ``os.getloadavg()`` (the machine is shared), go to ``benchmarks/results/credit.md``.
 
-    python -m benchmarks.bench_credit [--root DIR] [--people N] [--year 2025]
+    python -m benchmarks.bench_credit [--root DIR] [--people N] [--year 2025] [--bucket 0]
 """
 
 from __future__ import annotations
@@ -28,10 +32,16 @@ import polars as pl
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+BENCH_DATA = HERE.parent / "bench_data"
+N_BUCKETS = 16
 
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _load() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def stage_amount(people: int, year: int) -> dict:
@@ -49,76 +59,110 @@ def stage_amount(people: int, year: int) -> dict:
                            (pl.col("nir").str.slice(-2).cast(pl.Int64) == 3).alias("low_qualified"))
     balances = persons.select("nir", ((pl.col("ratio12_num") * 37) % 600000).cast(pl.Int64)
                               .alias("earned_balance_cents"))
+    load = _load()
     t0 = time.perf_counter()
     out = apply_ceiling(annual_amounts(persons.lazy(), flags.lazy(), p), balances.lazy()).collect()
     dt = time.perf_counter() - t0
     assert out.height == people and out["credit_cents"].min() >= 0
-    return {"stage": "amount+ceiling", "persons": people, "seconds": dt,
-            "persons_per_s": people / dt, "peak_rss_mb": _rss_mb()}
+    return {"stage": "amount+ceiling", "mode": "in memory", "persons": people, "seconds": dt,
+            "persons_per_s": people / dt, "peak_rss_mb": _rss_mb(), "load": load,
+            "load_after": _load()}
 
 
-def stage_e2e(root: Path, year: int) -> dict:
+def stage_e2e(root: Path, year: int, buckets: list[int] | None) -> dict:
     from pipeline.ceiling import apply_ceiling
     from pipeline.credits import compute_year
+    from pipeline.worked_time import STAGE_SECONDS
+    load = _load()
     t0 = time.perf_counter()
-    res = compute_year(root, year)
+    res = compute_year(root, year, buckets=buckets)
     empty = pl.LazyFrame(schema={"nir": pl.String, "earned_balance_cents": pl.Int64})
     out = apply_ceiling(res.amounts, empty).collect()
     unc = res.uncreditable.collect()
     dt = time.perf_counter() - t0
-    return {"stage": "end-to-end from lake", "persons": out.height, "uncreditable": unc.height,
-            "seconds": dt, "persons_per_s": out.height / dt, "peak_rss_mb": _rss_mb(),
+    stages = dict(STAGE_SECONDS)
+    stages["persons_amounts_uncreditable"] = dt - sum(stages.values())
+    mode = "whole year" if buckets is None else f"bucket {','.join(map(str, buckets))}"
+    return {"stage": "end-to-end from lake", "mode": mode, "persons": out.height,
+            "uncreditable": unc.height, "seconds": dt, "persons_per_s": out.height / dt,
+            "peak_rss_mb": _rss_mb(), "load": load, "load_after": _load(),
+            "stage_seconds": stages,
             "credited_total_eur": int(out["credit_cents"].sum()) / 100}
+
+
+def _run(args: list[str]) -> dict:
+    out = subprocess.check_output([sys.executable, "-m", "benchmarks.bench_credit", *args],
+                                  cwd=HERE.parent)
+    return json.loads(out.decode().strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--root", type=Path, default=Path(os.environ.get(
-        "CPF_BENCH_LAKE", "/tmp/cpf_bench_lake")))
+    ap.add_argument("--root", type=Path, default=None,
+                    help="lake root (default ./bench_data/lake<people>, generated if absent)")
     ap.add_argument("--people", type=int, default=int(os.environ.get("CPF_BENCH_PEOPLE",
-                                                                     1_000_000)))
+                                                                     100_000)))
     ap.add_argument("--year", type=int, default=2025)
+    ap.add_argument("--bucket", type=int, default=0, help="bucket of the per-bucket run")
     ap.add_argument("--stage", choices=["amount", "e2e"], default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--buckets", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, default=RESULTS / "credit.md")
     a = ap.parse_args(argv)
+    root = a.root or BENCH_DATA / f"lake{a.people // 1000}k"
     if a.stage == "amount":
         print(json.dumps(stage_amount(a.people, a.year)))
         return 0
     if a.stage == "e2e":
-        print(json.dumps(stage_e2e(a.root, a.year)))
+        buckets = json.loads(a.buckets) if a.buckets else None
+        print(json.dumps(stage_e2e(root, a.year, buckets)))
         return 0
-    if not (a.root / "lake" / "files").exists():
-        print(f"generating a lake of {a.people} people under {a.root}", flush=True)
-        subprocess.check_call([sys.executable, "-m", "generator.lake", "--root", str(a.root),
-                               "--people", str(a.people), "--year", str(a.year)])
-    rows = []
-    for stage in ("amount", "e2e"):
-        out = subprocess.check_output([sys.executable, "-m", "benchmarks.bench_credit",
-                                       "--stage", stage, "--root", str(a.root),
-                                       "--people", str(a.people), "--year", str(a.year)],
-                                      cwd=HERE.parent)
-        rows.append(json.loads(out.decode().strip().splitlines()[-1]))
-        print(rows[-1], flush=True)
+    if not (root / "lake" / "files").exists():
+        print(f"generating a lake of {a.people} people under {root}", flush=True)
+        subprocess.check_call([sys.executable, "-m", "generator.lake", "--root", str(root),
+                               "--people", str(a.people), "--year", str(a.year), "--seed", "1",
+                               "--buckets", str(N_BUCKETS)], cwd=HERE.parent)
+    common = ["--root", str(root), "--people", str(a.people), "--year", str(a.year)]
+    rows = [_run(["--stage", "amount", *common])]
+    print(rows[-1], flush=True)
+    rows.append(_run(["--stage", "e2e", *common]))
+    print(rows[-1], flush=True)
+    rows.append(_run(["--stage", "e2e", *common, "--buckets", json.dumps([a.bucket])]))
+    print(rows[-1], flush=True)
+    lines = render(rows, root, a.people, a.year)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+    return 0
+
+
+def render(rows: list[dict], root: Path, people: int, year: int) -> list[str]:
     targets = {"amount+ceiling": 1_000_000, "end-to-end from lake": 200_000}
-    lines = ["# Crediting benchmark (benchmarks/bench_credit.py)", "",
-             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-             f"Python {platform.python_version()}, Polars {pl.__version__}. Lake: `{a.root}` "
-             f"({a.people:,} generated people, year {a.year}).", "",
-             "| stage | persons | seconds | persons/s | target | peak RSS (MB) |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [f"## {people:,} people, year {year} (`{root}`)", "",
+             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
+             f"(shared), Python {platform.python_version()}, Polars {pl.__version__}.", "",
+             "| stage | mode | persons | seconds | persons/s | target | peak RSS (MB) | "
+             "load avg 1/5/15 min (start) |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         tgt = targets[r["stage"]]
         ok = "met" if r["persons_per_s"] >= tgt else "NOT met"
-        lines.append(f"| {r['stage']} | {r['persons']:,} | {r['seconds']:.2f} | "
-                     f"{r['persons_per_s']:,.0f} | {tgt:,} ({ok}) | {r['peak_rss_mb']:,.0f} |")
-    lines += ["", "Each stage runs in its own process (peak RSS = that process's ru_maxrss).",
-              "amount+ceiling: in-memory exact ratios (Int128) → category, ⌈amount × ratio⌉, "
-              "ceiling.", "end-to-end: `compute_year` from the Parquet lake (current versions, "
-              "pay-period attribution, absences, presence fallback, exact ratio, categories) + "
-              "`apply_ceiling`."]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "credit.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
-    return 0
+        lines.append(f"| {r['stage']} | {r['mode']} | {r['persons']:,} | {r['seconds']:.2f} | "
+                     f"{r['persons_per_s']:,.0f} | {tgt:,} ({ok}) | {r['peak_rss_mb']:,.0f} | "
+                     f"{r['load']} |")
+    e2e = [r for r in rows if "stage_seconds" in r]
+    if e2e:
+        names = list(e2e[0]["stage_seconds"])
+        lines += ["", "Per stage (seconds; persons/s = persons of the run / stage seconds):", "",
+                  "| stage | " + " | ".join(r["mode"] for r in e2e) + " |",
+                  "|---|" + "---:|" * len(e2e)]
+        for n in names:
+            cells = []
+            for r in e2e:
+                sec = r["stage_seconds"].get(n, 0.0)
+                pps = r["persons"] / sec if sec > 0 else float("inf")
+                cells.append(f"{sec:.2f} s ({pps:,.0f}/s)")
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return lines
 
 
 if __name__ == "__main__":

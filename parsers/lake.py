@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -39,10 +40,18 @@ def lake_path(lake_dir_or_root: Path | str) -> Path:
     return p if p.name == LAKE else p / LAKE
 
 
+# Cheap compression: zstd level 1 is ~3x faster to write than the default level, for files a
+# few % larger; statistics are kept (row-group pruning on month/bucket/ids).
+COMPRESSION = "zstd"
+COMPRESSION_LEVEL = 1
+WRITE_THREADS = 4  # write_parquet releases the GIL: a batch's many small parts go in parallel
+
+
 def _atomic_write(df: pl.DataFrame, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
-    df.write_parquet(tmp, compression="zstd", statistics=True)
+    df.write_parquet(tmp, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL,
+                     statistics=True)
     os.replace(tmp, target)
 
 
@@ -56,6 +65,7 @@ def write_parsed(parsed: ParsedFile, root_dir: Path | str, batch_id: str,
     lake = lake_path(root_dir)
     part = f"part-{batch_id}.parquet"
     written: dict[str, int] = {}
+    jobs: list[tuple[pl.DataFrame, Path]] = []
     for table in TABLES:
         if table == "files":
             continue
@@ -67,12 +77,14 @@ def write_parsed(parsed: ParsedFile, root_dir: Path | str, batch_id: str,
             df = df.with_columns(person_bucket(n_buckets))
             groups = df.partition_by([month_col, "bucket"], as_dict=True, maintain_order=True)
             for (month, bucket), g in groups.items():
-                _atomic_write(g, lake / table / _month_dir(month)
-                              / f"bucket={bucket:0{BUCKET_DIGITS}d}" / part)
+                jobs.append((g, lake / table / _month_dir(month)
+                             / f"bucket={bucket:0{BUCKET_DIGITS}d}" / part))
         else:
             for (month,), g in df.partition_by([month_col], as_dict=True, maintain_order=True).items():
-                _atomic_write(g, lake / table / _month_dir(month) / part)
+                jobs.append((g, lake / table / _month_dir(month) / part))
         written[table] = df.height
+    with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
+        list(pool.map(lambda job: _atomic_write(*job), jobs))  # re-raises any write error
     files = parsed.files.with_columns(
         pl.lit(batch_id).alias("batch_id"),
         pl.lit(datetime.now(timezone.utc)).cast(TABLES["files"]["ingested_at"]).alias("ingested_at"),

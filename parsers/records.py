@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import itertools
 import re
 
 import polars as pl
@@ -35,6 +36,7 @@ _SEPARATOR = "\x1f"  # ASCII unit separator: a forbidden control character in DS
 DAMAGED_PATTERN = "[\u0080-\u009f\ufffd]"
 # The same characters in UTF-8 bytes: U+FFFD = EF BF BD, C1 controls = C2 80..C2 9F.
 _DAMAGED_UTF8 = re.compile(rb"\xef\xbf\xbd|\xc2[\x80-\x9f]")
+_CP1252_SPECIFIC = bytes(range(0x80, 0xA0))  # the only bytes where cp1252 differs from Latin-1
 LINES_SCHEMA = {"file_idx": pl.Int64, "line_no": pl.Int64, "raw": pl.String}
 
 
@@ -55,6 +57,9 @@ def to_utf8(data: bytes) -> tuple[bytes, str]:
         return data, ENC_UTF8
     except UnicodeDecodeError:
         pass
+    if len(data.translate(None, _CP1252_SPECIFIC)) == len(data):
+        # No byte in 0x80-0x9F: cp1252 and Latin-1 agree, and Latin-1 decodes ~2x faster.
+        return data.decode("latin-1").encode("utf-8"), ENC_CP1252
     try:
         return data.decode("cp1252").encode("utf-8"), ENC_CP1252
     except UnicodeDecodeError:
@@ -62,8 +67,16 @@ def to_utf8(data: bytes) -> tuple[bytes, str]:
 
 
 def has_damaged(utf8: bytes, encoding: str) -> bool:
-    """Whether UTF-8 bytes hold a damaged character (never for pure ASCII)."""
-    return encoding != ENC_ASCII and _DAMAGED_UTF8.search(utf8) is not None
+    """Whether the UTF-8 bytes of a file (``to_utf8``) hold a damaged character.
+
+    ASCII and plain cp1252 cannot produce U+FFFD nor a C1 control (every cp1252 byte it
+    decodes maps to a printable character), so only UTF-8 and cp1252+latin-1 inputs are
+    searched, and the regexp runs only when a lead byte is present at all."""
+    if encoding in (ENC_ASCII, ENC_CP1252):
+        return False
+    if b"\xef\xbf\xbd" in utf8:
+        return True
+    return b"\xc2" in utf8 and _DAMAGED_UTF8.search(utf8) is not None
 
 
 def _read_raw(utf8: bytes) -> pl.Series:
@@ -93,13 +106,15 @@ def read_batch(utf8_files: list[bytes]) -> pl.DataFrame:
     if raw.len() != total:  # reader disagreed with the newline count: read file by file
         raw = pl.concat([_read_raw(b) for b in blobs if b])
         counts = [0 if not b else _read_raw(b).len() for b in blobs]
-    file_idx = pl.Series("file_idx", range(len(blobs)), dtype=pl.Int64).repeat_by(
-        pl.Series(counts, dtype=pl.UInt32)).explode()
-    frame = pl.DataFrame([file_idx, raw.fill_null("")])
+    ends = pl.Series(list(itertools.accumulate(counts)), dtype=pl.Int64)
+    starts = ends - pl.Series(counts, dtype=pl.Int64)
+    row = pl.int_range(total, dtype=pl.Int64, eager=True)
+    file_idx = ends.search_sorted(row, side="right").cast(pl.Int64)  # first end > row
+    frame = pl.DataFrame([file_idx.alias("file_idx"), raw.fill_null("").alias("raw")])
     return frame.select(
         "file_idx",
-        (pl.int_range(pl.len(), dtype=pl.Int64).over("file_idx") + 1).alias("line_no")
-        if len(blobs) > 1 else pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("line_no"),
+        (pl.int_range(1, pl.len() + 1, dtype=pl.Int64)
+         - pl.lit(starts).gather(pl.col("file_idx"))).alias("line_no"),
         pl.col("raw").str.strip_suffix("\r") if any(b"\r" in b for b in blobs) else pl.col("raw"),
     )
 

@@ -54,9 +54,11 @@ class Catalog:
         return self.blocks.index(block) if block in self.blocks else -1
 
     def rcode(self, rubrique: str) -> int:
-        ids = self.rubriques.get_column("rubrique")
-        hit = ids.index_of(rubrique)
-        return -1 if hit is None else int(hit)
+        index = self.__dict__.get("_index")
+        if index is None:  # id -> code, built once per catalogue
+            index = {r: i for i, r in enumerate(self.enum.categories.to_list())}
+            object.__setattr__(self, "_index", index)
+        return index.get(rubrique, -1)
 
     def rcodes(self, rubriques) -> list[int]:
         return [c for c in (self.rcode(r) for r in rubriques) if c >= 0]

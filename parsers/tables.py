@@ -70,13 +70,13 @@ def _pivot(values: pl.DataFrame, keys: list[str], fields: dict[str, str], cat: C
     return sub.group_by(keys).agg(_field_aggs(cat, fields))
 
 
-def _occurrences(kept: pl.DataFrame, cat: Catalog, block: str,
+def _occurrences(kept: dict, cat: Catalog, block: str,
                  fields: dict[str, str]) -> pl.DataFrame:
-    b = cat.bcode(block)
-    starts = kept.filter(pl.col("is_new") & (pl.col("bcode") == b) & ~pl.col("block_rejected")).select(
+    """``kept``: the kept lines partitioned by block code (``partition_by(as_dict=True)``)."""
+    rows = kept.get((cat.bcode(block),), kept[None])
+    starts = rows.filter(pl.col("is_new") & ~pl.col("block_rejected")).select(
         "file_idx", "occ", "decl_line", "line_no", *[anc_col(t) for t in TABLE_ANCESTORS])
-    wide = _pivot(kept.filter(pl.col("parsed") & (pl.col("bcode") == b)), ["file_idx", "occ"],
-                  fields, cat)
+    wide = _pivot(rows.filter(pl.col("parsed")), ["file_idx", "occ"], fields, cat)
     return starts.join(wide, on=["file_idx", "occ"], how="left")
 
 
@@ -91,6 +91,9 @@ def build_tables(v: Validated, files: pl.DataFrame,
                         ).select("file_idx", "line_no", "occ", "decl_line", "is_new", "bcode",
                                  "rcode", "value", "parsed", "block_rejected",
                                  *[anc_col(t) for t in TABLE_ANCESTORS])
+    empty = kept.clear()
+    kept = kept.partition_by("bcode", as_dict=True)
+    kept[None] = empty
     ok_decls = decl_info.filter(~pl.col("rejected")).select(
         *DECL_KEYS, "decl_id", "decl_month", "siret", "file_sha256")
     out: dict[str, pl.DataFrame] = {"declarations": _conform(decl_info, "declarations")}

@@ -43,9 +43,13 @@ def ceil_div(a: pl.Expr, b: pl.Expr) -> pl.Expr:
 
 
 def reaches_threshold(p: YearParams) -> pl.Expr:
-    """ratio >= a/b  ⇔  b·num >= 12·a·den, with ratio = num / (12·den) (exact)."""
-    a, b = p.full_amount_threshold  # type: ignore[misc]
-    return pl.col("ratio12_num") * b >= pl.col("ratio12_den") * (12 * a)
+    """The ½ test (R6323-1 II + Decision ``half_threshold_ratio_decimals``): the worked ratio
+    rounded half-up to 4 decimals is >= 1/2, i.e. ratio >= t = 9 999/20 000 (see
+    ``YearParams.threshold_test_fraction``). Exact integer test, ratio = num / (12·den):
+    ratio >= t_num/t_den  ⇔  t_den·num >= 12·t_num·den (den > 0). The prorated amount below
+    the threshold still uses the exact ratio."""
+    t_num, t_den = p.threshold_test_fraction  # type: ignore[misc]
+    return pl.col("ratio12_num") * t_den >= pl.col("ratio12_den") * (12 * t_num)
 
 
 def prorated_columns(amounts: set[int], p: YearParams) -> list[pl.Expr]:

@@ -86,6 +86,8 @@ class YearParams:
     hour_ceiling: int | None
     # ratio
     full_amount_threshold: tuple[int, int] | None  # exact fraction; None = prorate any time below 1
+    threshold_ratio_decimals: int | None  # Decision: ratio rounded half-up to this many decimals
+    # before the threshold test (None = exact ratio)
     rounding: str  # "ceil_cent" | "ceil_hour"
     legal_annual_hours_h: int
     forfait_max_days_h: int
@@ -131,6 +133,24 @@ class YearParams:
         """Stable hash of the resolved values (same values => same version, any machine)."""
         blob = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
         return "p-" + hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def threshold_test_fraction(self) -> tuple[int, int] | None:
+        """(t_num, t_den): ratio reaches the full-amount threshold iff ratio >= t_num / t_den.
+
+        With the Decision ``half_threshold_ratio_decimals = d`` the test is
+        round_half_up(ratio, d) >= a/b. With x = ratio·10^d: round_half_up(ratio, d) =
+        floor(x + 1/2) / 10^d, and floor(x + 1/2) >= a·10^d/b  <=>  x + 1/2 >= c with
+        c = ceil(a·10^d / b) (an integer)  <=>  ratio >= (2c - 1) / (2·10^d).
+        d = 4, a/b = 1/2: c = 5 000, ratio >= 9 999 / 20 000 = 0.49995."""
+        if self.full_amount_threshold is None:
+            return None
+        a, b = self.full_amount_threshold
+        d = self.threshold_ratio_decimals
+        if d is None:
+            return a, b
+        c = -(-a * 10 ** d // b)
+        return 2 * c - 1, 2 * 10 ** d
 
     @property
     def worked_units(self) -> tuple[str, ...]:
@@ -182,6 +202,8 @@ def params_for_year(year: int) -> YearParams:
         hour_rate_second_tier=v("hour_rate_second_tier"),
         hour_ceiling=v("hour_ceiling"),
         full_amount_threshold=tuple(int(x) for x in thr) if thr else None,
+        threshold_ratio_decimals=(None if v("half_threshold_ratio_decimals") is None
+                                  else int(v("half_threshold_ratio_decimals"))),
         rounding=str(v("rounding")),
         legal_annual_hours_h=int(v("legal_annual_hours")),
         forfait_max_days_h=int(v("forfait_max_days")),

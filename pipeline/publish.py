@@ -97,7 +97,13 @@ def write_json_atomic(obj: dict, path: Path) -> None:
 
 
 def code_version() -> str:
-    """Package version + sha256 of the computing code (parsers/, pipeline/, their data)."""
+    """Package version + sha256 of the computing code (parsers/, pipeline/, their data).
+
+    ``CPF_CODE_VERSION`` (if set) is taken as is: it pins the version for one run spread over
+    several processes / Dask workers while the checkout is being edited (tests/scale)."""
+    pinned = os.environ.get("CPF_CODE_VERSION")
+    if pinned:
+        return pinned
     try:
         from importlib.metadata import version
         pkg = version("cpf-alimentation")

@@ -1,27 +1,16 @@
-"""End-to-end tests: ONE Prefect test harness for the whole session (it costs ~15 s).
-
-Every e2e test is marked ``prefect`` and uses the ``prefect_harness`` fixture; the harness starts
-only when the first of them runs. Run them alone with ``pytest -m prefect``.
+"""End-to-end tests. Every e2e test is marked ``prefect`` and uses the session-scoped
+``prefect_harness`` fixture of tests/conftest.py (shared with tests/scale). Run them alone with
+``pytest -m prefect``.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "data" / "samples"
-
-
-@pytest.fixture(scope="session")
-def prefect_harness(tmp_path_factory):
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    from prefect.testing.utilities import prefect_test_harness
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture(scope="session")
