@@ -194,7 +194,9 @@ def _print_credit(out) -> None:
     if c.get("dotation_lots"):
         t.add_row("dotation balance", _eur(tot["dotation_balance"]))
     console.print(t)
-    console.print(f"snapshot: {out.run_dir}\nreport:   {Path(out.run_dir) / 'report' / 'index.html'}")
+    root = Path(out.run_dir).parent.parent
+    console.print(f"snapshot: {out.run_dir}\nreport:   {Path(out.run_dir) / 'report' / 'index.html'}"
+                  f"\ncatalog:  {root / 'cpf.duckdb'}  (open read-only: duckdb -readonly {root / 'cpf.duckdb'})")
 
 
 def _do_credit(year, lake, holders, balances, dotations, as_of, buckets=None):
@@ -333,6 +335,31 @@ def run(
 
 # --- explain ---------------------------------------------------------------------------------
 
+def _derivation_story(row: dict) -> list[str]:
+    """The derivation in words an auditor reads top-down; values only, nothing recomputed."""
+    g = row.get
+    hours = (g("paid_hours_h") or 0) / 100
+    days = (g("paid_days_h") or 0) / 100
+    flags = [k for k in ("low_qualified", "boeth", "esat") if g(k)]
+    lines = [
+        f"1. Time: {g('months_counted')} month(s) counted over {g('contracts_count')} contract(s) at "
+        f"{g('employers_count')} employer(s); paid {hours:,.2f} h / {days:,.2f} days; "
+        f"assimilated absence days {g('absence_days')}; presence-fallback months {g('presence_months')}; "
+        f"monthly reference(s) {g('references')}.",
+        f"2. Ratio = Σ months (counted / monthly reference) / 12 = {g('ratio_exact')} "
+        f"≈ {float(g('worked_ratio') or 0):.6f}.",
+        f"3. Category {g('category')} ({', '.join(flags) or 'no special status'}): annual amount "
+        f"{_eur(g('annual_amount_cents') or 0)}, ceiling {_eur(g('ceiling_cents') or 0)} "
+        "(full amount when the ratio, rounded to 4 decimals, is ≥ 0.5; else amount × ratio rounded up to the cent).",
+    ]
+    if g("credit_cents") is not None:
+        lines.append(
+            f"4. Ceiling: min({_eur(g('annual_amount_cents') or 0)}, max(0, {_eur(g('ceiling_cents') or 0)} − "
+            f"balance {_eur(g('balance_before_cents') or 0)})) = credit {_eur(g('credit_cents'))}; "
+            f"balance after {_eur(g('balance_after_cents') or 0)}.")
+    return lines
+
+
 @app.command()
 def explain(
     nir: str = typer.Argument(..., help="The person's 13-character NIR."),
@@ -360,7 +387,9 @@ def explain(
     console.print(f"[bold]{nir}[/] — year {year} — run {run_id}")
     if ac.height:
         row = ac.row(0, named=True)
-        t = Table(title="Derivation", show_header=False)
+        for line in _derivation_story(row):
+            console.print(line)
+        t = Table(title="Derivation (every column the engine kept)", show_header=False)
         t.add_column("what")
         t.add_column("value", overflow="fold")
         for k, v in row.items():

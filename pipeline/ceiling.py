@@ -35,6 +35,7 @@ def apply_ceiling(amounts: pl.LazyFrame, balances: pl.LazyFrame) -> pl.LazyFrame
         .with_columns(capped_credit().alias("credit_cents"))
         .with_columns((pl.col("balance_before_cents") + pl.col("credit_cents"))
                       .alias("balance_after_cents"))
+        .sort("nir")  # a join does not keep row order in Polars 2.x: restore it explicitly
     )
 
 
