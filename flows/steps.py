@@ -180,6 +180,27 @@ def compute(prep: Prepared, compute_fn: ComputeFn | None = None,
             "uncreditable": str(work / "uncreditable.parquet")}
 
 
+def load_lots(root: Path, current: dict, inputs: pub.RunInputs,
+              ledger_upto: str | None = None) -> pl.DataFrame:
+    """The dotation lot register: the previous publication's lots + this run's CSV (if any).
+
+    With ``ledger_upto`` (replay), "previous" is the publication just before that run."""
+    if ledger_upto is not None:
+        prev_runs = [r["run_id"] for r in current["published"]]
+        i = prev_runs.index(ledger_upto)
+        prev = pub.previous_lots(root, {"run_id": prev_runs[i - 1] if i else None,
+                                        "published": []})
+    else:
+        prev = pub.previous_lots(root, current)
+    dot_path = pub.archived_input(root, inputs.dotations_sha256)
+    if not dot_path:
+        return prev
+    new_lots, errors = read_dotations(dot_path, inputs.dotations_sha256)
+    if errors:
+        raise InputError(errors)
+    return merge_lots(prev, new_lots)
+
+
 def post(prep: Prepared, computed: dict[str, str], ledger_upto: str | None = None,
          report: bool = True, stage: bool = True, verify: bool = True) -> pub.Staged | tuple:
     """Plan the entries (diff against the published ledger), check balances, stage the run."""
@@ -200,20 +221,7 @@ def post(prep: Prepared, computed: dict[str, str], ledger_upto: str | None = Non
                                  opening_source=f"balances:{inputs.balances_sha256}")
     ensure(posting.errors)
     # dotations: the lot register of the previous publication + this run's CSV
-    if ledger_upto is not None:
-        prev_runs = [r["run_id"] for r in current["published"]]
-        i = prev_runs.index(ledger_upto)
-        prev_cur = {"run_id": prev_runs[i - 1] if i else None, "published": []}
-        prev = pub.previous_lots(root, prev_cur)
-    else:
-        prev = pub.previous_lots(root, current)
-    lots = prev
-    dot_path = pub.archived_input(root, inputs.dotations_sha256)
-    if dot_path:
-        new_lots, errors = read_dotations(dot_path, inputs.dotations_sha256)
-        if errors:
-            raise InputError(errors)
-        lots = merge_lots(prev, new_lots)
+    lots = load_lots(root, current, inputs, ledger_upto)
     book = pl.concat([ledger, posting.entries])
     dot_entries = plan_dotations(book, lots, inputs.as_of, meta)
     new_entries = conform(pl.concat([posting.entries, dot_entries]))
@@ -445,20 +453,7 @@ def prepare_lots(prep: Prepared, ledger_upto: str | None = None) -> str:
     root = Path(prep.root)
     current = pub.read_current(root)
     inputs = prep.run_inputs()
-    if ledger_upto is not None:
-        prev_runs = [r["run_id"] for r in current["published"]]
-        i = prev_runs.index(ledger_upto)
-        prev = pub.previous_lots(root, {"run_id": prev_runs[i - 1] if i else None,
-                                        "published": []})
-    else:
-        prev = pub.previous_lots(root, current)
-    lots = prev
-    dot_path = pub.archived_input(root, inputs.dotations_sha256)
-    if dot_path:
-        new_lots, errors = read_dotations(dot_path, inputs.dotations_sha256)
-        if errors:
-            raise InputError(errors)
-        lots = merge_lots(prev, new_lots)
+    lots = load_lots(root, current, inputs, ledger_upto)
     out = Path(prep.work_dir) / "lots.parquet"
     lots.write_parquet(out)
     return str(out)

@@ -32,24 +32,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from generator.year import luhn_complete
+
 from parsers.lake_schema import TABLES, person_bucket
 
 BATCH = "gen"
 FULL_H = 15167
 FORFAIT_H = 1817
 PEOPLE_PER_EMPLOYER = 100
-
-
-def _luhn_complete(prefix: str) -> str:
-    for digit in "0123456789":
-        s = prefix + digit
-        total = 0
-        for i, ch in enumerate(reversed(s)):
-            n = int(ch) * (2 if i % 2 else 1)
-            total += n - 9 if n > 9 else n
-        if total % 10 == 0:
-            return s
-    raise AssertionError
 
 
 def employers_frame(n: int, seed: int) -> pl.DataFrame:
@@ -63,9 +53,9 @@ def employers_frame(n: int, seed: int) -> pl.DataFrame:
         while f"{b:08d}" in seen:
             b = (b + 1) % 100_000_000
         seen.add(f"{b:08d}")
-        siren = _luhn_complete(f"{b:08d}")
+        siren = luhn_complete(f"{b:08d}")
         sirens.append(siren)
-        nics.append(_luhn_complete(siren + f"{1 + i % 9000:04d}")[9:])
+        nics.append(luhn_complete(siren + f"{1 + i % 9000:04d}")[9:])
     idcc = np.array(["1486", "3248", "0843", "2216", "1979", "0016", "2264", "1517"])
     return pl.DataFrame({
         "employer": np.arange(n, dtype=np.int64),

@@ -176,15 +176,7 @@ def verify_ledger(root: Path, current: dict | None = None) -> list[str]:
 def published_entries(root: Path, current: dict | None = None,
                       upto_run: str | None = None) -> pl.DataFrame:
     """The ledger: entries of the published runs (optionally only those before ``upto_run``)."""
-    current = current or read_current(root)
-    files = []
-    for r in current["published"]:
-        if upto_run is not None and r["run_id"] == upto_run:
-            break
-        files.append(entries_path(root, r["run_id"]))
-    if not files:
-        return conform(pl.DataFrame(schema=ENTRY_SCHEMA))
-    return conform(pl.concat([pl.read_parquet(f, hive_partitioning=False) for f in files]))
+    return conform(scan_published_entries(root, current, upto_run).collect())
 
 
 def scan_published_entries(root: Path, current: dict | None = None,
