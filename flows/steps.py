@@ -7,7 +7,6 @@ can wrap it as is. Business logic stays in ``pipeline/`` and ``parsers/``; this 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -16,7 +15,9 @@ from typing import Callable
 
 import polars as pl
 
+from parsers.account_inputs import read_balances, read_holders
 from pipeline import publish as pub
+from pipeline.parameters import params_for_year
 from pipeline.dotations import merge_lots, plan_dotations, read_dotations
 from pipeline.ledger import RunMeta, conform, ensure, plan_year_postings
 
@@ -69,32 +70,13 @@ def default_compute(root: Path, year: int, holders: Path | None) -> tuple[pl.Laz
 
 
 def param_version(year: int) -> str:
-    """The legal parameters' version for the year (pipeline.parameters), else their files' hash."""
-    try:
-        from pipeline.parameters import params_for_year
-        p = params_for_year(year)
-        for attr in ("version", "param_version", "params_hash", "hash"):
-            v = getattr(p, attr, None)
-            if v:
-                return str(v)
-    except ImportError:
-        pass
-    h = hashlib.sha256()
-    for f in sorted((pub.REPO / "pipeline" / "params").rglob("*.y*ml")):
-        h.update(f.name.encode() + f.read_bytes())
-    return "params-" + h.hexdigest()[:12]
+    """The legal parameters' version for the year (hash of the resolved values)."""
+    return params_for_year(year).version
 
 
 def read_opening_balances(path: Path) -> pl.DataFrame:
-    try:
-        from parsers.account_inputs import read_balances
-        df, errors = read_balances(Path(path))
-    except ImportError:  # minimal reader until parsers.account_inputs lands
-        raw = pl.read_csv(path, infer_schema=False).with_row_index("line_no", offset=2)
-        df = raw.with_columns(pl.col("earned_balance_cents").cast(pl.Int64, strict=False))
-        bad = df.filter(pl.col("earned_balance_cents").is_null() | (pl.col("nir").str.len_chars() != 13))
-        errors = [f"line {n}: bad row" for n in bad["line_no"]]
-        df = df.filter(~pl.col("line_no").is_in(bad["line_no"].implode()))
+    """--balances as (nir, earned_balance_cents); any bad row fails the run (line numbers)."""
+    df, errors = read_balances(Path(path))
     if errors:
         raise InputError([str(e) for e in errors])
     return df.select(pl.col("nir").cast(pl.String), pl.col("earned_balance_cents").cast(pl.Int64))
@@ -132,14 +114,9 @@ def prepare(root: Path, year: int, holders: Path | None = None, balances: Path |
     if balances is not None:
         read_opening_balances(balances)
     if holders is not None:
-        try:
-            from parsers.account_inputs import read_holders
-        except ImportError:  # pragma: no cover
-            read_holders = None
-        if read_holders is not None:
-            _, errors = read_holders(Path(holders))
-            if errors:
-                raise InputError([str(e) for e in errors])
+        _, errors = read_holders(Path(holders))
+        if errors:
+            raise InputError([str(e) for e in errors])
     if dotations is not None:
         _, errors = read_dotations(dotations)
         if errors:
@@ -341,16 +318,7 @@ def replay(root: Path, year: int, compute_fn: ComputeFn | None = None,
             except Exception as exc:
                 diffs.append(f"recomputation failed: {exc}")
                 return ReplayResult(False, run_id, diffs, notes)
-            posted = pl.read_parquet(pub.entries_path(root, run_id), hive_partitioning=False)
-            diffs += pub.compare_frames(conform(entries), conform(posted), key=["entry_id"])
-            if sha != manifest["files_sha256"]["entries.parquet"]:
-                diffs.append(f"recomputed entries sha256 {sha[:16]}… != posted "
-                             f"{manifest['files_sha256']['entries.parquet'][:16]}…")
-            published_ac = pl.read_parquet(pub.run_dir(root, run_id) / "annual_credits.parquet")
-            ac_diffs = pub.compare_frames(ac, published_ac, key=["nir"], limit=5)
-            if ac_diffs:
-                diffs.append(f"annual_credits snapshot differs ({len(ac_diffs)} shown below)")
-                diffs += ["annual_credits: " + d for d in ac_diffs]
+            diffs += _differences(root, run_id, manifest, entries, sha, ac)
             return ReplayResult(not diffs, run_id, diffs, notes)
         computed = compute(prep, compute_fn, lake_root=tmp)
         try:
@@ -359,19 +327,27 @@ def replay(root: Path, year: int, compute_fn: ComputeFn | None = None,
         except Exception as exc:  # a failing balance check is a difference too
             diffs.append(f"recomputation failed: {exc}")
             return ReplayResult(False, run_id, diffs, notes)
-        posted = pl.read_parquet(pub.entries_path(root, run_id), hive_partitioning=False)
-        diffs += pub.compare_frames(entries, posted, key=["entry_id"])
         sha = pub.write_parquet(entries, tmp / "entries.parquet")
-        if sha != manifest["files_sha256"]["entries.parquet"]:
-            diffs.append(f"recomputed entries sha256 {sha[:16]}… != posted "
-                         f"{manifest['files_sha256']['entries.parquet'][:16]}…")
         ac = pub.annual_credits_snapshot(credits, year, run_id)
-        published_ac = pl.read_parquet(pub.run_dir(root, run_id) / "annual_credits.parquet")
-        ac_diffs = pub.compare_frames(ac, published_ac, key=["nir"], limit=5)
-        if ac_diffs:
-            diffs.append(f"annual_credits snapshot differs ({len(ac_diffs)} shown below)")
-            diffs += ["annual_credits: " + d for d in ac_diffs]
+        diffs += _differences(root, run_id, manifest, entries, sha, ac)
     return ReplayResult(not diffs, run_id, diffs, notes)
+
+
+def _differences(root: Path, run_id: str, manifest: dict, entries: pl.DataFrame,
+                 entries_sha: str, annual_credits: pl.DataFrame) -> list[str]:
+    """What a replay found different from the published run: entry rows, the entries file's
+    sha256 and the annual_credits snapshot."""
+    posted = pl.read_parquet(pub.entries_path(root, run_id), hive_partitioning=False)
+    diffs = pub.compare_frames(conform(entries), conform(posted), key=["entry_id"])
+    posted_sha = manifest["files_sha256"]["entries.parquet"]
+    if entries_sha != posted_sha:
+        diffs.append(f"recomputed entries sha256 {entries_sha[:16]}… != posted {posted_sha[:16]}…")
+    published_ac = pl.read_parquet(pub.run_dir(root, run_id) / "annual_credits.parquet")
+    ac_diffs = pub.compare_frames(annual_credits, published_ac, key=["nir"], limit=5)
+    if ac_diffs:
+        diffs.append(f"annual_credits snapshot differs ({len(ac_diffs)} shown below)")
+        diffs += ["annual_credits: " + d for d in ac_diffs]
+    return diffs
 
 
 def _named_archive(root: Path, archived: list[Path], out: Path) -> list[Path]:

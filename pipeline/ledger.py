@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from pipeline.ceiling import apply_ceiling
+
 # --- vocabulary -----------------------------------------------------------------------------
 
 EARNED = "earned"  # droits acquis: the ceiling-relevant sub-ledger
@@ -204,32 +206,6 @@ def opening_imports(ledger: pl.LazyFrame, opening: pl.LazyFrame | None, year: in
     return conform(_with_entry_ids(df)), ignored
 
 
-def _apply_ceiling(amounts: pl.LazyFrame, balances: pl.LazyFrame) -> pl.LazyFrame:
-    try:  # the crediting engine's pure function (pipeline/ceiling.py)
-        from pipeline.ceiling import apply_ceiling
-    except ImportError:  # pragma: no cover - only while the engine is being written
-        apply_ceiling = _minimal_apply_ceiling
-    return apply_ceiling(amounts, balances)
-
-
-def _minimal_apply_ceiling(amounts: pl.LazyFrame, balances: pl.LazyFrame) -> pl.LazyFrame:
-    bal_col = "earned_balance_cents"
-    return (
-        amounts.join(balances.select("nir", bal_col), on="nir", how="left")
-        .with_columns(pl.col(bal_col).fill_null(0).cast(pl.Int64).alias("balance_before_cents"))
-        .drop(bal_col)
-        .with_columns(
-            pl.min_horizontal(
-                pl.col("annual_amount_cents"),
-                pl.max_horizontal(pl.lit(0, pl.Int64),
-                                  pl.col("ceiling_cents") - pl.col("balance_before_cents")),
-            ).cast(pl.Int64).alias("credit_cents")
-        )
-        .with_columns((pl.col("balance_before_cents") + pl.col("credit_cents"))
-                      .alias("balance_after_cents"))
-    )
-
-
 def _source_expr(schema_names: list[str], default: str) -> pl.Expr:
     for c in ("source_decl_ids", "source", "decl_ids", "source_decls"):
         if c in schema_names:
@@ -263,7 +239,7 @@ def plan_year_postings(
     book = pl.concat([base.lazy(), opening_entries.lazy()])
 
     before = earned_before_year(book, year)
-    credits = (_apply_ceiling(amounts_lf, before).sort("nir").collect())
+    credits = apply_ceiling(amounts_lf, before).collect()  # sorted by nir
     names = credits.columns
     source = _source_expr(names, meta.default_source)
     target = credits.select(

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import polars as pl
 
+from parsers.lake import scan
 from pipeline.ledger import ENTRY_SCHEMA, conform, balances_by_person
 
 REPO = Path(__file__).resolve().parents[1]
@@ -273,19 +274,8 @@ def archived_input(root: Path, sha: str | None) -> Path | None:
 # --- lake access (parsers.lake.scan when present) ------------------------------------------
 
 def scan_lake(root: Path, table: str) -> pl.LazyFrame:
-    from parsers.lake_schema import TABLES
-    schema = TABLES[table]
-    try:
-        from parsers.lake import scan
-        return scan(Path(root), table)
-    except ImportError:
-        pass
-    base = Path(root) / "lake" / table
-    files = sorted(base.rglob("*.parquet")) if base.exists() else []
-    if not files:
-        return pl.DataFrame(schema=schema).lazy()
-    return pl.scan_parquet(files, hive_partitioning=False, missing_columns="insert",
-                           extra_columns="ignore", schema=schema)
+    """One lake table (the parsers' reader: typed, empty frame when the table has no file)."""
+    return scan(Path(root), table)
 
 
 def lake_file_checksums(root: Path) -> tuple[str, ...]:
