@@ -74,20 +74,61 @@ def stage_e2e(root: Path, year: int, buckets: list[int] | None) -> dict:
     from pipeline.credits import compute_year
     from pipeline.worked_time import STAGE_SECONDS
     load = _load()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = compute_year(root, year, buckets=buckets)
     empty = pl.LazyFrame(schema={"nir": pl.String, "earned_balance_cents": pl.Int64})
     out = apply_ceiling(res.amounts, empty).collect()
     unc = res.uncreditable.collect()
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     stages = dict(STAGE_SECONDS)
-    stages["persons_amounts_uncreditable"] = dt - sum(stages.values())
+    stages["amounts_ceiling_uncreditable"] = dt - sum(stages.values())
     mode = "whole year" if buckets is None else f"bucket {','.join(map(str, buckets))}"
     return {"stage": "end-to-end from lake", "mode": mode, "persons": out.height,
             "uncreditable": unc.height, "seconds": dt, "persons_per_s": out.height / dt,
-            "peak_rss_mb": _rss_mb(), "load": load, "load_after": _load(),
+            "cpu_seconds": cpu, "peak_rss_mb": _rss_mb(), "load": load, "load_after": _load(),
             "stage_seconds": stages,
             "credited_total_eur": int(out["credit_cents"].sum()) / 100}
+
+
+def stage_buckets(root: Path, year: int, buckets: list[int]) -> dict:
+    """Several buckets one after the other in ONE process (what a scale-out worker does):
+    the per-process caches (current declarations, NTT links) are shared between them."""
+    from pipeline.ceiling import apply_ceiling
+    from pipeline.credits import compute_year
+    load = _load()
+    t0, c0 = time.perf_counter(), time.process_time()
+    persons, total = 0, 0
+    empty = pl.LazyFrame(schema={"nir": pl.String, "earned_balance_cents": pl.Int64})
+    for b in buckets:
+        res = compute_year(root, year, buckets=[b])
+        out = apply_ceiling(res.amounts, empty).collect()
+        res.uncreditable.collect()
+        persons += out.height
+        total += int(out["credit_cents"].sum())
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"persons": persons, "seconds": dt, "cpu_seconds": cpu, "peak_rss_mb": _rss_mb(),
+            "load": load, "credited_total_cents": total}
+
+
+def run_workers(root: Path, year: int, workers: int) -> dict:
+    """All buckets, split over ``workers`` concurrent processes (round robin); wall time of
+    the slowest, peak RSS of the largest worker."""
+    args = [sys.executable, "-m", "benchmarks.bench_credit", "--root", str(root),
+            "--year", str(year), "--stage", "buckets"]
+    load = _load()
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(args + ["--buckets", json.dumps(list(range(w, N_BUCKETS,
+                                                                          workers)))],
+                              cwd=HERE.parent, stdout=subprocess.PIPE) for w in range(workers)]
+    outs = [json.loads(p.communicate()[0].decode().strip().splitlines()[-1]) for p in procs]
+    dt = time.perf_counter() - t0
+    persons = sum(o["persons"] for o in outs)
+    return {"stage": "end-to-end from lake", "persons": persons, "seconds": dt,
+            "mode": f"{N_BUCKETS} buckets, {workers} concurrent worker(s)",
+            "persons_per_s": persons / dt, "cpu_seconds": sum(o["cpu_seconds"] for o in outs),
+            "peak_rss_mb": max(o["peak_rss_mb"] for o in outs), "load": load,
+            "load_after": _load(),
+            "credited_total_eur": sum(o["credited_total_cents"] for o in outs) / 100}
 
 
 def _run(args: list[str]) -> dict:
@@ -104,13 +145,17 @@ def main(argv: list[str] | None = None) -> int:
                                                                      100_000)))
     ap.add_argument("--year", type=int, default=2025)
     ap.add_argument("--bucket", type=int, default=0, help="bucket of the per-bucket run")
-    ap.add_argument("--stage", choices=["amount", "e2e"], default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--stage", choices=["amount", "e2e", "buckets"], default=None,
+                    help=argparse.SUPPRESS)
     ap.add_argument("--buckets", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=RESULTS / "credit.md")
     a = ap.parse_args(argv)
     root = a.root or BENCH_DATA / f"lake{a.people // 1000}k"
     if a.stage == "amount":
         print(json.dumps(stage_amount(a.people, a.year)))
+        return 0
+    if a.stage == "buckets":
+        print(json.dumps(stage_buckets(root, a.year, json.loads(a.buckets))))
         return 0
     if a.stage == "e2e":
         buckets = json.loads(a.buckets) if a.buckets else None
@@ -128,11 +173,31 @@ def main(argv: list[str] | None = None) -> int:
     print(rows[-1], flush=True)
     rows.append(_run(["--stage", "e2e", *common, "--buckets", json.dumps([a.bucket])]))
     print(rows[-1], flush=True)
+    for workers in (1, 2):
+        rows.append(run_workers(root, a.year, workers))
+        print(rows[-1], flush=True)
     lines = render(rows, root, a.people, a.year)
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_section(a.out, lines)
+    (a.out.with_name(f"credit_{a.people // 1000}k.json")).write_text(
+        json.dumps(rows, indent=1) + "\n", encoding="utf-8")
     print("\n".join(lines))
     return 0
+
+
+def write_section(path: Path, lines: list[str]) -> None:
+    """Replace this lake size's section (from its "## " title to the next one) in the results
+    file, keeping the hand-written before/after text and the other sizes' sections."""
+    old = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    title = lines[0].split(" (")[0]
+    start = next((i for i, x in enumerate(old) if x.startswith(title)), None)
+    if start is None:
+        new = old + ([""] if old else []) + lines
+    else:
+        end = next((i for i in range(start + 1, len(old)) if old[i].startswith("## ")),
+                   len(old))
+        new = old[:start] + lines + ([""] if end < len(old) else []) + old[end:]
+    path.write_text("\n".join(new) + "\n", encoding="utf-8")
 
 
 def render(rows: list[dict], root: Path, people: int, year: int) -> list[str]:
@@ -140,14 +205,15 @@ def render(rows: list[dict], root: Path, people: int, year: int) -> list[str]:
     lines = [f"## {people:,} people, year {year} (`{root}`)", "",
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
              f"(shared), Python {platform.python_version()}, Polars {pl.__version__}.", "",
-             "| stage | mode | persons | seconds | persons/s | target | peak RSS (MB) | "
+             "| stage | mode | persons | seconds | persons/s | target | CPU s | peak RSS (MB) | "
              "load avg 1/5/15 min (start) |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         tgt = targets[r["stage"]]
         ok = "met" if r["persons_per_s"] >= tgt else "NOT met"
         lines.append(f"| {r['stage']} | {r['mode']} | {r['persons']:,} | {r['seconds']:.2f} | "
-                     f"{r['persons_per_s']:,.0f} | {tgt:,} ({ok}) | {r['peak_rss_mb']:,.0f} | "
+                     f"{r['persons_per_s']:,.0f} | {tgt:,} ({ok}) | "
+                     f"{r.get('cpu_seconds', float('nan')):.2f} | {r['peak_rss_mb']:,.0f} | "
                      f"{r['load']} |")
     e2e = [r for r in rows if "stage_seconds" in r]
     if e2e:

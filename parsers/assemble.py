@@ -7,6 +7,7 @@ import polars as pl
 from parsers.codes import Scope
 from parsers.lake_schema import DEFAULT_BUCKETS, TABLES
 from parsers.model import ParsedFile
+from parsers.records import STATIC_CODE
 from parsers.structure import add_structure, build_catalog
 from parsers.tables import build_tables
 from parsers.validate import validate
@@ -27,11 +28,12 @@ def assemble(records: pl.DataFrame, meta: pl.DataFrame, n_buckets: int = DEFAULT
     """
     if "force_new" not in records.columns:
         records = records.with_columns(pl.lit(False).alias("force_new"))
+    static_codes = records.get_column(STATIC_CODE) if STATIC_CODE in records.columns else None
     records = records.select([pl.col(c).cast(t) for c, t in
                               {**RECORD_SCHEMA, "force_new": pl.Boolean}.items()])
     meta = meta.select([pl.col(c).cast(t) for c, t in FILE_META_SCHEMA.items()])
     file_keys = meta.select("file_idx", "file_sha256", "source_file")
-    catalog, rcodes = build_catalog(records.get_column("rubrique"))
+    catalog, rcodes = build_catalog(records.get_column("rubrique"), static_codes)
     records = records.with_columns(rcodes.alias("rcode"))
     validated = validate(add_structure(records, catalog), check_s90_lines=check_s90_lines,
                          catalog=catalog)
@@ -41,8 +43,10 @@ def assemble(records: pl.DataFrame, meta: pl.DataFrame, n_buckets: int = DEFAULT
             (pl.col(c) if c in extra_quarantine.columns else pl.lit(None)).cast(t).alias(c)
             for c, t in TABLES["quarantine"].items()])
         tables["quarantine"] = pl.concat([tables["quarantine"], extra])
-    per_file = validated.lines.group_by("file_idx").agg(
-        pl.len().cast(pl.Int64).alias("lines_read"))
+    # Lines per file: file_idx is sorted, so its run lengths are the counts.
+    per_file = (validated.lines.get_column("file_idx").rle().struct.unnest()
+                .select(pl.col("value").alias("file_idx"), pl.col("len").cast(pl.Int64)
+                        .alias("lines_read")))
     per_file = per_file.join(
         validated.issues.filter(pl.col("q_scope").is_not_null()).group_by("file_idx")
         .agg(pl.len().cast(pl.Int64).alias("lines_quarantined")), on="file_idx", how="left")

@@ -99,7 +99,10 @@ NIR_IN_TEXT_PATTERN = r"([12][0-9]{2})[0-9AB]{10}"  # masks NIR-looking runs in 
 # NIR rules (CCH on S21.G00.30.001)
 NIR_CORSICA_DEPTS = ("2A", "2B")
 NIR_CORSICA_FROM_YEAR = 1976  # 2A/2B only for people born in 1976 or later
-NIR_MONTH_20_BEFORE_YEAR = 1976  # month "20" only for people born before 1976
+NIR_OLD_CORSICA_DEPT = "20"  # département "20" only for people born before 1976
+NIR_OLD_CORSICA_BEFORE_YEAR = 1976
+NIR_DEPT_96 = "96"  # département "96" only for people born before 1968
+NIR_DEPT_96_BEFORE_YEAR = 1968
 NIR_MAX_TRAILING_NINES = 5
 
 # --- Quarantine -------------------------------------------------------------------------
@@ -115,6 +118,9 @@ class Reason:
     S90_COUNT_MISMATCH = "s90_count_mismatch"
     DECLARATION_WITHOUT_S20 = "declaration_without_s20"
     UNKNOWN_CONTRACT_NUMBER = "unknown_contract_number"
+    NIR_BIRTH_YEAR_MISMATCH = "nir_birth_year_mismatch"  # on S21.G00.30.006 (CCH-11)
+    DUPLICATE_NIR = "duplicate_nir"  # S21.G00.30.001 CCH-14
+    DUPLICATE_CONTRACT_NUMBER = "duplicate_contract_number"  # S21.G00.40.009 CCH-12
     UNREADABLE_FILE = "unreadable_file"
     # warnings only (scope "warning": the line is still parsed)
     DAMAGED_CHARACTERS = "damaged_characters"

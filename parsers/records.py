@@ -37,6 +37,7 @@ DAMAGED_PATTERN = "[\u0080-\u009f\ufffd]"
 # The same characters in UTF-8 bytes: U+FFFD = EF BF BD, C1 controls = C2 80..C2 9F.
 _DAMAGED_UTF8 = re.compile(rb"\xef\xbf\xbd|\xc2[\x80-\x9f]")
 _CP1252_SPECIFIC = bytes(range(0x80, 0xA0))  # the only bytes where cp1252 differs from Latin-1
+STATIC_CODE = "static_code"  # physical code in ``norm.rubrique_enum()`` (null: not a norm id)
 LINES_SCHEMA = {"file_idx": pl.Int64, "line_no": pl.Int64, "raw": pl.String}
 
 
@@ -120,7 +121,8 @@ def read_batch(utf8_files: list[bytes]) -> pl.DataFrame:
 
 
 def split_lines(lines: pl.DataFrame, damaged_files: list[int] | None = None) -> pl.DataFrame:
-    """Add ``rubrique``, ``value`` (null when malformed), ``malformed``, ``damaged``.
+    """Add ``rubrique``, ``value`` (null when malformed), ``malformed``, ``damaged`` and
+    ``static_code`` (the id's code in ``norm.rubrique_enum()``, null when not a norm id).
 
     ``damaged_files``: the ``file_idx`` whose bytes hold a damaged character (None = check all).
     """
@@ -128,19 +130,20 @@ def split_lines(lines: pl.DataFrame, damaged_files: list[int] | None = None) -> 
 
     raw = pl.col("raw")
     n_chars = raw.str.len_chars()
-    rub = raw.str.slice(0, codes.RUBRIQUE_ID_WIDTH)
+    rub = raw.str.head(codes.RUBRIQUE_ID_WIDTH)
     shape_ok = (
         raw.str.ends_with("'") & (n_chars > codes.VALUE_OFFSET)
         & (n_chars <= codes.MAX_LINE_CHARS)
-        & (raw.str.find(",'", literal=True) == codes.RUBRIQUE_ID_WIDTH)
+        & raw.str.head(codes.VALUE_OFFSET).str.ends_with(",'")  # ",'" at characters 15-16
     ).fill_null(False)
     df = lines.with_columns(
         rub.alias("rubrique"),
         n_chars.alias("_n"),
         shape_ok.alias("_shape"),
-        # Ids of the norm need no regexp: the Enum cast is a hash lookup.
-        rub.cast(rubrique_enum(), strict=False).is_not_null().alias("_wf"),
-    )
+        # Ids of the norm need no regexp: the Enum cast is a hash lookup. Its physical code is
+        # kept (``static_code``) so that ``structure.build_catalog`` does not cast again.
+        rub.cast(rubrique_enum(), strict=False).to_physical().alias(STATIC_CODE),
+    ).with_columns(pl.col(STATIC_CODE).is_not_null().alias("_wf"))
     other = df.get_column("_shape") & ~df.get_column("_wf")
     if other.any():  # ids outside the norm (rare): the id regexp on those lines only
         idx = other.arg_true()
@@ -161,8 +164,9 @@ def split_lines(lines: pl.DataFrame, damaged_files: list[int] | None = None) -> 
     wf = pl.col("_wf")
     return df.with_columns(
         pl.when(wf).then(pl.col("rubrique")).alias("rubrique"),
-        pl.when(wf).then(raw.str.slice(codes.VALUE_OFFSET, pl.col("_n") - codes.VALUE_OFFSET - 1))
-        .alias("value"),
+        # From character 17 to the last apostrophe (excluded): the line ends with "'" when wf.
+        pl.when(wf).then(raw.str.head(-1).str.slice(codes.VALUE_OFFSET)).alias("value"),
         (~wf).alias("malformed"),
         damaged.alias("damaged"),
+        pl.when(wf).then(pl.col(STATIC_CODE)).alias(STATIC_CODE),
     ).drop("_wf", "_n", "_shape")

@@ -64,15 +64,22 @@ class Catalog:
         return [c for c in (self.rcode(r) for r in rubriques) if c >= 0]
 
 
-def build_catalog(rubriques: pl.Series) -> tuple[Catalog, pl.Series]:
-    """Catalogue of the norm ids plus the batch's other ids, and the lines' codes (UInt32)."""
+def build_catalog(rubriques: pl.Series,
+                  static_codes: pl.Series | None = None) -> tuple[Catalog, pl.Series]:
+    """Catalogue of the norm ids plus the batch's other ids, and the lines' codes (UInt32).
+
+    ``static_codes``: the lines' physical codes in ``norm.rubrique_enum()`` when already known
+    (``records.split_lines``), which spares a second cast of every id."""
     static = list(rubrique_ids())
-    codes_ = rubriques.cast(pl.Enum(static), strict=False)
+    if static_codes is None:
+        codes_ = rubriques.cast(pl.Enum(static), strict=False).to_physical()
+    else:
+        codes_ = static_codes
     extra_mask = codes_.is_null() & rubriques.is_not_null()
     ids = static
-    if extra_mask.any():
+    if extra_mask.any():  # ids outside the norm (rare): appended after the norm's
         ids = static + sorted(set(rubriques.filter(extra_mask).unique().to_list()))
-        codes_ = rubriques.cast(pl.Enum(ids))
+        codes_ = rubriques.cast(pl.Enum(ids)).to_physical()
     enum = pl.Enum(ids)
     known_blocks = list(block_parents())
     cat = pl.DataFrame({"rubrique": ids}).with_row_index("rcode").with_columns(
@@ -88,7 +95,16 @@ def build_catalog(rubriques: pl.Series) -> tuple[Catalog, pl.Series]:
         .alias("bcode"),
         pl.col("block").is_in(known_blocks).alias("block_known"),
     )
-    return Catalog(cat, blocks, enum), codes_.to_physical().cast(pl.UInt32)
+    return Catalog(cat, blocks, enum), codes_.cast(pl.UInt32)
+
+
+def _closing_bits(catalog: Catalog) -> pl.Series:
+    """Per block code: bit ``i`` set when a line of that block closes the open occurrence of
+    ``TABLE_ANCESTORS[i]`` (a known block that is neither the ancestor nor a descendant)."""
+    known = set(block_parents())
+    closing = [{catalog.bcode(b) for b in known - descendants_or_self(t)} for t in TABLE_ANCESTORS]
+    return pl.Series([sum(1 << i for i, codes_ in enumerate(closing) if code in codes_)
+                      for code in range(len(catalog.blocks))], dtype=pl.Int32)
 
 
 def _gather(values: pl.Series, idx: str) -> pl.Expr:
@@ -135,10 +151,10 @@ def add_structure(lines: pl.DataFrame, catalog: Catalog | None = None) -> pl.Dat
     )
     n_seg = int(df.get_column("seg").max() or 0)
     # Envoi extent: from the segment's S10 line to its last S90 line (or its end).
-    marks = df.filter(bc.is_in([envoi, totals])).group_by("seg").agg(
+    marks = df.lazy().filter(bc.is_in([envoi, totals])).group_by("seg").agg(
         pl.col("line_no").filter(bc == envoi).min().alias("s10_line"),
         pl.col("line_no").filter(bc == totals).max().alias("s90_line"),
-    )
+    ).collect()
     dense = pl.DataFrame({"seg": range(n_seg + 1)}, schema={"seg": pl.Int64}).join(
         marks, on="seg", how="left", maintain_order="left")
     s10 = _gather(dense.get_column("s10_line"), "seg")
@@ -161,16 +177,15 @@ def add_structure(lines: pl.DataFrame, catalog: Catalog | None = None) -> pl.Dat
         pl.when(pl.col("decl_line") != _CLOSED).then(pl.col("decl_start").cum_sum())
         .cast(pl.Int64).alias("decl_no"),
     )
-    known = bc.is_in([catalog.bcode(b) for b in block_parents()])
+    df = df.with_columns(_gather(_closing_bits(catalog), "bcode").fill_null(0).alias("_closes"))
     anc_exprs = []
-    for t in TABLE_ANCESTORS:
-        desc = [catalog.bcode(b) for b in descendants_or_self(t)]
+    for i, t in enumerate(TABLE_ANCESTORS):
         opened = pl.col("is_new") & (bc == catalog.bcode(t))
-        closed = pl.col("seg_start") | (known & ~bc.is_in(desc))
+        closed = pl.col("seg_start") | ((pl.col("_closes") & (1 << i)) != 0)
         anc_exprs.append(
             pl.when(opened).then(pl.col("line_no")).when(closed).then(_CLOSED)
             .forward_fill().alias(anc_col(t)))
-    df = df.with_columns(anc_exprs)
+    df = df.with_columns(anc_exprs).drop("_closes")
     return df.with_columns([
         pl.when(pl.col(anc_col(t)) != _CLOSED).then(pl.col(anc_col(t))).alias(anc_col(t))
         for t in TABLE_ANCESTORS

@@ -74,10 +74,29 @@ def _occurrences(kept: dict, cat: Catalog, block: str,
                  fields: dict[str, str]) -> pl.DataFrame:
     """``kept``: the kept lines partitioned by block code (``partition_by(as_dict=True)``)."""
     rows = kept.get((cat.bcode(block),), kept[None])
+    # The rows are in line order, so each occurrence is a run: ``_o`` is its dense ordinal.
+    new_occ = ((pl.col("occ") != pl.col("occ").shift(1))
+               | (pl.col("file_idx") != pl.col("file_idx").shift(1))).fill_null(True)
+    rows = rows.with_columns((new_occ.cum_sum() - 1).cast(pl.Int64).alias("_o"))
     starts = rows.filter(pl.col("is_new") & ~pl.col("block_rejected")).select(
-        "file_idx", "occ", "decl_line", "line_no", *[anc_col(t) for t in TABLE_ANCESTORS])
-    wide = _pivot(rows.filter(pl.col("parsed")), ["file_idx", "occ"], fields, cat)
-    return starts.join(wide, on=["file_idx", "occ"], how="left")
+        "file_idx", "occ", "decl_line", "line_no", *[anc_col(t) for t in TABLE_ANCESTORS], "_o")
+    n_occ = int(rows.get_column("_o").max() or 0) + 1 if rows.height else 0
+    wanted = {cat.rcode(r): n for r, n in fields.items()}
+    values = rows.filter(pl.col("parsed") & pl.col("rcode").is_in(list(wanted))).select(
+        "rcode", "_o", "value")
+    by_code = values.partition_by("rcode", as_dict=True) if values.height else {}
+    columns = []
+    for code, name in wanted.items():
+        column = pl.Series(name, dtype=pl.String).extend_constant(None, n_occ)
+        part = by_code.get((code,))
+        if part is not None:  # the first value of the rubrique in each occurrence
+            part = part.filter(pl.col("_o").is_first_distinct())
+            column = column.scatter(part.get_column("_o"), part.get_column("value"))
+        columns.append(column)
+    # One field per rubrique: its value in the occurrence of each start row (a pivot
+    # without group_by: a scatter by occurrence ordinal, then a gather).
+    return starts.with_columns([pl.lit(c).gather(pl.col("_o")).alias(c.name) for c in columns]
+                               ).drop("_o")
 
 
 def build_tables(v: Validated, files: pl.DataFrame,
@@ -87,10 +106,10 @@ def build_tables(v: Validated, files: pl.DataFrame,
     cat = v.catalog
     decl_info = _declarations(v, files)
     # One narrow copy of the kept lines of the blocks the tables use (~a third of the lines).
-    kept = lines.filter(pl.col("kept") & pl.col("bcode").is_in([cat.bcode(b) for b in TABLE_BLOCKS])
-                        ).select("file_idx", "line_no", "occ", "decl_line", "is_new", "bcode",
-                                 "rcode", "value", "parsed", "block_rejected",
-                                 *[anc_col(t) for t in TABLE_ANCESTORS])
+    kept = lines.lazy().filter(
+        pl.col("kept") & pl.col("bcode").is_in([cat.bcode(b) for b in TABLE_BLOCKS])
+    ).select("file_idx", "line_no", "occ", "decl_line", "is_new", "bcode", "rcode", "value",
+             "parsed", "block_rejected", *[anc_col(t) for t in TABLE_ANCESTORS]).collect()
     empty = kept.clear()
     kept = kept.partition_by("bcode", as_dict=True)
     kept[None] = empty
@@ -166,14 +185,16 @@ def build_tables(v: Validated, files: pl.DataFrame,
 def _declarations(v: Validated, files: pl.DataFrame) -> pl.DataFrame:
     lines, cat = v.lines, v.catalog
     wanted = cat.rcodes([*DECL_FIELDS, codes.SIREN, codes.NIC])
-    in_decl = lines.filter(pl.col("decl_no").is_not_null()
-                           & (pl.col("rcode").is_in(wanted)
-                              | (pl.col("is_new") & (pl.col("bcode") == cat.bcode(codes.INDIVIDUAL)))))
+    in_decl = lines.lazy().filter(
+        pl.col("decl_no").is_not_null()
+        & (pl.col("rcode").is_in(wanted)
+           | (pl.col("is_new") & (pl.col("bcode") == cat.bcode(codes.INDIVIDUAL)))))
     header = in_decl.group_by("decl_no").agg(
         *_field_aggs(cat, DECL_FIELDS), *_field_aggs(cat, {codes.SIREN: "siren", codes.NIC: "nic"}),
         (pl.col("is_new") & (pl.col("bcode") == cat.bcode(codes.INDIVIDUAL))).sum().cast(pl.Int64)
-        .alias("n_individuals"))
-    envoi_vals = _pivot(lines.filter(pl.col("rcode").is_in(cat.rcodes(ENVOI_FIELDS))), ["seg"],
+        .alias("n_individuals")).collect()
+    envoi_vals = _pivot(lines.select("seg", "rcode", "value")
+                        .filter(pl.col("rcode").is_in(cat.rcodes(ENVOI_FIELDS))), ["seg"],
                         ENVOI_FIELDS, cat)
     decls = (v.decls.join(header, on="decl_no", how="left")
              .join(envoi_vals, on="seg", how="left")

@@ -53,6 +53,8 @@ ISSUE_LINE_COLS = ["row", "file_idx", "line_no", "rcode", "rubrique", "value", "
                    "damaged", "seg", "decl_no", "decl_line", "in_envoi", "envelope", "ver",
                    "q_code", "block_rejected", anc_col(codes.PAY)]
 Q_SCOPES_ALL = list(Q_SCOPES.values())
+# Per-rubrique norm attributes packed as bits of one Int32 per (version, rubrique code).
+FLAG_BITS = {"known": 1, "_strict": 2, "is_enum": 4, "is_date": 8, "_enrich": 16, "_s10_s90": 32}
 
 
 @dataclass
@@ -80,9 +82,9 @@ def _g(values: pl.Series, idx: pl.Expr) -> pl.Expr:
 def _envoi_info(df: pl.DataFrame, cat: Catalog) -> pl.DataFrame:
     rc_ver, rc_test = cat.rcode(codes.ENVOI_NORM_VERSION), cat.rcode(codes.ENVOI_TEST_FLAG)
     n_seg = int(df.get_column("seg").max() or 0)
-    firsts = df.filter(pl.col("rcode").is_in([rc_ver, rc_test])).group_by("seg").agg(
+    firsts = df.lazy().filter(pl.col("rcode").is_in([rc_ver, rc_test])).group_by("seg").agg(
         pl.col("value").filter(pl.col("rcode") == rc_ver).first().alias("norm_requested"),
-        pl.col("value").filter(pl.col("rcode") == rc_test).first().alias("test_flag"))
+        pl.col("value").filter(pl.col("rcode") == rc_test).first().alias("test_flag")).collect()
     envois = pl.DataFrame({"seg": pl.Series(range(1, n_seg + 1), dtype=pl.Int64)}).join(
         firsts, on="seg", how="left", maintain_order="left")
     mapping = {v: nearest_version(v) for v in envois["norm_requested"].unique().to_list() if v}
@@ -108,6 +110,20 @@ def _attributes(cat: Catalog) -> tuple[pl.DataFrame, list[str]]:
     return grid, patterns
 
 
+def _flags(grid: pl.DataFrame, cat: Catalog) -> pl.Series:
+    """Per grid row (version, rubrique code): the ``FLAG_BITS`` of the rubrique, as an Int32."""
+    known = pl.col("type").is_not_null()
+    is_enum = pl.col("is_enum").fill_null(False)
+    is_date = (pl.col("type") == "D").fill_null(False)
+    strict = known & pl.col("strict").fill_null(False) & (
+        is_enum | pl.col("pat").is_not_null() | is_date)
+    per_code = {"_enrich": _enrichment(cat), "_s10_s90": cat.rubriques.get_column("s10_s90")}
+    bits = {"known": known, "_strict": strict, "is_enum": is_enum, "is_date": is_date,
+            **{n: pl.lit(v).gather(pl.col("rcode")).fill_null(False) for n, v in per_code.items()}}
+    return grid.select(pl.sum_horizontal(
+        [e.cast(pl.Int32) * FLAG_BITS[n] for n, e in bits.items()]).alias("flags")).to_series()
+
+
 def _enrichment(cat: Catalog) -> pl.Series:
     c = cat.rubriques
     block_no = pl.col("block").str.slice(ENRICHMENT_BLOCK_NO_START, 2).cast(pl.Int32, strict=False)
@@ -118,24 +134,31 @@ def _enrichment(cat: Catalog) -> pl.Series:
 
 
 def _nir_ok(value: pl.Expr, birth_year: pl.Expr, pattern: pl.Expr) -> pl.Expr:
-    """Norm pattern + CCH rules on S21.G00.30.001 (dsn_format.md §2.3)."""
-    month = value.str.slice(3, 2)
+    """Norm pattern + CCH rules on S21.G00.30.001 (dsn_format.md §2.3).
+
+    CCH-11 (Messages.csv of the norm): the département DD (characters 6-7) cannot be 2A/2B
+    for a birth year < 1976, nor 20 for a birth year >= 1976, nor 96 for a birth year
+    >= 1968 (year taken from S21.G00.30.006); CCH-13/16: no more than five trailing 9."""
     dept = value.str.slice(5, 2)
     too_many_nines = value.str.ends_with("9" * (codes.NIR_MAX_TRAILING_NINES + 1))
     corsica_too_old = dept.is_in(list(codes.NIR_CORSICA_DEPTS)) & (
         birth_year < codes.NIR_CORSICA_FROM_YEAR)
-    month20_too_young = (month == "20") & (birth_year >= codes.NIR_MONTH_20_BEFORE_YEAR)
+    dept20_too_young = (dept == codes.NIR_OLD_CORSICA_DEPT) & (
+        birth_year >= codes.NIR_OLD_CORSICA_BEFORE_YEAR)
+    dept96_too_young = (dept == codes.NIR_DEPT_96) & (birth_year >= codes.NIR_DEPT_96_BEFORE_YEAR)
     return (value.str.contains(pattern).fill_null(True) & ~too_many_nines
-            & ~corsica_too_old.fill_null(False) & ~month20_too_young.fill_null(False))
+            & ~corsica_too_old.fill_null(False) & ~dept20_too_young.fill_null(False)
+            & ~dept96_too_young.fill_null(False))
 
 
 def _strict_anomalies(df: pl.DataFrame, cat: Catalog, grid: pl.DataFrame,
                       patterns: list[str]) -> pl.DataFrame:
     """row -> bad_enum, bad_regexp, bad_date, bad_nir for the strict lines that fail."""
     nir = cat.rcode(codes.NIR)
-    sub = df.filter(pl.col("_strict") | (pl.col("rcode") == nir)).select(
-        "row", "file_idx", anc_col(codes.INDIVIDUAL), "rcode", "key", "value", "pat", "is_enum",
-        "is_date", "_strict")
+    sub = df.select(
+        "row", "file_idx", anc_col(codes.INDIVIDUAL), "rcode", "key", "value", "is_enum",
+        "is_date", "_strict").filter(pl.col("_strict") | (pl.col("rcode") == nir))
+    sub = sub.with_columns(_g(grid.get_column("pat"), pl.col("key")).alias("pat"))
     parts = []
     enum_rows = sub.filter(pl.col("_strict") & pl.col("is_enum"))
     if enum_rows.height:
@@ -162,7 +185,8 @@ def _strict_anomalies(df: pl.DataFrame, cat: Catalog, grid: pl.DataFrame,
         parts.append(dates)
     nirs = sub.filter(pl.col("rcode") == nir)
     if nirs.height:
-        births = (df.filter(pl.col("rcode") == cat.rcode(codes.BIRTH_DATE))
+        births = (df.select("rcode", "file_idx", anc_col(codes.INDIVIDUAL), "value")
+                  .filter(pl.col("rcode") == cat.rcode(codes.BIRTH_DATE))
                   .group_by("file_idx", anc_col(codes.INDIVIDUAL))
                   .agg(pl.col("value").first().str.slice(4, 4).cast(pl.Int32, strict=False)
                        .alias("birth_year")))
@@ -210,6 +234,60 @@ def _reasons(a: pl.DataFrame) -> pl.DataFrame:
     return a.with_columns(pl.when(pl.col("own_reason").is_not_null()).then(detail).alias("own_detail"))
 
 
+def _cross_line_anomalies(df: pl.DataFrame, a: pl.DataFrame, cat: Catalog) -> pl.DataFrame:
+    """Anomalies that compare lines, on lines without an anomaly of their own: row, own_reason,
+    own_detail. Every later occurrence of a duplicate is flagged (the first is the reference).
+
+    - S21.G00.30.006/CCH-11: the NIR's year (characters 2-3) equals the birth date's year
+      (flagged on the birth date line, the rubrique the norm attaches the check to; not
+      checked when the NIR itself is anomalous);
+    - S21.G00.30.001/CCH-14: one NIR at most once per declaration;
+    - S21.G00.40.009/CCH-12: one contract number at most once per individual (and
+      establishment: one per declaration) in a declaration, compared as
+      ``values.contract_number`` (trimmed, upper case) like the 51.010 link.
+    """
+    flagged = a.filter(pl.col("own_reason").is_not_null()).get_column("row").implode()
+    nir, birth, cno = (cat.rcode(r) for r in (codes.NIR, codes.BIRTH_DATE, codes.CONTRACT_NO))
+    person = ["file_idx", anc_col(codes.INDIVIDUAL)]
+    lf = (df.lazy().filter(pl.col("rcode").is_in([nir, birth, cno]) & pl.col("decl_no").is_not_null()
+                           & ~pl.col("malformed"))
+          .select("row", "rcode", "decl_no", *person, "value",
+                  pl.col("row").is_in(flagged).alias("own")).collect().lazy())
+    nirs = lf.filter(pl.col("rcode") == nir)
+    year = (lf.filter((pl.col("rcode") == birth) & ~pl.col("own"))
+            .join(nirs.filter(~pl.col("own")).select(*person, pl.col("value").alias("nir")),
+                  on=person, how="inner")
+            .filter(pl.col("nir").str.slice(1, 2) != pl.col("value").str.slice(6, 2))
+            .select("row", pl.lit(Reason.NIR_BIRTH_YEAR_MISMATCH).alias("own_reason"),
+                    pl.lit("the NIR's year of birth (characters 2-3) differs from the year of "
+                           "S21.G00.30.006").alias("own_detail")))
+    dup_nir = (nirs.filter(~pl.col("own")).filter(
+        pl.int_range(pl.len()).over("decl_no", "value", order_by="row") > 0)
+        .select("row", pl.lit(Reason.DUPLICATE_NIR).alias("own_reason"),
+                pl.lit("this NIR is already declared by another S21.G00.30 of the declaration")
+                .alias("own_detail")))
+    dup_cno = (lf.filter((pl.col("rcode") == cno) & ~pl.col("own"))
+               .with_columns(contract_number(pl.col("value")).alias("cno"))
+               .filter(pl.int_range(pl.len()).over("decl_no", *person, "cno", order_by="row") > 0)
+               .select("row", pl.lit(Reason.DUPLICATE_CONTRACT_NUMBER).alias("own_reason"),
+                       pl.lit("this contract number is already declared for the same individual "
+                              "in the declaration").alias("own_detail")))
+    return pl.concat([year, dup_nir, dup_cno]).collect().sort("row")
+
+
+def _with_own(a: pl.DataFrame, df: pl.DataFrame, found: pl.DataFrame,
+              a_cols: list[str]) -> pl.DataFrame:
+    """Candidate rows ``a`` with the lines of ``found`` (row, own_reason, own_detail) added,
+    or their reason set when already candidates without a reason of their own."""
+    if not found.height:
+        return a
+    rows = found.get_column("row").implode()
+    extra = (df.lazy().filter(pl.col("row").is_in(rows)).select(a_cols).collect()
+             .join(found, on="row", how="left", maintain_order="left"))
+    return pl.concat([a.filter(~pl.col("row").is_in(rows)), extra],
+                     how="diagonal_relaxed").sort("row")
+
+
 def validate(df: pl.DataFrame, check_s90_lines: bool = True,
              catalog: Catalog | None = None) -> Validated:
     """Compute every line's state. ``df`` comes from ``structure.add_structure``.
@@ -234,25 +312,20 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
     key = pl.col("ver") * n_cat + pl.col("rcode").cast(pl.Int64)
     df = df.with_columns(key.alias("key"))
     k = pl.col("key")
+    # Three gathers per line (bit flags, length bounds); the flags are then cheap bit tests.
     df = df.with_columns(
-        _g(grid.get_column("type").is_not_null(), k).fill_null(False).alias("known"),
+        _g(_flags(grid, cat), k).fill_null(0).alias("_flags"),
         _g(grid.get_column("len_min"), k).alias("len_min"),
         _g(grid.get_column("len_max"), k).alias("len_max"),
-        _g(grid.get_column("strict").fill_null(False), k).fill_null(False).alias("strict"),
-        _g(grid.get_column("is_enum").fill_null(False), k).fill_null(False).alias("is_enum"),
-        _g(grid.get_column("pat"), k).alias("pat"),
-        _g((grid.get_column("type") == "D").fill_null(False), k).fill_null(False).alias("is_date"),
-        _g(_enrichment(cat), pl.col("rcode")).fill_null(False).alias("_enrich"),
-        _g(cat.rubriques.get_column("s10_s90"), pl.col("rcode")).fill_null(False).alias("_s10_s90"),
     )
+    flag = pl.col("_flags")
+    df = df.with_columns([((flag & bit) != 0).alias(name) for name, bit in FLAG_BITS.items()])
     n_chars = pl.col("value").str.len_chars()
     known = pl.col("known")
     df = df.with_columns(
         (known & ((n_chars < pl.col("len_min")) | (n_chars > pl.col("len_max")))).fill_null(False)
         .alias("bad_len"),
         (~pl.col("malformed") & ~known & ~pl.col("_enrich")).alias("unknown"),
-        (known & pl.col("strict") & (pl.col("is_enum") | pl.col("pat").is_not_null()
-                                     | pl.col("is_date"))).alias("_strict"),
     )
     strict_bad = _strict_anomalies(df, cat, grid, patterns)
     envoi_level = pl.col("in_envoi") & pl.col("decl_line").is_null()
@@ -264,7 +337,7 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
     a_cols = ["row", "file_idx", "line_no", "rcode", "value", "malformed", "unknown", "bad_len",
               "len_min", "len_max", "ver", "seg", "decl_no", "decl_line", "in_envoi", "envelope",
               "_s10_s90", anc_col(codes.INDIVIDUAL), anc_col(codes.PAY)]
-    a = df.filter(base).select(a_cols).join(strict_bad, on="row", how="left",
+    a = df.lazy().filter(base).select(a_cols).collect().join(strict_bad, on="row", how="left",
                                             maintain_order="left")
     a = a.with_columns(
         (pl.col("rcode") == nir).fill_null(False).alias("is_nir"),
@@ -273,22 +346,24 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
     a = _reasons(a)
 
     # Natures per declaration (first S20.G00.05.001 of the declaration).
-    natures = (df.filter((pl.col("rcode") == cat.rcode(codes.DECL_NATURE))
-                         & pl.col("decl_no").is_not_null())
-               .group_by("decl_no").agg(pl.col("value").first().alias("nature")))
+    natures = (df.lazy().filter((pl.col("rcode") == cat.rcode(codes.DECL_NATURE))
+                                & pl.col("decl_no").is_not_null())
+               .group_by("decl_no").agg(pl.col("value").first().alias("nature")).collect())
+    a = _with_own(a, df, _cross_line_anomalies(df, a, cat), a_cols)
     # 51.010 matching no 40.009 of the same individual (natures 01/09), own anomaly-free.
     keys = ["file_idx", anc_col(codes.INDIVIDUAL)]
-    contracts = (df.filter(pl.col("rcode") == cat.rcode(codes.CONTRACT_NO))
-                 .select(*keys, contract_number(pl.col("value")).alias("cno")).unique())
-    pays = (df.filter(pl.col("rcode") == cat.rcode(codes.PAY_CONTRACT_NO))
+    contracts = (df.lazy().filter(pl.col("rcode") == cat.rcode(codes.CONTRACT_NO))
+                 .select(*keys, contract_number(pl.col("value")).alias("cno")).unique().collect())
+    pays = (df.lazy().filter(pl.col("rcode") == cat.rcode(codes.PAY_CONTRACT_NO))
+            .select("row", "decl_no", *keys, "value").collect()
             .join(natures, on="decl_no", how="left")
             .filter(pl.col("nature").is_in(list(codes.CONTRACT_LINK_NATURES)))
             .join(a.filter(pl.col("own_reason").is_not_null()).select("row"), on="row", how="anti"))
     missing = pays.select("row", *keys, contract_number(pl.col("value")).alias("cno")).join(
         contracts, on=[*keys, "cno"], how="anti", nulls_equal=False)
     if missing.height:
-        extra = df.filter(pl.col("row").is_in(missing.get_column("row").implode())).select(
-            [c for c in a_cols]).with_columns(
+        extra = df.lazy().filter(pl.col("row").is_in(missing.get_column("row").implode())).select(
+            [c for c in a_cols]).collect().with_columns(
             pl.lit(Reason.UNKNOWN_CONTRACT_NUMBER).alias("own_reason"),
             pl.lit("no S21.G00.40.009 of the same individual carries this contract number")
             .alias("own_detail"), pl.lit(True).alias("no_contract"))
@@ -351,15 +426,16 @@ def _envoi_verdicts(df: pl.DataFrame, a: pl.DataFrame, envois: pl.DataFrame, cat
                     check_lines: bool) -> pl.DataFrame:
     """Envoi rejected by an S10/S90 anomaly, an S90 total mismatch or a missing S90."""
     rc_tl, rc_td = cat.rcode(codes.TOTAL_RUBRIQUES), cat.rcode(codes.TOTAL_DECLARATIONS)
-    counts = df.filter(pl.col("in_envoi")).group_by("seg").len("n_lines").with_columns(
-        pl.col("n_lines").cast(pl.UInt32))
-    n_decls = df.filter(pl.col("in_envoi") & pl.col("decl_start")).group_by("seg").len("n_decls")
-    totals = df.filter(pl.col("in_envoi") & pl.col("rcode").is_in([rc_tl, rc_td])).group_by("seg").agg(
+    lf = df.lazy()
+    counts = lf.filter(pl.col("in_envoi")).group_by("seg").len("n_lines").with_columns(
+        pl.col("n_lines").cast(pl.UInt32)).collect()
+    n_decls = lf.filter(pl.col("in_envoi") & pl.col("decl_start")).group_by("seg").len("n_decls").collect()
+    totals = lf.filter(pl.col("in_envoi") & pl.col("rcode").is_in([rc_tl, rc_td])).group_by("seg").agg(
         pl.col("value").filter(pl.col("rcode") == rc_tl).first()
         .cast(pl.Int64, strict=False).alias("declared_lines"),
         pl.col("value").filter(pl.col("rcode") == rc_td).first()
         .cast(pl.Int64, strict=False).alias("declared_decls"),
-        pl.col("line_no").filter(pl.col("rcode") == rc_tl).first().alias("s90_line_no"))
+        pl.col("line_no").filter(pl.col("rcode") == rc_tl).first().alias("s90_line_no")).collect()
     causes = a.filter(pl.col("in_envoi") & (pl.col("own_scope") == Scope.ENVOI)).group_by("seg").agg(
         pl.col("line_no").first().alias("cause_line"),
         pl.col("own_reason").first().alias("cause_reason"))
@@ -390,8 +466,8 @@ def _envoi_verdicts(df: pl.DataFrame, a: pl.DataFrame, envois: pl.DataFrame, cat
 
 def _decl_verdicts(df: pl.DataFrame, a: pl.DataFrame, natures: pl.DataFrame,
                    envois: pl.DataFrame) -> pl.DataFrame:
-    decls = df.filter(pl.col("decl_start") & pl.col("decl_no").is_not_null()).select(
-        "decl_no", "file_idx", "decl_line", "seg")
+    decls = df.lazy().filter(pl.col("decl_start") & pl.col("decl_no").is_not_null()).select(
+        "decl_no", "file_idx", "decl_line", "seg").collect()
     causes = a.filter(pl.col("decl_no").is_not_null() & (pl.col("own_scope") == Scope.DECLARATION)
                       ).group_by("decl_no").agg(
         pl.col("line_no").first().alias("cause_line"),
@@ -436,7 +512,7 @@ def _final_states(df: pl.DataFrame, a: pl.DataFrame, envois: pl.DataFrame, decls
     wanted = ((pl.col("q_code") != Q_NONE) | pl.col("damaged").fill_null(False)
               | pl.col("row").is_in(a.get_column("row").implode()) | version_rows)
     cols = [c for c in ISSUE_LINE_COLS if c in df.columns]
-    rows = df.filter(wanted).select(cols)
+    rows = df.lazy().filter(wanted).select(cols).collect()
     rows = rows.join(a.select("row", "own_reason", "own_detail", "own_scope"), on="row",
                      how="left", maintain_order="left")
     rows = rows.join(envois.select("seg", pl.col("rejected").alias("envoi_rejected"),

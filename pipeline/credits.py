@@ -179,8 +179,7 @@ def compute_year(root_dir: Path, year: int, holders: Path | None = None,
     p = params_for_year(year)
     wt = worked_time(root_dir, year, p, buckets)
     hold, errors = _holders_frame(holders)
-    flags = (dsn_category_flags(wt.contracts, p)
-             .join(low_qualified_flags(hold, year), on="nir", how="full", coalesce=True))
+    flags = low_qualified_flags(hold, year)  # boeth/esat come with wt.persons (per person)
     creditable = wt.persons.filter(pl.col("n_references") <= K_MAX) \
         .filter(pl.col("ratio12_num") >= 0)
     amounts = (annual_amounts(creditable, flags, p)

@@ -12,6 +12,14 @@ EXACTNESS. The ratio is kept as an exact fraction ``ratio = ratio12_num / (12 ×
 Each contract-month term is then ``num / den`` with integer num and den; terms are grouped by
 den per person (usually one den) and summed with an exact LCM fold (``sum_fractions``).
 No float ever enters an amount; ``worked_ratio`` (Float64) is for display only.
+
+INTEGER KEYS. String keys are read once: each run builds a dictionary of its contracts
+(``contract_dictionary``: the distinct (nir, siret, contract_no), sorted, numbered ``cid``;
+persons numbered ``pid`` in NIR order). Every big table is mapped to ``cid`` by ONE join on the
+string key; every later join and group-by runs on integers (``cm`` = cid and month packed in
+one Int64). Declarations are numbered too (``_drank``: version order, ``_dsid``: decl_id
+order), so lineage min/max are integer aggregates, mapped back to strings once per person.
+The dictionary is exact (no hashing of keys into codes, no collisions).
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ K_MAX = 6  # distinct references per person folded exactly (beyond: reported, no
 GCD_STEPS = 64  # Euclid steps; enough for a divisor < 2**62 (Lamé: ~1.44 log2)
 
 CONTRACT_KEY = ["nir", "siret", "contract_no"]
+MONTH_BITS = {m: 1 << (m - 1) for m in range(1, 13)}  # month -> its bit in a 12-bit set
+KEY_SHIFT = 1 << 32  # cm = cid · 2**32 + month (days since 1970, > 0); dk = cid · 2**32 + _drank
 
 
 # --- reading the lake -----------------------------------------------------------------------
@@ -62,31 +72,162 @@ def scan_table(root_dir: Path | str, table: str,
             .filter(pl.col("bucket").is_in([int(b) for b in buckets])))
 
 
+def lake_signature(root_dir: Path | str, *tables: str) -> tuple:
+    """(path, size, mtime) of every part file of some tables: changes whenever the lake does
+    (ingestion writes new parts atomically), so it keys the per-process caches below."""
+    base = lake_path(root_dir)
+    out = []
+    for table in tables:
+        for f in sorted((base / table).rglob("*.parquet")):
+            st = f.stat()
+            out.append((str(f), st.st_size, st.st_mtime_ns))
+    return (str(Path(root_dir).resolve()), tuple(out))
+
+
+_DECLS_CACHE: dict[tuple, tuple[pl.DataFrame, pl.DataFrame]] = {}
+
+
+def run_declarations(root_dir: Path | str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(``current_declarations``, ``ntt_links``) for a lake, computed once per process and
+    lake state: the bucket runs of one campaign share them (they read the whole lake's
+    declarations / individuals, not one bucket's)."""
+    sig = lake_signature(root_dir, "declarations", "individuals")
+    hit = _DECLS_CACHE.get(sig)
+    if hit is None:
+        decls = current_declarations(root_dir)
+        hit = (decls, ntt_links(root_dir, decls))
+        _DECLS_CACHE.clear()  # one lake state at a time: bounded memory
+        _DECLS_CACHE[sig] = hit
+    return hit
+
+
 def current_declarations(root_dir: Path | str) -> pl.DataFrame:
     """Current declaration versions (``pipeline.versions``: nature 01, not test, not rejected,
     A&R substitution, fractions unioned), COLLECTED once (one row per declaration: small), with
     ``_drank``: the rank of (decl_month, constitution_date, decl_id), nulls first — the order
-    of "the latest declaration of the month" (rows compare by ``_drank``, then ``line_no``)."""
+    of "the latest declaration of the month" (rows compare by ``_drank``, then ``line_no``) —
+    and ``_dsid``: the rank of decl_id itself (lineage min/max computed on integers)."""
     return (versions_current(Path(root_dir))
             .select("decl_id", "decl_month", "constitution_date")
             .sort(["decl_month", "constitution_date", "decl_id"], nulls_last=False)
             .with_row_index("_drank")
-            .select("decl_id", pl.col("_drank").cast(pl.Int64))
+            .select("decl_id", pl.col("_drank").cast(pl.Int64),
+                    pl.col("decl_id").rank("ordinal").cast(pl.Int64).alias("_dsid"))
             .collect())
 
 
 ORD_SHIFT = 1 << 32  # _ord = _drank · 2**32 + line_no (line numbers < 2**32)
 
+LINKS_SCHEMA = {"ntt": pl.String, "linked_nir": pl.String, "link_bucket": pl.Int32}
+
+
+def ntt_links(root_dir: Path | str, decls: pl.DataFrame) -> pl.DataFrame:
+    """NTT → NIR links (cpf_rules.md §2.1, dsn_format.md S21.G00.30.020): a current declaration
+    carrying BOTH a NIR and an NTT for an individual links that NTT to that NIR, so the rows
+    declared under the NTT alone count for the NIR. Read over every bucket (NTT-only rows live
+    in bucket 0, the linking rows in the NIR's bucket); ``link_bucket`` is the NIR's bucket.
+    An NTT linked to several NIRs is ambiguous and not linked (its rows stay ``ntt_only``)."""
+    both = (scan_table(root_dir, "individuals")
+            .filter(pl.col("ntt").is_not_null() & pl.col("nir").is_not_null())
+            .select("decl_id", "ntt", "nir", "bucket")
+            .join(decls.lazy().select("decl_id"), on="decl_id", how="semi")
+            .select("ntt", "nir", "bucket").unique().collect())
+    if both.height == 0:
+        return pl.DataFrame(schema=LINKS_SCHEMA)
+    return (both.group_by("ntt").agg(pl.col("nir").first().alias("linked_nir"),
+                                     pl.col("bucket").first().cast(pl.Int32).alias("link_bucket"),
+                                     pl.col("nir").n_unique().alias("_n"))
+            .filter(pl.col("_n") == 1).drop("_n").sort("ntt"))
+
 
 def scan_person_table(root_dir, table: str, decls: pl.DataFrame,
-                      buckets: list[int] | None, with_ord: bool = True) -> pl.LazyFrame:
+                      buckets: list[int] | None, with_ord: bool = True,
+                      links: pl.DataFrame | None = None) -> pl.LazyFrame:
     """A person table restricted to current declarations (and buckets). ``_ord`` orders rows
-    as (decl_month, constitution_date, decl_id, line_no): the "latest version" order."""
-    lf = scan_table(root_dir, table, buckets).join(decls.lazy(), on="decl_id", how="inner")
+    as (decl_month, constitution_date, decl_id, line_no): the "latest version" order. With
+    ``links`` (``ntt_links``), NTT-only rows whose NTT is linked get the linked NIR, and are
+    read from bucket 0 when the NIR's bucket is one of ``buckets`` (and only then)."""
+    lf = scan_table(root_dir, table, buckets)
+    if links is not None and links.height:
+        wanted = links if buckets is None else \
+            links.filter(pl.col("link_bucket").is_in([int(b) for b in buckets]))
+        if buckets is not None and 0 not in buckets and wanted.height:
+            lf = pl.concat([lf, scan_table(root_dir, table, [0])
+                            .filter(pl.col("nir").is_null()
+                                    & pl.col("ntt").is_in(wanted["ntt"].implode()))])
+        if buckets is not None:  # linked NTT rows of bucket 0 belong to the NIR's bucket run
+            lf = lf.filter(pl.col("nir").is_not_null()
+                           | ~pl.col("ntt").is_in(links["ntt"].implode()).fill_null(False)
+                           | pl.col("ntt").is_in(wanted["ntt"].implode()).fill_null(False))
+        lf = (lf.join(links.lazy().select("ntt", "linked_nir"), on="ntt", how="left")
+              .with_columns(pl.coalesce("nir", "linked_nir").alias("nir")).drop("linked_nir"))
+    lf = lf.join(decls.lazy(), on="decl_id", how="inner")
     if with_ord:
         lf = lf.with_columns((pl.col("_drank") * ORD_SHIFT + pl.col("line_no").fill_null(0))
                              .alias("_ord"))
-    return lf.drop("_drank")
+    return lf
+
+
+KEY_SEP = "\x1f"  # ASCII unit separator: never inside a DSN value (printable charset)
+KEY_NULL = "\x1e"  # stands for a missing siret / contract number inside the packed key
+
+
+def packed_contract_key() -> pl.Expr:
+    """(nir, siret, contract_no) as ONE string (one hash per row instead of a 3-column row
+    encoding). Exact: the separator never occurs in a value, and it sorts below every
+    printable character, so the packed keys sort like the (nir, siret, contract_no) tuples."""
+    return pl.concat_str([pl.col("nir"), pl.col("siret").fill_null(KEY_NULL),
+                          pl.col("contract_no").fill_null(KEY_NULL)],
+                         separator=KEY_SEP).alias("_ck")
+
+
+def contract_dictionary(contracts: pl.DataFrame) -> pl.DataFrame:
+    """The run's contracts: distinct (nir, siret, contract_no) of rows with a NIR, sorted,
+    numbered ``cid`` (0..n-1); ``pid`` numbers the NIRs in NIR order, ``siret_code`` and
+    ``siren_code`` number establishments and employers (for distinct counts on integers).
+    ``_ck`` is the packed key (``packed_contract_key``) the big tables are joined on."""
+    keys = (contracts.lazy().filter(pl.col("nir").is_not_null())
+            .select(packed_contract_key()).unique().sort("_ck").collect())
+    parts = pl.col("_ck").str.split_exact(KEY_SEP, 2)
+    null_if_marker = lambda e: pl.when(e == KEY_NULL).then(None).otherwise(e)  # noqa: E731
+    return keys.with_row_index("cid").with_columns(
+        pl.col("cid").cast(pl.Int64),
+        parts.struct.field("field_0").alias("nir"),
+        null_if_marker(parts.struct.field("field_1")).alias("siret"),
+        null_if_marker(parts.struct.field("field_2")).alias("contract_no"),
+    ).with_columns(
+        ((pl.col("nir") != pl.col("nir").shift(1)).fill_null(True).cum_sum() - 1)
+        .cast(pl.Int64).alias("pid"),
+        pl.col("siret").rank("dense").cast(pl.Int64).alias("siret_code"),
+        pl.col("siret").str.slice(0, 9).rank("dense").cast(pl.Int64).alias("siren_code"))
+
+
+def with_cid(lf: pl.LazyFrame | pl.DataFrame, keys: pl.DataFrame) -> pl.LazyFrame:
+    """Rows with a known contract key get their ``cid`` (inner join on the packed key: a key
+    absent from the run's contract versions has no attributes, so it can never be worked
+    time); the string key columns are dropped."""
+    return (lf.lazy().filter(pl.col("nir").is_not_null()).with_columns(packed_contract_key())
+            .join(keys.lazy().select("_ck", "cid"), on="_ck", how="inner")
+            .drop(*CONTRACT_KEY, "_ck"))
+
+
+def cm_key(month: str | pl.Expr = "month") -> pl.Expr:
+    """(cid, month) packed in one Int64: ``cid · 2**32 + days since 1970``."""
+    m = pl.col(month) if isinstance(month, str) else month
+    return pl.col("cid") * KEY_SHIFT + m.cast(pl.Int32).cast(pl.Int64)
+
+
+def cm_cid() -> pl.Expr:
+    return pl.col("cm") // KEY_SHIFT
+
+
+def cm_month() -> pl.Expr:
+    return (pl.col("cm") % KEY_SHIFT).cast(pl.Int32).cast(pl.Date)
+
+
+def dk_key() -> pl.Expr:
+    """(cid, declaration) packed in one Int64: ``cid · 2**32 + _drank``."""
+    return pl.col("cid") * KEY_SHIFT + pl.col("_drank")
 
 
 # --- small named expressions ----------------------------------------------------------------
@@ -138,21 +279,22 @@ def year_months(year: int) -> pl.LazyFrame:
 
 # --- contract attributes per month -------------------------------------------------------------
 
-def latest(keys: list[str]) -> pl.Expr:
+def latest(keys: list[str] | pl.Expr) -> pl.Expr:
     """Row filter: the latest version (max ``_ord``) per ``keys`` (no sort, no ordered
     unique: one hash aggregation; ``_ord`` is unique per row so exactly one row survives)."""
     return pl.col("_ord") == pl.col("_ord").max().over(keys)
 
 
 def contract_versions(contracts: pl.LazyFrame, p: YearParams) -> pl.LazyFrame:
-    """One row per contract and declared month: the latest current declaration of the month."""
+    """One row per contract (``cid``) and declared month: the latest current declaration of
+    the month (``cm`` = cid and decl_month packed)."""
     return (
-        contracts.filter(pl.col("nir").is_not_null())
-        .filter(latest([*CONTRACT_KEY, "decl_month"]))
+        contracts.with_columns(cm_key("decl_month").alias("cm"))
+        .filter(latest(pl.col("cm")))
         .with_columns(unit_family(p).alias("family"), out_of_scope_reason(p).alias("oos_reason"))
-        .select(*CONTRACT_KEY, "decl_month", "decl_id", "person_occ", "contract_start", "unit",
-                "family", "ref_quota_h", "quota_h", "contract_nature", "employment_status",
-                "boeth", "oos_reason")
+        .select("cid", "cm", "decl_month", "_drank", "_dsid", "person_occ", "contract_start",
+                "unit", "family", "ref_quota_h", "quota_h", "contract_nature",
+                "employment_status", "boeth", "oos_reason")
     )
 
 
@@ -161,78 +303,80 @@ ATTR_COLS = ["contract_start", "unit", "family", "ref_quota_h", "quota_h", "oos_
 
 
 def attributes_at(rows: pl.LazyFrame | pl.DataFrame, versions: pl.LazyFrame) -> pl.LazyFrame:
-    """Attach to (contract, month) rows the contract's attributes in force that month: the
-    latest declared version at or before the month, else the first one after it.
+    """Attach to (contract, month) rows (``cm``) the contract's attributes in force that month:
+    the latest declared version at or before the month, else the first one after it.
 
     Fast path: almost every row has a version declared in that very month (the contract
-    block is repeated monthly), which is the backward as-of match: one equi-join. Only the
-    rows without one (recalls, months outside declarations) go through the two as-of joins,
-    against the versions of those contracts only."""
-    attrs = versions.select(*CONTRACT_KEY, pl.col("decl_month").alias("attr_month"),
+    block is repeated monthly), which is the backward as-of match: one Int64 equi-join. Only
+    the rows without one (recalls, months outside declarations) go through the two as-of
+    joins, against the versions of those contracts only."""
+    attrs = versions.select("cm", "cid", pl.col("decl_month").alias("attr_month"),
                             *ATTR_COLS[:-1])
-    exact = rows.lazy().join(attrs.with_columns(pl.col("attr_month").alias("month")),
-                             on=[*CONTRACT_KEY, "month"], how="left").collect()
-    hit = exact.lazy().filter(pl.col("attr_month").is_not_null())
-    miss = (exact.lazy().filter(pl.col("attr_month").is_null())
-            .select(rows.lazy().collect_schema().names()))
-    m_attrs = attrs.join(miss.select(CONTRACT_KEY).unique(), on=CONTRACT_KEY,
-                         how="semi").sort("attr_month")
-    miss = miss.sort("month")
-    back = miss.join_asof(m_attrs, left_on="month", right_on="attr_month", by=CONTRACT_KEY,
+    names = rows.lazy().collect_schema().names()
+    exact = rows.lazy().join(attrs.drop("cid"), on="cm", how="left").collect()
+    hit = exact.filter(pl.col("attr_month").is_not_null())
+    miss = exact.filter(pl.col("attr_month").is_null()).select(names)
+    if miss.height == 0:
+        return hit.lazy()
+    miss = miss.with_columns(cm_cid().alias("cid"), cm_month().alias("_m")).sort("_m")
+    m_attrs = (attrs.drop("cm").join(miss.lazy().select("cid").unique(), on="cid", how="semi")
+               .sort("attr_month").collect())
+    back = miss.join_asof(m_attrs, left_on="_m", right_on="attr_month", by="cid",
                           strategy="backward", check_sortedness=False)
-    fwd = miss.join_asof(m_attrs, left_on="month", right_on="attr_month", by=CONTRACT_KEY,
+    fwd = miss.join_asof(m_attrs, left_on="_m", right_on="attr_month", by="cid",
                          strategy="forward", check_sortedness=False)
-    fwd = fwd.select(*CONTRACT_KEY, "month", *[pl.col(c).alias(c + "_f") for c in ATTR_COLS])
-    filled = (back.join(fwd, on=[*CONTRACT_KEY, "month"], how="left", nulls_equal=True)
+    fwd = fwd.select("cm", *[pl.col(c).alias(c + "_f") for c in ATTR_COLS])
+    filled = (back.join(fwd, on="cm", how="left")
               .with_columns([pl.when(pl.col("attr_month").is_null()).then(pl.col(c + "_f"))
-                             .otherwise(pl.col(c)).alias(c) for c in ATTR_COLS])
-              .drop([c + "_f" for c in ATTR_COLS]))
-    return pl.concat([hit, filled.select(hit.collect_schema().names())])
+                             .otherwise(pl.col(c)).alias(c) for c in ATTR_COLS]))
+    return pl.concat([hit, filled.select(hit.columns)]).lazy()
 
 
 def contract_ends(ends: pl.LazyFrame, p: YearParams) -> pl.LazyFrame:
-    """Effective end per contract from 62.001; a 62.002 = 099 row cancels the end it names."""
-    ends = ends.filter(pl.col("nir").is_not_null())
+    """Effective end per contract (``cid``) from 62.001; a 62.002 = 099 row cancels the end it
+    names."""
     cancel = ends.filter(pl.col("end_reason") == p.contract_end_cancel_reason)
     real = ends.filter(pl.col("end_reason") != p.contract_end_cancel_reason)
-    return (real.join(cancel.select(*CONTRACT_KEY, "end_date"), on=[*CONTRACT_KEY, "end_date"],
-                      how="anti")
-            .group_by(CONTRACT_KEY).agg(pl.col("end_date").max().alias("contract_end")))
+    return (real.join(cancel.select("cid", "end_date"), on=["cid", "end_date"], how="anti")
+            .group_by("cid").agg(pl.col("end_date").max().alias("contract_end")))
 
 
 # --- paid time, presence, absences --------------------------------------------------------------
 
-def paid_time(activities: pl.LazyFrame, contracts: pl.LazyFrame, p: YearParams) -> pl.LazyFrame:
-    """Σ 53.002 (type 01, under 51 type 002) per contract and pay-period month, one row per
-    (contract, month) with one column per unit family (``paid_hours``/``paid_days``, null when
-    that family has no Activité). The period's month is the month of 51.002 (Decision
-    pay_period_attribution); signed recall values add up; only periods ending in year N count.
-    An Activité without 53.003 takes the unit (40.011) of its contract in the same declaration
-    (first occurrence). ``decl_min``/``decl_max``: lineage summary."""
-    year = p.year
-    unit_in_decl = contracts.select("decl_id", "person_occ", "contract_no",
-                                    pl.col("unit").alias("contract_unit")).unique(
-        subset=["decl_id", "person_occ", "contract_no"], keep="first")
-    act = activities.filter(pl.col("nir").is_not_null()
-                            & (pl.col("activity_type") == p.worked_activity_type)
+def unit_in_declaration(contracts: pl.LazyFrame) -> pl.LazyFrame:
+    """The contract's unit (40.011) in each declaration and person block (``dk``,
+    ``person_occ``): the first occurrence (lowest line) when a block repeats a contract."""
+    return (contracts.select(dk_key().alias("dk"), "person_occ", "_ord",
+                             pl.col("unit").alias("contract_unit"))
+            .filter(pl.col("_ord") == pl.col("_ord").min().over("dk", "person_occ"))
+            .drop("_ord"))
+
+
+def paid_time(activities: pl.LazyFrame, unit_in_decl: pl.LazyFrame,
+              p: YearParams) -> pl.LazyFrame:
+    """Σ 53.002 (type 01, under 51 type 002) per contract and pay-period month (``cm``), with
+    one column per unit family (``paid_hours``/``paid_days``, null when that family has no
+    Activité). The period's month is the month of 51.002 (Decision pay_period_attribution);
+    signed recall values add up; only periods ending in year N count. An Activité without
+    53.003 takes the unit (40.011) of its contract in the same declaration.
+    ``decl_min``/``decl_max``: lineage summary (``_dsid``)."""
+    act = activities.filter((pl.col("activity_type") == p.worked_activity_type)
                             & (pl.col("pay_type") == p.activity_pay_type)
-                            & (pl.col("period_end").dt.year() == year))
-    fam = unit_family(p)
+                            & (pl.col("period_end").dt.year() == p.year))
     return (
-        act.join(unit_in_decl, on=["decl_id", "person_occ", "contract_no"], how="left")
+        act.join(unit_in_decl, on=["dk", "person_occ"], how="left")
         .with_columns(pl.coalesce("unit", "contract_unit").alias("unit"),
-                      month_start("period_end").alias("month"))
-        .with_columns(fam.alias("act_family"))
+                      cm_key(month_start("period_end")).alias("cm"))
+        .with_columns(unit_family(p).alias("act_family"))
         .filter(pl.col("act_family").is_in(["hours", "days"]))
-        .select(*CONTRACT_KEY, "month", "decl_id",
-                pl.when(pl.col("act_family") == "hours").then(pl.col("measure_h"))
-                .alias("_h"),
+        .select("cm", "_dsid",
+                pl.when(pl.col("act_family") == "hours").then(pl.col("measure_h")).alias("_h"),
                 pl.when(pl.col("act_family") == "days").then(pl.col("measure_h")).alias("_d"))
-        .group_by([*CONTRACT_KEY, "month"])
+        .group_by("cm")
         .agg(pl.col("_h").sum().alias("paid_hours"), pl.col("_d").sum().alias("paid_days"),
              pl.col("_h").is_not_null().any().alias("has_hours"),
              pl.col("_d").is_not_null().any().alias("has_days"),
-             pl.col("decl_id").min().alias("decl_min"), pl.col("decl_id").max().alias("decl_max"))
+             pl.col("_dsid").min().alias("decl_min"), pl.col("_dsid").max().alias("decl_max"))
     )
 
 
@@ -240,10 +384,11 @@ def declared_months_without_activity(activities: pl.LazyFrame, versions: pl.Lazy
                                      year: int) -> pl.LazyFrame:
     """(contract, month) of year N whose month's declaration holds no Activité at all for the
     contract: candidates for the presence fallback."""
-    with_act = activities.select("decl_id", "person_occ", "contract_no")
+    with_act = activities.select("dk", "person_occ")
     return (versions.filter(pl.col("decl_month").dt.year() == year)
-            .join(with_act, on=["decl_id", "person_occ", "contract_no"], how="anti")
-            .select(*CONTRACT_KEY, pl.col("decl_month").alias("month"), "decl_id"))
+            .with_columns(dk_key().alias("dk"))
+            .join(with_act, on=["dk", "person_occ"], how="anti")
+            .select("cm", pl.lit(True).alias("no_activity")))
 
 
 def absence_days(stoppages: pl.LazyFrame, suspensions: pl.LazyFrame, ends: pl.LazyFrame,
@@ -251,39 +396,39 @@ def absence_days(stoppages: pl.LazyFrame, suspensions: pl.LazyFrame, ends: pl.La
     """Qualifying absence days per contract and month of year N (L6323-12), deduplicated,
     annulations applied, overlapping periods merged, clipped to the contract and the year."""
     y0, y1 = date(p.year, 1, 1), date(p.year, 12, 31)
-    st = stoppages.filter(pl.col("nir").is_not_null())
+    st = stoppages
     st_cancel = (st.filter(pl.col("motif") == p.stoppage_cancel_motif)
-                 .select(*CONTRACT_KEY, "last_worked_day").unique())
+                 .select("cid", "last_worked_day").unique())
     arrets = (
         st.filter(pl.col("motif").is_in(list(p.qualifying_stoppages)))
-        .join(st_cancel, on=[*CONTRACT_KEY, "last_worked_day"], how="anti")
-        .filter(latest([*CONTRACT_KEY, "motif", "last_worked_day"]))  # the latest declaration
+        .join(st_cancel, on=["cid", "last_worked_day"], how="anti")
+        .filter(latest(["cid", "motif", "last_worked_day"]))  # the latest declaration
         # of an arrêt carries its reprise date
-        .select(*CONTRACT_KEY, "contract_start", "motif",
+        .select("cid", "contract_start", "motif",
                 (pl.col("last_worked_day") + pl.duration(days=1)).alias("abs_start"),
                 pl.when(pl.col("resumption_date").is_not_null())
                 .then(pl.col("resumption_date") - pl.duration(days=1))
                 .otherwise(pl.col("planned_end")).alias("abs_end"))
     )
-    su = suspensions.filter(pl.col("nir").is_not_null())
+    su = suspensions
     su_cancel = (su.filter(pl.col("motif") == p.suspension_cancel_motif)
-                 .select(*CONTRACT_KEY, "start_date").unique())
+                 .select("cid", "start_date").unique())
     susp = (
         su.filter(pl.col("motif").is_in(list(p.qualifying_suspension_motifs)))
-        .join(su_cancel, on=[*CONTRACT_KEY, "start_date"], how="anti")
-        .filter(latest([*CONTRACT_KEY, "motif", "start_date"]))
-        .select(*CONTRACT_KEY, "contract_start", "motif",
+        .join(su_cancel, on=["cid", "start_date"], how="anti")
+        .filter(latest(["cid", "motif", "start_date"]))
+        .select("cid", "contract_start", "motif",
                 pl.col("start_date").alias("abs_start"), pl.col("end_date").alias("abs_end"))
     )
     periods = (
         pl.concat([arrets, susp])
-        .join(ends, on=CONTRACT_KEY, how="left")
+        .join(ends, on="cid", how="left")
         .with_columns(
             pl.max_horizontal("abs_start", "contract_start", pl.lit(y0)).alias("abs_start"),
             pl.min_horizontal(pl.col("abs_end"), pl.col("contract_end").fill_null(y1),
                               pl.lit(y1)).alias("abs_end"))
         .filter(pl.col("abs_start") <= pl.col("abs_end"))
-        .select(*CONTRACT_KEY, "abs_start", "abs_end")
+        .select("cid", "abs_start", "abs_end")
     )
     merged = merge_intervals(periods)
     return (
@@ -292,20 +437,20 @@ def absence_days(stoppages: pl.LazyFrame, suspensions: pl.LazyFrame, ends: pl.La
         .explode("month")
         .with_columns(overlap_days(pl.col("abs_start"), pl.col("abs_end"), pl.col("month"),
                                    month_end("month")).alias("abs_days"))
-        .group_by([*CONTRACT_KEY, "month"]).agg(pl.col("abs_days").sum())
+        .group_by(cm_key("month").alias("cm")).agg(pl.col("abs_days").sum())
     )
 
 
-def merge_intervals(periods: pl.LazyFrame) -> pl.LazyFrame:
+def merge_intervals(periods: pl.LazyFrame, key: str = "cid") -> pl.LazyFrame:
     """Union of overlapping/adjacent [abs_start, abs_end] per contract (maternity followed by
     parental leave must not count a day twice)."""
     return (
-        periods.sort([*CONTRACT_KEY, "abs_start", "abs_end"])
-        .with_columns(pl.col("abs_end").cum_max().shift(1).over(CONTRACT_KEY).alias("_prev_end"))
+        periods.sort([key, "abs_start", "abs_end"])
+        .with_columns(pl.col("abs_end").cum_max().shift(1).over(key).alias("_prev_end"))
         .with_columns(((pl.col("_prev_end").is_null())
                        | (pl.col("abs_start") > pl.col("_prev_end") + pl.duration(days=1)))
-                      .cast(pl.Int64).cum_sum().over(CONTRACT_KEY).alias("_grp"))
-        .group_by([*CONTRACT_KEY, "_grp"])
+                      .cast(pl.Int64).cum_sum().over(key).alias("_grp"))
+        .group_by([key, "_grp"])
         .agg(pl.col("abs_start").min(), pl.col("abs_end").max())
         .drop("_grp")
     )
@@ -361,6 +506,7 @@ def sum_fractions(terms: pl.DataFrame | pl.LazyFrame, key: str = "nir") -> pl.La
                      how="vertical_relaxed")
 
 
+
 # --- the stage ------------------------------------------------------------------------------------
 
 @dataclass
@@ -377,13 +523,38 @@ UNCREDITABLE_SCHEMA = {"nir": pl.String, "ntt": pl.String, "year": pl.Int32, "re
 STAGE_SECONDS: dict[str, float] = {}  # wall time of each materialised stage of the last run
 
 
+STAGE_CPU_SECONDS: dict[str, float] = {}  # CPU time (all threads) of each stage (shared machine)
+_cpu_mark = [0.0]
+
+
 def _timed(name: str, t0: float) -> float:
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     STAGE_SECONDS[name] = STAGE_SECONDS.get(name, 0.0) + t1 - t0
+    STAGE_CPU_SECONDS[name] = STAGE_CPU_SECONDS.get(name, 0.0) + c1 - _cpu_mark[0]
+    _cpu_mark[0] = c1
     return t1
 
 
 INT64_SAFE = 9 * 10 ** 18  # below 2**63: bound on Σ |terms| for Int64 contract-month arithmetic
+
+CONTRACT_COLS = ["decl_id", "line_no", "decl_month", "siret", "person_occ", "nir", "ntt",
+                 "contract_no", "contract_start", "contract_nature", "unit", "ref_quota_h",
+                 "quota_h", "employment_status", "boeth"]
+ACTIVITY_COLS = ["decl_id", "person_occ", "nir", "siret", "contract_no", "period_end",
+                 "pay_type", "activity_type", "measure_h", "unit"]
+
+
+def int_bound(paid: pl.DataFrame, versions: pl.DataFrame, n_rows: int) -> int:
+    """Upper bound of Σ |contract-month term numerators| (M-scaled, ×12 for capped
+    references, absences ≤ quotité): Int64 is exact below ``INT64_SAFE``."""
+    def absmax(df: pl.DataFrame, cols: list[str]) -> int:
+        if df.height == 0:
+            return 0
+        row = df.select(pl.max_horizontal([pl.col(c).abs().max() for c in cols])).item()
+        return int(row or 0)
+    max_paid = absmax(paid, ["paid_hours", "paid_days"])
+    max_quota = absmax(versions, ["quota_h"])
+    return 12 * (max_paid + 2 * max_quota) * M_SCALE * 2 * max(1, n_rows)
 
 
 def worked_time(root_dir: Path | str, year: int, params: YearParams,
@@ -392,38 +563,52 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
 
     persons columns: nir, ratio12_num, ratio12_den (ratio = ratio12_num / (12·ratio12_den),
     Int128), n_references, worked_ratio (Float64, display), months_counted, paid_hours_h,
-    paid_days_h, presence_months, absence_days, absence_credited_h (Float64, display),
+    paid_days_h, presence_months, absence_days, absence_credited (Float64, display),
     references (e.g. "h:151.67"), sans_notion_remuneration_cents, smic_reference_cents,
     contracts_count, establishments_count, employers_count, source_decl_ids (lineage summary
     "<n> decl. <min decl_id>..<max decl_id>"; the full list for one person is
-    ``source_declarations``).
+    ``source_declarations``), boeth, esat (category flags from DSN, ``credits``).
 
-    Cost model: each big table is scanned ONCE (only the needed columns) and materialised;
+    Cost model: each big table is scanned ONCE (only the needed columns), mapped to integer
+    contract ids by one join on the string key (``contract_dictionary``), and materialised;
     current declarations are resolved once on the small declarations table and applied by one
-    join on decl_id; contract-month arithmetic is Int64 (Int128 only for the per-person
-    fraction fold, or everywhere if the data could overflow Int64).
+    join on decl_id; every later join/group-by is on Int64 keys; contract-month arithmetic is
+    Int64 (Int128 only for the per-person fraction fold, or everywhere if the data could
+    overflow Int64); strings are rebuilt once per person at the end.
     """
     p = params
     STAGE_SECONDS.clear()
-    t = time.perf_counter()
-    decls = current_declarations(root_dir)
+    STAGE_CPU_SECONDS.clear()
+    t, _cpu_mark[0] = time.perf_counter(), time.process_time()
+    decls, links = run_declarations(root_dir)
     t = _timed("current_declarations", t)
     lo = date(year - 1, 12, 1)
-    contracts = (scan_person_table(root_dir, "contracts", decls, buckets)
-                 .filter(pl.col("decl_month") >= lo)
-                 .select("decl_id", "_ord", "decl_month", "siret", "person_occ", "nir", "ntt",
-                         "contract_no", "contract_start", "contract_nature", "unit",
-                         "ref_quota_h", "quota_h", "employment_status", "boeth")
-                 .collect())
+
+    def read(table: str, cols: list[str], with_ord: bool = True) -> pl.LazyFrame:
+        extra = ["_drank", "_dsid"] + (["_ord"] if with_ord else [])
+        return scan_person_table(root_dir, table, decls, buckets, with_ord,
+                                 links if links.height else None).select(cols + extra)
+
+    raw = (read("contracts", CONTRACT_COLS).filter(pl.col("decl_month") >= lo)
+           .drop("decl_id", "line_no").collect())
+    keys = contract_dictionary(raw)
+    ntt_rows = raw.filter(pl.col("nir").is_null() & pl.col("ntt").is_not_null()
+                          & (pl.col("decl_month").dt.year() == year)).select("ntt", "siret")
+    contracts = with_cid(raw.lazy().filter(pl.col("nir").is_not_null()), keys).collect()
+    del raw
     t = _timed("scan_contracts", t)
-    activities = (scan_person_table(root_dir, "activities", decls, buckets, with_ord=False)
-                  .select("decl_id", "person_occ", "nir", "siret", "contract_no", "period_end",
-                          "pay_type", "activity_type", "measure_h", "unit")
-                  .collect())
+    activities = (with_cid(read("activities", ACTIVITY_COLS, with_ord=False)
+                           .filter(pl.col("nir").is_not_null()).drop("decl_id"), keys)
+                  .with_columns(dk_key().alias("dk")).drop("_drank").collect())
     t = _timed("scan_activities", t)
-    stoppages = scan_person_table(root_dir, "work_stoppages", decls, buckets)
-    suspensions = scan_person_table(root_dir, "suspensions", decls, buckets)
-    ends_raw = scan_person_table(root_dir, "contract_ends", decls, buckets, with_ord=False)
+    child = ["decl_id", "line_no", "decl_month", "nir", "siret", "contract_no", "contract_start"]
+    stoppages = with_cid(read("work_stoppages", child + ["motif", "last_worked_day",
+                                                         "planned_end", "resumption_date"])
+                         .filter(pl.col("nir").is_not_null()), keys)
+    suspensions = with_cid(read("suspensions", child + ["motif", "start_date", "end_date"])
+                           .filter(pl.col("nir").is_not_null()), keys)
+    ends_raw = with_cid(read("contract_ends", child + ["end_date", "end_reason"],
+                             with_ord=False).filter(pl.col("nir").is_not_null()), keys)
 
     versions = contract_versions(contracts.lazy(), p).collect()
     t = _timed("contract_versions", t)
@@ -431,7 +616,8 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     t = _timed("contract_ends", t)
 
     # 1. paid time by pay-period month (one row per contract-month, one column per family)
-    paid = paid_time(activities.lazy(), contracts.lazy(), p).collect()
+    paid = paid_time(activities.lazy(), unit_in_declaration(contracts.lazy()), p).collect()
+    del contracts
     t = _timed("paid_time", t)
     # 2. presence fallback candidates (declared months without any Activité)
     no_act = declared_months_without_activity(activities.lazy(), versions.lazy(), year).collect()
@@ -441,38 +627,29 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     absd = absence_days(stoppages, suspensions, ends.lazy(), p).collect()
     t = _timed("absences", t)
 
-    # Int64 is exact when every contract-month term and their total stay below 2**63.
-    max_paid = max(abs(int(paid[c].min() or 0)) for c in ("paid_hours", "paid_days")) if \
-        paid.height else 0
-    max_paid = max([max_paid] + [int(paid[c].max() or 0) for c in ("paid_hours", "paid_days")
-                                 if paid.height])
-    max_quota = max(abs(int(versions["quota_h"].min() or 0)), int(versions["quota_h"].max() or 0)) \
-        if versions.height else 0
-    bound = 12 * (max_paid + 2 * max_quota) * M_SCALE * 2 * max(1, paid.height + no_act.height
-                                                                 + absd.height)
+    bound = int_bound(paid, versions, paid.height + no_act.height + absd.height)
     num_t = pl.Int64 if bound < INT64_SAFE else pl.Int128
 
     # grid of (contract, month) rows that carry something, with paid time and flags
-    keys = [*CONTRACT_KEY, "month"]
-    extra = (no_act.lazy().select(*keys, pl.lit(True).alias("no_activity"))
-             .join(absd.lazy(), on=keys, how="full", coalesce=True))
-    grid = paid.lazy().join(extra, on=keys, how="full", coalesce=True)
+    grid = (paid.lazy().join(no_act.lazy(), on="cm", how="full", coalesce=True)
+            .join(absd.lazy(), on="cm", how="full", coalesce=True))
     cm = (attributes_at(grid, versions.lazy())
-          .join(ends.lazy(), on=CONTRACT_KEY, how="left")
+          .filter(pl.col("oos_reason").is_null() & pl.col("family").is_in(["hours", "days"]))
+          .with_columns(cm_cid().alias("cid"), cm_month().alias("month"))
+          .join(ends.lazy(), on="cid", how="left")
           .with_columns(pl.col("no_activity").fill_null(False), pl.col("abs_days").fill_null(0),
                         pl.col("has_hours").fill_null(False), pl.col("has_days").fill_null(False),
-                        days_in_month().alias("dim"))
-          .filter(pl.col("oos_reason").is_null()))
+                        days_in_month().alias("dim")))
     presence = overlap_days(pl.col("contract_start").fill_null(date(year, 1, 1)),
                             pl.col("contract_end").fill_null(date(year, 12, 31)),
                             pl.col("month"), month_end("month"))
     cm = cm.with_columns(
-        pl.when(pl.col("no_activity") & pl.col("family").is_in(["hours", "days"]))
+        pl.when(pl.col("no_activity"))
         .then(pl.col("quota_h") * presence * (M_SCALE // pl.col("dim")))
         .otherwise(0).cast(pl.Int64).alias("presence_scaled"),
         (pl.col("quota_h") * pl.col("abs_days") * (M_SCALE // pl.col("dim")))
         .cast(pl.Int64).alias("absence_scaled"),
-    ).filter(pl.col("family").is_in(["hours", "days"]))  # sans-notion: remuneration route
+    )  # sans-notion months take the remuneration route (step 4)
     # rows per (contract, month, unit family): the contract's own family (always) + the other
     # family when an Activité was declared in it (53.003 override)
     is_h = pl.col("family") == "hours"
@@ -496,83 +673,161 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
                          .otherwise(0).cast(num_t).alias("absence_credited_scaled"))
            .with_columns((pl.col("_base") + pl.col("absence_credited_scaled"))
                          .alias("counted_scaled")))
-    cmf = cmf.with_columns(*reference_fraction(p, num_t)).select(
-        "nir", "siret", "contract_no", "month", "act_family", "own_family", "paid_h",
-        "presence_scaled", "abs_days", "absence_credited_scaled", "counted_scaled",
-        "term_num", "term_den", "_lab_kind", "_lab_r", "decl_min", "decl_max").collect()
+    cmf = (cmf.with_columns(*reference_fraction(p, num_t))
+           .join(keys.lazy().select("cid", "pid"), on="cid", how="left")
+           .select("pid", pl.col("month").dt.month().cast(pl.Int8).alias("month_no"),
+                   (pl.col("act_family") == "hours").alias("is_hours"), "own_family", "paid_h",
+                   "presence_scaled", "abs_days", "absence_credited_scaled", "counted_scaled",
+                   "term_num", "term_den", label_code().alias("_lcode"), "decl_min", "decl_max")
+           .collect())
     t = _timed("contract_month_terms", t)
 
     # 4. sans-notion: remuneration route (only people with a sans-notion contract version can
     # have a sans-notion month: pay is pre-filtered on them)
-    sn_nirs = versions.filter(pl.col("family") == "sans_notion")["nir"].unique()
-    rem = (scan_person_table(root_dir, "pay", decls, buckets, with_ord=False)
-           .filter(pl.col("nir").is_in(sn_nirs.implode())
-                   & (pl.col("pay_type") == p.remuneration_pay_type)
-                   & (pl.col("period_end").dt.year() == year))
-           .with_columns(month_start("period_end").alias("month")))
-    rem_attr = attributes_at(rem.group_by([*CONTRACT_KEY, "month"]).agg(
-        pl.col("amount_cents").sum(), pl.col("decl_id").min().alias("decl_min"),
-        pl.col("decl_id").max().alias("decl_max")), versions.lazy())
-    rem_sn = rem_attr.filter((pl.col("family") == "sans_notion")
-                             & pl.col("oos_reason").is_null()).collect()
+    sn_cids = versions.filter(pl.col("family") == "sans_notion").select("cid").unique()
+    sn_nirs = keys.join(sn_cids, on="cid", how="semi")["nir"].unique()
+    rem_sn = pl.DataFrame(schema={"pid": pl.Int64, "amount_cents": pl.Int64,
+                                  "decl_min": pl.Int64, "decl_max": pl.Int64})
+    if sn_nirs.len():
+        rem = with_cid(read("pay", ["decl_id", "decl_month", "nir", "siret", "contract_no",
+                                    "pay_type", "period_end", "amount_cents"], with_ord=False)
+                       .filter((pl.col("pay_type") == p.remuneration_pay_type)
+                               & (pl.col("period_end").dt.year() == year))
+                       .filter(pl.col("nir").is_in(sn_nirs.implode())), keys)
+        rem_attr = attributes_at(
+            rem.group_by(cm_key(month_start("period_end")).alias("cm")).agg(
+                pl.col("amount_cents").sum(), pl.col("_dsid").min().alias("decl_min"),
+                pl.col("_dsid").max().alias("decl_max")).collect(), versions.lazy())
+        rem_sn = (rem_attr.filter((pl.col("family") == "sans_notion")
+                                  & pl.col("oos_reason").is_null())
+                  .with_columns(cm_cid().alias("cid"))
+                  .join(keys.lazy().select("cid", "pid"), on="cid", how="left")
+                  .group_by("pid").agg(pl.col("amount_cents").sum(),
+                                       pl.col("decl_min").min(), pl.col("decl_max").max())
+                  .collect())
     t = _timed("sans_notion_pay", t)
     smic_x12 = p.smic_reference_cents_x12
     terms = pl.concat([
-        cmf.select("nir", pl.col("term_num").cast(pl.Int128).alias("num"),
-                   pl.col("term_den").alias("den")),
-        rem_sn.group_by("nir").agg(pl.col("amount_cents").sum())
-        .select("nir", (pl.col("amount_cents").cast(pl.Int128) * 144).alias("num"),
-                pl.lit(smic_x12, pl.Int64).alias("den")),
+        cmf.lazy().group_by("pid", pl.col("term_den").alias("den"))
+        .agg(pl.col("term_num").sum().cast(pl.Int128).alias("num")),
+        rem_sn.lazy().select("pid", pl.lit(smic_x12, pl.Int64).alias("den"),
+                             (pl.col("amount_cents").cast(pl.Int128) * 144).alias("num")),
     ])
-    fractions = sum_fractions(terms).collect()
+    fractions = sum_fractions(terms, key="pid").collect()
     t = _timed("sum_fractions", t)
 
-    # 5. explanation per person
-    cmf_l = cmf.lazy()
-    expl_cm = cmf_l.group_by("nir").agg(
-        pl.col("month").filter(pl.col("counted_scaled") > 0).n_unique().alias("months_counted"),
-        pl.col("paid_h").filter(pl.col("act_family") == "hours").sum().alias("paid_hours_h"),
-        pl.col("paid_h").filter(pl.col("act_family") == "days").sum().alias("paid_days_h"),
-        pl.struct("siret", "contract_no", "month")
-        .filter(pl.col("presence_scaled") > 0).n_unique().alias("presence_months"),
-        pl.col("abs_days").filter(pl.col("own_family")).sum().alias("absence_days"),
-        (pl.col("absence_credited_scaled").cast(pl.Float64).sum() / M_SCALE / 100)
-        .alias("absence_credited"),
-        pl.col("decl_min").min().alias("_cm_min"), pl.col("decl_max").max().alias("_cm_max"),
-    )
-    labels = (cmf_l.select("nir", "act_family", "_lab_kind", "_lab_r").unique()
-              .with_columns(reference_label(p).alias("ref_label"))
-              .group_by("nir").agg(pl.col("ref_label").unique().sort().str.join(" ")
-                                   .alias("references")))
-    expl_sn = rem_sn.lazy().group_by("nir").agg(
-        pl.col("amount_cents").sum().alias("sans_notion_remuneration_cents"),
-        pl.col("decl_min").min().alias("_sn_min"), pl.col("decl_max").max().alias("_sn_max"))
-    in_scope = versions.lazy().filter(pl.col("oos_reason").is_null()
-                                      & (pl.col("decl_month").dt.year() == year))
-    expl_c = in_scope.group_by("nir").agg(
-        pl.struct("siret", "contract_no").n_unique().alias("contracts_count"),
-        pl.col("siret").n_unique().alias("establishments_count"),
-        pl.col("siret").str.slice(0, 9).n_unique().alias("employers_count"),
-        pl.col("decl_id").n_unique().alias("_n_decls"),
-        pl.col("decl_id").min().alias("_c_min"), pl.col("decl_id").max().alias("_c_max"))
+    persons = person_explanations(cmf, rem_sn, fractions, versions, keys, decls, p)
+    flags = category_flags(versions, keys, p)
+    persons = (persons.join(flags, on="pid", how="left")
+               .with_columns(pl.col("boeth").fill_null(False), pl.col("esat").fill_null(False))
+               .sort("pid").drop("pid"))
+    persons = persons.collect().lazy()
+    t = _timed("persons", t)
 
-    examined = pl.concat([expl_c.select("nir"), expl_cm.select("nir"),
-                          expl_sn.select("nir")]).unique()
+    # 6. what is examined but cannot be credited
+    unc = uncreditable_rows(versions, persons, keys, ntt_rows, year)
+    in_year = (versions.lazy().filter(pl.col("decl_month").dt.year() == year)
+               .join(keys.lazy().select("cid", *CONTRACT_KEY), on="cid", how="left"))
+    return WorkedTime(persons=persons, uncreditable=unc, contracts=in_year)
+
+
+def category_flags(versions: pl.DataFrame, keys: pl.DataFrame, p: YearParams) -> pl.LazyFrame:
+    """Per person (``pid``): boeth (40.072 present on an in-scope contract version of year N),
+    esat (40.007 = 70) — cpf_rules.md §2.1, §3."""
+    return (versions.lazy().filter(pl.col("oos_reason").is_null()
+                                   & (pl.col("decl_month").dt.year() == p.year))
+            .join(keys.lazy().select("cid", "pid"), on="cid", how="left")
+            .group_by("pid").agg(
+                pl.col("boeth").is_not_null().any().alias("boeth"),
+                (pl.col("contract_nature") == p.esat_contract_nature).any().alias("esat")))
+
+
+def person_explanations(cmf: pl.DataFrame, rem_sn: pl.DataFrame, fractions: pl.DataFrame,
+                        versions: pl.DataFrame, keys: pl.DataFrame, decls: pl.DataFrame,
+                        p: YearParams) -> pl.LazyFrame:
+    """One row per examined person: the exact fraction and the explanation columns. Counts
+    and lineage bounds are integer aggregates on ``pid``; strings (nir, references,
+    source_decl_ids) are built once per person (labels once per distinct reference)."""
+    cmf_l = cmf.lazy()
+    is_h = pl.col("is_hours")
+    expl_cm = cmf_l.group_by("pid").agg(
+        # months of year N with counted time: a 12-bit set (bitwise or), then its popcount
+        pl.when(pl.col("counted_scaled") > 0)
+        .then(pl.col("month_no").replace_strict(MONTH_BITS, return_dtype=pl.Int32))
+        .otherwise(0).bitwise_or().alias("_months"),
+        pl.when(is_h).then(pl.col("paid_h")).otherwise(0).sum().alias("paid_hours_h"),
+        pl.when(is_h).then(0).otherwise(pl.col("paid_h")).sum().alias("paid_days_h"),
+        (pl.col("presence_scaled") > 0).sum().cast(pl.Int64).alias("presence_months"),
+        pl.when(pl.col("own_family")).then(pl.col("abs_days")).otherwise(0).sum()
+        .alias("absence_days"),
+        pl.col("absence_credited_scaled").cast(pl.Int128).sum().alias("_abs_cred"),
+        pl.col("decl_min").min().alias("_cm_min"), pl.col("decl_max").max().alias("_cm_max"),
+        pl.col("_lcode").min().alias("_lmin"), pl.col("_lcode").max().alias("_lmax"),
+    ).with_columns(pl.col("_months").bitwise_count_ones().cast(pl.Int64)
+                   .alias("months_counted")).drop("_months").collect()
+    # reference labels: formatted once per distinct code; only people with several codes
+    # (several references) go through a per-person string join
+    lab = label_table(cmf.select(pl.col("_lcode").unique()), p)
+    multi = (expl_cm.lazy().filter(pl.col("_lmin") != pl.col("_lmax")).select("pid")
+             .join(cmf_l.select("pid", "_lcode"), on="pid", how="inner")
+             .join(lab.lazy(), on="_lcode", how="left")
+             .group_by("pid").agg(pl.col("ref_label").unique().sort().str.join(" ")
+                                  .alias("_multi")))
+    expl_cm = (expl_cm.lazy().join(lab.lazy().rename({"_lcode": "_lmin"}), on="_lmin",
+                                   how="left")
+               .join(multi, on="pid", how="left")
+               .with_columns(pl.coalesce("_multi", "ref_label").alias("references"))
+               .drop("_lmin", "_lmax", "_multi", "ref_label"))
+    expl_sn = rem_sn.lazy().select("pid",
+                                   pl.col("amount_cents").alias("sans_notion_remuneration_cents"),
+                                   pl.col("decl_min").alias("_sn_min"),
+                                   pl.col("decl_max").alias("_sn_max"))
+    in_scope = (versions.lazy().filter(pl.col("oos_reason").is_null()
+                                       & (pl.col("decl_month").dt.year() == p.year))
+                .select("cid", "_drank", "_dsid")
+                .join(keys.lazy().select("cid", "pid"), on="cid", how="left"))
+    per_contract = (in_scope.group_by("cid").agg(pl.col("_dsid").min().alias("_c_min"),
+                                                 pl.col("_dsid").max().alias("_c_max"))
+                    .join(keys.lazy().select("cid", "pid", "siret_code", "siren_code"),
+                          on="cid", how="left")
+                    .group_by("pid").agg(
+                        pl.len().cast(pl.Int64).alias("contracts_count"),
+                        pl.col("siret_code").n_unique().cast(pl.Int64)
+                        .alias("establishments_count"),
+                        pl.col("siren_code").n_unique().cast(pl.Int64).alias("employers_count"),
+                        pl.col("_c_min").min(), pl.col("_c_max").max()))
+    n_decls = (in_scope.select((pl.col("pid") * KEY_SHIFT + pl.col("_drank")).alias("_pd"))
+               .unique().group_by((pl.col("_pd") // KEY_SHIFT).alias("pid"))
+               .agg(pl.len().cast(pl.Int64).alias("_n_decls")))
+    expl_c = per_contract.join(n_decls, on="pid", how="left")
+    examined = pl.concat([expl_c.select("pid"), expl_cm.select("pid"),
+                          expl_sn.select("pid")]).unique()
     src_min = pl.min_horizontal("_c_min", "_cm_min", "_sn_min")
     src_max = pl.max_horizontal("_c_max", "_cm_max", "_sn_max")
-    persons = (
-        examined.join(fractions.lazy(), on="nir", how="left")
-        .join(expl_cm, on="nir", how="left").join(labels, on="nir", how="left")
-        .join(expl_sn, on="nir", how="left").join(expl_c, on="nir", how="left")
+    ids = decls.lazy().select("_dsid", "decl_id")
+    smic_x12 = p.smic_reference_cents_x12
+    return (
+        examined.join(fractions.lazy(), on="pid", how="left")
+        .join(expl_cm, on="pid", how="left")
+        .join(expl_sn, on="pid", how="left").join(expl_c, on="pid", how="left")
+        .join(keys.lazy().group_by("pid").agg(pl.col("nir").first()), on="pid", how="left")
+        .with_columns(src_min.alias("_src_min"), src_max.alias("_src_max"))
+        .join(ids.rename({"_dsid": "_src_min", "decl_id": "_id_min"}), on="_src_min",
+              how="left")
+        .join(ids.rename({"_dsid": "_src_max", "decl_id": "_id_max"}), on="_src_max",
+              how="left")
         .with_columns(
             pl.col("frac_num").fill_null(pl.when(pl.col("n_dens").is_null()).then(0)),
             pl.col("frac_den").fill_null(pl.when(pl.col("n_dens").is_null()).then(1)),
             pl.col("n_dens").fill_null(0),
-            pl.when(src_min.is_not_null())
-            .then(pl.format("{} decl. {}..{}", pl.col("_n_decls").fill_null(0), src_min, src_max))
+            pl.when(pl.col("_id_min").is_not_null())
+            .then(pl.format("{} decl. {}..{}", pl.col("_n_decls").fill_null(0), "_id_min",
+                            "_id_max"))
             .alias("source_decl_ids"),
+            (pl.col("_abs_cred").cast(pl.Float64) / M_SCALE / 100).alias("absence_credited"),
         )
-        .drop("_c_min", "_c_max", "_cm_min", "_cm_max", "_sn_min", "_sn_max", "_n_decls")
+        .drop("_c_min", "_c_max", "_cm_min", "_cm_max", "_sn_min", "_sn_max", "_n_decls",
+              "_src_min", "_src_max", "_id_min", "_id_max", "_abs_cred")
         .rename({"frac_num": "ratio12_num", "frac_den": "ratio12_den", "n_dens": "n_references"})
         .with_columns(
             (pl.col("ratio12_num").cast(pl.Float64)
@@ -589,21 +844,19 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
         )
     )
 
-    # 6. what is examined but cannot be credited
-    unc = uncreditable_rows(versions.lazy(), persons, contracts.lazy(), year)
-    return WorkedTime(persons=persons, uncreditable=unc,
-                      contracts=versions.lazy().filter(pl.col("decl_month").dt.year() == year))
-
 
 def source_declarations(root_dir: Path | str, nir: str, year: int) -> pl.DataFrame:
     """Full lineage for ONE person (``cpf explain``): every current declaration of year N
     (and of the months whose recalls count for N) in which the person has a contract,
-    activity or pay row, with the table it was seen in. Filters the lake for that NIR only."""
+    activity or pay row (also under an NTT linked to the NIR), with the table it was seen in.
+    Filters the lake for that NIR only."""
     decls = current_declarations(root_dir)
+    links = ntt_links(root_dir, decls)
     frames = []
     for table in ("contracts", "activities", "pay", "work_stoppages", "suspensions",
                   "contract_ends"):
-        frames.append(scan_person_table(root_dir, table, decls, None, with_ord=False)
+        frames.append(scan_person_table(root_dir, table, decls, None, with_ord=False,
+                                        links=links)
                       .filter(pl.col("nir") == nir)
                       .filter((pl.col("decl_month") >= date(year - 1, 12, 1))
                               & (pl.col("decl_month") <= date(year + 1, 12, 1)))
@@ -635,6 +888,24 @@ def reference_fraction(p: YearParams, num_t: pl.DataType = pl.Int128) -> list[pl
             kind.alias("_lab_kind"), pl.when(use_r).then(R).alias("_lab_r")]
 
 
+def label_code() -> pl.Expr:
+    """The reference of a contract-month term as one Int64 (``reference_label`` decodes it):
+    ``_lab_r · 8 + _lab_kind · 2 + is_hours``."""
+    return (pl.col("_lab_r").fill_null(0).cast(pl.Int64) * 8
+            + pl.col("_lab_kind").cast(pl.Int64) * 2
+            + (pl.col("act_family") == "hours").cast(pl.Int64))
+
+
+def label_table(codes: pl.DataFrame, p: YearParams) -> pl.DataFrame:
+    """(_lcode, ref_label) for the distinct codes of a run (a handful)."""
+    return codes.with_columns(
+        pl.when(pl.col("_lcode") % 2 == 1).then(pl.lit("hours")).otherwise(pl.lit("days"))
+        .alias("act_family"),
+        (pl.col("_lcode") // 2 % 4).cast(pl.Int8).alias("_lab_kind"),
+        pl.when(pl.col("_lcode") // 2 % 4 == 0).then(pl.col("_lcode") // 8).alias("_lab_r"),
+    ).select("_lcode", reference_label(p).alias("ref_label"))
+
+
 def reference_label(p: YearParams) -> pl.Expr:
     """e.g. "h:151.67", "d:218/12", "h:1607/12" from ``act_family``, ``_lab_kind``, ``_lab_r``."""
     unit_letter = pl.when(pl.col("act_family") == "hours").then(pl.lit("h")).otherwise(pl.lit("d"))
@@ -648,29 +919,30 @@ def reference_label(p: YearParams) -> pl.Expr:
                      .otherwise(pl.format("{}/12", (legal // 100).cast(pl.String))))
 
 
-def uncreditable_rows(versions, persons, contracts, year: int) -> pl.LazyFrame:
+def uncreditable_rows(versions: pl.DataFrame, persons: pl.LazyFrame, keys: pl.DataFrame,
+                      ntt_rows: pl.DataFrame, year: int) -> pl.LazyFrame:
     """Examined people the run does not credit, with a reason (never silently dropped):
-    ntt_only, out_of_scope (every contract of the year out of scope),
-    out_of_scope_contract (excluded contract of a credited person), too_many_references,
-    negative_worked_time."""
-    in_year = contracts.filter(pl.col("decl_month").dt.year() == year)
-    ntt_only = (in_year.filter(pl.col("nir").is_null() & pl.col("ntt").is_not_null())
-                .group_by("ntt").agg(pl.col("siret").unique().sort().str.join(",").alias("detail"))
+    ntt_only (NTT never linked to a NIR, see ``ntt_links``), out_of_scope (every contract of
+    the year out of scope), out_of_scope_contract (excluded contract of a credited person),
+    too_many_references, negative_worked_time."""
+    ntt_only = (ntt_rows.lazy().group_by("ntt")
+                .agg(pl.col("siret").unique().sort().str.join(",").alias("detail"))
                 .select(pl.lit(None, pl.String).alias("nir"), "ntt",
                         pl.lit("ntt_only").alias("reason"),
                         pl.format("no NIR; establishments {}", "detail").alias("detail")))
-    v = versions.filter(pl.col("decl_month").dt.year() == year)
-    oos = v.filter(pl.col("oos_reason").is_not_null())
-    oos_people = (oos.select("nir").unique()
-                  .join(v.filter(pl.col("oos_reason").is_null()).select("nir").unique(),
-                        on="nir", how="anti"))
-    oos_rows = (oos.group_by("nir").agg(pl.col("oos_reason").unique().sort().str.join(","),
-                                        pl.col("contract_no").unique().sort().str.join(","))
-                .join(oos_people.with_columns(pl.lit(True).alias("all_oos")), on="nir",
-                      how="left")
+    v = (versions.lazy().filter(pl.col("decl_month").dt.year() == year)
+         .select("cid", "oos_reason")
+         .join(keys.lazy().select("cid", "pid", "nir", "contract_no"), on="cid", how="left"))
+    in_scope = (v.filter(pl.col("oos_reason").is_null()).select("pid").unique()
+                .with_columns(pl.lit(True).alias("_in_scope")))
+    oos_rows = (v.filter(pl.col("oos_reason").is_not_null())
+                .group_by("pid").agg(pl.col("nir").first(),
+                                     pl.col("oos_reason").unique().sort().str.join(","),
+                                     pl.col("contract_no").unique().sort().str.join(","))
+                .join(in_scope, on="pid", how="left")
                 .select("nir", pl.lit(None, pl.String).alias("ntt"),
-                        pl.when(pl.col("all_oos")).then(pl.lit("out_of_scope"))
-                        .otherwise(pl.lit("out_of_scope_contract")).alias("reason"),
+                        pl.when(pl.col("_in_scope")).then(pl.lit("out_of_scope_contract"))
+                        .otherwise(pl.lit("out_of_scope")).alias("reason"),
                         pl.format("{} (contracts {})", "oos_reason", "contract_no")
                         .alias("detail")))
     bad = persons.filter((pl.col("n_references") > K_MAX) | (pl.col("ratio12_num") < 0)).select(

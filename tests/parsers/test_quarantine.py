@@ -28,7 +28,11 @@ def causes(p):
     ("S21.G00.40.007,'01'", "S21.G00.40.007,'77'", "bad_enum", "line"),
     ("S21.G00.40.017,'1486'", "S21.G00.40.017,'14867'", "bad_format", "line"),
     ("S21.G00.51.001,'01012025'", "S21.G00.51.001,'32012025'", "invalid_date", "declaration"),
-    ("S21.G00.30.001,'1850775123456'", "S21.G00.30.001,'1852075123456'", "invalid_nir", "declaration"),
+    # CCH-11: département 20 only for a birth year < 1976, 96 only for a birth year < 1968.
+    ("S21.G00.30.001,'1850775123456'", "S21.G00.30.001,'1850720123456'", "invalid_nir", "declaration"),
+    ("S21.G00.30.001,'1850775123456'", "S21.G00.30.001,'1850796123456'", "invalid_nir", "declaration"),
+    # S21.G00.30.006 CCH-11: the NIR's year equals the birth year (checked on the birth date).
+    ("S21.G00.30.006,'15071985'", "S21.G00.30.006,'15071986'", "nir_birth_year_mismatch", "line"),
     ("S21.G00.30.001,'1850775123456'", "S21.G00.30.001,'1999999999999'", "invalid_nir", "declaration"),
     ("S21.G00.30.001,'1850775123456'", "S21.G00.30.001,'1852A75123456'", "invalid_nir", "declaration"),
     ("S21.G00.30.001,'1850775123456'", "S21.G00.30.001,'1850775999999'", "invalid_nir", "declaration"),

@@ -2,6 +2,8 @@
 envois (generator.builder) -> lake (the real parser) -> ready for pipeline.credits.
 
 Month keys: "1-12", "3", or "YYYY-MM" (another year). Quantities in the contract's unit.
+``nir_from_month: M`` (with ``ntt``): the months before M are declared under the NTT alone,
+M and later carry both the NIR and the NTT (the DSN that links the NTT to the NIR).
 """
 
 from __future__ import annotations
@@ -52,15 +54,18 @@ def build_declarations(case: dict) -> list[Declaration]:
         c.setdefault("number", f"CTR{i + 1:03d}")
         c.setdefault("siret", DEFAULT_SIRET)
 
-    def person() -> Person:
-        return Person(nir=nir, last_name="DUPONT", first_names="MARIE", birth_date="01011985",
-                      ntt=case.get("ntt"))
+    nir_from = case.get("nir_from_month")  # earlier months: NTT only (NIR not yet known)
+
+    def person(month: date) -> Person:
+        known = nir_from is None or month >= date(year, int(nir_from), 1)
+        return Person(nir=nir if known else None, last_name="DUPONT", first_names="MARIE",
+                      birth_date="01011985", ntt=case.get("ntt"))
 
     def decl(siret: str, month: date) -> Declaration:
         key = (siret, month)
         if key not in decls:
             decls[key] = Declaration(siren=siret[:9], nic=siret[9:], month=month,
-                                     people=[person()])
+                                     people=[person(month)])
         return decls[key]
 
     for c in contracts:

@@ -51,3 +51,23 @@ def test_source_declarations_for_one_person(small_lake):
     src = source_declarations(small_lake, row["nir"], 2025)
     n = int(row["source_decl_ids"].split(" ")[0])
     assert src["decl_id"].n_unique() >= n > 0
+
+
+def test_ntt_link_crosses_buckets(tmp_path):
+    """NTT-only rows (bucket 0) linked to a NIR of another bucket are credited in that NIR's
+    bucket run only, never twice, and not reported as ntt_only (cases.yaml NTT link case)."""
+    import yaml
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from scenario import ingest_case
+    cases = yaml.safe_load((Path(__file__).parent / "cases.yaml").read_text(encoding="utf-8"))
+    case = next(c for c in cases if "nir_from_month" in c)
+    ingest_case(case, tmp_path)
+    whole = compute_year(tmp_path, 2025)
+    w = whole.amounts.collect()
+    assert w["months_counted"].to_list() == [12]
+    assert "ntt_only" not in whole.uncreditable.collect()["reason"].to_list()
+    runs = [compute_year(tmp_path, 2025, buckets=[b]) for b in range(16)]
+    parts = pl.concat([r.amounts.collect() for r in runs])
+    assert parts.equals(w)
+    assert all(r.uncreditable.collect().height == 0 for r in runs)
+    assert source_declarations(tmp_path, case["nir"], 2025)["decl_id"].n_unique() == 12
