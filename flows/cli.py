@@ -350,12 +350,69 @@ def _derivation_story(row: dict) -> list[str]:
         f"{_eur(g('annual_amount_cents') or 0)}, ceiling {_eur(g('ceiling_cents') or 0)} "
         "(full amount when the ratio, rounded to 4 decimals, is ≥ 0.5; else amount × ratio rounded up to the cent).",
     ]
-    if g("credit_cents") is not None:
+    if g("annual_amount_hours") is not None:  # hour era (2015-2018): amounts in whole hours
+        lines[2] = (f"3. Hour era: annual amount {g('annual_amount_hours')} h "
+                    f"({g('annual_amount_hours_second_tier')} h at the second-tier rate), "
+                    f"ceiling {g('ceiling_hours')} h (prorated below full time, rounded up to the "
+                    "hour; no ½ threshold).")
+    if g("credit_hours") is not None:
+        lines.append(
+            f"4. Ceiling: balance {g('balance_before_hours')} h + credit {g('credit_hours')} h "
+            f"= {g('balance_after_hours')} h (converted at 15 €/h on 1 January 2019).")
+    elif g("credit_cents") is not None:
         lines.append(
             f"4. Ceiling: min({_eur(g('annual_amount_cents') or 0)}, max(0, {_eur(g('ceiling_cents') or 0)} − "
             f"balance {_eur(g('balance_before_cents') or 0)})) = credit {_eur(g('credit_cents'))}; "
             f"balance after {_eur(g('balance_after_cents') or 0)}.")
     return lines
+
+
+def _contract_month_terms(lake: Path, nir: str, year: int, published: dict | None) -> None:
+    """Per contract and month, the terms the ratio sums (counted / monthly reference),
+    recomputed from the lake for this person's bucket only, then checked against the published
+    ratio: an auditor sees each month's contribution and whether the lake still agrees."""
+    import polars as pl
+
+    from parsers.lake import scan
+    from pipeline.parameters import params_for_year
+    from pipeline.worked_time import M_SCALE, worked_time
+
+    buckets = (scan(lake, "individuals").filter(pl.col("nir") == nir).select("bucket").unique()
+               .collect()["bucket"].to_list())
+    if not buckets:
+        return
+    wt = worked_time(lake, year, params_for_year(year), buckets=sorted(buckets), keep_terms=True)
+    cm = wt.contract_months.filter(pl.col("nir") == nir)
+    if cm.height == 0:
+        return
+    t = Table(title="Contract-months: counted / monthly reference (recomputed from the lake)")
+    for c in ("establishment", "contract", "month", "unit", "paid", "presence", "absence days",
+              "absence credited", "counted", "reference", "term"):
+        t.add_column(c, no_wrap=True)
+    for r in cm.iter_rows(named=True):
+        counted = r["counted_scaled"] / M_SCALE / 100
+        t.add_row(r["siret"] or "", r["contract_no"] or "", f"{r['month']:%Y-%m}",
+                  r["family"] + ("" if r["own_family"] else " (53.003)"),
+                  f"{r['paid_h'] / 100:.2f}", f"{r['presence_h'] / 100:.2f}",
+                  str(r["abs_days"]), f"{r['absence_credited_h'] / 100:.2f}", f"{counted:.2f}",
+                  r["ref_label"] or "", f"{r['term_num'] / r['term_den']:.6f}")
+    console.print(t)
+    if published is None or published.get("ratio12_num") is None:
+        return
+    again = wt.persons.filter(pl.col("nir") == nir).collect()
+    if again.height == 0:
+        console.print("[yellow]the lake no longer yields this person for the year[/]")
+        return
+    a = again.row(0, named=True)
+    same = (int(a["ratio12_num"]) * int(published["ratio12_den"])
+            == int(published["ratio12_num"]) * int(a["ratio12_den"]))
+    if same:
+        console.print(f"Recomputed ratio {a['ratio12_num']}/{12 * a['ratio12_den']} equals the "
+                      "published one.")
+    else:
+        console.print(f"[yellow]Recomputed ratio {a['ratio12_num']}/{12 * a['ratio12_den']} "
+                      f"differs from the published {published['ratio_exact']}: the lake changed "
+                      "since the run (late corrections); `cpf credit` posts the difference.[/]")
 
 
 @app.command()
@@ -366,7 +423,8 @@ def explain(
 ):
     """The derivation of one person's credit, as the engine kept it when the run was published
     (contracts, months, time, absences, ratio, category, amount, ceiling) and the ledger entries.
-    Nothing is recomputed."""
+    The contract-month terms are recomputed for this person's bucket and checked against the
+    published ratio."""
     import polars as pl
 
     from pipeline import publish as pub
@@ -399,6 +457,7 @@ def explain(
         console.print(t)
     else:
         console.print(f"not examined for {year} in run {run_id}")
+    _contract_month_terms(lake, nir, year, ac.row(0, named=True) if ac.height else None)
     emp = pl.read_parquet(pub.run_dir(lake, run_id) / "employments.parquet").filter(
         pl.col("nir") == nir)
     if emp.height:
@@ -413,12 +472,17 @@ def explain(
         t.add_column(c, no_wrap=True)
     t.add_column("source", overflow="ellipsis", no_wrap=True)
     for r in entries.sort("year", "run_id", "kind").iter_rows(named=True):
-        t.add_row(str(r["year"]), r["kind"], r["sub_ledger"], _eur(r["amount_cents"]),
+        amount = (f"{r['amount_hours']} h" if r.get("amount_hours") is not None
+                  and not r.get("amount_cents") else _eur(r["amount_cents"]))
+        t.add_row(str(r["year"]), r["kind"], r["sub_ledger"], amount,
                   r["run_id"], r["entry_id"][:12], (r["source"] or "")[:60])
     console.print(t)
     earned = entries.filter(pl.col("sub_ledger") == "earned")["amount_cents"].sum()
     dot = entries.filter(pl.col("sub_ledger") == "dotation")["amount_cents"].sum()
-    console.print(f"earned balance {_eur(earned)} · dotation balance {_eur(dot)}")
+    hours = (entries.filter(pl.col("sub_ledger") == "earned_hours")["amount_hours"].sum()
+             if "amount_hours" in entries.columns else 0)
+    console.print(f"earned balance {_eur(earned)} · dotation balance {_eur(dot)}"
+                  + (f" · unconverted hours {hours} h" if hours else ""))
 
 
 # --- replay --------------------------------------------------------------------------------------

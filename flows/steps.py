@@ -436,10 +436,15 @@ def prepare_lots(prep: Prepared, ledger_upto: str | None = None) -> str:
 
 
 def post_shard(prep: Prepared, shard: int, shards: int, lots_path: str,
-               ledger_upto: str | None = None, employments: bool = True) -> dict:
+               ledger_upto: str | None = None, employments: bool = True,
+               buckets: list[int] | None = None) -> dict:
     """Diff-post one shard: its ledger entries, opening balances and lots only. Writes the
     shard's entries, annual_credits, balances (and employments) parts; returns counts, totals
-    and the balance-check errors (raised by the caller, so exceptions never cross processes)."""
+    and the balance-check errors (raised by the caller, so exceptions never cross processes).
+
+    The shard's history is read by row group (``pub.shard_entries``): memory and I/O are
+    bounded by the shard, not the ledger. ``buckets``: the shard's lake buckets (as
+    ``compute_shard`` returned them; derived from the lake when omitted)."""
     import time
     from pipeline.ledger import balances_by_person
     from pipeline.dotations import plan_dotations
@@ -448,7 +453,7 @@ def post_shard(prep: Prepared, shard: int, shards: int, lots_path: str,
     inputs = prep.run_inputs()
     current = pub.read_current(root)
     mine = shard_expr(shards) == shard
-    ledger = conform(pub.scan_published_entries(root, current, upto_run=ledger_upto).filter(mine))
+    ledger = pub.shard_entries(root, shard, shards, mine, current, upto_run=ledger_upto)
     meta = RunMeta(run_id=prep.run_id, code_version=inputs.code_version,
                    param_version=inputs.param_version, default_source=f"run-inputs:{prep.run_id}")
     bal_path = pub.archived_input(root, inputs.balances_sha256)
@@ -467,7 +472,8 @@ def post_shard(prep: Prepared, shard: int, shards: int, lots_path: str,
     pub.write_parquet(ac, d / "annual_credits.parquet")
     pub.write_parquet(balances, d / "balances.parquet")
     if employments:
-        bks = shard_buckets(_lake_bucket_ids(root), shards, shard)
+        bks = buckets if buckets is not None else shard_buckets(_lake_bucket_ids(root), shards,
+                                                                shard)
         pub.write_parquet(pub.employments_snapshot(root, prep.year, buckets=bks),
                           d / "employments.parquet")
     by_kind = entries.group_by("kind").agg(pl.len().alias("n"), pl.col("amount_cents").sum())
@@ -523,7 +529,8 @@ def credit_sharded(root: Path, year: int, shards: int, holders: Path | None = No
         timings["compute"] = time.perf_counter() - t
         t = time.perf_counter()
         lots = prepare_lots(prep)
-        posted = [post_shard(prep, s, shards, lots) for s in range(shards)]
+        posted = [post_shard(prep, s, shards, lots, buckets=shard_buckets(ids, shards, s))
+                  for s in range(shards)]
         staged = finalize_sharded(prep, posted, lots, shards)
         timings["post"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -549,7 +556,8 @@ def replay_sharded(prep: Prepared, manifest: dict, lake_root: Path) -> tuple[str
     out = Path(prep.work_dir) / "replay"
     out.mkdir(parents=True, exist_ok=True)
     dirs = [p["dir"] for p in sorted(posted, key=lambda p: p["shard"])]
-    sha = pub.concat_parts([Path(d) / "entries.parquet" for d in dirs], out / "entries.parquet")
+    sha = pub.concat_entries_parts([Path(d) / "entries.parquet" for d in dirs],
+                                   out / "entries.parquet")
     pub.concat_parts([Path(d) / "annual_credits.parquet" for d in dirs],
                      out / "annual_credits.parquet")
     return (sha, pl.read_parquet(out / "entries.parquet"),

@@ -7,6 +7,10 @@ and what the current computation says (``plan_year_postings``). A rerun on uncha
 nothing; a late A&R or a pay recall gives an ``adjustment_credit`` (more) or a ``reversal``
 (less).
 
+The hour era (activity years 2015-2018) is credited in hours on the ``earned_hours``
+sub-ledger (``plan_hour_year``); the first euro-era run converts what is left at 15 €/h
+(``hour_to_euro_conversions``, décret 2018-1153) before applying the euro ceiling.
+
 Everything here is a pure function over Polars frames (beancount style: ``(entries, inputs) ->
 (new entries, errors)``); reading and publishing files is ``pipeline.publish``'s job.
 
@@ -27,6 +31,8 @@ from pipeline.ceiling import apply_ceiling
 # --- vocabulary -----------------------------------------------------------------------------
 
 EARNED = "earned"  # droits acquis: the ceiling-relevant sub-ledger
+HOURS = "earned_hours"  # hour era (activity years 2015-2018): droits acquis in hours, converted
+# to euros on 1 January 2019 (décret 2018-1153) by ``hour_to_euro_conversion`` entries
 DOTATION = "dotation"  # droits supplémentaires (décret 2025-341): outside the ceiling
 
 ANNUAL_CREDIT = "annual_credit"
@@ -49,8 +55,9 @@ ENTRY_SCHEMA: dict[str, pl.DataType] = {
     "nir": pl.String(),
     "year": pl.Int32(),  # activity year (dotations: year received)
     "kind": pl.String(),  # one of KINDS
-    "sub_ledger": pl.String(),  # EARNED | DOTATION
-    "amount_cents": pl.Int64(),  # signed
+    "sub_ledger": pl.String(),  # EARNED | HOURS | DOTATION
+    "amount_cents": pl.Int64(),  # signed (0 on the hour sub-ledger)
+    "amount_hours": pl.Int64(),  # signed whole hours on the HOURS sub-ledger, else null
     "lot_id": pl.String(),  # dotation lot, null on the earned sub-ledger
     "param_version": pl.String(),
     "code_version": pl.String(),
@@ -115,24 +122,29 @@ def entry_id_expr() -> pl.Expr:
 def _with_entry_ids(df: pl.DataFrame) -> pl.DataFrame:
     """Add entry_id = first 24 hex of sha256 of the identity string (stable across versions).
 
-    Vectorised through Polars' ``str`` namespace is not available for sha256, so the digest is
-    taken over the unique identity strings with hashlib via ``map_batches`` on whole columns
-    (one Python call per batch, not per row logic)."""
-    import hashlib
+    Polars has no sha256, so the digest is DuckDB's vectorised ``sha256()`` over the whole
+    identity column (Arrow in, Arrow out, no per-row Python); DuckDB keeps the row order of a
+    plain projection (``preserve_insertion_order``, on by default and set explicitly here)."""
+    import duckdb
 
-    def digest(s: pl.Series) -> pl.Series:
-        return pl.Series([hashlib.sha256(v.encode()).hexdigest()[:24] for v in s.to_list()],
-                         dtype=pl.String)
-
-    return df.with_columns(
-        entry_id_expr().map_batches(digest, return_dtype=pl.String).alias("entry_id")
-    )
+    ident = df.select(entry_id_expr().alias("ident"))
+    if ident.height == 0:
+        return df.with_columns(pl.lit(None, pl.String).alias("entry_id"))
+    con = duckdb.connect()
+    try:
+        con.execute("SET preserve_insertion_order = true")
+        con.register("ident", ident.to_arrow())
+        ids = con.sql("SELECT substr(sha256(ident), 1, 24) AS entry_id FROM ident").pl()
+    finally:
+        con.close()
+    return df.with_columns(ids.get_column("entry_id").cast(pl.String).alias("entry_id"))
 
 
 # --- balances --------------------------------------------------------------------------------
 
 def balances_by_person(entries: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
-    """Current balance per account: earned, dotation, total (all published entries)."""
+    """Current balance per account: earned, dotation, total (all published entries), and the
+    hour-era balance not yet converted (``earned_hours``, 0 once converted)."""
     lf = entries.lazy() if isinstance(entries, pl.DataFrame) else entries
     return (
         lf.group_by("nir")
@@ -144,13 +156,15 @@ def balances_by_person(entries: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
             pl.len().cast(pl.Int64).alias("n_entries"),
             pl.col("year").filter(pl.col("kind").is_in(CREDIT_KINDS)).max()
             .alias("last_credited_year"),
+            pl.col("amount_hours").filter(pl.col("sub_ledger") == HOURS).sum()
+            .cast(pl.Int64).alias("earned_hours"),
         )
         .with_columns(
             (pl.col("earned_balance_cents") + pl.col("dotation_balance_cents"))
             .alias("total_balance_cents")
         )
         .select("nir", "earned_balance_cents", "dotation_balance_cents", "total_balance_cents",
-                "last_credited_year", "n_entries")
+                "last_credited_year", "n_entries", "earned_hours")
         .sort("nir")
     )
 
@@ -213,6 +227,148 @@ def _source_expr(schema_names: list[str], default: str) -> pl.Expr:
     return pl.lit(default).alias("source")
 
 
+# --- hour era (2015-2018) and the 1 January 2019 conversion -------------------------------
+
+CONVERSION_YEAR = 2019  # décret 2018-1153: hour balances converted on 1 January 2019
+
+
+def _entries_frame(df: pl.DataFrame, meta: RunMeta, kind: pl.Expr | str, sub_ledger: str,
+                   year: int, amount_cents: pl.Expr, amount_hours: pl.Expr,
+                   param_version: pl.Expr | str, source: pl.Expr | str) -> pl.DataFrame:
+    """ENTRY_SCHEMA rows (with entry ids) from one row per person of ``df`` (column ``nir``)."""
+    lit = lambda v: pl.lit(v) if isinstance(v, str) else v  # noqa: E731
+    out = df.select(
+        pl.lit(meta.run_id).alias("run_id"), pl.col("nir"),
+        pl.lit(year, dtype=pl.Int32).alias("year"), lit(kind).alias("kind"),
+        pl.lit(sub_ledger).alias("sub_ledger"), amount_cents.cast(pl.Int64).alias("amount_cents"),
+        amount_hours.cast(pl.Int64).alias("amount_hours"),
+        pl.lit(None, dtype=pl.String).alias("lot_id"),
+        lit(param_version).cast(pl.String).alias("param_version"),
+        pl.lit(meta.code_version).alias("code_version"), lit(source).cast(pl.String).alias("source"))
+    return conform(_with_entry_ids(out))
+
+
+def hour_to_euro_conversions(book: pl.LazyFrame, meta: RunMeta) -> pl.DataFrame:
+    """``hour_to_euro_conversion`` entries for every account whose hour sub-ledger is not 0.
+
+    Two legs per account, both dated activity year 2019 (the conversion happened on 1 January
+    2019): ``earned_hours`` −H h (closes the hour balance) and ``earned`` +H × rate cents (rate
+    = ``hour_to_euro_rate`` in force on 2019-01-01, 1 500 cents, décret 2018-1153). Posted by
+    the first euro-era run on top of an hour-era ledger (whatever its year), so the euro ceiling
+    applies to the converted balance; idempotent: once converted the hour balance is 0 and a
+    rerun posts nothing. An hour-era correction posted later is converted by the next euro run
+    (same rate). ``source`` names the hours, the rate and the legal reference."""
+    from datetime import date
+
+    from pipeline.parameters import params_for_year, reference_at, value_at
+
+    jan1 = date(CONVERSION_YEAR, 1, 1)
+    rate = int(value_at("hour_to_euro_rate", jan1))
+    ref = reference_at("hour_to_euro_rate", jan1)
+    version = params_for_year(CONVERSION_YEAR).version
+    hours = (book.filter(pl.col("sub_ledger") == HOURS).group_by("nir")
+             .agg(pl.col("amount_hours").sum().cast(pl.Int64).alias("h"))
+             .filter(pl.col("h") != 0).sort("nir").collect())
+    if hours.height == 0:
+        return empty_entries()
+    source = pl.format("{} h x {} cents/h ({})", pl.col("h"), pl.lit(rate), pl.lit(ref))
+    close = _entries_frame(hours, meta, HOUR_TO_EURO_CONVERSION, HOURS, CONVERSION_YEAR,
+                           pl.lit(0), -pl.col("h"), version, source)
+    open_ = _entries_frame(hours, meta, HOUR_TO_EURO_CONVERSION, EARNED, CONVERSION_YEAR,
+                           pl.col("h") * rate, pl.lit(None, pl.Int64), version, source)
+    return conform(pl.concat([close, open_]))
+
+
+def hours_before_year(entries: pl.LazyFrame, year: int) -> pl.LazyFrame:
+    """Hour balance before crediting hour-era ``year``: hour-era credit entries of the other
+    years (conversions excluded: the hour era's ceiling is on the hours earned)."""
+    return (entries.filter((pl.col("sub_ledger") == HOURS) & pl.col("kind").is_in(CREDIT_KINDS)
+                           & (pl.col("year") != year))
+            .group_by("nir")
+            .agg(pl.col("amount_hours").sum().cast(pl.Int64).alias("hours_before")))
+
+
+def hours_credited_for_year(entries: pl.LazyFrame, year: int) -> pl.LazyFrame:
+    """What hour-era year N's crediting already holds per person (hours, number of entries)."""
+    return (entries.filter((pl.col("sub_ledger") == HOURS) & (pl.col("year") == year)
+                           & pl.col("kind").is_in(CREDIT_KINDS))
+            .group_by("nir")
+            .agg(pl.col("amount_hours").sum().cast(pl.Int64).alias("posted_hours"),
+                 pl.len().alias("n_posted")))
+
+
+def plan_hour_year(book: pl.LazyFrame, amounts: pl.LazyFrame, year: int,
+                   meta: RunMeta) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Hour-era year (2015-2018): credit = ``hour_era_credit`` (24 h/year to 120 h, then 12 h/year
+    to 150 h) against the hour balance, posted as the difference with what year N already holds
+    on the ``earned_hours`` sub-ledger. Returns (entries, credits); credits carry
+    balance_before_hours / credit_hours / balance_after_hours (the cents columns stay null)."""
+    from pipeline.ceiling import hour_era_credit
+    from pipeline.parameters import params_for_year
+
+    p = params_for_year(year)
+    credits = (amounts.join(hours_before_year(book, year), on="nir", how="left")
+               .with_columns(pl.col("hours_before").fill_null(0).alias("balance_before_hours"))
+               .drop("hours_before")
+               .with_columns(hour_era_credit(
+                   pl.col("annual_amount_hours"), pl.col("annual_amount_hours_second_tier"),
+                   pl.col("balance_before_hours"), p.hour_first_tier_cap, p.hour_ceiling)
+                   .alias("credit_hours"))
+               .with_columns((pl.col("balance_before_hours") + pl.col("credit_hours"))
+                             .alias("balance_after_hours"))
+               .with_columns([pl.lit(None, pl.Int64).alias(c) for c in (
+                   "balance_before_cents", "credit_cents", "balance_after_cents")])
+               .sort("nir").collect())
+    names = credits.columns
+    target = credits.select(
+        "nir", "credit_hours",
+        (pl.col("param_version").cast(pl.String) if "param_version" in names
+         else pl.lit(meta.param_version)).alias("param_version"),
+        _source_expr(names, meta.default_source))
+    if isinstance(target.schema["source"], pl.List):
+        target = target.with_columns(pl.col("source").list.sort().list.join(";"))
+    diff = (target.with_columns(pl.col("source").cast(pl.String))
+            .join(hours_credited_for_year(book, year).collect(), on="nir", how="full",
+                  coalesce=True)
+            .with_columns(pl.col("credit_hours").fill_null(0), pl.col("posted_hours").fill_null(0),
+                          pl.col("n_posted").fill_null(0),
+                          pl.col("param_version").fill_null(meta.param_version),
+                          pl.col("source").fill_null(meta.default_source))
+            .with_columns((pl.col("credit_hours") - pl.col("posted_hours")).alias("delta"))
+            .filter(pl.col("delta") != 0).sort("nir"))
+    kind = (pl.when(pl.col("n_posted") == 0).then(pl.lit(ANNUAL_CREDIT))
+            .when(pl.col("delta") > 0).then(pl.lit(ADJUSTMENT_CREDIT))
+            .otherwise(pl.lit(REVERSAL)))
+    entries = _entries_frame(diff, meta, kind, HOURS, year, pl.lit(0), pl.col("delta"),
+                             pl.col("param_version"), pl.col("source"))
+    return entries, credits
+
+
+def check_hour_year(all_entries: pl.DataFrame, credits: pl.DataFrame, year: int) -> list[str]:
+    """Hour-era balance assertions: before + credit = after; year N's hour entries = credit;
+    never above the hour ceiling after a credit; never negative; vanished people net to 0."""
+    c = (credits.lazy().join(hours_credited_for_year(all_entries.lazy(), year), on="nir",
+                             how="left")
+         .with_columns(pl.col("posted_hours").fill_null(0)).collect())
+    checks = {
+        "hours before + credit != after": pl.col("balance_before_hours") + pl.col("credit_hours")
+        != pl.col("balance_after_hours"),
+        "year's hour entries != credit_hours": pl.col("posted_hours") != pl.col("credit_hours"),
+        "negative hour credit": pl.col("credit_hours") < 0,
+        "hour balance above ceiling after credit":
+            (pl.col("credit_hours") > 0) & (pl.col("balance_after_hours") > pl.col("ceiling_hours")),
+    }
+    errors = [f"{label}: {bad.height} person(s), e.g. {_mask(bad['nir'][0])}"
+              for label, cond in checks.items() if (bad := c.filter(cond)).height]
+    gone = (hours_credited_for_year(all_entries.lazy(), year)
+            .join(credits.lazy().select("nir"), on="nir", how="anti")
+            .filter(pl.col("posted_hours") != 0).collect())
+    if gone.height:
+        errors.append(f"year {year} hour entries of {gone.height} person(s) no longer examined "
+                      f"do not net to 0")
+    return errors
+
+
 def plan_year_postings(
     ledger: pl.LazyFrame | pl.DataFrame,
     amounts: pl.LazyFrame | pl.DataFrame,
@@ -227,15 +383,32 @@ def plan_year_postings(
     (nir, annual_amount_cents, ceiling_cents, … as ``pipeline.credits.compute_year`` gives).
     ``opening``: the ``--balances`` CSV (nir, earned_balance_cents).
 
-    1. import opening balances of accounts the ledger does not hold yet;
+    1. import opening balances of accounts the ledger does not hold yet; in the euro era,
+       convert any hour balance left by the hour era (``hour_to_euro_conversions``); an
+       hour-era year is planned by ``plan_hour_year`` instead of steps 2-4;
     2. balance before = earned entries except year N's credit entries;
     3. target credit = ``apply_ceiling``; 4. post target − already posted (people who vanished
     from year N get a reversal of what they hold); 5. run the balance assertions.
     """
+    from pipeline.parameters import params_for_year
+
     ledger_lf = (ledger.lazy() if isinstance(ledger, pl.DataFrame) else ledger)
     amounts_lf = amounts.lazy() if isinstance(amounts, pl.DataFrame) else amounts
     opening_entries, ignored = opening_imports(ledger_lf, opening, year, meta, opening_source)
     base = conform(ledger_lf)
+    book = pl.concat([base.lazy(), opening_entries.lazy()])
+    if params_for_year(year).era == "hours":
+        hour_entries, credits = plan_hour_year(book, amounts_lf, year, meta)
+        new_entries = conform(pl.concat([opening_entries, hour_entries]))
+        posting = Posting(entries=new_entries, credits=credits,
+                          opening_imported=opening_entries.height, opening_ignored=ignored)
+        everything = pl.concat([base, new_entries])
+        posting.errors = check_year(everything, credits, year) + check_hour_year(
+            everything, credits, year)
+        return posting
+    # euro era: convert what the hour era left first (décret 2018-1153), then credit
+    conversions = hour_to_euro_conversions(book, meta)
+    opening_entries = conform(pl.concat([opening_entries, conversions]))
     book = pl.concat([base.lazy(), opening_entries.lazy()])
 
     before = earned_before_year(book, year)
@@ -285,7 +458,8 @@ def plan_year_postings(
     )
     new_entries = conform(pl.concat([opening_entries,
                                      conform(_with_entry_ids(credit_entries))]))
-    posting = Posting(entries=new_entries, credits=credits, opening_imported=opening_entries.height,
+    posting = Posting(entries=new_entries, credits=credits,
+                      opening_imported=opening_entries.height - conversions.height,
                       opening_ignored=ignored)
     posting.errors = check_year(pl.concat([base, new_entries]), credits, year)
     return posting
@@ -307,7 +481,7 @@ def check_year(all_entries: pl.DataFrame, credits: pl.DataFrame, year: int) -> l
     if n_dup:
         errors.append(f"{n_dup} duplicate entry_id")
     bad_kind = all_entries.filter(~pl.col("kind").is_in(KINDS) |
-                                  ~pl.col("sub_ledger").is_in([EARNED, DOTATION]))
+                                  ~pl.col("sub_ledger").is_in([EARNED, DOTATION, HOURS]))
     if bad_kind.height:
         errors.append(f"{bad_kind.height} entries with an unknown kind or sub-ledger")
     lf = all_entries.lazy()

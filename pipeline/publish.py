@@ -195,6 +195,41 @@ def scan_published_entries(root: Path, current: dict | None = None,
                            missing_columns="insert", extra_columns="ignore")
 
 
+def shard_entries(root: Path, shard: int, shards: int, mine: pl.Expr,
+                  current: dict | None = None, upto_run: str | None = None) -> pl.DataFrame:
+    """The published entries of ONE shard (``mine``: the shard's row filter on ``nir``), read
+    without scanning the rest of the ledger when the layout allows it.
+
+    A sharded run's entries file holds exactly one row group per shard of its ``S'`` shards
+    (``entries_shards`` in CURRENT, see ``concat_entries_parts``); shard ``s`` of ``S`` is the
+    union of the row groups ``r`` with ``r % S == s`` whenever ``S`` divides ``S'`` (shards are
+    unions of lake buckets ``b``, ``b % S' == r`` implies ``b % S == r % S``). Only those row
+    groups are read (memory and I/O bounded by the shard). Other runs (unsharded, or a shard
+    count that does not divide) are scanned with the filter pushed down. ``mine`` is applied to
+    every row in both cases, so the result is the same rows either way."""
+    import pyarrow.parquet as pq
+
+    current = current or read_current(root)
+    frames: list[pl.DataFrame] = []
+    for r in current["published"]:
+        if upto_run is not None and r["run_id"] == upto_run:
+            break
+        path = entries_path(root, r["run_id"])
+        written = int(r.get("entries_shards") or 0)
+        pf = pq.ParquetFile(path) if written > 1 and written % shards == 0 else None
+        if pf is not None and pf.num_row_groups == written:
+            groups = [g for g in range(written) if g % shards == shard]
+            df = pl.from_arrow(pf.read_row_groups(groups))
+            frames.append(conform(df.lazy().filter(mine)))
+        else:
+            frames.append(conform(pl.scan_parquet(
+                path, hive_partitioning=False, schema=ENTRY_SCHEMA, missing_columns="insert",
+                extra_columns="ignore").filter(mine)))
+    if not frames:
+        return conform(pl.DataFrame(schema=ENTRY_SCHEMA))
+    return conform(pl.concat(frames, how="vertical"))
+
+
 def sweep_unpublished(root: Path, current: dict | None = None) -> list[str]:
     """Remove leftovers of runs that never published (call under the run lock)."""
     current = current or read_current(root)
@@ -431,6 +466,55 @@ def concat_parts(parts: list[Path], out: Path, row_group_size: int = 1_000_000) 
     return sha256_file(out)
 
 
+def concat_entries_parts(parts: list[Path], out: Path) -> str:
+    """The run's entries file of a sharded run: the shard parts (each ENTRY_SCHEMA, sorted by
+    ``ENTRY_SORT``) one after the other, EXACTLY one row group per part (an empty shard gives
+    an empty row group), so a later run reads one shard's history by row group
+    (``shard_entries``). One part in memory at a time. Returns the sha256; the same parts give
+    the same bytes."""
+    import pyarrow.parquet as pq
+
+    schema = conform(pl.DataFrame(schema=ENTRY_SCHEMA)).to_arrow().schema
+    # dictionary encoding only where values repeat (ids and sources are near-unique: plain)
+    repeated = ["run_id", "year", "kind", "sub_ledger", "lot_id", "param_version", "code_version"]
+    writer = pq.ParquetWriter(out, schema, compression="zstd", compression_level=3,
+                              write_statistics=True, use_dictionary=repeated)
+    try:
+        for p in parts:
+            table = pq.read_table(p)
+            if table.schema.names != schema.names:  # not in canonical form: conform it first
+                table = conform(pl.from_arrow(table)).to_arrow()
+            table = table.cast(schema)
+            writer.write_table(table, row_group_size=max(1, table.num_rows))
+    finally:
+        writer.close()
+    return sha256_file(out)
+
+
+def _write_snapshot_files(root: Path, st: Path, dirs: list[Path],
+                          lots: pl.DataFrame) -> dict[str, str]:
+    """The snapshot's Parquet files of a sharded run, {file name: sha256}. The files are
+    independent, so they are written by two threads at once (Polars and pyarrow release the
+    GIL; each file's bytes do not depend on the scheduling); the largest go first."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = {"annual_credits.parquet": lambda: concat_parts(
+                [d / "annual_credits.parquet" for d in dirs], st / "annual_credits.parquet"),
+            "entries.parquet": lambda: concat_entries_parts(
+                [d / "entries.parquet" for d in dirs], st / "entries.parquet")}
+    for name in ("balances", "employments", "uncreditable"):
+        jobs[f"{name}.parquet"] = (lambda n=name: concat_parts(
+            [d / f"{n}.parquet" for d in dirs], st / f"{n}.parquet"))
+    jobs["quarantine.parquet"] = lambda: write_parquet(quarantine_snapshot(root),
+                                                       st / "quarantine.parquet")
+    jobs["declarations.parquet"] = lambda: write_parquet(declarations_snapshot(root),
+                                                         st / "declarations.parquet")
+    jobs["dotation_lots.parquet"] = lambda: write_parquet(lots, st / "dotation_lots.parquet")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(job) for name, job in jobs.items()}
+        return {name: futures[name].result() for name in sorted(futures)}
+
+
 def stage_run_sharded(root: Path, run_id: str, seq: int, inputs: RunInputs, *,
                       shard_dirs: list[str], summaries: list[dict], lots: pl.DataFrame,
                       shards: int, lake_buckets: list[int], report: bool = True) -> Staged:
@@ -443,14 +527,7 @@ def stage_run_sharded(root: Path, run_id: str, seq: int, inputs: RunInputs, *,
     year = inputs.year
     current = read_current(root)
     dirs = [Path(d) for d in shard_dirs]
-    shas = {}
-    for name in ("entries", "annual_credits", "balances", "uncreditable", "employments"):
-        shas[f"{name}.parquet"] = concat_parts([d / f"{name}.parquet" for d in dirs],
-                                               st / f"{name}.parquet")
-    shas["quarantine.parquet"] = write_parquet(quarantine_snapshot(root), st / "quarantine.parquet")
-    shas["declarations.parquet"] = write_parquet(declarations_snapshot(root),
-                                                 st / "declarations.parquet")
-    shas["dotation_lots.parquet"] = write_parquet(lots, st / "dotation_lots.parquet")
+    shas = _write_snapshot_files(root, st, dirs, lots)
     tot = lambda k: sum(int(s[k]) for s in summaries)  # noqa: E731
     kinds = sorted({k for s in summaries for k in s["by_kind_n"]})
     by_kind_n = {k: sum(s["by_kind_n"].get(k, 0) for s in summaries) for k in kinds}
@@ -469,6 +546,7 @@ def stage_run_sharded(root: Path, run_id: str, seq: int, inputs: RunInputs, *,
         "run_id": run_id, "seq": seq, "year": year, "inputs": inputs.to_dict(),
         "previous_run_id": current.get("run_id"),
         "shards": shards, "lake_buckets": list(lake_buckets),
+        "entries_shards": len(dirs),  # row groups of the entries file, one per shard
         "counts": {
             "examined": tot("examined"), "credited": tot("credited"), "uncreditable": unc,
             "entries": tot("entries"), "entries_by_kind": by_kind_n,
@@ -486,7 +564,7 @@ def stage_run_sharded(root: Path, run_id: str, seq: int, inputs: RunInputs, *,
     }
     if report:
         ac = pl.scan_parquet(st / "annual_credits.parquet").select(
-            "worked_ratio", "category", "credit_cents").collect()
+            "worked_ratio", "category", "credit_cents")
         write_report(st / "report", manifest, ac)
     (st / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     fsync_tree(st)
@@ -536,6 +614,7 @@ def publish_run(root: Path, staged: Staged, build_catalog: bool = True) -> Path:
         "published": current["published"] + [{
             "run_id": run_id, "year": m["year"], "seq": m["seq"],
             "entries_sha256": m["files_sha256"]["entries.parquet"],
+            **({"entries_shards": m["entries_shards"]} if m.get("entries_shards") else {}),
             "manifest_sha256": sha256_file(final / "manifest.json")}],
     }
     write_json_atomic(new_current, root / CURRENT)
@@ -593,8 +672,34 @@ def compare_frames(expected: pl.DataFrame, actual: pl.DataFrame, key: list[str],
 
 # --- the run report (HTML + two PNG charts) --------------------------------------------------
 
-def write_report(out: Path, manifest: dict, credits: pl.DataFrame) -> Path:
-    """report/index.html with the totals and two charts: ratio distribution, credits by category."""
+RATIO_BINS = 30
+
+
+def ratio_histogram(credits: pl.LazyFrame, bins: int = RATIO_BINS) -> tuple[list[int], list[float]]:
+    """(counts, edges) of the worked ratio clipped to [0, 1.5], ``bins`` equal bins between its
+    min and max (as matplotlib's ``hist`` would draw them), aggregated by Polars: memory does
+    not grow with the number of people."""
+    x = pl.col("worked_ratio").cast(pl.Float64).clip(0, 1.5)
+    lo, hi = credits.select(x.min().alias("lo"), x.max().alias("hi")).collect().row(0)
+    if lo is None:
+        return [], []
+    if hi == lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    width = (hi - lo) / bins
+    per_bin = (credits.select(((x - lo) / width).floor().clip(0, bins - 1).cast(pl.Int64)
+                              .alias("b"))
+               .drop_nulls().group_by("b").agg(pl.len().alias("n")).collect())
+    counts = [0] * bins
+    for b, n in per_bin.iter_rows():  # at most ``bins`` rows
+        counts[b] = int(n)
+    return counts, [lo + i * width for i in range(bins + 1)]
+
+
+def write_report(out: Path, manifest: dict, credits: pl.DataFrame | pl.LazyFrame) -> Path:
+    """report/index.html with the totals and two charts: ratio distribution, credits by category.
+
+    ``credits`` (worked_ratio, category, credit_cents) may be lazy: only aggregates are
+    collected."""
     import html
 
     import matplotlib
@@ -604,8 +709,9 @@ def write_report(out: Path, manifest: dict, credits: pl.DataFrame) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     meta = {"Software": None}  # no version/time metadata: same data, same bytes
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    ratios = credits["worked_ratio"].drop_nulls().clip(0, 1.5).to_list()
-    ax.hist(ratios, bins=30, color="#3060a0")
+    counts, edges = ratio_histogram(credits.lazy())
+    if counts:
+        ax.stairs(counts, edges, fill=True, color="#3060a0")
     ax.axvline(0.5, color="#c04040", linestyle="--", linewidth=1)
     ax.set_xlabel("worked-time ratio")
     ax.set_ylabel("people")
@@ -613,9 +719,9 @@ def write_report(out: Path, manifest: dict, credits: pl.DataFrame) -> Path:
     fig.tight_layout()
     fig.savefig(out / "ratio_distribution.png", metadata=meta)
     plt.close(fig)
-    by_cat = (credits.group_by("category")
+    by_cat = (credits.lazy().group_by("category")
               .agg(pl.col("credit_cents").sum().alias("credit_cents"), pl.len().alias("people"))
-              .sort("category"))
+              .sort("category").collect())
     fig, ax = plt.subplots(figsize=(6, 3.2))
     ax.bar([str(c) for c in by_cat["category"].to_list()],
            [c / 100 for c in by_cat["credit_cents"].to_list()], color="#40a070")

@@ -514,6 +514,7 @@ class WorkedTime:
     persons: pl.LazyFrame  # one row per nir examined (see worked_time docstring)
     uncreditable: pl.LazyFrame  # nir, ntt, reason, detail
     contracts: pl.LazyFrame  # contract versions of year N (for categories)
+    contract_months: pl.DataFrame | None = None  # per contract-month terms (``keep_terms``)
 
 
 UNCREDITABLE_SCHEMA = {"nir": pl.String, "ntt": pl.String, "year": pl.Int32, "reason": pl.String,
@@ -558,7 +559,7 @@ def int_bound(paid: pl.DataFrame, versions: pl.DataFrame, n_rows: int) -> int:
 
 
 def worked_time(root_dir: Path | str, year: int, params: YearParams,
-                buckets: list[int] | None = None) -> WorkedTime:
+                buckets: list[int] | None = None, keep_terms: bool = False) -> WorkedTime:
     """Per person-year worked ratio (exact) and its explanation columns.
 
     persons columns: nir, ratio12_num, ratio12_den (ratio = ratio12_num / (12·ratio12_den),
@@ -575,6 +576,9 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     join on decl_id; every later join/group-by is on Int64 keys; contract-month arithmetic is
     Int64 (Int128 only for the per-person fraction fold, or everywhere if the data could
     overflow Int64); strings are rebuilt once per person at the end.
+
+    ``keep_terms`` also returns ``contract_months``: the contract-month terms the ratio sums
+    (one row per contract, month and unit family) for ``cpf explain``; off in campaigns.
     """
     p = params
     STAGE_SECONDS.clear()
@@ -675,12 +679,16 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
                          .alias("counted_scaled")))
     cmf = (cmf.with_columns(*reference_fraction(p, num_t))
            .join(keys.lazy().select("cid", "pid"), on="cid", how="left")
-           .select("pid", pl.col("month").dt.month().cast(pl.Int8).alias("month_no"),
+           .select(*(["cid", "month"] if keep_terms else []), "pid", pl.col("month").dt.month().cast(pl.Int8).alias("month_no"),
                    (pl.col("act_family") == "hours").alias("is_hours"), "own_family", "paid_h",
                    "presence_scaled", "abs_days", "absence_credited_scaled", "counted_scaled",
                    "term_num", "term_den", label_code().alias("_lcode"), "decl_min", "decl_max")
            .collect())
     t = _timed("contract_month_terms", t)
+    terms_detail = None
+    if keep_terms:
+        terms_detail = contract_month_detail(cmf, keys, p)
+        cmf = cmf.drop("cid", "month")
 
     # 4. sans-notion: remuneration route (only people with a sans-notion contract version can
     # have a sans-notion month: pay is pre-filtered on them)
@@ -728,7 +736,24 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     unc = uncreditable_rows(versions, persons, keys, ntt_rows, year)
     in_year = (versions.lazy().filter(pl.col("decl_month").dt.year() == year)
                .join(keys.lazy().select("cid", *CONTRACT_KEY), on="cid", how="left"))
-    return WorkedTime(persons=persons, uncreditable=unc, contracts=in_year)
+    return WorkedTime(persons=persons, uncreditable=unc, contracts=in_year,
+                      contract_months=terms_detail)
+
+
+def contract_month_detail(cmf: pl.DataFrame, keys: pl.DataFrame, p: YearParams) -> pl.DataFrame:
+    """The contract-month terms with their contract identity and readable quantities (hours or
+    days in hundredths, reference label): what ``cpf explain`` shows row by row."""
+    lab = label_table(cmf.select(pl.col("_lcode").unique()), p)
+    return (cmf.join(keys.select("cid", *CONTRACT_KEY), on="cid", how="left")
+            .join(lab, on="_lcode", how="left")
+            .select(*CONTRACT_KEY, "month",
+                    pl.when(pl.col("is_hours")).then(pl.lit("hours")).otherwise(pl.lit("days"))
+                    .alias("family"), "own_family", "paid_h",
+                    (pl.col("presence_scaled") // M_SCALE).alias("presence_h"),
+                    "abs_days",
+                    (pl.col("absence_credited_scaled") // M_SCALE).alias("absence_credited_h"),
+                    "counted_scaled", "term_num", "term_den", "ref_label")
+            .sort(*CONTRACT_KEY, "month", "family"))
 
 
 def category_flags(versions: pl.DataFrame, keys: pl.DataFrame, p: YearParams) -> pl.LazyFrame:

@@ -48,6 +48,9 @@ def test_campaign_end_to_end(prefect_harness, upstream_ready, tmp_path):
     r = runner.invoke(app, ["explain", nir, "--year", "2025", "--lake", str(lake)])
     assert r.exit_code == 0, r.output
     assert "worked_ratio" in r.output and "annual_credit" in r.output
+    # the contract-month terms are recomputed for the person's bucket and agree with the run
+    assert "Contract-months" in r.output
+    assert "equals the published one" in " ".join(r.output.split())
 
     # replay reproduces, byte for byte
     r = runner.invoke(app, ["replay", "--year", "2025", "--lake", str(lake)])

@@ -237,3 +237,95 @@ def test_catalog_paths_are_absolute(lake):
     sql = con.execute("select sql from duckdb_views() where view_name='annual_credits'").fetchone()[0]
     con.close()
     assert str(lake.resolve()) in sql
+
+
+# --- hour era (2015-2018) and the 1 January 2019 conversion (décret 2018-1153) -----------------
+
+def hour_amounts(rows: list[tuple], year: int) -> pl.DataFrame:
+    """rows: (nir, hours at 24 h/year, hours at 12 h/year) as pipeline.credits gives them."""
+    from pipeline.parameters import params_for_year
+    return pl.DataFrame(rows, schema={"nir": pl.String, "annual_amount_hours": pl.Int64,
+                                      "annual_amount_hours_second_tier": pl.Int64},
+                        orient="row").with_columns(
+        pl.lit(year, pl.Int32).alias("year"), pl.lit(1.0).alias("worked_ratio"),
+        pl.lit("standard").alias("category"), pl.lit(None, pl.Int64).alias("annual_amount_cents"),
+        pl.lit(None, pl.Int64).alias("ceiling_cents"), pl.lit(150, pl.Int64).alias("ceiling_hours"),
+        pl.lit(params_for_year(year).version).alias("param_version"),
+        pl.lit(["d1"]).alias("source_decl_ids"))
+
+
+def test_hour_era_then_2019_posts_an_explicit_conversion(lake):
+    from pipeline.ledger import HOURS, HOUR_TO_EURO_CONVERSION
+    run = lambda year, df: steps.credit(lake, year, compute_fn=FakeEngine(df),  # noqa: E731
+                                        as_of=dt.date(year + 1, 5, 2))
+    # nir(0): 24 h a year from 2015 to 2018 (96 h); nir(1): 20 h in 2017 only (80 % all year)
+    for year in (2015, 2016, 2017, 2018):
+        rows = [(nir(0), 24, 12)] + ([(nir(1), 20, 10)] if year == 2017 else [])
+        out = run(year, hour_amounts(rows, year))
+    ac = pl.read_parquet(Path(out.run_dir) / "annual_credits.parquet")
+    assert ac.filter(pl.col("nir") == nir(0))["balance_after_hours"].item() == 96
+    e = ledger(lake)
+    assert e.filter(pl.col("sub_ledger") == HOURS)["amount_hours"].sum() == 96 + 20
+    assert e["amount_cents"].sum() == 0  # nothing in euros before 2019
+    # a rerun of 2017 on unchanged data posts nothing (hours are diffed like cents)
+    assert run(2017, hour_amounts([(nir(0), 24, 12), (nir(1), 20, 10)], 2017)) \
+        .manifest["counts"]["entries"] == 0
+    # 2019: nir(0) holds 96 h = 1 440 €, nir(2) is new; standard 500 € / 5 000 €
+    amounts = amounts_frame([(nir(0), 1.0, "standard", 50000, 500000),
+                             (nir(2), 1.0, "standard", 50000, 500000)]) \
+        .with_columns(pl.lit(2019, pl.Int32).alias("year"))
+    out = run(2019, amounts)
+    e = ledger(lake)
+    conv = e.filter(pl.col("kind") == HOUR_TO_EURO_CONVERSION)
+    earned_leg = conv.filter(pl.col("sub_ledger") == "earned").sort("nir")
+    assert earned_leg["nir"].to_list() == [nir(0), nir(1)]
+    assert earned_leg["amount_cents"].to_list() == [96 * 1500, 20 * 1500]
+    assert earned_leg["year"].unique().to_list() == [2019]
+    from pipeline.parameters import params_for_year
+    assert earned_leg["param_version"].unique().to_list() == [params_for_year(2019).version]
+    assert all("décret 2018-1153" in s for s in earned_leg["source"].to_list())
+    hours_leg = conv.filter(pl.col("sub_ledger") == HOURS).sort("nir")
+    assert hours_leg["amount_hours"].to_list() == [-96, -20]
+    # the euro ceiling applies to the converted balance
+    ac = pl.read_parquet(Path(out.run_dir) / "annual_credits.parquet").sort("nir")
+    row = ac.filter(pl.col("nir") == nir(0)).row(0, named=True)
+    assert (row["balance_before_cents"], row["credit_cents"], row["balance_after_cents"]) == \
+        (144000, 50000, 194000)
+    bal = pl.read_parquet(Path(out.run_dir) / "balances.parquet").sort("nir")
+    assert bal.filter(pl.col("nir") == nir(0))["earned_hours"].item() == 0
+    assert bal.filter(pl.col("nir") == nir(1))["earned_balance_cents"].item() == 30000
+    assert out.manifest["counts"]["entries_by_kind"][HOUR_TO_EURO_CONVERSION] == 4
+    # idempotent: a rerun of 2019, and the next year, convert nothing again
+    assert run(2019, amounts).manifest["counts"]["entries"] == 0
+    out = run(2020, amounts.with_columns(pl.lit(2020, pl.Int32).alias("year")))
+    assert HOUR_TO_EURO_CONVERSION not in out.manifest["counts"]["entries_by_kind"]
+    # an auditor replaying 2019 gets the conversion back byte for byte
+    for sha in pub.lake_file_checksums(lake):  # the fixture lake has no real files to archive
+        (lake / "archive" / "dsn").mkdir(parents=True, exist_ok=True)
+        (lake / "archive" / "dsn" / sha).write_text("x")
+    res = steps.replay(lake, 2019, compute_fn=FakeEngine(amounts), ingest_fn=_fake_ingest)
+    assert res.ok, res.differences
+    # the catalog exposes the kind and the hour column
+    con = duckdb.connect(str(lake / "cpf.duckdb"), read_only=True)
+    kinds = {k for (k,) in con.execute("select distinct kind from ledger_entries").fetchall()}
+    assert {"annual_credit", HOUR_TO_EURO_CONVERSION} <= kinds
+    assert con.execute("select sum(amount_hours) from ledger_entries where sub_ledger = "
+                       "'earned_hours'").fetchone()[0] == 0
+    cols = {c for (c,) in con.execute("select column_name from (describe balances)").fetchall()}
+    assert {"nir", "earned_balance_cents", "earned_hours"} <= cols
+    con.close()
+
+
+def test_hour_era_ceiling_tiers():
+    """24 h/year to 120 h, then 12 h/year up to 150 h (hour_era_credit on the hour sub-ledger)."""
+    meta = RunMeta(run_id="r1", code_version="c", param_version="p")
+    from pipeline.ledger import HOURS
+    hist = conform(pl.DataFrame({"run_id": ["r0"], "nir": [nir(0)], "year": [2017],
+                                 "kind": ["opening_balance_import"], "sub_ledger": [HOURS],
+                                 "amount_cents": [0], "amount_hours": [0], "entry_id": ["x"]})
+                   .with_columns(pl.lit("annual_credit").alias("kind"),
+                                 pl.lit(110).alias("amount_hours")))
+    p = plan_year_postings(hist, hour_amounts([(nir(0), 24, 12)], 2018), 2018, meta)
+    assert not p.errors
+    # 10 h at 24 h/year fill the first tier; the other 14 h are earned at half rate: 7 h
+    assert p.credits["credit_hours"].to_list() == [17]
