@@ -54,8 +54,8 @@ def today_paris() -> dt.date:
 # --- tasks -----------------------------------------------------------------------------------
 
 @task(name="ingest-dsn", retries=2, retry_delay_seconds=5)
-def ingest_task(paths: list[str], lake: str) -> dict:
-    return steps.ingest_files([Path(p) for p in paths], Path(lake))
+def ingest_task(paths: list[str], lake: str, lake_buckets: int | None = None) -> dict:
+    return steps.ingest_files([Path(p) for p in paths], Path(lake), n_buckets=lake_buckets)
 
 
 @task(name="prepare-run", retries=2, retry_delay_seconds=5)
@@ -139,9 +139,10 @@ def _artifacts(manifest: dict, run_dir: str) -> None:
 # --- flows ------------------------------------------------------------------------------------
 
 @flow(name="cpf-ingest")
-def ingest(dsn: list[str], lake: str) -> dict:
-    """DSN files/folders → lake (checksum dedup, archive copy for replay)."""
-    return ingest_task(dsn, lake)
+def ingest(dsn: list[str], lake: str, lake_buckets: int | None = None) -> dict:
+    """DSN files/folders → lake (checksum dedup, archive copy for replay). ``lake_buckets``:
+    person buckets of a new lake (fixed by its first ingestion)."""
+    return ingest_task(dsn, lake, lake_buckets)
 
 
 @flow(name="cpf-credit-year")
@@ -213,7 +214,8 @@ def campaign(year: int | None = None, dsn: list[str] | None = None, lake: str = 
              dotations: str | None = None, as_of: str | None = None,
              enforce_window: bool = False, force: bool = False, runner: str | None = None,
              buckets: int | None = None, dask_address: str | None = None,
-             max_workers: int | None = None, max_memory_gb: float | None = None) -> dict:
+             max_workers: int | None = None, max_memory_gb: float | None = None,
+             lake_buckets: int | None = None) -> dict:
     """The yearly campaign: ingest the DSN received so far, then credit year N (default: the
     previous calendar year). With ``enforce_window`` (the scheduled deployment), a run after the
     window's end is refused unless ``force``. ``runner``/``buckets``/…: see flows.runners."""
@@ -221,7 +223,7 @@ def campaign(year: int | None = None, dsn: list[str] | None = None, lake: str = 
     year = year or day.year - 1
     if enforce_window:
         check_window(year, day, force)
-    report = ingest_task(dsn, lake) if dsn else {}
+    report = ingest_task(dsn, lake, lake_buckets) if dsn else {}
     out = credit_with_plan(year, lake, holders, balances, dotations, day.isoformat(),
                            runner=runner, buckets=buckets, dask_address=dask_address,
                            max_workers=max_workers, max_memory_gb=max_memory_gb)

@@ -125,7 +125,22 @@ def _eur(cents: int | None) -> str:
 
 # --- ingest --------------------------------------------------------------------------------
 
-def _do_ingest(paths: list[Path], lake: Path) -> dict:
+LAKE_BUCKETS = typer.Option(None, "--lake-buckets", min=1, max=4096, help="Person buckets of a "
+                            "NEW lake (default 16; size it for the largest year: people ÷ people "
+                            "per shard, see docs/scaling.md). Fixed by the lake's first "
+                            "ingestion; a different value for an existing lake is refused.")
+
+
+def _check_lake_buckets(lake: Path, lake_buckets: int | None) -> None:
+    """A bucket count contradicting the lake's is a usage error (exit 2), before any work."""
+    from parsers.lake_settings import LakeSettingsError, fix_bucket_count
+    try:
+        fix_bucket_count(lake, lake_buckets, record=False)
+    except LakeSettingsError as exc:
+        _usage(str(exc))
+
+
+def _do_ingest(paths: list[Path], lake: Path, lake_buckets: int | None = None) -> dict:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from flows import steps
@@ -135,7 +150,7 @@ def _do_ingest(paths: list[Path], lake: Path) -> dict:
 
         def on_progress(*args, **kwargs):
             progress.advance(task)
-        return steps.ingest_files(paths, lake, on_progress=on_progress)
+        return steps.ingest_files(paths, lake, on_progress=on_progress, n_buckets=lake_buckets)
 
 
 def _print_ingest(report: dict) -> None:
@@ -161,14 +176,16 @@ def _print_ingest(report: dict) -> None:
 def ingest(
     paths: List[Path] = typer.Argument(..., help="DSN files or folders (flat NEODeS or N4DS XML)."),
     lake: Path = typer.Option(..., "--lake", help="The data directory DIR (created if needed)."),
+    lake_buckets: Optional[int] = LAKE_BUCKETS,
 ):
     """Parse DSN files into the lake DIR; print counts of files, declarations, lines parsed and
     quarantined. Already-ingested files (same sha256) are skipped."""
     for p in paths:
         _readable(p, "DSN path")
     _lake_dir(lake)
+    _check_lake_buckets(lake, lake_buckets)
     try:
-        report = _do_ingest(paths, lake)
+        report = _do_ingest(paths, lake, lake_buckets)
     except Exception as exc:
         _fail(f"ingestion failed: {exc}")
     _print_ingest(report)
@@ -290,6 +307,7 @@ def run(
     buckets: Optional[int] = BUCKETS,
     max_workers: Optional[int] = MAX_WORKERS,
     max_memory_gb: Optional[float] = MAX_MEMORY,
+    lake_buckets: Optional[int] = LAKE_BUCKETS,
     more: List[Path] = typer.Argument(None, hidden=True),
 ):
     """Ingest + credit as ONE Prefect flow run (local ephemeral mode when no Prefect server is
@@ -302,6 +320,7 @@ def run(
     for p, w in ((holders, "--holders"), (balances, "--balances"), (dotations, "--dotations")):
         _readable(p, w)
     day = _as_of(as_of)
+    _check_lake_buckets(lake, lake_buckets)
     from flows.runners import RUNNERS
     if runner is not None and runner not in RUNNERS:
         _usage(f"--runner {runner!r} is not one of {', '.join(RUNNERS)}")
@@ -316,7 +335,8 @@ def run(
                               dotations=str(dotations) if dotations else None,
                               as_of=day.isoformat(), enforce_window=enforce_window, force=force,
                               runner=runner, buckets=buckets, dask_address=dask_address,
-                              max_workers=max_workers, max_memory_gb=max_memory_gb)
+                              max_workers=max_workers, max_memory_gb=max_memory_gb,
+                              lake_buckets=lake_buckets)
     except WindowClosed as exc:
         _fail(str(exc))
     except Exception as exc:

@@ -36,10 +36,15 @@ class InputError(ValueError):
 
 # --- upstream adapters (thin: adapt here when a signature moves) ------------------------------
 
-def ingest_files(paths: list[Path], root: Path, on_progress=None) -> dict:
-    """parsers.ingest.ingest_paths + a byte copy of every ingested file in DIR/archive/dsn/."""
+def ingest_files(paths: list[Path], root: Path, on_progress=None,
+                 n_buckets: int | None = None) -> dict:
+    """parsers.ingest.ingest_paths + a byte copy of every ingested file in DIR/archive/dsn/.
+    ``n_buckets``: person buckets of a NEW lake (an existing lake keeps its own)."""
     from parsers.ingest import ingest_paths
-    report = ingest_paths([Path(p) for p in paths], Path(root), on_progress=on_progress)
+    from parsers.lake_settings import fix_bucket_count
+    n = fix_bucket_count(root, n_buckets)
+    report = ingest_paths([Path(p) for p in paths], Path(root), n_buckets=n,
+                          on_progress=on_progress)
     archive_dsn(root)
     return report.to_dict() if hasattr(report, "to_dict") else dict(report.__dict__)
 
@@ -303,7 +308,8 @@ def replay(root: Path, year: int, compute_fn: ComputeFn | None = None,
             diffs.append(f"{len(missing)} archived DSN file(s) missing, e.g. {missing[0]}")
             return ReplayResult(False, run_id, diffs, notes)
         if archived:
-            (ingest_fn or (lambda paths, r: ingest_files(paths, r)))(
+            n_lake = lake_bucket_count(root)
+            (ingest_fn or (lambda paths, r: ingest_files(paths, r, n_buckets=n_lake)))(
                 _named_archive(root, archived, tmp / "inputs"), tmp)
         got = pub.lake_file_checksums(tmp)
         if archived and got != inputs.dsn_sha256:
@@ -372,10 +378,15 @@ def _named_archive(root: Path, archived: list[Path], out: Path) -> list[Path]:
 # entries, opening balances and dotation lots; finalize_sharded streams the shard parts into the
 # snapshot and the run's ledger file (one row group per shard) without holding the year.
 
-def shard_expr(shards: int, n_lake_buckets: int | None = None, nir: str = "nir") -> "pl.Expr":
-    from parsers.lake_schema import DEFAULT_BUCKETS, person_bucket
-    n = n_lake_buckets or DEFAULT_BUCKETS
-    return person_bucket(n, nir) % shards
+def shard_expr(shards: int, n_lake_buckets: int, nir: str = "nir") -> "pl.Expr":
+    """The shard of a person: their lake bucket (the lake's own bucket count) mod shards."""
+    from parsers.lake_schema import person_bucket
+    return person_bucket(n_lake_buckets, nir) % shards
+
+
+def lake_bucket_count(root: Path | str) -> int:
+    from parsers.lake_settings import bucket_count
+    return bucket_count(root)
 
 
 def shard_buckets(lake_buckets: list[int], shards: int, shard: int) -> list[int]:
@@ -408,10 +419,11 @@ def compute_shard(prep: Prepared, shard: int, shards: int, lake_buckets: list[in
     u = unc.collect()
     u = u.sort(u.columns, nulls_last=True) if u.width else u
     if shards > 1 and a.height:
-        stray = a.filter(shard_expr(shards) != shard).height
+        n_lake = lake_bucket_count(lake_root or prep.root)
+        stray = a.filter(shard_expr(shards, n_lake) != shard).height
         if stray:
             raise RuntimeError(f"shard {shard}: {stray} person(s) outside the shard — the lake "
-                               f"was not written with the default bucket count")
+                               f"was not written with its recorded bucket count ({n_lake})")
     d = shard_dir(prep, shard)
     a.write_parquet(d / "amounts.parquet")
     u.write_parquet(d / "uncreditable.parquet")
@@ -452,7 +464,7 @@ def post_shard(prep: Prepared, shard: int, shards: int, lots_path: str,
     root = Path(prep.root)
     inputs = prep.run_inputs()
     current = pub.read_current(root)
-    mine = shard_expr(shards) == shard
+    mine = shard_expr(shards, lake_bucket_count(root)) == shard
     ledger = pub.shard_entries(root, shard, shards, mine, current, upto_run=ledger_upto)
     meta = RunMeta(run_id=prep.run_id, code_version=inputs.code_version,
                    param_version=inputs.param_version, default_source=f"run-inputs:{prep.run_id}")

@@ -302,8 +302,10 @@ class GeneratedLake:
 def generate_lake(root: Path, people: int, year: int, seed: int = 1, n_buckets: int = 16,
                   employers: int | None = None) -> GeneratedLake:
     """Write a committed lake (batch ``gen``) for ``people`` people over the 12 months."""
+    from parsers.lake_settings import fix_bucket_count
     t0 = time.perf_counter()
     lake = Path(root) / "lake"
+    fix_bucket_count(root, n_buckets)  # the lake's bucket count, as an ingestion records it
     n_emp = employers or max(1, people // PEOPLE_PER_EMPLOYER)
     emp = employers_frame(n_emp, seed)
     ppl = people_frame(people, n_emp, year, seed)

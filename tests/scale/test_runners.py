@@ -117,7 +117,7 @@ def test_sharded_rerun_reads_history_by_shard_and_posts_only_differences(ingeste
     assert cur["published"][0]["entries_shards"] == 4
     whole = pub.published_entries(sharded)
     for shards in (4, 2, 3, 1):  # 3 does not divide 4: the scan fallback gives the same rows
-        got = [pub.shard_entries(sharded, s, shards, shard_expr(shards) == s)
+        got = [pub.shard_entries(sharded, s, shards, shard_expr(shards, 16) == s)
                for s in range(shards)]
         assert sum(g.height for g in got) == whole.height
         assert conform(pl.concat(got)).equals(whole), shards

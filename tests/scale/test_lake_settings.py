@@ -1,0 +1,54 @@
+"""The lake's person bucket count is fixed by its first ingestion and honoured everywhere."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from parsers.lake import scan
+from parsers.lake_schema import person_bucket
+from parsers.lake_settings import LakeSettingsError, bucket_count, fix_bucket_count, settings_path
+
+runner = CliRunner()
+SAMPLES = Path(__file__).resolve().parents[2] / "data" / "samples"
+
+
+@pytest.fixture
+def sample_files() -> list[Path]:
+    return sorted(SAMPLES.glob("*.dsn"))
+
+
+def test_first_ingestion_fixes_the_count_and_later_ones_keep_it(tmp_path, sample_files):
+    lake = tmp_path / "lake_dir"
+    r = runner.invoke(app, ["ingest", str(sample_files[0]), "--lake", str(lake),
+                            "--lake-buckets", "64"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(settings_path(lake).read_text())["n_buckets"] == 64
+    # a later ingestion without the option keeps 64; asking for another count is a usage error
+    r = runner.invoke(app, ["ingest", str(sample_files[1]), "--lake", str(lake)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["ingest", str(sample_files[2]), "--lake", str(lake),
+                            "--lake-buckets", "16"])
+    assert r.exit_code == 2 and "64" in r.output
+    ind = scan(lake, "individuals").select("nir", "bucket").collect()
+    assert ind.height > 0
+    assert ind.filter(pl.col("nir").is_not_null()).select(
+        (pl.col("bucket") == person_bucket(64).alias("b")).all()).item()
+    assert ind["bucket"].max() >= 16 or ind.height < 8  # really 64 buckets, not 16
+
+
+def test_settings_rules(tmp_path):
+    assert bucket_count(tmp_path) == 16  # a lake without settings: the default
+    with pytest.raises(LakeSettingsError):
+        fix_bucket_count(tmp_path, 0)
+    assert fix_bucket_count(tmp_path, 8, record=False) == 8
+    assert not settings_path(tmp_path).exists()
+    assert fix_bucket_count(tmp_path, 8) == 8
+    assert fix_bucket_count(tmp_path) == 8
+    with pytest.raises(LakeSettingsError, match="8 person buckets"):
+        fix_bucket_count(tmp_path, 32)
