@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import io
 import re
+from functools import lru_cache
+from pathlib import Path
 
 import polars as pl
 from lxml import etree
@@ -35,6 +37,15 @@ _BLOCK_TAG = re.compile(r"^S\d{2}_G\d{2}_\d{2}$")
 _XS_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:Z|[+-]\d{2}:\d{2})?$")
 ORIGIN_LINE = "originLineNumber"
 ORIGINAL_VALUE = "originalValue"
+# XSD of the DSN mensuelle in N4DS XML (France Travail, P26; copied in parsers/norm/xsd_P26 with
+# its datatypes file under the name its import expects). Checking it needs the whole tree in
+# memory (~10x the file), so larger files are read without it and say so.
+XSD_PATH = Path(__file__).parent / "norm" / "xsd_P26" / "Bloc3_NAT_DSN_MENSUELLE_P26.xsd"
+XSD_MAX_BYTES = 64 * 1024 * 1024
+XSD_MAX_FINDINGS = 50  # per file: the first ones locate the problem; the count says the rest
+REASON_XSD = "xsd_violation"
+REASON_XSD_SKIPPED = "xsd_not_checked"
+_XSD_ELEMENT = re.compile(r"Element '(?:\{[^}]*\})?(S\d{2}_G\d{2}_\d{2}(?:_\d{3})?)'")
 
 
 def _local(tag: str) -> str:
@@ -84,6 +95,43 @@ def read_xml_records(data: bytes) -> pl.DataFrame:
                                 "force_new": pl.Boolean})
 
 
+@lru_cache(maxsize=1)
+def n4ds_schema() -> etree.XMLSchema:
+    return etree.XMLSchema(etree.parse(str(XSD_PATH)))
+
+
+def xsd_findings(src: SourceBytes) -> list[dict]:
+    """XSD findings of one XML file as quarantine WARNING rows (line, element, message).
+
+    Why warnings, not rejections: the XSD is the France Travail transmission schema (block
+    order and cardinalities of its own flow); whether a value is usable is decided by the norm's
+    checks that every line goes through anyway (the same as for flat files). A violation is
+    still kept and counted, never silently ignored."""
+    base = {"source_file": src.source_file, "file_sha256": src.sha256,
+            "scope": Scope.WARNING, "is_cause": False}
+    if len(src.data) > XSD_MAX_BYTES:
+        return [{**base, "line_no": None, "rubrique": None, "reason": REASON_XSD_SKIPPED,
+                 "detail": f"file over {XSD_MAX_BYTES // 2**20} MiB: not checked against "
+                           f"{XSD_PATH.name}"}]
+    try:
+        doc = etree.parse(io.BytesIO(src.data), etree.XMLParser(huge_tree=True))
+    except etree.XMLSyntaxError:
+        return []  # reported as unreadable_file by the reader
+    schema = n4ds_schema()
+    if schema.validate(doc):
+        return []
+    errors = list(schema.error_log)
+    rows = []
+    for e in errors[:XSD_MAX_FINDINGS]:
+        m = _XSD_ELEMENT.search(e.message)
+        rows.append({**base, "line_no": e.line, "reason": REASON_XSD,
+                     "rubrique": m.group(1).replace("_", ".") if m else None,
+                     "detail": f"{XSD_PATH.name}: {e.message}"[:400]})
+    if len(errors) > XSD_MAX_FINDINGS:
+        rows[-1]["detail"] += f" (+{len(errors) - XSD_MAX_FINDINGS} more findings)"
+    return rows
+
+
 def parse_xml_file(path, n_buckets: int = DEFAULT_BUCKETS) -> ParsedFile:
     """Parse one N4DS XML DSN file."""
     from pathlib import Path
@@ -94,6 +142,7 @@ def parse_xml_file(path, n_buckets: int = DEFAULT_BUCKETS) -> ParsedFile:
 def parse_xml_sources(sources: list[SourceBytes], n_buckets: int = DEFAULT_BUCKETS) -> ParsedFile:
     frames, meta, broken = [], [], []
     for idx, src in enumerate(sources):
+        broken.extend(xsd_findings(src))
         meta.append({"file_idx": idx, "file_sha256": src.sha256, "source_file": src.source_file,
                      "size_bytes": len(src.data), "encoding": "xml", "format": FORMAT_XML})
         try:
@@ -101,7 +150,8 @@ def parse_xml_sources(sources: list[SourceBytes], n_buckets: int = DEFAULT_BUCKE
         except etree.XMLSyntaxError as exc:
             broken.append({"source_file": src.source_file, "file_sha256": src.sha256,
                            "reason": Reason.UNREADABLE_FILE, "detail": f"XML syntax error: {exc}",
-                           "scope": Scope.FILE, "is_cause": True})
+                           "scope": Scope.FILE, "is_cause": True, "line_no": None,
+                           "rubrique": None})
             continue
         frames.append(rec.sort("line_no", maintain_order=True)
                       .with_columns(pl.lit(idx, pl.Int64).alias("file_idx")))
@@ -116,7 +166,8 @@ def parse_xml_sources(sources: list[SourceBytes], n_buckets: int = DEFAULT_BUCKE
         pl.col("value").str.contains(DAMAGED_PATTERN).fill_null(False).alias("damaged"),
     )
     extra = pl.DataFrame(broken, schema={k: TABLES["quarantine"][k] for k in
-                                         ("source_file", "file_sha256", "reason", "detail",
-                                          "scope", "is_cause")}) if broken else None
+                                         ("source_file", "file_sha256", "line_no", "rubrique",
+                                          "reason", "detail", "scope", "is_cause")}
+                         ) if broken else None
     return assemble(rec, pl.DataFrame(meta, schema_overrides={"size_bytes": pl.Int64}), n_buckets,
                     extra_quarantine=extra, check_s90_lines=False)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import polars as pl
+
 from parsers.n4ds_xml import parse_xml_file
 
 # Hand-written N4DS fragment (element naming from XSD-P26: blocks S21_G00_30, rubriques
@@ -92,3 +94,28 @@ def test_broken_xml_is_a_file_quarantine(tmp_path):
     p = parse_xml_file(path)
     q = p["quarantine"]
     assert q["scope"].to_list() == ["file"] and q["reason"].to_list() == ["unreadable_file"]
+
+
+def test_xsd_findings_are_kept_as_warnings_with_their_xml_line(tmp_path):
+    """The fixture lacks blocks the France Travail XSD requires (S10_G00_00_002…, the
+    declarations under the envoi): each finding is a warning naming the XML line and element;
+    every line is still parsed (the norm's checks decide what is usable)."""
+    path = tmp_path / "dsn.xml"
+    path.write_text(N4DS, encoding="utf-8")
+    p = parse_xml_file(path)
+    q = p["quarantine"].filter(pl.col("reason") == "xsd_violation")
+    assert q.height >= 1 and set(q["scope"]) == {"warning"}
+    first = q.sort("line_no").row(0, named=True)
+    assert first["line_no"] == 5 and first["rubrique"] == "S10.G00.00.005"
+    assert "Bloc3_NAT_DSN_MENSUELLE_P26.xsd" in first["detail"]
+    assert p.lines_read == p.lines_parsed == 30 and p.warnings == q.height
+
+
+def test_xsd_is_not_checked_on_huge_files_and_says_so(tmp_path, monkeypatch):
+    from parsers import n4ds_xml
+    monkeypatch.setattr(n4ds_xml, "XSD_MAX_BYTES", 100)
+    path = tmp_path / "dsn.xml"
+    path.write_text(N4DS, encoding="utf-8")
+    q = parse_xml_file(path)["quarantine"]
+    assert q.filter(pl.col("reason") == "xsd_not_checked").height == 1
+    assert q.filter(pl.col("reason") == "xsd_violation").height == 0
