@@ -104,6 +104,32 @@ class ContractEnd:
 
 
 @dataclass
+class IndividualChange:
+    """S21.G00.31 Changements individu: the individual's OLD identifying data (dsn_format.md
+    §1.5), declared under the current S21.G00.30 (e.g. an NIA replaced by the NIR)."""
+
+    change_date: date  # 31.001 date de la modification
+    old_nir: str | None = None  # 31.008 ancien NIR
+    old_last_name: str | None = None  # 31.009
+    old_first_names: str | None = None  # 31.010
+    old_birth_date: str | None = None  # 31.011 JJMMAAAA
+
+
+@dataclass
+class ContractChange:
+    """S21.G00.41 Changements contrat: the contract's OLD data, declared under the current
+    S21.G00.40 (renumbering .014, new start date .021, transfer from establishment .012…)."""
+
+    change_date: date  # 41.001 date de la modification
+    old_unit: str | None = None  # 41.006
+    old_quota: Number | None = None  # 41.007
+    old_siret: str | None = None  # 41.012 SIRET ancien établissement d'affectation
+    old_number: str | None = None  # 41.014 ancien numéro du contrat
+    old_start: date | None = None  # 41.021 ancienne date de début
+    old_ref_quota: Number | None = None  # 41.022
+
+
+@dataclass
 class Contract:
     """S21.G00.40 Contrat, with its child blocks 60, 62, 65 and the mandatory 71."""
 
@@ -124,6 +150,7 @@ class Contract:
     employment_status: str | None = None  # 40.026
     boeth: str | None = None  # 40.072 statut BOETH
     work_siret: str | None = None  # 40.019, defaults to the declaring establishment
+    changes: list[ContractChange] = field(default_factory=list)  # 41, right after the 40
     stoppages: list[WorkStoppage] = field(default_factory=list)
     end: ContractEnd | None = None
     suspensions: list[Suspension] = field(default_factory=list)
@@ -141,6 +168,7 @@ class Person:
     usage_name: str | None = None
     ntt: str | None = None
     employee_id: str | None = None  # 30.019 matricule
+    changes: list[IndividualChange] = field(default_factory=list)  # 31, right after the 30
     contracts: list[Contract] = field(default_factory=list)
     payments: list[Payment] = field(default_factory=list)
 
@@ -227,6 +255,14 @@ def _contract(c: Contract, siret: str) -> list[Line]:
         ("019", c.work_siret or siret), ("020", "200"), ("024", "99"),
         ("026", c.employment_status), ("072", c.boeth),
     ])
+    for ch in c.changes:  # block tree: 40 → 41 (0,*) before 45, 60, 62, 65, 70, 71
+        out += _lines("S21.G00.41", [
+            ("001", fmt_date(ch.change_date)), ("006", ch.old_unit),
+            ("007", fmt_num(ch.old_quota) if ch.old_quota is not None else None),
+            ("012", ch.old_siret), ("014", ch.old_number),
+            ("021", fmt_date(ch.old_start) if ch.old_start else None),
+            ("022", fmt_num(ch.old_ref_quota) if ch.old_ref_quota is not None else None),
+        ])
     for s in c.stoppages:
         out += _lines("S21.G00.60", [
             ("001", s.motif), ("002", fmt_date(s.last_worked_day)),
@@ -273,6 +309,11 @@ def _person(p: Person, siret: str) -> list[Line]:
         ("009", "69001"), ("010", "LYON"), ("013", "01"), ("019", p.employee_id),
         ("020", p.ntt),
     ])
+    for ch in p.changes:  # block tree: 30 → 31 (0,*) before 34, 40, 50
+        out += _lines("S21.G00.31", [
+            ("001", fmt_date(ch.change_date)), ("008", ch.old_nir), ("009", ch.old_last_name),
+            ("010", ch.old_first_names), ("011", ch.old_birth_date),
+        ])
     for c in p.contracts:
         out += _contract(c, siret)
     for pay in p.payments:

@@ -30,6 +30,8 @@ ACTIVITY = "S21.G00.53"  # Activité
 WORK_STOPPAGE = "S21.G00.60"  # Arrêt de travail
 CONTRACT_END = "S21.G00.62"  # Fin du contrat
 SUSPENSION = "S21.G00.65"  # Autre suspension de l'exécution du contrat
+INDIVIDUAL_CHANGE = "S21.G00.31"  # Changements individu (child of 30)
+CONTRACT_CHANGE = "S21.G00.41"  # Changements contrat (child of 40)
 
 # Ancestor block types whose open occurrence each line remembers (§1.4 parent rule).
 ANCESTOR_BLOCKS = (ENTERPRISE, ESTABLISHMENT, INDIVIDUAL, CONTRACT, PAYMENT, PAY)
@@ -57,6 +59,13 @@ BIRTH_DATE = "S21.G00.30.006"
 NTT = "S21.G00.30.020"
 CONTRACT_NO = "S21.G00.40.009"
 PAY_CONTRACT_NO = "S21.G00.51.010"
+# Identity changes (dsn_format.md §1.5): the OLD identifying values, under the current ones.
+CHANGE_DATE_INDIVIDUAL = "S21.G00.31.001"  # date de la modification
+OLD_NIR = "S21.G00.31.008"  # ancien NIR
+CHANGE_DATE_CONTRACT = "S21.G00.41.001"  # date de la modification
+OLD_SIRET = "S21.G00.41.012"  # SIRET ancien établissement d'affectation
+OLD_CONTRACT_NO = "S21.G00.41.014"  # ancien numéro du contrat
+OLD_CONTRACT_START = "S21.G00.41.021"  # ancienne date de début du contrat
 
 NATURE_MENSUELLE = "01"  # DSN mensuelle: the only nature the CPF receives (CT2025 §5.1)
 NATURE_SUBSTITUTION = "09"  # DSN de substitution

@@ -145,6 +145,31 @@ SUSPENSIONS: dict[str, pl.DataType] = {
     "end_date": pl.Date(),  # 65.003
 }
 
+# Identity changes (dsn_format.md §1.5). One row per S21.G00.31 / S21.G00.41 occurrence of a
+# non-rejected declaration, under the CURRENT identity of its individual / contract (``nir``,
+# ``siret``, ``contract_no``, ``contract_start``, ``bucket`` = bucket of the current NIR). The
+# old NIR usually sits in another bucket: the engine reads these (small) tables whole.
+INDIVIDUAL_CHANGES: dict[str, pl.DataType] = {
+    **PERSON_KEYS,
+    "change_date": pl.Date(),  # 31.001 date de la modification
+    "old_nir": pl.String(),  # 31.008 ancien NIR (null when the NIR did not change)
+    "old_last_name": pl.String(),  # 31.009
+    "old_first_names": pl.String(),  # 31.010
+    "old_birth_date_raw": pl.String(),  # 31.011 JJMMAAAA as declared
+}
+
+CONTRACT_CHANGES: dict[str, pl.DataType] = {
+    **CONTRACT_CHILD_KEYS,  # the current contract: nir, siret, contract_no, contract_start
+    "change_date": pl.Date(),  # 41.001 date de la modification
+    "old_siret": pl.String(),  # 41.012 SIRET ancien établissement d'affectation
+    "old_contract_no": pl.String(),  # 41.014 ancien numéro du contrat (upper-cased, trimmed)
+    "old_contract_start": pl.Date(),  # 41.021 ancienne date de début du contrat
+    "old_unit": pl.String(),  # 41.006 ancienne unité de mesure (stored, not used)
+    "old_quota_h": pl.Int64(),  # 41.007 ancienne quotité, hundredths (stored, not used)
+    "old_ref_quota_h": pl.Int64(),  # 41.022 ancienne quotité de référence (stored, not used)
+    "recalc_depth": pl.Date(),  # 41.028 profondeur de recalcul de la paie
+}
+
 QUARANTINE: dict[str, pl.DataType] = {
     "source_file": pl.String(),
     "file_sha256": pl.String(),
@@ -184,12 +209,17 @@ TABLES: dict[str, dict[str, pl.DataType]] = {
     "work_stoppages": WORK_STOPPAGES,
     "contract_ends": CONTRACT_ENDS,
     "suspensions": SUSPENSIONS,
+    "individual_changes": INDIVIDUAL_CHANGES,
+    "contract_changes": CONTRACT_CHANGES,
     "quarantine": QUARANTINE,
     "files": FILES,
 }
 
 PERSON_TABLES = ("individuals", "contracts", "pay", "activities", "work_stoppages",
                  "contract_ends", "suspensions")
+# Change tables: written by month only (not bucketed: every bucket run needs every link, since
+# an old NIR and its new NIR usually fall in different buckets); ``bucket`` is a column.
+CHANGE_TABLES = ("individual_changes", "contract_changes")
 
 DEFAULT_BUCKETS = 16
 

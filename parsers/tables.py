@@ -21,7 +21,8 @@ DECL_ID_SHA_CHARS = 16
 DECL_KEYS = ["file_idx", "decl_line"]
 # Blocks whose occurrences become table rows.
 TABLE_BLOCKS = (codes.ESTABLISHMENT, codes.INDIVIDUAL, codes.CONTRACT, codes.PAY, codes.ACTIVITY,
-                codes.WORK_STOPPAGE, codes.CONTRACT_END, codes.SUSPENSION)
+                codes.WORK_STOPPAGE, codes.CONTRACT_END, codes.SUSPENSION,
+                codes.INDIVIDUAL_CHANGE, codes.CONTRACT_CHANGE)
 ENVOI_FIELDS = {codes.ENVOI_TEST_FLAG: "test_flag", codes.ENVOI_NORM_VERSION: "norm_version"}
 DECL_FIELDS = {
     codes.DECL_NATURE: "nature", codes.DECL_TYPE: "decl_type", codes.DECL_FRACTION: "fraction",
@@ -46,6 +47,15 @@ ACTIVITY_FIELDS = {"S21.G00.53.001": "activity_type", "S21.G00.53.002": "measure
 STOPPAGE_FIELDS = {"S21.G00.60.001": "motif", "S21.G00.60.002": "last_worked_day",
                    "S21.G00.60.003": "planned_end", "S21.G00.60.010": "resumption_date"}
 END_FIELDS = {"S21.G00.62.001": "end_date", "S21.G00.62.002": "end_reason"}
+INDIVIDUAL_CHANGE_FIELDS = {codes.CHANGE_DATE_INDIVIDUAL: "change_date", codes.OLD_NIR: "old_nir",
+                            "S21.G00.31.009": "old_last_name", "S21.G00.31.010": "old_first_names",
+                            "S21.G00.31.011": "old_birth_date_raw"}
+CONTRACT_CHANGE_FIELDS = {
+    codes.CHANGE_DATE_CONTRACT: "change_date", "S21.G00.41.006": "old_unit",
+    "S21.G00.41.007": "old_quota_h", codes.OLD_SIRET: "old_siret",
+    codes.OLD_CONTRACT_NO: "old_contract_no", codes.OLD_CONTRACT_START: "old_contract_start",
+    "S21.G00.41.022": "old_ref_quota_h", "S21.G00.41.028": "recalc_depth",
+}
 SUSPENSION_FIELDS = {"S21.G00.65.001": "motif", "S21.G00.65.002": "start_date",
                      "S21.G00.65.003": "end_date"}
 
@@ -178,6 +188,15 @@ def build_tables(v: Validated, files: pl.DataFrame,
                                     "contract_ends")
     out["suspensions"] = _conform(contract_child(
         codes.SUSPENSION, SUSPENSION_FIELDS, ["start_date", "end_date"]), "suspensions")
+    out["individual_changes"] = _conform(person_rows(
+        codes.INDIVIDUAL_CHANGE, INDIVIDUAL_CHANGE_FIELDS).with_columns(
+        to_date(pl.col("change_date")), pl.col("old_nir").str.strip_chars()), "individual_changes")
+    out["contract_changes"] = _conform(contract_child(
+        codes.CONTRACT_CHANGE, CONTRACT_CHANGE_FIELDS,
+        ["change_date", "old_contract_start", "recalc_depth"]).with_columns(
+        pl.col("old_siret").str.strip_chars(), contract_number(pl.col("old_contract_no")),
+        to_hundredths(pl.col("old_quota_h")), to_hundredths(pl.col("old_ref_quota_h"))),
+        "contract_changes")
     out["quarantine"] = _quarantine(v.issues, decl_info, files)
     return out
 

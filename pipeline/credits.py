@@ -182,6 +182,8 @@ def compute_year(root_dir: Path, year: int, holders: Path | None = None,
     flags = low_qualified_flags(hold, year)  # boeth/esat come with wt.persons (per person)
     creditable = wt.persons.filter(pl.col("n_references") <= K_MAX) \
         .filter(pl.col("ratio12_num") >= 0)
+    if wt.withheld is not None and wt.withheld.height:  # identity conflicts: never guessed
+        creditable = creditable.filter(~pl.col("nir").is_in(wt.withheld["nir"].implode()))
     amounts = (annual_amounts(creditable, flags, p)
                .with_columns(
                    pl.lit(year, pl.Int32).alias("year"),

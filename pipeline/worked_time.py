@@ -32,7 +32,7 @@ from pathlib import Path
 import polars as pl
 
 from parsers.lake import BUCKET_DIGITS, lake_path, scan
-from parsers.lake_schema import PERSON_TABLES, TABLES
+from parsers.lake_schema import CHANGE_TABLES, PERSON_TABLES, TABLES
 from pipeline.parameters import YearParams
 from pipeline.versions import current_declarations as versions_current
 
@@ -84,18 +84,18 @@ def lake_signature(root_dir: Path | str, *tables: str) -> tuple:
     return (str(Path(root_dir).resolve()), tuple(out))
 
 
-_DECLS_CACHE: dict[tuple, tuple[pl.DataFrame, pl.DataFrame]] = {}
+_DECLS_CACHE: dict[tuple, tuple[pl.DataFrame, "Identity"]] = {}
 
 
-def run_declarations(root_dir: Path | str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(``current_declarations``, ``ntt_links``) for a lake, computed once per process and
-    lake state: the bucket runs of one campaign share them (they read the whole lake's
-    declarations / individuals, not one bucket's)."""
-    sig = lake_signature(root_dir, "declarations", "individuals")
+def run_declarations(root_dir: Path | str) -> tuple[pl.DataFrame, "Identity"]:
+    """(``current_declarations``, ``identity_links``) for a lake, computed once per process
+    and lake state: the bucket runs of one campaign share them (they read the whole lake's
+    declarations, individuals and change blocks, not one bucket's)."""
+    sig = lake_signature(root_dir, "declarations", "individuals", *CHANGE_TABLES)
     hit = _DECLS_CACHE.get(sig)
     if hit is None:
         decls = current_declarations(root_dir)
-        hit = (decls, ntt_links(root_dir, decls))
+        hit = (decls, identity_links(root_dir, decls))
         _DECLS_CACHE.clear()  # one lake state at a time: bounded memory
         _DECLS_CACHE[sig] = hit
     return hit
@@ -118,26 +118,189 @@ def current_declarations(root_dir: Path | str) -> pl.DataFrame:
 
 ORD_SHIFT = 1 << 32  # _ord = _drank · 2**32 + line_no (line numbers < 2**32)
 
-LINKS_SCHEMA = {"ntt": pl.String, "linked_nir": pl.String, "link_bucket": pl.Int32}
+# --- identity resolution: NTT -> NIR, old NIR -> NIR, old contract key -> contract key ------
+
+# kind "ntt": NTT-only rows (nir null, bucket 0) whose NTT is ``old_id``; kind "nir": rows
+# declared under the old NIR ``old_id`` (S21.G00.31.008). ``linked_nir`` is the CURRENT NIR
+# (end of the chain), ``link_bucket`` its bucket, ``src_bucket`` the bucket of the old rows.
+LINKS_SCHEMA = {"kind": pl.String, "old_id": pl.String, "linked_nir": pl.String,
+                "link_bucket": pl.Int32, "src_bucket": pl.Int32}
+CONFLICT_SCHEMA = {"nir": pl.String, "detail": pl.String}
+CONTRACT_LINKS_SCHEMA = {"_ck": pl.String, "_ck_new": pl.String}
+CHAIN_STEPS = 32  # pointer-jumping steps: chains up to 2**31 links (cycles stop here)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A run's identity resolution, from CURRENT declarations only (``identity_links``)."""
+
+    links: pl.DataFrame  # LINKS_SCHEMA: which rows count for which current NIR
+    conflicts: pl.DataFrame  # CONFLICT_SCHEMA: NIRs withheld (conflicting NIR links)
+    contract_links: pl.DataFrame  # CONTRACT_LINKS_SCHEMA: packed old key -> current key
+    contract_conflicts: pl.DataFrame  # CONFLICT_SCHEMA: contract keys left unmerged
+
+
+def resolve_chains(edges: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Transitive closure of ``old -> new`` identity links (String columns).
+
+    Returns ``(resolved, conflicts)``: ``resolved`` (old, final) for every old identifier whose
+    chain is unambiguous (old -> new -> newer … -> final, final having no link of its own);
+    ``conflicts`` (key, detail): an old identifier linked to SEVERAL new ones, every old whose
+    chain reaches such an identifier or a cycle, and the final identity of every claimant.
+    Conflicts are never guessed. Pointer jumping: ⌈log2(chain length)⌉ + 1 vectorised steps."""
+    edges = edges.filter(pl.col("old") != pl.col("new")).unique().sort("old", "new")
+    claims = edges.group_by("old").agg(pl.len().alias("_n"),
+                                       pl.col("new").sort().str.join(",").alias("_claims"))
+    ambiguous = claims.filter(pl.col("_n") > 1).select("old", "_claims")
+    single = edges.join(ambiguous, on="old", how="anti")
+    cur = single.rename({"new": "final"})
+    for _ in range(CHAIN_STEPS):
+        nxt = (cur.join(cur.select(pl.col("old").alias("final"), pl.col("final").alias("_next")),
+                        on="final", how="left")
+               .select("old", pl.coalesce("_next", "final").alias("final")).sort("old"))
+        if nxt.equals(cur):
+            break
+        cur = nxt
+    in_cycle = pl.col("final").is_in(single["old"].implode())
+    stuck = pl.col("final").is_in(ambiguous["old"].implode())
+    resolved = cur.filter(~in_cycle & ~stuck)
+    final_of = resolved.rename({"old": "new", "final": "_final"})
+    claimants = (edges.join(ambiguous, on="old", how="inner")
+                 .join(final_of, on="new", how="left")
+                 .select(pl.coalesce("_final", "new").alias("key"),
+                         pl.format("claims old identifier {} with {}", "old", "_claims")
+                         .alias("detail")))
+    conflicts = pl.concat([
+        ambiguous.select(pl.col("old").alias("key"),
+                         pl.format("old identifier claimed by {}", "_claims").alias("detail")),
+        claimants,
+        cur.filter(stuck).select(pl.col("old").alias("key"),
+                                 pl.format("chain reaches {}, claimed by several", "final")
+                                 .alias("detail")),
+        cur.filter(in_cycle).select(pl.col("old").alias("key"),
+                                    pl.lit("cycle of identity links").alias("detail")),
+    ])
+    conflicts = (conflicts.unique().sort("key", "detail")
+                 .group_by("key", maintain_order=True).agg(pl.col("detail").str.join("; ")))
+    return resolved.sort("old"), conflicts
+
+
+def nir_buckets(root_dir: Path | str, nirs: pl.Series) -> pl.DataFrame:
+    """(nir, bucket) of some NIRs as stored in the lake (whatever the lake's bucket count)."""
+    return (scan_table(root_dir, "individuals").filter(pl.col("nir").is_in(nirs.implode()))
+            .group_by("nir").agg(pl.col("bucket").min()).collect())
+
+
+def identity_links(root_dir: Path | str, decls: pl.DataFrame) -> Identity:
+    """Identity links read from current declarations (``decls``) over every bucket.
+
+    - old NIR -> NIR (dsn_format.md §1.5): an S21.G00.31 whose .008 (ancien NIR) differs
+      from the individual's 30.001 links the old NIR to it; chains are followed (old -> new
+      -> newer); an old NIR claimed by several NIRs is a conflict (``resolve_chains``): every
+      NIR involved is withheld and reported, never guessed;
+    - NTT -> NIR (cpf_rules.md §2.1, dsn_format.md S21.G00.30.020): a current declaration
+      carrying BOTH a NIR and an NTT links that NTT to that NIR (resolved through the NIR
+      links); an NTT linked to several NIRs stays unlinked (its rows stay ``ntt_only``);
+    - old contract key -> contract key: an S21.G00.41 with .012 (SIRET ancien établissement)
+      and/or .014 (ancien numéro) links (nir, old siret, old number) to its contract's
+      (nir, siret, number), NIRs resolved first; chained; conflicting links left unmerged."""
+    current = decls.lazy().select("decl_id")
+    nir_edges = (scan_table(root_dir, "individual_changes")
+                 .filter(pl.col("old_nir").is_not_null() & pl.col("nir").is_not_null())
+                 .join(current, on="decl_id", how="semi")
+                 .select(pl.col("old_nir").alias("old"), pl.col("nir").alias("new")).collect())
+    resolved, nir_conflicts = resolve_chains(nir_edges)
+    final = resolved.select(pl.col("old").alias("nir"), pl.col("final").alias("_final"))
+
+    def resolve_nir(df: pl.DataFrame) -> pl.DataFrame:
+        return (df.join(final, on="nir", how="left")
+                .with_columns(pl.coalesce("_final", "nir").alias("nir")).drop("_final"))
+
+    both = resolve_nir(scan_table(root_dir, "individuals")
+                       .filter(pl.col("ntt").is_not_null() & pl.col("nir").is_not_null())
+                       .select("decl_id", "ntt", "nir").join(current, on="decl_id", how="semi")
+                       .select("ntt", "nir").unique().collect())
+    ntt = (both.group_by("ntt").agg(pl.col("nir").min().alias("linked_nir"),
+                                    pl.col("nir").n_unique().alias("_n"))
+           .filter(pl.col("_n") == 1))
+    links = pl.concat([
+        ntt.select(pl.lit("ntt").alias("kind"), pl.col("ntt").alias("old_id"), "linked_nir"),
+        resolved.select(pl.lit("nir").alias("kind"), pl.col("old").alias("old_id"),
+                        pl.col("final").alias("linked_nir")),
+    ])
+    nb = nir_buckets(root_dir, pl.concat([links["linked_nir"], resolved["old"]]).unique())
+    links = (links.join(nb.rename({"nir": "linked_nir", "bucket": "link_bucket"}),
+                        on="linked_nir", how="left")
+             .join(nb.rename({"nir": "old_id", "bucket": "_ob"}), on="old_id", how="left")
+             .with_columns(pl.when(pl.col("kind") == "ntt").then(pl.lit(0))
+                           .otherwise(pl.col("_ob")).alias("src_bucket"))
+             .select([pl.col(c).cast(t) for c, t in LINKS_SCHEMA.items()])
+             .sort("kind", "old_id"))
+
+    cc = resolve_nir(scan_table(root_dir, "contract_changes")
+                     .filter(pl.col("nir").is_not_null()
+                             & (pl.col("old_siret").is_not_null()
+                                | pl.col("old_contract_no").is_not_null()))
+                     .join(current, on="decl_id", how="semi")
+                     .select("nir", "siret", "contract_no", "old_siret", "old_contract_no")
+                     .collect())
+    old_key = pl.concat_str([pl.col("nir"),
+                             pl.coalesce("old_siret", "siret").fill_null(KEY_NULL),
+                             pl.coalesce("old_contract_no", "contract_no").fill_null(KEY_NULL)],
+                            separator=KEY_SEP)
+    c_resolved, c_conflicts = resolve_chains(
+        cc.select(old_key.alias("old"), packed_contract_key().alias("new")))
+    readable = lambda e: e.str.replace_all(KEY_SEP, "/", literal=True)  # noqa: E731
+    return Identity(
+        links=links,
+        conflicts=nir_conflicts.select(pl.col("key").alias("nir"), "detail"),
+        contract_links=c_resolved.select(pl.col("old").alias("_ck"),
+                                         pl.col("final").alias("_ck_new")),
+        contract_conflicts=c_conflicts.select(
+            pl.col("key").str.split(KEY_SEP).list.first().alias("nir"),
+            readable(pl.format("contract {}: {}", "key", "detail")).alias("detail")))
 
 
 def ntt_links(root_dir: Path | str, decls: pl.DataFrame) -> pl.DataFrame:
-    """NTT → NIR links (cpf_rules.md §2.1, dsn_format.md S21.G00.30.020): a current declaration
-    carrying BOTH a NIR and an NTT for an individual links that NTT to that NIR, so the rows
-    declared under the NTT alone count for the NIR. Read over every bucket (NTT-only rows live
-    in bucket 0, the linking rows in the NIR's bucket); ``link_bucket`` is the NIR's bucket.
-    An NTT linked to several NIRs is ambiguous and not linked (its rows stay ``ntt_only``)."""
-    both = (scan_table(root_dir, "individuals")
-            .filter(pl.col("ntt").is_not_null() & pl.col("nir").is_not_null())
-            .select("decl_id", "ntt", "nir", "bucket")
-            .join(decls.lazy().select("decl_id"), on="decl_id", how="semi")
-            .select("ntt", "nir", "bucket").unique().collect())
-    if both.height == 0:
-        return pl.DataFrame(schema=LINKS_SCHEMA)
-    return (both.group_by("ntt").agg(pl.col("nir").first().alias("linked_nir"),
-                                     pl.col("bucket").first().cast(pl.Int32).alias("link_bucket"),
-                                     pl.col("nir").n_unique().alias("_n"))
-            .filter(pl.col("_n") == 1).drop("_n").sort("ntt"))
+    """The NTT -> NIR part of ``identity_links`` (kind "ntt")."""
+    return identity_links(root_dir, decls).links.filter(pl.col("kind") == "ntt")
+
+
+def linked_rows(links: pl.DataFrame) -> pl.Expr:
+    """Row filter: rows declared under one of the old identities of ``links``."""
+    nirs = links.filter(pl.col("kind") == "nir")["old_id"]
+    ntts = links.filter(pl.col("kind") == "ntt")["old_id"]
+    return (pl.col("nir").is_in(nirs.implode())
+            | (pl.col("nir").is_null() & pl.col("ntt").is_in(ntts.implode()))).fill_null(False)
+
+
+def current_nir(links: pl.DataFrame) -> pl.Expr:
+    """The NIR a row counts for: an old NIR becomes its current NIR, an NTT-only row takes
+    the NIR its NTT is linked to (null when unlinked)."""
+    nir_l = links.filter(pl.col("kind") == "nir")
+    ntt_l = links.filter(pl.col("kind") == "ntt")
+    out = pl.col("nir")
+    if nir_l.height:
+        out = out.replace(nir_l["old_id"], nir_l["linked_nir"])
+    if ntt_l.height:
+        out = pl.coalesce(out, pl.col("ntt").replace_strict(
+            ntt_l["old_id"], ntt_l["linked_nir"], default=None, return_dtype=pl.String))
+    return out.alias("nir")
+
+
+def apply_identity_links(root_dir: Path | str, table: str, lf: pl.LazyFrame,
+                         links: pl.DataFrame, buckets: list[int] | None) -> pl.LazyFrame:
+    """Rows of old identities (NTT-only, old NIR) count for their current NIR. A bucket run
+    reads them from their own bucket (``src_bucket``) when the current NIR's bucket is one of
+    ``buckets`` (and only then); the run of their own bucket leaves them out."""
+    if buckets is not None:
+        run = {int(b) for b in buckets}
+        wanted = links.filter(pl.col("link_bucket").is_in(sorted(run)))
+        extra = sorted(set(wanted["src_bucket"].drop_nulls().to_list()) - run)
+        if extra:
+            lf = pl.concat([lf, scan_table(root_dir, table, extra).filter(linked_rows(wanted))])
+        lf = lf.filter(~linked_rows(links) | linked_rows(wanted))
+    return lf.with_columns(current_nir(links))
 
 
 def scan_person_table(root_dir, table: str, decls: pl.DataFrame,
@@ -145,22 +308,11 @@ def scan_person_table(root_dir, table: str, decls: pl.DataFrame,
                       links: pl.DataFrame | None = None) -> pl.LazyFrame:
     """A person table restricted to current declarations (and buckets). ``_ord`` orders rows
     as (decl_month, constitution_date, decl_id, line_no): the "latest version" order. With
-    ``links`` (``ntt_links``), NTT-only rows whose NTT is linked get the linked NIR, and are
-    read from bucket 0 when the NIR's bucket is one of ``buckets`` (and only then)."""
+    ``links`` (``identity_links``), rows of an old identity (NTT-only, old NIR) get the
+    current NIR (``apply_identity_links``)."""
     lf = scan_table(root_dir, table, buckets)
     if links is not None and links.height:
-        wanted = links if buckets is None else \
-            links.filter(pl.col("link_bucket").is_in([int(b) for b in buckets]))
-        if buckets is not None and 0 not in buckets and wanted.height:
-            lf = pl.concat([lf, scan_table(root_dir, table, [0])
-                            .filter(pl.col("nir").is_null()
-                                    & pl.col("ntt").is_in(wanted["ntt"].implode()))])
-        if buckets is not None:  # linked NTT rows of bucket 0 belong to the NIR's bucket run
-            lf = lf.filter(pl.col("nir").is_not_null()
-                           | ~pl.col("ntt").is_in(links["ntt"].implode()).fill_null(False)
-                           | pl.col("ntt").is_in(wanted["ntt"].implode()).fill_null(False))
-        lf = (lf.join(links.lazy().select("ntt", "linked_nir"), on="ntt", how="left")
-              .with_columns(pl.coalesce("nir", "linked_nir").alias("nir")).drop("linked_nir"))
+        lf = apply_identity_links(root_dir, table, lf, links, buckets)
     lf = lf.join(decls.lazy(), on="decl_id", how="inner")
     if with_ord:
         lf = lf.with_columns((pl.col("_drank") * ORD_SHIFT + pl.col("line_no").fill_null(0))
@@ -181,13 +333,29 @@ def packed_contract_key() -> pl.Expr:
                          separator=KEY_SEP).alias("_ck")
 
 
-def contract_dictionary(contracts: pl.DataFrame) -> pl.DataFrame:
-    """The run's contracts: distinct (nir, siret, contract_no) of rows with a NIR, sorted,
-    numbered ``cid`` (0..n-1); ``pid`` numbers the NIRs in NIR order, ``siret_code`` and
-    ``siren_code`` number establishments and employers (for distinct counts on integers).
-    ``_ck`` is the packed key (``packed_contract_key``) the big tables are joined on."""
-    keys = (contracts.lazy().filter(pl.col("nir").is_not_null())
-            .select(packed_contract_key()).unique().sort("_ck").collect())
+def current_contract_key(lf: pl.LazyFrame, clinks: pl.DataFrame | None,
+                         drop_remapped: bool = False) -> pl.LazyFrame:
+    """``_ck`` of rows declared under an OLD contract key (S21.G00.41.012 / .014,
+    ``Identity.contract_links``) becomes the contract's current key, so both identities are
+    one contract (``cid``) before any aggregation. ``drop_remapped`` drops those rows instead
+    (a 62 end declared under the old identity is not the end of the continuing contract)."""
+    if clinks is None or clinks.height == 0:
+        return lf
+    if drop_remapped:
+        return lf.filter(~pl.col("_ck").is_in(clinks["_ck"].implode()))
+    return lf.with_columns(pl.col("_ck").replace(clinks["_ck"], clinks["_ck_new"]))
+
+
+def contract_dictionary(contracts: pl.DataFrame,
+                        clinks: pl.DataFrame | None = None) -> pl.DataFrame:
+    """The run's contracts: distinct (nir, siret, contract_no) of rows with a NIR — current
+    keys only (``current_contract_key``) — sorted, numbered ``cid`` (0..n-1); ``pid`` numbers
+    the NIRs in NIR order, ``siret_code`` and ``siren_code`` number establishments and
+    employers (for distinct counts on integers). ``_ck`` is the packed key
+    (``packed_contract_key``) the big tables are joined on."""
+    keys = (current_contract_key(contracts.lazy().filter(pl.col("nir").is_not_null())
+                                 .select(packed_contract_key()), clinks)
+            .unique().sort("_ck").collect())
     parts = pl.col("_ck").str.split_exact(KEY_SEP, 2)
     null_if_marker = lambda e: pl.when(e == KEY_NULL).then(None).otherwise(e)  # noqa: E731
     return keys.with_row_index("cid").with_columns(
@@ -202,11 +370,14 @@ def contract_dictionary(contracts: pl.DataFrame) -> pl.DataFrame:
         pl.col("siret").str.slice(0, 9).rank("dense").cast(pl.Int64).alias("siren_code"))
 
 
-def with_cid(lf: pl.LazyFrame | pl.DataFrame, keys: pl.DataFrame) -> pl.LazyFrame:
-    """Rows with a known contract key get their ``cid`` (inner join on the packed key: a key
-    absent from the run's contract versions has no attributes, so it can never be worked
-    time); the string key columns are dropped."""
-    return (lf.lazy().filter(pl.col("nir").is_not_null()).with_columns(packed_contract_key())
+def with_cid(lf: pl.LazyFrame | pl.DataFrame, keys: pl.DataFrame,
+             clinks: pl.DataFrame | None = None, drop_remapped: bool = False) -> pl.LazyFrame:
+    """Rows with a known contract key get their ``cid`` (inner join on the packed key, old
+    keys mapped to current ones first: ``current_contract_key``; a key absent from the run's
+    contract versions has no attributes, so it can never be worked time); the string key
+    columns are dropped."""
+    lf = lf.lazy().filter(pl.col("nir").is_not_null()).with_columns(packed_contract_key())
+    return (current_contract_key(lf, clinks, drop_remapped)
             .join(keys.lazy().select("_ck", "cid"), on="_ck", how="inner")
             .drop(*CONTRACT_KEY, "_ck"))
 
@@ -515,6 +686,7 @@ class WorkedTime:
     uncreditable: pl.LazyFrame  # nir, ntt, reason, detail
     contracts: pl.LazyFrame  # contract versions of year N (for categories)
     contract_months: pl.DataFrame | None = None  # per contract-month terms (``keep_terms``)
+    withheld: pl.DataFrame | None = None  # nir: people not credited (identity conflicts)
 
 
 UNCREDITABLE_SCHEMA = {"nir": pl.String, "ntt": pl.String, "year": pl.Int32, "reason": pl.String,
@@ -584,7 +756,8 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     STAGE_SECONDS.clear()
     STAGE_CPU_SECONDS.clear()
     t, _cpu_mark[0] = time.perf_counter(), time.process_time()
-    decls, links = run_declarations(root_dir)
+    decls, ident = run_declarations(root_dir)
+    links, clinks = ident.links, ident.contract_links
     t = _timed("current_declarations", t)
     lo = date(year - 1, 12, 1)
 
@@ -595,24 +768,25 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
 
     raw = (read("contracts", CONTRACT_COLS).filter(pl.col("decl_month") >= lo)
            .drop("decl_id", "line_no").collect())
-    keys = contract_dictionary(raw)
+    keys = contract_dictionary(raw, clinks)
     ntt_rows = raw.filter(pl.col("nir").is_null() & pl.col("ntt").is_not_null()
                           & (pl.col("decl_month").dt.year() == year)).select("ntt", "siret")
-    contracts = with_cid(raw.lazy().filter(pl.col("nir").is_not_null()), keys).collect()
+    contracts = with_cid(raw.lazy().filter(pl.col("nir").is_not_null()), keys, clinks).collect()
     del raw
     t = _timed("scan_contracts", t)
     activities = (with_cid(read("activities", ACTIVITY_COLS, with_ord=False)
-                           .filter(pl.col("nir").is_not_null()).drop("decl_id"), keys)
+                           .filter(pl.col("nir").is_not_null()).drop("decl_id"), keys, clinks)
                   .with_columns(dk_key().alias("dk")).drop("_drank").collect())
     t = _timed("scan_activities", t)
     child = ["decl_id", "line_no", "decl_month", "nir", "siret", "contract_no", "contract_start"]
     stoppages = with_cid(read("work_stoppages", child + ["motif", "last_worked_day",
                                                          "planned_end", "resumption_date"])
-                         .filter(pl.col("nir").is_not_null()), keys)
+                         .filter(pl.col("nir").is_not_null()), keys, clinks)
     suspensions = with_cid(read("suspensions", child + ["motif", "start_date", "end_date"])
-                           .filter(pl.col("nir").is_not_null()), keys)
+                           .filter(pl.col("nir").is_not_null()), keys, clinks)
     ends_raw = with_cid(read("contract_ends", child + ["end_date", "end_reason"],
-                             with_ord=False).filter(pl.col("nir").is_not_null()), keys)
+                             with_ord=False).filter(pl.col("nir").is_not_null()), keys, clinks,
+                        drop_remapped=True)
 
     versions = contract_versions(contracts.lazy(), p).collect()
     t = _timed("contract_versions", t)
@@ -701,7 +875,7 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
                                     "pay_type", "period_end", "amount_cents"], with_ord=False)
                        .filter((pl.col("pay_type") == p.remuneration_pay_type)
                                & (pl.col("period_end").dt.year() == year))
-                       .filter(pl.col("nir").is_in(sn_nirs.implode())), keys)
+                       .filter(pl.col("nir").is_in(sn_nirs.implode())), keys, clinks)
         rem_attr = attributes_at(
             rem.group_by(cm_key(month_start("period_end")).alias("cm")).agg(
                 pl.col("amount_cents").sum(), pl.col("_dsid").min().alias("decl_min"),
@@ -733,11 +907,28 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     t = _timed("persons", t)
 
     # 6. what is examined but cannot be credited
-    unc = uncreditable_rows(versions, persons, keys, ntt_rows, year)
+    unc = pl.concat([uncreditable_rows(versions, persons, keys, ntt_rows, year),
+                     identity_uncreditable(persons, ident, year)])
     in_year = (versions.lazy().filter(pl.col("decl_month").dt.year() == year)
                .join(keys.lazy().select("cid", *CONTRACT_KEY), on="cid", how="left"))
     return WorkedTime(persons=persons, uncreditable=unc, contracts=in_year,
-                      contract_months=terms_detail)
+                      contract_months=terms_detail, withheld=ident.conflicts.select("nir"))
+
+
+def identity_uncreditable(persons: pl.LazyFrame, ident: Identity, year: int) -> pl.LazyFrame:
+    """Examined people concerned by a conflicting identity link (``identity_links``):
+    ``identity_conflict`` (an old NIR claimed by several NIRs: not credited, never guessed)
+    and ``contract_link_conflict`` (an old contract key claimed by several contracts: the
+    contracts stay separate, the person is credited; reported for review)."""
+    examined = persons.select("nir")
+    frames = [examined.join(f.lazy(), on="nir", how="inner")
+              .group_by("nir").agg(pl.col("detail").sort().str.join("; "))
+              .select("nir", pl.lit(None, pl.String).alias("ntt"), pl.lit(reason).alias("reason"),
+                      "detail")
+              for reason, f in (("identity_conflict", ident.conflicts),
+                                ("contract_link_conflict", ident.contract_conflicts))]
+    return (pl.concat(frames).with_columns(pl.lit(year, pl.Int32).alias("year"))
+            .select(list(UNCREDITABLE_SCHEMA)))
 
 
 def contract_month_detail(cmf: pl.DataFrame, keys: pl.DataFrame, p: YearParams) -> pl.DataFrame:
@@ -876,7 +1067,7 @@ def source_declarations(root_dir: Path | str, nir: str, year: int) -> pl.DataFra
     activity or pay row (also under an NTT linked to the NIR), with the table it was seen in.
     Filters the lake for that NIR only."""
     decls = current_declarations(root_dir)
-    links = ntt_links(root_dir, decls)
+    links = identity_links(root_dir, decls).links
     frames = []
     for table in ("contracts", "activities", "pay", "work_stoppages", "suspensions",
                   "contract_ends"):

@@ -4,6 +4,13 @@ envois (generator.builder) -> lake (the real parser) -> ready for pipeline.credi
 Month keys: "1-12", "3", or "YYYY-MM" (another year). Quantities in the contract's unit.
 ``nir_from_month: M`` (with ``ntt``): the months before M are declared under the NTT alone,
 M and later carry both the NIR and the NTT (the DSN that links the NTT to the NIR).
+
+Identity changes (dsn_format.md §1.5), on the case or on one contract:
+``old_nir: X, nir_change_month: M``: months before M are declared under NIR X; month M
+declares the current NIR with an S21.G00.31 block (31.001 = 1st of M, 31.008 = X).
+``renumbered: {month: M, old_number: X}`` / ``transferred: {month: M, old_siret: S}``: the
+contract is declared as number X / at establishment S before M; month M carries an
+S21.G00.41 block (41.001 = 1st of M, 41.014 = X / 41.012 = S).
 """
 
 from __future__ import annotations
@@ -14,9 +21,9 @@ from pathlib import Path
 
 import polars as pl
 
-from generator.builder import (Contract, ContractEnd, Declaration, Person, Remuneration,
-                               Suspension, WorkStoppage, Activity, month_bounds, monthly_pay,
-                               payment_for, write_envoi)
+from generator.builder import (Contract, ContractChange, ContractEnd, Declaration,
+                               IndividualChange, Person, Remuneration, Suspension, WorkStoppage,
+                               Activity, month_bounds, monthly_pay, payment_for, write_envoi)
 
 DEFAULT_NIR = "1850175123456"
 DEFAULT_SIRET = "12345678200017"
@@ -56,16 +63,53 @@ def build_declarations(case: dict) -> list[Declaration]:
 
     nir_from = case.get("nir_from_month")  # earlier months: NTT only (NIR not yet known)
 
-    def person(month: date) -> Person:
+    def change_month(spec: dict | None, key: str = "month") -> date | None:
+        return date(year, int(spec[key]), 1) if spec else None
+
+    def declared_nir(c: dict, month: date) -> tuple[str | None, IndividualChange | None]:
+        """The NIR declared in ``month`` for contract ``c``'s person, and its 31 block."""
+        current = c.get("nir", nir)
         known = nir_from is None or month >= date(year, int(nir_from), 1)
-        return Person(nir=nir if known else None, last_name="DUPONT", first_names="MARIE",
-                      birth_date="01011985", ntt=case.get("ntt"))
+        old = c.get("old_nir", case.get("old_nir"))
+        at = change_month(c if "old_nir" in c else case, "nir_change_month") if old else None
+        if at is None or month > at:
+            return (current if known else None), None
+        if month < at:
+            return old, None
+        return current, IndividualChange(at, old_nir=old)
+
+    def declared_contract(c: dict, month: date) -> tuple[str, str, ContractChange | None]:
+        """(siret, number) declared in ``month`` for contract ``c``, and its 41 block."""
+        siret, number, change = c["siret"], c["number"], None
+        for spec, field in ((c.get("renumbered"), "old_number"), (c.get("transferred"), "old_siret")):
+            at = change_month(spec)
+            if at is None:
+                continue
+            if month < at:
+                siret, number = ((siret, spec["old_number"]) if field == "old_number"
+                                 else (spec["old_siret"], number))
+            elif month == at:
+                change = change or ContractChange(at)
+                setattr(change, field, spec[field])
+        return siret, number, change
+
+    def person(d: Declaration, c: dict, month: date) -> Person:
+        who, change = declared_nir(c, month)
+        for p in d.people:
+            if p.nir == who:
+                break
+        else:
+            p = Person(nir=who, last_name="DUPONT", first_names="MARIE", birth_date="01011985",
+                       ntt=case.get("ntt"))
+            d.people.append(p)
+        if change is not None and not p.changes:
+            p.changes.append(change)
+        return p
 
     def decl(siret: str, month: date) -> Declaration:
         key = (siret, month)
         if key not in decls:
-            decls[key] = Declaration(siren=siret[:9], nic=siret[9:], month=month,
-                                     people=[person(month)])
+            decls[key] = Declaration(siren=siret[:9], nic=siret[9:], month=month)
         return decls[key]
 
     for c in contracts:
@@ -74,10 +118,11 @@ def build_declarations(case: dict) -> list[Declaration]:
         months = sorted({date(year, m, 1) for m in range(1, 13) if _active(c, date(year, m, 1))}
                         | set(worked) | set(remun))
         for month in months:
-            d = decl(c["siret"], month)
-            p = d.people[0]
+            siret, number, cchange = declared_contract(c, month)
+            d = decl(siret, month)
+            p = person(d, c, month)
             first, last = month_bounds(month)
-            con = Contract(number=c["number"], start=_d(c["start"]), nature=c.get("nature", "01"),
+            con = Contract(number=number, start=_d(c["start"]), nature=c.get("nature", "01"),
                            unit=str(c.get("unit", "10")), ref_quota=str(c.get("reference", "151.67")),
                            quota=str(c.get("quota", c.get("reference", "151.67"))),
                            modality=c.get("modality", "10"), boeth=c.get("boeth"),
@@ -85,6 +130,8 @@ def build_declarations(case: dict) -> list[Declaration]:
                            planned_end=_d(c["planned_end"]) if c.get("planned_end") else
                            (_d(c["end"]) if c.get("end") and c.get("nature", "01") in ("02", "70")
                             else (date(year + 5, 12, 31) if c.get("nature") in ("02", "70") else None)))
+            if cchange is not None:
+                con.changes.append(cchange)
             if c.get("end") and first <= _d(c["end"]) <= last:
                 con.end = ContractEnd(_d(c["end"]))
             for a in c.get("absences", []):
@@ -110,15 +157,16 @@ def build_declarations(case: dict) -> list[Declaration]:
         for r in c.get("recalls", []):  # a later DSN carries a past period's signed difference
             dm = _d(str(r["declared_in"]) + "-01")
             per = _d(str(r["period"]) + "-01")
-            d = decl(c["siret"], dm)
-            p = d.people[0]
-            if not any(x.number == c["number"] for x in p.contracts):
-                p.contracts.append(Contract(number=c["number"], start=_d(c["start"]),
+            siret, number, _ = declared_contract(c, dm)
+            d = decl(siret, dm)
+            p = person(d, c, dm)
+            if not any(x.number == number for x in p.contracts):
+                p.contracts.append(Contract(number=number, start=_d(c["start"]),
                                             unit=str(c.get("unit", "10")),
                                             ref_quota=str(c.get("reference", "151.67")),
                                             quota=str(c.get("quota", c.get("reference", "151.67")))))
             pf, pl_ = month_bounds(per)
-            rems = [Remuneration(pf, pl_, c["number"], t, r.get("amount", 100),
+            rems = [Remuneration(pf, pl_, number, t, r.get("amount", 100),
                                  activities=[Activity(str(r["hours"]))] if t == "002" else [])
                     for t in ("001", "002", "003", "010")]
             p.payments.append(payment_for(dm, rems, r.get("amount", 100)))

@@ -46,6 +46,7 @@ def test_case(case, tmp_path):
         "worked_ratio", "ratio_exact", "annual_amount_cents", "category", "references",
         "months_counted", "paid_hours_h", "absence_days", "source_decl_ids")}
     assert credited["credit_cents"] >= 0
-    for key in ("category", "employers_count", "establishments_count", "months_counted"):
+    for key in ("category", "employers_count", "establishments_count", "months_counted",
+                "contracts_count"):
         if key in exp:
             assert row[key] == exp[key], row

@@ -71,3 +71,54 @@ def test_ntt_link_crosses_buckets(tmp_path):
     assert parts.equals(w)
     assert all(r.uncreditable.collect().height == 0 for r in runs)
     assert source_declarations(tmp_path, case["nir"], 2025)["decl_id"].n_unique() == 12
+
+
+def _case(tmp_path, prefix: str):
+    import yaml
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from scenario import ingest_case
+    cases = yaml.safe_load((Path(__file__).parent / "cases.yaml").read_text(encoding="utf-8"))
+    case = next(c for c in cases if c["name"].startswith(prefix))
+    ingest_case(case, tmp_path)
+    return case
+
+
+def test_old_nir_link_crosses_buckets(tmp_path):
+    """Rows under the NIA (bucket 15) count for the NIR (bucket 1) in the NIR's bucket run
+    only; the NIA's own bucket run credits nobody (cases.yaml NIA case)."""
+    case = _case(tmp_path, "NIA replaced")
+    whole = compute_year(tmp_path, 2025).amounts.collect()
+    assert whole["nir"].to_list() == [case["nir"]] and whole["months_counted"].to_list() == [12]
+    runs = {b: compute_year(tmp_path, 2025, buckets=[b]) for b in range(16)}
+    assert runs[15].amounts.collect().height == 0
+    assert pl.concat([r.amounts.collect() for r in runs.values()]).equals(whole)
+    assert all(r.uncreditable.collect().height == 0 for r in runs.values())
+    assert source_declarations(tmp_path, case["nir"], 2025)["decl_id"].n_unique() == 12
+
+
+def test_conflicting_old_nir_is_withheld_and_reported_once(tmp_path):
+    """An old NIR claimed by two NIRs: the three people are reported (identity_conflict),
+    none credited, each reported once over the bucket runs."""
+    _case(tmp_path, "an old NIR claimed")
+    whole = compute_year(tmp_path, 2025)
+    assert whole.amounts.collect().height == 0
+    unc = whole.uncreditable.collect()
+    assert sorted(unc["nir"].to_list()) == ["1850175123457", "1850175123459", "1850175123460"]
+    assert set(unc["reason"]) == {"identity_conflict"}
+    assert "claimed by 1850175123457,1850175123460" in \
+        unc.filter(pl.col("nir") == "1850175123459")["detail"][0]
+    per_run = pl.concat([compute_year(tmp_path, 2025, buckets=[b]).uncreditable.collect()
+                         for b in range(16)])
+    assert per_run.sort("nir").equals(unc.sort("nir"))
+
+
+def test_resolve_chains_follows_links_and_never_guesses():
+    from pipeline.worked_time import resolve_chains
+    edges = pl.DataFrame({"old": ["A", "B", "C", "X", "X", "Y", "P", "Q"],
+                          "new": ["B", "C", "D", "N1", "N2", "X", "Q", "P"]})
+    resolved, conflicts = resolve_chains(edges)
+    assert resolved.rows() == [("A", "D"), ("B", "D"), ("C", "D")]  # A -> B -> C -> D
+    got = dict(conflicts.rows())
+    assert set(got) == {"X", "N1", "N2", "Y", "P", "Q"}  # ambiguous, claimants, chain, cycle
+    assert got["X"] == "old identifier claimed by N1,N2"
+    assert got["P"] == got["Q"] == "cycle of identity links"
