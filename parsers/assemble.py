@@ -63,4 +63,19 @@ def assemble(records: pl.DataFrame, meta: pl.DataFrame, n_buckets: int = DEFAULT
     tables["files"] = files.select([
         (pl.col(c) if c in files.columns else pl.lit(None)).cast(t).alias(c)
         for c, t in TABLES["files"].items()])
-    return ParsedFile(tables)
+    return ParsedFile(_own_strings(tables))
+
+
+def _own_strings(tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """Copy the String columns of the output tables into their own buffers.
+
+    The flat reader's ``value`` / ``rubrique`` / ``raw`` columns are string views into the
+    batch's bytes (``records.read_split_batch``), and gathers keep them as views: without this
+    copy the typed tables of a pending commit would keep every parse batch's text alive
+    (peak RSS measured 722 -> 1 399 MB on 600 files). A concatenation copies; filters,
+    gathers, slices and casts do not."""
+    out = {}
+    for name, df in tables.items():
+        strings = [c for c, t in df.schema.items() if t == pl.String]
+        out[name] = df.with_columns(pl.col(strings) + pl.lit("")) if strings and df.height else df
+    return out

@@ -15,7 +15,7 @@ import polars as pl
 from parsers.assemble import assemble
 from parsers.lake_schema import DEFAULT_BUCKETS
 from parsers.model import ParsedFile
-from parsers.records import has_damaged, read_batch, split_lines, to_utf8
+from parsers.records import has_damaged, read_split_batch, to_utf8
 
 FORMAT_FLAT = "flat"
 
@@ -49,7 +49,6 @@ def parse_flat_sources(sources: list[SourceBytes], n_buckets: int = DEFAULT_BUCK
             damaged.append(idx)
         meta.append({"file_idx": idx, "file_sha256": src.sha256, "source_file": src.source_file,
                      "size_bytes": len(src.data), "encoding": encoding, "format": FORMAT_FLAT})
-    lines = read_batch(utf8s)  # one read for the whole batch
+    records = read_split_batch(utf8s, damaged_files=damaged)  # one pass for the whole batch
     del utf8s
-    records = split_lines(lines, damaged_files=damaged)
     return assemble(records, pl.DataFrame(meta, schema_overrides={"size_bytes": pl.Int64}), n_buckets)

@@ -1,14 +1,18 @@
 """Bytes of flat DSN files -> one row per physical line: (file_idx, line_no, rubrique, value).
 
-Why this shape: the flat NEODeS line ``Sxx.Gyy.zz.aaa,'value'`` has a fixed-width 14-char id,
-so the split is two ``str.slice`` calls on whole lines read by Polars' CSV reader with a
-separator that never occurs (``\\x1f``) and no quoting — ``read_csv(quote_char="'")`` would break
-on legal apostrophes inside values (``'D'ARTAGNAN'``). The value runs to the LAST apostrophe.
+Why this shape: the flat NEODeS line ``Sxx.Gyy.zz.aaa,'value'`` has a fixed-width 14-char id
+followed by ``,'``, and the value runs to the LAST apostrophe (apostrophes inside values are
+legal: ``'D'ARTAGNAN'``), so no CSV quoting applies.
 
-All files of a batch are decoded once each, concatenated and read by ONE ``read_csv`` call
-(per-call overhead dominates on the many ~1 MB files of a DSN year); ``file_idx`` comes from the
-per-file newline counts. The id is validated by an ``Enum`` cast against the norm's ids (a hash
-lookup); the id regexp runs only on the rare lines whose id is not in the norm.
+``read_split_batch`` (the flat reader's path): all files of a batch are decoded once each and
+concatenated; the newlines are found in NumPy (``file_idx`` / ``line_no`` from the per-file
+newline counts); the first 16 bytes of every line are two unaligned 8-byte loads, so the id is
+looked up among the norm's ids by exact comparison (a hash of the two words, a binary search,
+then equality — no regexp, no string cast) and the id pattern is checked byte by byte only on
+the rare ids outside the norm. ``rubrique``, ``value`` and ``raw`` (kept for malformed lines
+only) are Arrow string views into the batch's bytes: no per-line string is copied.
+``read_batch`` + ``split_lines`` (Polars CSV reader with separator ``\x1f``, ``str.slice``) give
+the same rows and remain the path of batches of 2 GiB or more (int32 view offsets).
 
 Encoding is detected per file: valid UTF-8 containing multibyte sequences => UTF-8; otherwise
 windows-1252, with Latin-1 for the five bytes cp1252 leaves undefined (so no line is ever
@@ -22,7 +26,10 @@ import codecs
 import io
 import itertools
 import re
+from functools import lru_cache
 
+import numpy as np
+import pyarrow as pa
 import polars as pl
 
 from parsers import codes
@@ -118,6 +125,207 @@ def read_batch(utf8_files: list[bytes]) -> pl.DataFrame:
          - pl.lit(starts).gather(pl.col("file_idx"))).alias("line_no"),
         pl.col("raw").str.strip_suffix("\r") if any(b"\r" in b for b in blobs) else pl.col("raw"),
     )
+
+
+# --- Fast path: lines split in NumPy, columns built as zero-copy Arrow string views ---------
+# Arrow/Polars string views hold 16 bytes per string: length (int32), then either the string
+# itself when it has at most 12 bytes, or its first 4 bytes, a buffer index and an offset.
+_VIEW_INLINE = 12
+_PAD = 24  # bytes of zero padding after a batch's text (8-byte loads at line start + 16)
+_MAX_VIEW_OFFSET = 2**31 - 1  # view offsets are int32
+_ID_DIGITS = (1, 2, 5, 6, 8, 9, 11, 12, 13)  # "S21.G00.30.001": the digit positions
+_ID_LITERALS = {0: ord("S"), 3: ord("."), 4: ord("G"), 7: ord("."), 10: ord(".")}
+_QUOTE, _CR, _LF = ord("'"), ord("\r"), ord("\n")
+_COMMA_QUOTE = ord(",") | (ord("'") << 8)
+_ID_HI_MASK = np.uint64((1 << 48) - 1)  # bytes 8-13 of the id (bytes 14-15 are ",'")
+RECORDS_SCHEMA = {"file_idx": pl.Int64, "line_no": pl.Int64, "raw": pl.String,
+                  "rubrique": pl.String, "value": pl.String, "malformed": pl.Boolean,
+                  "damaged": pl.Boolean, STATIC_CODE: pl.UInt32}
+
+
+class _IdBytes:
+    """Column access ``w[:, pos]`` to the first 16 bytes of the lines, held as two 8-byte
+    row blocks (bytes 0-7 and 8-15)."""
+
+    def __init__(self, lo: np.ndarray, hi: np.ndarray) -> None:
+        self.lo, self.hi = lo, hi
+        self.shape = (lo.shape[0], codes.RUBRIQUE_ID_WIDTH)
+
+    def __getitem__(self, key: tuple) -> np.ndarray:
+        pos = key[1]
+        return self.lo[:, pos] if pos < 8 else self.hi[:, pos - 8]
+
+
+def _id_hash(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """A 64-bit mix of the two id words (a candidate lookup, confirmed by exact comparison)."""
+    return lo ^ (hi * np.uint64(0x9E3779B97F4A7C15))
+
+
+@lru_cache(maxsize=None)
+def _norm_id_words() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The norm's ids as (bytes 0-7, bytes 8-13) words and their ``rubrique_enum()`` codes,
+    ordered by ``_id_hash``."""
+    from parsers.norm import rubrique_enum
+
+    ids = rubrique_enum().categories.to_list()
+    raw = np.zeros((len(ids), 16), np.uint8)
+    raw[:, :codes.RUBRIQUE_ID_WIDTH] = np.frombuffer("".join(ids).encode("ascii"),
+                                                     np.uint8).reshape(len(ids), -1)
+    words = raw.view("<u8")
+    lo, hi = words[:, 0].copy(), words[:, 1].copy()
+    h = _id_hash(lo, hi)
+    if len(np.unique(h)) != len(h):
+        raise ValueError("rubrique id hash collision")
+    order = np.argsort(h, kind="stable")
+    return lo[order], hi[order], order.astype(np.uint32)
+
+
+@lru_cache(maxsize=None)
+def _norm_id_hashes() -> np.ndarray:
+    lo, hi, _ = _norm_id_words()
+    return _id_hash(lo, hi)
+
+
+_KEEP_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], np.uint64)
+
+
+def _words(pad: np.ndarray, width: int) -> np.ndarray:
+    """Unaligned little-endian ``width``-byte words at every byte offset of ``pad`` (a view)."""
+    return np.ndarray((len(pad) - 8,), f"<u{width}", pad, 0, (1,))
+
+
+def _views(u32: np.ndarray, u64: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Arrow string views (n x 16 bytes) of the byte ranges ``[starts, starts + lens)`` of the
+    buffer whose unaligned 4- and 8-byte words are ``u32`` / ``u64``."""
+    n = len(starts)
+    v = np.empty((n, 2), np.uint64)
+    first = u32[starts].astype(np.uint64)  # bytes 0-3: prefix, or inline bytes 0-3
+    first &= _KEEP_BYTES[np.minimum(lens, 4)]
+    v[:, 0] = lens.astype(np.uint64) | (first << np.uint64(32))
+    # Short strings: inline bytes 4-11; long ones: buffer index 0, then the offset.
+    v[:, 1] = np.where(lens <= _VIEW_INLINE,
+                       u64[starts + 4] & _KEEP_BYTES[np.clip(lens - 4, 0, 8)],
+                       starts.astype(np.uint64) << np.uint64(32))
+    return v
+
+
+def _string_views(name: str, data: pa.Buffer, words: tuple[np.ndarray, np.ndarray],
+                  starts: np.ndarray, lens: np.ndarray,
+                  valid: np.ndarray | None = None) -> pl.Series:
+    """A String Series viewing ``data`` (no copy of the bytes); null where not ``valid``
+    (the views are then built for the valid rows only)."""
+    n = len(starts)
+    validity = None
+    if valid is None or valid.all():
+        views = _views(*words, starts, lens)
+    else:
+        validity = pa.py_buffer(np.packbits(valid, bitorder="little"))
+        views = np.zeros((n, 2), np.uint64)
+        idx = np.flatnonzero(valid)
+        if len(idx):
+            views[idx] = _views(*words, starts[idx], lens[idx])
+    arr = pa.Array.from_buffers(pa.string_view(), n, [validity, pa.py_buffer(views), data])
+    return pl.Series(name, pl.from_arrow(arr), dtype=pl.String)
+
+
+def _id_views(data: pa.Buffer, lo: np.ndarray, starts: np.ndarray, valid: np.ndarray) -> pl.Series:
+    """``rubrique``: views of the 14-byte ids (prefix = their first 4 bytes, from ``lo``)."""
+    n = len(starts)
+    views = np.empty((n, 2), np.uint64)
+    views[:, 0] = (lo << np.uint64(32)) | np.uint64(codes.RUBRIQUE_ID_WIDTH)
+    views[:, 1] = starts.astype(np.uint64) << np.uint64(32)
+    validity = None
+    if not valid.all():
+        validity = pa.py_buffer(np.packbits(valid, bitorder="little"))
+        views[~valid] = 0
+    arr = pa.Array.from_buffers(pa.string_view(), n, [validity, pa.py_buffer(views), data])
+    return pl.Series("rubrique", pl.from_arrow(arr), dtype=pl.String)
+
+
+def read_split_batch(utf8_files: list[bytes], damaged_files: list[int] | None = None) -> pl.DataFrame:
+    """``split_lines(read_batch(utf8_files), damaged_files)`` without any per-line string
+    work in Polars: the newlines are found in NumPy, the id checked and coded from its 14 bytes
+    (digits + literals, then a binary search in the norm's ids), and ``raw``, ``rubrique``
+    and ``value`` are Arrow string views into the batch's bytes (one buffer, not copied).
+
+    Line length is measured in bytes, then in characters only for the (rare) lines longer
+    than ``MAX_LINE_CHARS`` bytes; a non-ASCII byte in the first 16 bytes fails the id check,
+    so byte and character positions agree on every well-formed line."""
+    blobs = [b if not b or b.endswith(b"\n") else b + b"\n" for b in utf8_files]
+    size = sum(map(len, blobs))
+    if size >= _MAX_VIEW_OFFSET:  # int32 view offsets: the Polars CSV path
+        return split_lines(read_batch(utf8_files), damaged_files)
+    # Zero padding after the text: the 4/8-byte loads at any line start stay in bounds.
+    blob = b"".join([*blobs, bytes(_PAD)])
+    pad = np.frombuffer(blob, np.uint8)
+    buf = pad[:size]
+    ends = np.flatnonzero(buf == _LF)
+    n = len(ends)
+    if n == 0:
+        return pl.DataFrame(schema=RECORDS_SCHEMA)
+    file_ends = np.cumsum(np.fromiter(map(len, blobs), np.int64, len(blobs)))
+    counts = np.diff(np.searchsorted(ends, file_ends), prepend=0)  # newlines per file
+    file_idx = np.repeat(np.arange(len(blobs), dtype=np.int64), counts)
+    first_row = np.cumsum(counts) - counts
+    line_no = np.arange(1, n + 1, dtype=np.int64) - np.repeat(first_row, counts)
+    starts = np.empty(n, np.int64)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    ends = ends - ((ends > starts) & (buf[np.maximum(ends - 1, 0)] == _CR))  # CR-LF
+    lens = ends - starts
+    words = (_words(pad, 4), _words(pad, 8))
+    # The 16 first bytes of every line (two unaligned 8-byte loads): id, then ",'".
+    lo = words[1][starts]
+    hi = words[1][starts + 8]
+    shape = ((lens > codes.VALUE_OFFSET) & (pad[np.maximum(ends - 1, 0)] == _QUOTE)
+             & ((hi >> np.uint64(48)) == _COMMA_QUOTE))  # bytes 14-15 are ",'"
+    # Exact match against the norm's ids (their 14 bytes as two words: bytes 0-7, 8-13).
+    hi_id = hi & _ID_HI_MASK
+    norm_lo, norm_hi, norm_codes = _norm_id_words()
+    h = _id_hash(lo, hi_id)
+    pos = np.minimum(np.searchsorted(_norm_id_hashes(), h), len(norm_lo) - 1)
+    in_norm = shape & (norm_lo[pos] == lo) & (norm_hi[pos] == hi_id)
+    wf = in_norm.copy()
+    other = shape & ~in_norm
+    if other.any():  # ids outside the norm (rare): the id pattern, byte by byte
+        idx = np.flatnonzero(other)
+        w = _IdBytes(lo[idx].view(np.uint8).reshape(-1, 8), hi[idx].view(np.uint8).reshape(-1, 8))
+        ok = np.ones(len(idx), bool)
+        for p, byte in _ID_LITERALS.items():
+            ok &= w[:, p] == byte
+        for p in _ID_DIGITS:
+            ok &= (w[:, p] - np.uint8(ord("0"))) <= 9  # uint8 wraps: one comparison
+        wf[idx[ok]] = True
+    data = pa.py_buffer(blob)
+    long = wf & (lens > codes.MAX_LINE_CHARS)
+    if long.any():  # characters, not bytes, count: only on the lines too long in bytes
+        idx = np.flatnonzero(long)
+        chars = _string_views("raw", data, words, starts[idx], lens[idx]).str.len_chars()
+        wf[idx[(chars > codes.MAX_LINE_CHARS).to_numpy()]] = False
+        in_norm &= wf
+    static = pl.Series(STATIC_CODE, norm_codes[pos], dtype=pl.UInt32)
+    if not in_norm.all():
+        static = pl.select(pl.when(pl.lit(pl.Series(in_norm))).then(pl.lit(static))).to_series()
+    if damaged_files is None:
+        damaged_files = list(range(len(blobs)))
+    check = np.isin(file_idx, damaged_files) if damaged_files else np.zeros(n, bool)
+    damaged = np.zeros(n, bool)
+    if check.any():  # the regexp only on the lines of the files holding a damaged character
+        idx = np.flatnonzero(check)
+        hit = _string_views("raw", data, words, starts[idx], lens[idx]).str.contains(
+            DAMAGED_PATTERN).fill_null(False).to_numpy()
+        damaged[idx[hit]] = True
+    return pl.DataFrame([
+        pl.Series("file_idx", file_idx), pl.Series("line_no", line_no),
+        # ``raw`` is only read for malformed lines (the quarantine shows them whole).
+        _string_views("raw", data, words, starts, lens, ~wf),
+        _id_views(data, lo, starts, wf),
+        _string_views("value", data, words, starts + codes.VALUE_OFFSET,
+                      lens - codes.VALUE_OFFSET - 1, wf),
+        pl.Series("malformed", ~wf),
+        pl.Series("damaged", damaged),
+        static.alias(STATIC_CODE),
+    ])
 
 
 def split_lines(lines: pl.DataFrame, damaged_files: list[int] | None = None) -> pl.DataFrame:

@@ -15,24 +15,26 @@ Rules implemented column-wise over all lines of a batch of files (no per-line Py
   §1.4 example 30,40,40,30,40 attaches contract 3 to individual 2). Malformed lines and
   unknown blocks (platform enrichment) are transparent.
 
-Performance: rubriques are turned once into small integer codes (an ``Enum`` cast against the
-batch's rubrique catalogue); every per-rubrique attribute (block, number, envelope, norm
-attributes…) is then a ``gather`` from a small array, and every comparison runs on integers.
-Per-envoi and per-declaration values go back to the lines by ``gather`` on dense ordinals
-(``seg``, ``decl_no``), never by a join of the line table. Only the ancestor types the
-validator and the tables use (``TABLE_ANCESTORS``) are forward-filled.
+Performance: rubriques are turned once into small integer codes (``build_catalog``); every
+per-rubrique attribute (block, number, envelope, closing bits) is then a NumPy gather from a
+small array, and the sequential rules run in NumPy: a forward fill is a running maximum of the
+indices of the marking rows (``_open_occurrence``), envoi extents are ``minimum.at`` /
+``maximum.at`` per segment, and the columns are added to the line table in one call. Only the
+ancestor types the validator and the tables use (``TABLE_ANCESTORS``) are computed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from parsers import codes
 from parsers.norm import block_parents, descendants_or_self, rubrique_ids
 
-_CLOSED = -1  # sentinel: the ancestor occurrence was closed
+_NONE = -1  # no block / rubrique number (line without a rubrique code)
 # Ancestor types whose open occurrence the validator and the tables need.
 TABLE_ANCESTORS = (codes.INDIVIDUAL, codes.CONTRACT, codes.PAY)
 
@@ -107,11 +109,6 @@ def _closing_bits(catalog: Catalog) -> pl.Series:
                       for code in range(len(catalog.blocks))], dtype=pl.Int32)
 
 
-def _gather(values: pl.Series, idx: str) -> pl.Expr:
-    """``values[idx]`` per line (null index -> null)."""
-    return pl.lit(values).gather(pl.col(idx))
-
-
 def add_structure(lines: pl.DataFrame, catalog: Catalog | None = None) -> pl.DataFrame:
     """Input: file_idx, line_no, rubrique, value, malformed (sorted by file_idx, line_no).
 
@@ -127,66 +124,93 @@ def add_structure(lines: pl.DataFrame, catalog: Catalog | None = None) -> pl.Dat
     else:
         rcodes = lines.get_column("rubrique").cast(catalog.enum).to_physical().cast(pl.UInt32)
     cat = catalog.rubriques
-    bc = pl.col("bcode")
     if "force_new" not in lines.columns:
         lines = lines.with_columns(pl.lit(False).alias("force_new"))
-    df = lines.with_columns(rcodes.alias("rcode")).with_columns(
-        _gather(cat.get_column("bcode"), "rcode").alias("bcode"),
-        _gather(cat.get_column("rub_no"), "rcode").alias("rub_no"),
-        _gather(cat.get_column("envelope"), "rcode").fill_null(False).alias("envelope"),
-        (pl.col("file_idx") != pl.col("file_idx").shift(1)).fill_null(True).alias("file_start"),
-    )
-    prev_b = bc.shift(1).forward_fill()
-    prev_r = pl.col("rub_no").shift(1).forward_fill()
-    is_new = bc.is_not_null() & (
-        pl.col("force_new").fill_null(False) | pl.col("file_start") | prev_b.is_null()
-        | (bc != prev_b) | (pl.col("rub_no") <= prev_r))
+    n = lines.height
+    n_cat = cat.height
+    # Per-rubrique attributes with one extra entry (index ``n_cat``) for lines without a code.
+    rc = rcodes.cast(pl.UInt32).fill_null(n_cat).to_numpy()
+    cat_b = np.append(cat.get_column("bcode").to_numpy(), _NONE).astype(np.int32)
+    cat_r = np.append(cat.get_column("rub_no").fill_null(_NONE).to_numpy(), _NONE).astype(np.int32)
+    cat_e = np.append(cat.get_column("envelope").fill_null(False).to_numpy().astype(bool), False)
+    bcode, rub_no, envelope = cat_b[rc], cat_r[rc], cat_e[rc]
+    has_b = bcode != _NONE
+    file_idx = lines.get_column("file_idx").to_numpy()
+    line_no = lines.get_column("line_no").to_numpy()
+    file_start = np.empty(n, bool)
+    file_start[:1] = True
+    np.not_equal(file_idx[1:], file_idx[:-1], out=file_start[1:])
+    # Previous line with a block (malformed lines are transparent).
+    prev = _last_index(has_b)
+    prev_idx = np.empty(n, np.int64)
+    prev_idx[:1] = -1
+    prev_idx[1:] = prev[:-1]
+    has_prev = prev_idx >= 0
+    pi = np.maximum(prev_idx, 0)
+    force = lines.get_column("force_new").fill_null(False).to_numpy()
+    is_new = has_b & (force | file_start | ~has_prev | (bcode != bcode[pi]) | (rub_no <= rub_no[pi]))
     envoi, decl, totals = (catalog.bcode(b) for b in (codes.ENVOI, codes.DECLARATION, codes.TOTALS))
-    df = df.with_columns(is_new.fill_null(False).alias("is_new"))
-    df = df.with_columns(
-        pl.when(pl.col("is_new")).then(pl.col("line_no"))
-        .when(pl.col("file_start")).then(_CLOSED).forward_fill().alias("occ"),
-        (pl.col("file_start") | (pl.col("is_new") & (bc == envoi))).cum_sum()
-        .cast(pl.Int64).alias("seg"),
-    )
-    n_seg = int(df.get_column("seg").max() or 0)
+    occ, occ_ok = _open_occurrence(is_new, file_start, line_no)
+    seg = np.cumsum(file_start | (is_new & (bcode == envoi)), dtype=np.int64)
+    n_seg = int(seg[-1]) if n else 0
     # Envoi extent: from the segment's S10 line to its last S90 line (or its end).
-    marks = df.lazy().filter(bc.is_in([envoi, totals])).group_by("seg").agg(
-        pl.col("line_no").filter(bc == envoi).min().alias("s10_line"),
-        pl.col("line_no").filter(bc == totals).max().alias("s90_line"),
-    ).collect()
-    dense = pl.DataFrame({"seg": range(n_seg + 1)}, schema={"seg": pl.Int64}).join(
-        marks, on="seg", how="left", maintain_order="left")
-    s10 = _gather(dense.get_column("s10_line"), "seg")
-    s90 = _gather(dense.get_column("s90_line"), "seg")
-    in_envoi = (~pl.col("envelope") & s10.is_not_null() & (pl.col("line_no") >= s10)
-                & (s90.is_null() | (pl.col("line_no") <= s90)))
-    df = df.with_columns(
-        pl.when(pl.col("occ") != _CLOSED).then(pl.col("occ")).alias("occ"),
-        in_envoi.fill_null(False).alias("in_envoi"),
-        (pl.col("seg") != pl.col("seg").shift(1)).fill_null(True).alias("seg_start"),
-    )
-    decl_start = pl.col("is_new") & (bc == decl)
-    ends_decl = pl.col("seg_start") | (bc == totals) | ~pl.col("in_envoi")
-    df = df.with_columns(
-        pl.when(decl_start).then(pl.col("line_no")).when(ends_decl).then(_CLOSED)
-        .forward_fill().alias("decl_line"),
-        decl_start.fill_null(False).alias("decl_start"))
-    df = df.with_columns(
-        pl.when(pl.col("decl_line") != _CLOSED).then(pl.col("decl_line")).alias("decl_line"),
-        pl.when(pl.col("decl_line") != _CLOSED).then(pl.col("decl_start").cum_sum())
-        .cast(pl.Int64).alias("decl_no"),
-    )
-    df = df.with_columns(_gather(_closing_bits(catalog), "bcode").fill_null(0).alias("_closes"))
-    anc_exprs = []
+    is_s10, is_s90 = bcode == envoi, bcode == totals
+    s10 = np.full(n_seg + 1, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(s10, seg[is_s10], line_no[is_s10])
+    s90 = np.full(n_seg + 1, -1, np.int64)
+    np.maximum.at(s90, seg[is_s90], line_no[is_s90])
+    s10_l, s90_l = s10[seg], s90[seg]
+    in_envoi = (~envelope & (s10_l != np.iinfo(np.int64).max) & (line_no >= s10_l)
+                & ((s90_l < 0) | (line_no <= s90_l)))
+    seg_start = np.empty(n, bool)
+    seg_start[:1] = True
+    np.not_equal(seg[1:], seg[:-1], out=seg_start[1:])
+    decl_start = is_new & (bcode == decl)
+    decl_line, decl_ok = _open_occurrence(decl_start, seg_start | is_s90 | ~in_envoi, line_no)
+    decl_no = np.cumsum(decl_start, dtype=np.int64)
+    closes = np.append(_closing_bits(catalog).to_numpy(), 0)[np.where(has_b, bcode, len(catalog.blocks))]
+    ancestors = []
     for i, t in enumerate(TABLE_ANCESTORS):
-        opened = pl.col("is_new") & (bc == catalog.bcode(t))
-        closed = pl.col("seg_start") | ((pl.col("_closes") & (1 << i)) != 0)
-        anc_exprs.append(
-            pl.when(opened).then(pl.col("line_no")).when(closed).then(_CLOSED)
-            .forward_fill().alias(anc_col(t)))
-    df = df.with_columns(anc_exprs).drop("_closes")
-    return df.with_columns([
-        pl.when(pl.col(anc_col(t)) != _CLOSED).then(pl.col(anc_col(t))).alias(anc_col(t))
-        for t in TABLE_ANCESTORS
-    ])
+        vals, ok = _open_occurrence(is_new & (bcode == catalog.bcode(t)),
+                                    seg_start | ((closes & (1 << i)) != 0), line_no)
+        ancestors.append(_nullable(anc_col(t), vals, ok))
+    return lines.with_columns(
+        rcodes.alias("rcode"),
+        _nullable("bcode", bcode, has_b),
+        _nullable("rub_no", rub_no, rub_no != _NONE),
+        pl.Series("envelope", envelope),
+        pl.Series("file_start", file_start),
+        pl.Series("is_new", is_new),
+        _nullable("occ", occ, occ_ok),
+        pl.Series("seg", seg),
+        pl.Series("in_envoi", in_envoi),
+        pl.Series("seg_start", seg_start),
+        _nullable("decl_line", decl_line, decl_ok),
+        pl.Series("decl_start", decl_start),
+        _nullable("decl_no", decl_no, decl_ok),
+        *ancestors,
+    )
+
+
+def _last_index(mask: np.ndarray) -> np.ndarray:
+    """Per row, the index of the last row at or before it where ``mask`` holds (-1: none)."""
+    idx = np.where(mask, np.arange(len(mask), dtype=np.int64), -1)
+    return np.maximum.accumulate(idx) if len(idx) else idx
+
+
+def _open_occurrence(opened: np.ndarray, closed: np.ndarray,
+                     line_no: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The forward-filled ``line_no`` of the last ``opened`` row, closed (invalid) by a
+    ``closed`` row and before any mark; ``opened`` wins on a row that is both."""
+    last = _last_index(opened | closed)
+    at = np.maximum(last, 0)
+    return line_no[at], (last >= 0) & opened[at]
+
+
+def _nullable(name: str, values: np.ndarray, valid: np.ndarray) -> pl.Series:
+    """A Series of ``values`` (Int32 or Int64), null where not ``valid`` (no copy of values)."""
+    dtype = pa.int32() if values.dtype == np.int32 else pa.int64()
+    values = np.ascontiguousarray(values, dtype=np.int32 if dtype == pa.int32() else np.int64)
+    validity = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    arr = pa.Array.from_buffers(dtype, len(values), [validity, pa.py_buffer(values)])
+    return pl.Series(name, pl.from_arrow(arr))

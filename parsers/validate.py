@@ -23,18 +23,22 @@ Severity policy (documented in docs/ingestion.md):
   their validation anomalies are recorded as warnings and the lines still parsed;
 - damaged characters (U+FFFD, C1 controls) and an unknown norm version are warnings.
 
-Performance (everything is column-wise, and the expensive checks run on small subsets):
-per-line norm attributes are ``gather``s by (version, rubrique code); the format regexps run
-once per distinct pattern on the strict lines that carry it; enumerations are an anti-join
-on (version·rubrique, value) of the enumerated lines only; the reason/detail/scope logic runs
-on the few anomalous lines (``issues``), and verdicts return to the lines by ``gather`` on the
-dense ``seg`` / ``decl_no`` ordinals — the line table is never joined.
+Performance (everything is column-wise, and the expensive checks run on small subsets): the
+per-line part runs in NumPy — the (version, rubrique) key, one gather of packed norm flags and
+two of length bounds, the candidate mask, the final states — and only ``ver``, ``q_code``,
+``kept`` and ``parsed`` are added to the line table; candidate and issue rows are gathered by
+position. The format regexps and date parsing run once per distinct value of the strict lines
+that carry them; enumerations are an anti-join on (version·rubrique, value) of the enumerated
+lines only; the reason/detail/scope logic runs on the few anomalous lines (``issues``), and
+verdicts return to the lines by gather on the dense ``seg`` / ``decl_no`` ordinals — the line
+table is never joined.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
 from parsers import codes
@@ -54,6 +58,8 @@ ISSUE_LINE_COLS = ["row", "file_idx", "line_no", "rcode", "rubrique", "value", "
                    "q_code", "block_rejected", anc_col(codes.PAY)]
 Q_SCOPES_ALL = list(Q_SCOPES.values())
 # Per-rubrique norm attributes packed as bits of one Int32 per (version, rubrique code).
+_NO_MAX = np.iinfo(np.int64).max  # no upper length bound
+_NO_CODE = np.iinfo(np.uint32).max  # stands for a null rubrique code (UInt32)
 FLAG_BITS = {"known": 1, "_strict": 2, "is_enum": 4, "is_date": 8, "_enrich": 16, "_s10_s90": 32}
 
 
@@ -151,13 +157,13 @@ def _nir_ok(value: pl.Expr, birth_year: pl.Expr, pattern: pl.Expr) -> pl.Expr:
             & ~dept96_too_young.fill_null(False))
 
 
-def _strict_anomalies(df: pl.DataFrame, cat: Catalog, grid: pl.DataFrame,
+def _strict_anomalies(df: pl.DataFrame, sub: pl.DataFrame, cat: Catalog, grid: pl.DataFrame,
                       patterns: list[str]) -> pl.DataFrame:
-    """row -> bad_enum, bad_regexp, bad_date, bad_nir for the strict lines that fail."""
+    """row -> bad_enum, bad_regexp, bad_date, bad_nir for the strict lines that fail.
+
+    ``sub``: the strict lines and the NIR lines (row, file_idx, anc_S21.G00.30, rcode, key,
+    value, is_enum, is_date, _strict)."""
     nir = cat.rcode(codes.NIR)
-    sub = df.select(
-        "row", "file_idx", anc_col(codes.INDIVIDUAL), "rcode", "key", "value", "is_enum",
-        "is_date", "_strict").filter(pl.col("_strict") | (pl.col("rcode") == nir))
     sub = sub.with_columns(_g(grid.get_column("pat"), pl.col("key")).alias("pat"))
     parts = []
     enum_rows = sub.filter(pl.col("_strict") & pl.col("is_enum"))
@@ -172,16 +178,27 @@ def _strict_anomalies(df: pl.DataFrame, cat: Catalog, grid: pl.DataFrame,
     regexp = pl.DataFrame(schema={"row": pl.UInt32, "bad_regexp": pl.Boolean})
     pat_rows = sub.filter(pl.col("_strict") & pl.col("pat").is_not_null())
     if pat_rows.height:
-        checked = [g.select("row", ~pl.col("value").str.contains(patterns[p]).fill_null(True)
-                            .alias("bad_regexp"))
-                   for (p,), g in pat_rows.partition_by("pat", as_dict=True).items()]
-        regexp = pl.concat(checked).filter("bad_regexp")
-        parts.append(regexp)
+        # Values repeat a lot (codes, dates, amounts): each pattern runs once per distinct
+        # value, the failing values are then found back by a hash lookup.
+        checked = []
+        for (p,), g in pat_rows.partition_by("pat", as_dict=True).items():
+            values = g.get_column("value").unique()
+            bad_values = values.filter(~values.str.contains(patterns[p]).fill_null(True))
+            if bad_values.len():
+                checked.append(g.filter(pl.col("value").is_in(bad_values.implode())).select(
+                    "row", pl.lit(True).alias("bad_regexp")))
+        if checked:
+            regexp = pl.concat(checked)
+            parts.append(regexp)
     dates = sub.filter(pl.col("_strict") & pl.col("is_date"))
     if dates.height:
+        values = dates.get_column("value").unique()  # dates repeat: parse each once
+        bad_values = values.filter(values.to_frame().select(
+            to_date(pl.col("value")).is_null()).to_series())
         dates = dates.join(regexp, on="row", how="left").select(
-            "row", (pl.col("bad_regexp").fill_null(False) | to_date(pl.col("value")).is_null())
-            .alias("bad_date")).filter("bad_date")
+            "row", (pl.col("bad_regexp").fill_null(False)
+                    | pl.col("value").is_in(bad_values.implode())).alias("bad_date")
+        ).filter("bad_date")
         parts.append(dates)
     nirs = sub.filter(pl.col("rcode") == nir)
     if nirs.height:
@@ -261,29 +278,29 @@ def _cross_line_anomalies(df: pl.DataFrame, a: pl.DataFrame, cat: Catalog) -> pl
             .select("row", pl.lit(Reason.NIR_BIRTH_YEAR_MISMATCH).alias("own_reason"),
                     pl.lit("the NIR's year of birth (characters 2-3) differs from the year of "
                            "S21.G00.30.006").alias("own_detail")))
-    dup_nir = (nirs.filter(~pl.col("own")).filter(
-        pl.int_range(pl.len()).over("decl_no", "value", order_by="row") > 0)
+    # The lines are in row order: a later occurrence is one that is not the first distinct.
+    dup_nir = (nirs.filter(~pl.col("own")).collect().lazy().filter(
+        ~pl.struct("decl_no", "value").is_first_distinct())
         .select("row", pl.lit(Reason.DUPLICATE_NIR).alias("own_reason"),
                 pl.lit("this NIR is already declared by another S21.G00.30 of the declaration")
                 .alias("own_detail")))
     dup_cno = (lf.filter((pl.col("rcode") == cno) & ~pl.col("own"))
-               .with_columns(contract_number(pl.col("value")).alias("cno"))
-               .filter(pl.int_range(pl.len()).over("decl_no", *person, "cno", order_by="row") > 0)
+               .with_columns(contract_number(pl.col("value")).alias("cno")).collect().lazy()
+               .filter(~pl.struct("decl_no", *person, "cno").is_first_distinct())
                .select("row", pl.lit(Reason.DUPLICATE_CONTRACT_NUMBER).alias("own_reason"),
                        pl.lit("this contract number is already declared for the same individual "
                               "in the declaration").alias("own_detail")))
     return pl.concat([year, dup_nir, dup_cno]).collect().sort("row")
 
 
-def _with_own(a: pl.DataFrame, df: pl.DataFrame, found: pl.DataFrame,
-              a_cols: list[str]) -> pl.DataFrame:
+def _with_own(a: pl.DataFrame, line_rows, found: pl.DataFrame) -> pl.DataFrame:
     """Candidate rows ``a`` with the lines of ``found`` (row, own_reason, own_detail) added,
     or their reason set when already candidates without a reason of their own."""
     if not found.height:
         return a
     rows = found.get_column("row").implode()
-    extra = (df.lazy().filter(pl.col("row").is_in(rows)).select(a_cols).collect()
-             .join(found, on="row", how="left", maintain_order="left"))
+    extra = line_rows(found.get_column("row")).join(found, on="row", how="left",
+                                                    maintain_order="left")
     return pl.concat([a.filter(~pl.col("row").is_in(rows)), extra],
                      how="diagonal_relaxed").sort("row")
 
@@ -297,7 +314,8 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
     if catalog is None:
         catalog, _ = build_catalog(df.get_column("rubrique"))
     cat = catalog
-    if "row" not in df.columns:
+    row_is_pos = "row" not in df.columns
+    if row_is_pos:
         df = df.with_row_index("row")
     envois = _envoi_info(df, cat)
     n_seg = envois.height
@@ -306,39 +324,71 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
         "seg", n_seg, "ver", pl.Int64)
     grid, patterns = _attributes(cat)
     n_cat = cat.rubriques.height
-    ver = pl.when(pl.col("envelope")).then(pl.lit(ENVELOPE_VER, pl.Int64)).otherwise(
-        _g(seg_ver, pl.col("seg")))
-    df = df.with_columns(ver.alias("ver"))
-    key = pl.col("ver") * n_cat + pl.col("rcode").cast(pl.Int64)
-    df = df.with_columns(key.alias("key"))
-    k = pl.col("key")
-    # Three gathers per line (bit flags, length bounds); the flags are then cheap bit tests.
-    df = df.with_columns(
-        _g(_flags(grid, cat), k).fill_null(0).alias("_flags"),
-        _g(grid.get_column("len_min"), k).alias("len_min"),
-        _g(grid.get_column("len_max"), k).alias("len_max"),
-    )
-    flag = pl.col("_flags")
-    df = df.with_columns([((flag & bit) != 0).alias(name) for name, bit in FLAG_BITS.items()])
-    n_chars = pl.col("value").str.len_chars()
-    known = pl.col("known")
-    df = df.with_columns(
-        (known & ((n_chars < pl.col("len_min")) | (n_chars > pl.col("len_max")))).fill_null(False)
-        .alias("bad_len"),
-        (~pl.col("malformed") & ~known & ~pl.col("_enrich")).alias("unknown"),
-    )
-    strict_bad = _strict_anomalies(df, cat, grid, patterns)
+    n_keys = grid.height
+    # Per line, in NumPy (no line-table column but ``ver``): the (version, rubrique) key,
+    # its packed norm flags and length bounds, then the candidate lines' mask.
+    n = df.height
+    rc_np = df.get_column("rcode").fill_null(_NO_CODE).to_numpy().astype(np.int64)
+    has_rc = rc_np != _NO_CODE
+    rc_np[~has_rc] = -1
+    envelope = df.get_column("envelope").to_numpy()
+    seg_np = df.get_column("seg").to_numpy()
+    ver_np = np.where(envelope, ENVELOPE_VER, seg_ver.fill_null(0).to_numpy()[seg_np])
+    key_np = np.where(has_rc, ver_np * n_cat + rc_np, n_keys)  # n_keys: no rubrique code
+    flags = np.append(_flags(grid, cat).to_numpy(), 0)[key_np]
+    bit = {name: (flags & b) != 0 for name, b in FLAG_BITS.items()}
+    lmin = np.append(grid.get_column("len_min").fill_null(-1).to_numpy(), -1)[key_np]
+    lmax = np.append(grid.get_column("len_max").fill_null(_NO_MAX).to_numpy(), _NO_MAX)[key_np]
+    n_chars = df.get_column("value").str.len_chars().fill_null(0).to_numpy()
+    malformed = df.get_column("malformed").to_numpy()
+    known = bit["known"]
+    bad_len_np = known & ((n_chars < lmin) | (n_chars > lmax))
+    unknown_np = ~malformed & ~known & ~bit["_enrich"]
+    df = df.with_columns(pl.Series("ver", ver_np, dtype=pl.Int64))
+    row_np = df.get_column("row").to_numpy()
+
+    def at(rows: np.ndarray | pl.Series) -> np.ndarray:
+        """Positions of ``rows`` (row ids) in ``df``."""
+        rows = rows.to_numpy() if isinstance(rows, pl.Series) else rows
+        return rows.astype(np.int64) if row_is_pos else np.flatnonzero(np.isin(row_np, rows))
+
+    nir = cat.rcode(codes.NIR)
+    sidx = np.flatnonzero(bit["_strict"] | (rc_np == nir))
+    sub = df.select("row", "file_idx", anc_col(codes.INDIVIDUAL), "rcode", "value")[sidx]
+    sub = sub.with_columns(
+        pl.Series("key", key_np[sidx], dtype=pl.Int64),
+        *[pl.Series(c, bit[c][sidx]) for c in ("is_enum", "is_date", "_strict")])
+    strict_bad = _strict_anomalies(df, sub, cat, grid, patterns)
     envoi_level = pl.col("in_envoi") & pl.col("decl_line").is_null()
     before_s20 = envoi_level & ~pl.col("_s10_s90") & ~pl.col("malformed")
     outside = ~pl.col("envelope") & ~pl.col("in_envoi")
-    base = (pl.col("malformed") | pl.col("unknown") | pl.col("bad_len") | before_s20 | outside
-            | pl.col("row").is_in(strict_bad.get_column("row").implode()))
-    nir = cat.rcode(codes.NIR)
+    in_envoi_np = df.get_column("in_envoi").to_numpy()
+    envoi_level_np = in_envoi_np & df.get_column("decl_line").is_null().to_numpy()
+    base = (malformed | unknown_np | bad_len_np | (envoi_level_np & ~bit["_s10_s90"] & ~malformed)
+            | (~envelope & ~in_envoi_np))
+    base[at(strict_bad.get_column("row"))] = True
     a_cols = ["row", "file_idx", "line_no", "rcode", "value", "malformed", "unknown", "bad_len",
               "len_min", "len_max", "ver", "seg", "decl_no", "decl_line", "in_envoi", "envelope",
               "_s10_s90", anc_col(codes.INDIVIDUAL), anc_col(codes.PAY)]
-    a = df.lazy().filter(base).select(a_cols).collect().join(strict_bad, on="row", how="left",
-                                            maintain_order="left")
+    from_df = [c for c in a_cols if c in df.columns]
+    len_min_g, len_max_g = grid.get_column("len_min"), grid.get_column("len_max")
+
+    def line_rows(rows: np.ndarray | pl.Series) -> pl.DataFrame:
+        """The ``a_cols`` of the lines ``rows`` (by position, in line order)."""
+        idx = at(rows) if not isinstance(rows, np.ndarray) or rows.dtype != bool else np.flatnonzero(rows)
+        idx = np.sort(idx)
+        k = key_np[idx]
+        has_k = k < n_keys
+        out = df.select(from_df)[idx].with_columns(
+            pl.Series("unknown", unknown_np[idx]), pl.Series("bad_len", bad_len_np[idx]),
+            pl.Series("_s10_s90", bit["_s10_s90"][idx]),
+            len_min_g.gather(pl.Series(np.where(has_k, k, 0))).alias("len_min"),
+            len_max_g.gather(pl.Series(np.where(has_k, k, 0))).alias("len_max"))
+        if not has_k.all():
+            out = out.with_columns(pl.when(pl.Series(has_k)).then(pl.col("len_min", "len_max")))
+        return out.select(a_cols)
+
+    a = line_rows(base).join(strict_bad, on="row", how="left", maintain_order="left")
     a = a.with_columns(
         (pl.col("rcode") == nir).fill_null(False).alias("is_nir"),
         pl.col("ver").replace_strict(list(range(len(VERSIONS))), list(VERSIONS), default=None,
@@ -349,7 +399,7 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
     natures = (df.lazy().filter((pl.col("rcode") == cat.rcode(codes.DECL_NATURE))
                                 & pl.col("decl_no").is_not_null())
                .group_by("decl_no").agg(pl.col("value").first().alias("nature")).collect())
-    a = _with_own(a, df, _cross_line_anomalies(df, a, cat), a_cols)
+    a = _with_own(a, line_rows, _cross_line_anomalies(df, a, cat))
     # 51.010 matching no 40.009 of the same individual (natures 01/09), own anomaly-free.
     keys = ["file_idx", anc_col(codes.INDIVIDUAL)]
     contracts = (df.lazy().filter(pl.col("rcode") == cat.rcode(codes.CONTRACT_NO))
@@ -362,8 +412,7 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
     missing = pays.select("row", *keys, contract_number(pl.col("value")).alias("cno")).join(
         contracts, on=[*keys, "cno"], how="anti", nulls_equal=False)
     if missing.height:
-        extra = df.lazy().filter(pl.col("row").is_in(missing.get_column("row").implode())).select(
-            [c for c in a_cols]).collect().with_columns(
+        extra = line_rows(missing.get_column("row")).with_columns(
             pl.lit(Reason.UNKNOWN_CONTRACT_NUMBER).alias("own_reason"),
             pl.lit("no S21.G00.40.009 of the same individual carries this contract number")
             .alias("own_detail"), pl.lit(True).alias("no_contract"))
@@ -427,9 +476,17 @@ def _envoi_verdicts(df: pl.DataFrame, a: pl.DataFrame, envois: pl.DataFrame, cat
     """Envoi rejected by an S10/S90 anomaly, an S90 total mismatch or a missing S90."""
     rc_tl, rc_td = cat.rcode(codes.TOTAL_RUBRIQUES), cat.rcode(codes.TOTAL_DECLARATIONS)
     lf = df.lazy()
-    counts = lf.filter(pl.col("in_envoi")).group_by("seg").len("n_lines").with_columns(
-        pl.col("n_lines").cast(pl.UInt32)).collect()
-    n_decls = lf.filter(pl.col("in_envoi") & pl.col("decl_start")).group_by("seg").len("n_decls").collect()
+    in_envoi = df.get_column("in_envoi").to_numpy()
+    seg = df.get_column("seg").to_numpy()[in_envoi]
+    n_lines = np.bincount(seg)
+    n_decl = np.bincount(seg[df.get_column("decl_start").to_numpy()[in_envoi]],
+                         minlength=len(n_lines))
+    has = np.flatnonzero(n_lines)  # the segments with an envoi line
+    counts = pl.DataFrame({"seg": pl.Series(has, dtype=pl.Int64),
+                           "n_lines": pl.Series(n_lines[has], dtype=pl.UInt32)})
+    n_decls = pl.DataFrame({"seg": pl.Series(has, dtype=pl.Int64),
+                            "n_decls": pl.Series(n_decl[has], dtype=pl.UInt32)}).filter(
+        pl.col("n_decls") > 0)
     totals = lf.filter(pl.col("in_envoi") & pl.col("rcode").is_in([rc_tl, rc_td])).group_by("seg").agg(
         pl.col("value").filter(pl.col("rcode") == rc_tl).first()
         .cast(pl.Int64, strict=False).alias("declared_lines"),
@@ -491,28 +548,37 @@ def _final_states(df: pl.DataFrame, a: pl.DataFrame, envois: pl.DataFrame, decls
     rows (q_scope, q_reason, q_detail, is_cause, w_reason, w_detail) of the lines concerned."""
     n_seg = envois.height
     n_decl = int(df.get_column("decl_no").max() or 0)
-    env_rej = _dense(envois, "seg", n_seg, "rejected", pl.Boolean).fill_null(False)
-    dec_rej = _dense(decls, "decl_no", n_decl, "rejected", pl.Boolean).fill_null(False)
+    # Per line in NumPy: verdicts come back by gather on the dense seg / decl_no ordinals.
+    env_rej = _dense(envois, "seg", n_seg, "rejected", pl.Boolean).fill_null(False).to_numpy()
+    dec_rej = np.append(
+        _dense(decls, "decl_no", n_decl, "rejected", pl.Boolean).fill_null(False).to_numpy(), False)
+    in_envoi = df.get_column("in_envoi").to_numpy()
+    seg_rej = env_rej[df.get_column("seg").to_numpy()]
+    decl_no = df.get_column("decl_no").fill_null(n_decl + 1).to_numpy()  # -> False
+    decl_rej = dec_rej[decl_no]
+    row_np = df.get_column("row").to_numpy()
+    line_q = df.get_column("block_rejected").to_numpy().copy()
     line_q_rows = a.filter(pl.col("own_scope").is_in([Scope.LINE, Scope.DECLARATION, Scope.ENVOI])
-                           ).get_column("row")
-    envoi_rej = pl.col("in_envoi") & _g(env_rej, pl.col("seg"))
-    decl_rej = _g(dec_rej, pl.col("decl_no")).fill_null(False)
-    line_q = pl.col("row").is_in(line_q_rows.implode()) | pl.col("block_rejected")
-    df = df.with_columns(
-        pl.when(envoi_rej).then(pl.lit(Q_ENVOI, pl.UInt8)).when(decl_rej).then(pl.lit(Q_DECL, pl.UInt8))
-        .when(line_q).then(pl.lit(Q_LINE, pl.UInt8)).otherwise(pl.lit(Q_NONE, pl.UInt8))
-        .alias("q_code"),
-        (pl.col("in_envoi") & pl.col("decl_no").is_not_null() & ~decl_rej
-         & ~_g(env_rej, pl.col("seg")).fill_null(False)).alias("kept"),
-    )
-    df = df.with_columns((pl.col("kept") & (pl.col("q_code") == Q_NONE)).alias("parsed"))
+                           ).get_column("row").to_numpy()
+    line_q[np.flatnonzero(np.isin(row_np, line_q_rows, kind="table"))] = True
+    envoi_rej = in_envoi & seg_rej
+    q_code = np.where(envoi_rej, Q_ENVOI, np.where(decl_rej, Q_DECL, np.where(line_q, Q_LINE, Q_NONE))
+                      ).astype(np.uint8)
+    kept = in_envoi & (decl_no <= n_decl) & ~decl_rej & ~seg_rej
+    df = df.with_columns(pl.Series("q_code", q_code), pl.Series("kept", kept),
+                         pl.Series("parsed", kept & (q_code == Q_NONE)))
     # Unknown norm versions become warnings in the quarantine (tables._quarantine).
     version_rows = ((pl.col("rcode") == cat.rcode(codes.ENVOI_NORM_VERSION))
                     & ~pl.col("value").is_in(list(KNOWN_VERSIONS))).fill_null(False)
-    wanted = ((pl.col("q_code") != Q_NONE) | pl.col("damaged").fill_null(False)
-              | pl.col("row").is_in(a.get_column("row").implode()) | version_rows)
+    rc_ver = cat.rcode(codes.ENVOI_NORM_VERSION)
+    wanted = (q_code != Q_NONE) | df.get_column("damaged").fill_null(False).to_numpy()
+    wanted[np.flatnonzero(np.isin(row_np, a.get_column("row").to_numpy(), kind="table"))] = True
+    ver_idx = np.flatnonzero(df.get_column("rcode").fill_null(_NO_CODE).to_numpy().astype(np.int64)
+                             == rc_ver)
+    if len(ver_idx):
+        wanted[ver_idx[df[ver_idx].select(version_rows).to_series().to_numpy()]] = True
     cols = [c for c in ISSUE_LINE_COLS if c in df.columns]
-    rows = df.lazy().filter(wanted).select(cols).collect()
+    rows = df.select(cols)[np.flatnonzero(wanted)]
     rows = rows.join(a.select("row", "own_reason", "own_detail", "own_scope"), on="row",
                      how="left", maintain_order="left")
     rows = rows.join(envois.select("seg", pl.col("rejected").alias("envoi_rejected"),

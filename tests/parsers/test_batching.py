@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from parsers import ingest
-from parsers.records import read_batch, read_lines
+from parsers.records import read_batch, read_lines, read_split_batch, split_lines
 
 
 def test_read_batch_matches_per_file():
@@ -19,6 +19,27 @@ def test_read_batch_matches_per_file():
     ]).select("file_idx", "line_no", "raw")
     assert batch.equals(expected)
     assert batch.height == 7
+
+
+def test_read_split_batch_matches_polars_split():
+    """The NumPy/string-view reader gives the lines, ids, values, flags and codes of the Polars
+    CSV read + split (``raw`` is only kept for malformed lines)."""
+    long_utf8 = "S21.G00.30.002,'" + "é" * 250 + "'"  # <= 256 characters, > 256 bytes
+    files = [
+        b"A,'1'\nB,'2'\r\n", b"", b"S10.G00.00.001,'X'", b"\n\n",
+        ("S21.G00.30.002,'JOËL'\r\nS21.G00.30.00X,'a'\nS99.G00.30.001,'x'\n"
+         "S21.G00.30.001,''\nS21.G00.30.001,'\nS21.G00.30.001,'ab'c'\nS21.G00.30.001,'\r\n\r\n"
+         + long_utf8 + "\n" + "S21.G00.30.002,'" + "e" * 250 + "'\n"
+         + "S21.G00.30.002,'" + "é" * 241 + "'\n" + "S21.G00.30.002,'" + "x" * 12 + "'\n").encode(),
+        "\x1fx\r\r\n\u0085S21\nS21.G00.3É.001,'v'\nS21.G00.30.001,'a\ufffdb'".encode(),
+    ]
+    for damaged in (None, [5], []):
+        old = split_lines(read_batch(files), damaged_files=damaged)
+        new = read_split_batch(files, damaged_files=damaged)
+        old = old.with_columns(pl.when(pl.col("malformed")).then(pl.col("raw")).alias("raw"),
+                               pl.col("static_code").cast(pl.UInt32))
+        assert new.select(old.columns).equals(old)
+    assert read_split_batch([b"", b""]).height == 0
 
 
 def test_small_parse_batches_same_counts(tmp_path, monkeypatch):
