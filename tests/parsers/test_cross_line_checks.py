@@ -8,19 +8,10 @@ import polars as pl
 
 from parsers.flat import parse_flat_file
 
-CONTRACT = """
-S21.G00.40.001,'01032020'
-S21.G00.40.002,'04'
-S21.G00.40.007,'01'
-S21.G00.40.008,'99'
-S21.G00.40.009,'{number}'
-S21.G00.40.011,'10'
-S21.G00.40.012,'151.67'
-S21.G00.40.013,'151.67'
-S21.G00.40.014,'10'
-S21.G00.40.017,'1486'
-S21.G00.40.026,'99'
-"""
+def contract_block(dsn, number: str) -> str:
+    """The fixture employee's contract block (S21.G00.40) under another contract number."""
+    lines = [x for x in dsn.EMPLOYEE.splitlines() if x.startswith("S21.G00.40.")]
+    return "\n".join(lines).replace("S21.G00.40.009,'C0001'", f"S21.G00.40.009,'{number}'")
 
 
 def parse(tmp_path, dsn, body):
@@ -66,7 +57,7 @@ def test_same_nir_twice_rejects_the_declaration(tmp_path, dsn):
 
 
 def test_same_contract_number_twice_for_one_individual(tmp_path, dsn):
-    body = dsn.EMPLOYEE.replace("S21.G00.50.001", CONTRACT.format(number=" c0001").strip()
+    body = dsn.EMPLOYEE.replace("S21.G00.50.001", contract_block(dsn, " c0001")
                                 + "\nS21.G00.50.001", 1)
     p = parse(tmp_path, dsn, body)
     c = causes(p)
