@@ -393,15 +393,13 @@ def _contract_month_terms(lake: Path, nir: str, year: int, published: dict | Non
     ratio: an auditor sees each month's contribution and whether the lake still agrees."""
     import polars as pl
 
-    from parsers.lake import scan
+    from parsers.lake_schema import person_bucket
+    from parsers.lake_settings import bucket_count
     from pipeline.parameters import params_for_year
     from pipeline.worked_time import M_SCALE, worked_time
 
-    buckets = (scan(lake, "individuals").filter(pl.col("nir") == nir).select("bucket").unique()
-               .collect()["bucket"].to_list())
-    if not buckets:
-        return
-    wt = worked_time(lake, year, params_for_year(year), buckets=sorted(buckets), keep_terms=True)
+    bucket = pl.DataFrame({"nir": [nir]}).select(person_bucket(bucket_count(lake))).item()
+    wt = worked_time(lake, year, params_for_year(year), buckets=[bucket], keep_terms=True)
     cm = wt.contract_months.filter(pl.col("nir") == nir)
     if cm.height == 0:
         return

@@ -16,6 +16,7 @@ from typing import Callable
 import polars as pl
 
 from parsers.account_inputs import read_balances, read_holders
+from parsers.lake_settings import bucket_count, fix_bucket_count
 from pipeline import publish as pub
 from pipeline.parameters import params_for_year
 from pipeline.dotations import merge_lots, plan_dotations, read_dotations
@@ -38,34 +39,14 @@ class InputError(ValueError):
 
 def ingest_files(paths: list[Path], root: Path, on_progress=None,
                  n_buckets: int | None = None) -> dict:
-    """parsers.ingest.ingest_paths + a byte copy of every ingested file in DIR/archive/dsn/.
-    ``n_buckets``: person buckets of a NEW lake (an existing lake keeps its own)."""
+    """parsers.ingest.ingest_paths (which also keeps a byte copy of every ingested file in
+    DIR/archive/dsn/ for replay). ``n_buckets``: person buckets of a NEW lake (an existing
+    lake keeps its own)."""
     from parsers.ingest import ingest_paths
-    from parsers.lake_settings import fix_bucket_count
     n = fix_bucket_count(root, n_buckets)
     report = ingest_paths([Path(p) for p in paths], Path(root), n_buckets=n,
                           on_progress=on_progress)
-    archive_dsn(root)
-    return report.to_dict() if hasattr(report, "to_dict") else dict(report.__dict__)
-
-
-def archive_dsn(root: Path) -> int:
-    """Ensure DIR/archive/dsn/<sha256> exists for every file the lake lists (for replay)."""
-    files = pub.scan_lake(root, "files").select("file_sha256", "source_file").collect()
-    n = 0
-    for sha, src in files.unique("file_sha256").sort("file_sha256").iter_rows():
-        dst = Path(root) / "archive" / "dsn" / sha
-        if dst.exists() or not src or not Path(src).exists():
-            continue
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{sha}.tmp")
-        shutil.copyfile(src, tmp)
-        if pub.sha256_file(tmp) != sha:  # the file changed since ingestion: do not archive
-            tmp.unlink()
-            continue
-        tmp.replace(dst)
-        n += 1
-    return n
+    return report.to_dict()
 
 
 def default_compute(root: Path, year: int, holders: Path | None) -> tuple[pl.LazyFrame, pl.LazyFrame]:
@@ -308,7 +289,7 @@ def replay(root: Path, year: int, compute_fn: ComputeFn | None = None,
             diffs.append(f"{len(missing)} archived DSN file(s) missing, e.g. {missing[0]}")
             return ReplayResult(False, run_id, diffs, notes)
         if archived:
-            n_lake = lake_bucket_count(root)
+            n_lake = bucket_count(root)
             (ingest_fn or (lambda paths, r: ingest_files(paths, r, n_buckets=n_lake)))(
                 _named_archive(root, archived, tmp / "inputs"), tmp)
         got = pub.lake_file_checksums(tmp)
@@ -384,10 +365,6 @@ def shard_expr(shards: int, n_lake_buckets: int, nir: str = "nir") -> "pl.Expr":
     return person_bucket(n_lake_buckets, nir) % shards
 
 
-def lake_bucket_count(root: Path | str) -> int:
-    from parsers.lake_settings import bucket_count
-    return bucket_count(root)
-
 
 def shard_buckets(lake_buckets: list[int], shards: int, shard: int) -> list[int]:
     return [b for b in lake_buckets if b % shards == shard]
@@ -419,7 +396,7 @@ def compute_shard(prep: Prepared, shard: int, shards: int, lake_buckets: list[in
     u = unc.collect()
     u = u.sort(u.columns, nulls_last=True) if u.width else u
     if shards > 1 and a.height:
-        n_lake = lake_bucket_count(lake_root or prep.root)
+        n_lake = bucket_count(lake_root or prep.root)
         stray = a.filter(shard_expr(shards, n_lake) != shard).height
         if stray:
             raise RuntimeError(f"shard {shard}: {stray} person(s) outside the shard — the lake "
@@ -464,7 +441,7 @@ def post_shard(prep: Prepared, shard: int, shards: int, lots_path: str,
     root = Path(prep.root)
     inputs = prep.run_inputs()
     current = pub.read_current(root)
-    mine = shard_expr(shards, lake_bucket_count(root)) == shard
+    mine = shard_expr(shards, bucket_count(root)) == shard
     ledger = pub.shard_entries(root, shard, shards, mine, current, upto_run=ledger_upto)
     meta = RunMeta(run_id=prep.run_id, code_version=inputs.code_version,
                    param_version=inputs.param_version, default_source=f"run-inputs:{prep.run_id}")

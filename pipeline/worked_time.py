@@ -261,11 +261,6 @@ def identity_links(root_dir: Path | str, decls: pl.DataFrame) -> Identity:
             readable(pl.format("contract {}: {}", "key", "detail")).alias("detail")))
 
 
-def ntt_links(root_dir: Path | str, decls: pl.DataFrame) -> pl.DataFrame:
-    """The NTT -> NIR part of ``identity_links`` (kind "ntt")."""
-    return identity_links(root_dir, decls).links.filter(pl.col("kind") == "ntt")
-
-
 def linked_rows(links: pl.DataFrame) -> pl.Expr:
     """Row filter: rows declared under one of the old identities of ``links``."""
     nirs = links.filter(pl.col("kind") == "nir")["old_id"]
@@ -1066,8 +1061,8 @@ def source_declarations(root_dir: Path | str, nir: str, year: int) -> pl.DataFra
     (and of the months whose recalls count for N) in which the person has a contract,
     activity or pay row (also under an NTT linked to the NIR), with the table it was seen in.
     Filters the lake for that NIR only."""
-    decls = current_declarations(root_dir)
-    links = identity_links(root_dir, decls).links
+    decls, identity = run_declarations(root_dir)
+    links = identity.links
     frames = []
     for table in ("contracts", "activities", "pay", "work_stoppages", "suspensions",
                   "contract_ends"):
@@ -1138,7 +1133,7 @@ def reference_label(p: YearParams) -> pl.Expr:
 def uncreditable_rows(versions: pl.DataFrame, persons: pl.LazyFrame, keys: pl.DataFrame,
                       ntt_rows: pl.DataFrame, year: int) -> pl.LazyFrame:
     """Examined people the run does not credit, with a reason (never silently dropped):
-    ntt_only (NTT never linked to a NIR, see ``ntt_links``), out_of_scope (every contract of
+    ntt_only (NTT never linked to a NIR, see ``identity_links``), out_of_scope (every contract of
     the year out of scope), out_of_scope_contract (excluded contract of a credited person),
     too_many_references, negative_worked_time."""
     ntt_only = (ntt_rows.lazy().group_by("ntt")
