@@ -59,14 +59,21 @@ def _to_flat_value(text: str) -> str:
 
 def read_xml_records(data: bytes) -> pl.DataFrame:
     """Stream the XML; one record per rubrique element, in document order."""
+    events = etree.iterparse(io.BytesIO(data), events=("start", "end"), remove_comments=True,
+                             huge_tree=True)
+    return _records(events, stream=True)
+
+
+def _records(events, stream: bool) -> pl.DataFrame:
+    """Records from (event, element) pairs: ``iterparse`` (``stream``: processed elements are
+    freed as it goes) or ``iterwalk`` over a tree already in memory (left intact)."""
     line_no: list[int] = []
     rubrique: list[str] = []
     value: list[str] = []
     force_new: list[bool] = []
     pending_block = False
     rank = 0
-    for event, elem in etree.iterparse(io.BytesIO(data), events=("start", "end"),
-                                       remove_comments=True, huge_tree=True):
+    for event, elem in events:
         name = _local(elem.tag) if isinstance(elem.tag, str) else ""
         if event == "start":
             if _BLOCK_TAG.match(name):
@@ -82,8 +89,9 @@ def read_xml_records(data: bytes) -> pl.DataFrame:
             value.append(text)
             force_new.append(pending_block)
             pending_block = False
-            elem.clear()
-        elif _BLOCK_TAG.match(name):
+            if stream:
+                elem.clear()
+        elif stream and _BLOCK_TAG.match(name):
             elem.clear()
             parent = elem.getparent()
             if parent is not None:  # free the processed siblings
@@ -100,8 +108,21 @@ def n4ds_schema() -> etree.XMLSchema:
     return etree.XMLSchema(etree.parse(str(XSD_PATH)))
 
 
-def xsd_findings(src: SourceBytes) -> list[dict]:
-    """XSD findings of one XML file as quarantine WARNING rows (line, element, message).
+def read_checked(src: SourceBytes) -> tuple[pl.DataFrame, list[dict]]:
+    """Records and XSD findings of one XML file, the document parsed ONCE: a file under
+    ``XSD_MAX_BYTES`` is parsed into a tree, validated and walked; a larger one is streamed
+    (bounded memory) and flagged as not checked."""
+    if len(src.data) > XSD_MAX_BYTES:
+        return read_xml_records(src.data), xsd_findings(src, None)
+    doc = etree.parse(io.BytesIO(src.data), etree.XMLParser(huge_tree=True,
+                                                             remove_comments=True))
+    records = _records(etree.iterwalk(doc, events=("start", "end")), stream=False)
+    return records, xsd_findings(src, doc)
+
+
+def xsd_findings(src: SourceBytes, doc) -> list[dict]:
+    """XSD findings of one parsed XML file (``doc``; None: too large, not checked) as
+    quarantine WARNING rows (line, element, message).
 
     Why warnings, not rejections: the XSD is the France Travail transmission schema (block
     order and cardinalities of its own flow); whether a value is usable is decided by the norm's
@@ -109,14 +130,10 @@ def xsd_findings(src: SourceBytes) -> list[dict]:
     still kept and counted, never silently ignored."""
     base = {"source_file": src.source_file, "file_sha256": src.sha256,
             "scope": Scope.WARNING, "is_cause": False}
-    if len(src.data) > XSD_MAX_BYTES:
+    if doc is None:
         return [{**base, "line_no": None, "rubrique": None, "reason": REASON_XSD_SKIPPED,
                  "detail": f"file over {XSD_MAX_BYTES // 2**20} MiB: not checked against "
                            f"{XSD_PATH.name}"}]
-    try:
-        doc = etree.parse(io.BytesIO(src.data), etree.XMLParser(huge_tree=True))
-    except etree.XMLSyntaxError:
-        return []  # reported as unreadable_file by the reader
     schema = n4ds_schema()
     if schema.validate(doc):
         return []
@@ -142,17 +159,17 @@ def parse_xml_file(path, n_buckets: int = DEFAULT_BUCKETS) -> ParsedFile:
 def parse_xml_sources(sources: list[SourceBytes], n_buckets: int = DEFAULT_BUCKETS) -> ParsedFile:
     frames, meta, broken = [], [], []
     for idx, src in enumerate(sources):
-        broken.extend(xsd_findings(src))
         meta.append({"file_idx": idx, "file_sha256": src.sha256, "source_file": src.source_file,
                      "size_bytes": len(src.data), "encoding": "xml", "format": FORMAT_XML})
         try:
-            rec = read_xml_records(src.data)
+            rec, findings = read_checked(src)
         except etree.XMLSyntaxError as exc:
             broken.append({"source_file": src.source_file, "file_sha256": src.sha256,
                            "reason": Reason.UNREADABLE_FILE, "detail": f"XML syntax error: {exc}",
                            "scope": Scope.FILE, "is_cause": True, "line_no": None,
                            "rubrique": None})
             continue
+        broken.extend(findings)
         frames.append(rec.sort("line_no", maintain_order=True)
                       .with_columns(pl.lit(idx, pl.Int64).alias("file_idx")))
     if frames:
