@@ -82,14 +82,6 @@ def low_qualified_flags(holders: pl.LazyFrame, year: int) -> pl.LazyFrame:
             .select("nir").unique().with_columns(pl.lit(True).alias("low_qualified")))
 
 
-def dsn_category_flags(contracts: pl.LazyFrame, p: YearParams) -> pl.LazyFrame:
-    """boeth: 40.072 present on an in-scope contract in the year; esat: 40.007 = 70."""
-    return (contracts.filter(pl.col("oos_reason").is_null())
-            .group_by("nir").agg(
-                pl.col("boeth").is_not_null().any().alias("boeth"),
-                (pl.col("contract_nature") == p.esat_contract_nature).any().alias("esat")))
-
-
 def annual_amounts(persons: pl.LazyFrame, flags: pl.LazyFrame, p: YearParams) -> pl.LazyFrame:
     """Category, annual_amount_cents and ceiling_cents (euro era) or hour amounts (hour era)."""
     lf = (persons.join(flags, on="nir", how="left")

@@ -16,6 +16,7 @@ substitution itself):
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import polars as pl
@@ -26,9 +27,13 @@ from parsers.lake import scan
 KEY = ["siret", "decl_month", "fraction"]
 
 
-def usable_declarations(lake_dir: Path | str) -> pl.LazyFrame:
-    """Declarations eligible to be current (mensuelle, real, accepted, keyed)."""
-    return scan(lake_dir, "declarations").filter(
+def usable_declarations(lake_dir: Path | str, month: date | None = None) -> pl.LazyFrame:
+    """Declarations eligible to be current (mensuelle, real, accepted, keyed), of one declared
+    month only when ``month`` is given."""
+    decls = scan(lake_dir, "declarations")
+    if month is not None:
+        decls = decls.filter(pl.col("decl_month") == month)
+    return decls.filter(
         (pl.col("nature") == codes.NATURE_MENSUELLE)
         & ~pl.col("envoi_is_test").fill_null(False)
         & ~pl.col("rejected").fill_null(False)
@@ -36,18 +41,30 @@ def usable_declarations(lake_dir: Path | str) -> pl.LazyFrame:
     )
 
 
-def current_declarations(lake_dir: Path | str) -> pl.LazyFrame:
-    """decl_id (plus key and version columns) of the declarations to use downstream."""
-    decls = usable_declarations(lake_dir).with_columns(pl.col("fraction").fill_null("11"))
+def current_declarations(lake_dir: Path | str, month: date | None = None) -> pl.LazyFrame:
+    """decl_id (plus key and version columns) of the declarations to use downstream (of one
+    declared month when ``month`` is given: the month is part of the key, so months resolve
+    independently and a caller can bound its memory to one month at a time).
+
+    Nearly every key has a single unreplaced version, and a national year holds some 24
+    million declarations: only the keys that may hold several (a duplicated 64-bit hash of the
+    key: a collision merely adds a key to this exact path) are sorted to pick their latest
+    version; the others pass through without a sort of the whole table."""
+    decls = (usable_declarations(lake_dir, month)
+             .with_columns(pl.col("fraction").fill_null("11")))
     replaced = (decls.filter(pl.col("decl_type").is_in(list(codes.REPLACING_TYPES))
                              & pl.col("replaced_id").is_not_null())
                 .select(*KEY, pl.col("replaced_id").alias("self_id")).unique())
-    alive = decls.join(replaced, on=[*KEY, "self_id"], how="anti", nulls_equal=False)
-    ranked = alive.with_columns(
-        pl.col("order_no").cast(pl.Int64, strict=False).alias("_order"),
-    ).sort([*KEY, "constitution_date", "_order", "decl_id"], nulls_last=False)
-    return (ranked.group_by(KEY, maintain_order=True).last()
-            .select("decl_id", *KEY, "decl_type", "order_no", "constitution_date", "file_sha256"))
+    alive = (decls.join(replaced, on=[*KEY, "self_id"], how="anti", nulls_equal=False)
+             .select("decl_id", *KEY, "decl_type", "order_no", "constitution_date",
+                     "file_sha256", pl.struct(*KEY).hash().is_duplicated().alias("_several")))
+    several = (alive.filter("_several")
+               .sort([*KEY, pl.col("constitution_date"),
+                      pl.col("order_no").cast(pl.Int64, strict=False), pl.col("decl_id")],
+                     nulls_last=False)
+               .group_by(KEY, maintain_order=True).last())
+    return pl.concat([alive.filter(~pl.col("_several")), several],
+                     how="diagonal").drop("_several")
 
 
 def only_current(table: pl.LazyFrame, lake_dir: Path | str) -> pl.LazyFrame:

@@ -15,17 +15,22 @@ No float ever enters an amount; ``worked_ratio`` (Float64) is for display only.
 
 INTEGER KEYS. String keys are read once: each run builds a dictionary of its contracts
 (``contract_dictionary``: the distinct (nir, siret, contract_no), sorted, numbered ``cid``;
-persons numbered ``pid`` in NIR order). Every big table is mapped to ``cid`` by ONE join on the
-string key; every later join and group-by runs on integers (``cm`` = cid and month packed in
-one Int64). Declarations are numbered too (``_drank``: version order, ``_dsid``: decl_id
-order), so lineage min/max are integer aggregates, mapped back to strings once per person.
-The dictionary is exact (no hashing of keys into codes, no collisions).
+persons numbered ``pid`` in NIR order). Every big table is mapped to ``cid`` by ONE join on a
+64-bit hash of the key (``contract_key_hashes``), checked against a second, independently
+seeded 64-bit hash: a row whose key differs from the dictionary's gets no ``cid`` even when the
+first hashes collide, and two distinct keys of the run sharing a first hash stop the run
+(``KeyHashCollision``) instead of merging; only a collision of both hashes at once (odds about
+2**-128 per pair) could go unseen. Every later join and group-by runs on integers (``cm`` = cid
+and month packed in one Int64). Declarations are numbered too (``_drank``: version order,
+``_dsid``: decl_id order), so lineage min/max are integer aggregates, mapped back to strings
+once per person.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 from datetime import date
 from pathlib import Path
 
@@ -33,6 +38,7 @@ import polars as pl
 
 from parsers.lake import BUCKET_DIGITS, lake_path, scan
 from parsers.lake_schema import CHANGE_TABLES, PERSON_TABLES, TABLES
+from parsers.tables import DECL_ID_SHA_CHARS
 from pipeline.parameters import YearParams
 from pipeline.versions import current_declarations as versions_current
 
@@ -84,21 +90,37 @@ def lake_signature(root_dir: Path | str, *tables: str) -> tuple:
     return (str(Path(root_dir).resolve()), tuple(out))
 
 
-_DECLS_CACHE: dict[tuple, tuple[pl.DataFrame, "Identity"]] = {}
+class RunDeclarations(NamedTuple):
+    """What every bucket run of a lake state shares (``run_declarations``)."""
+
+    decls: pl.DataFrame  # current_declarations: decl_id, _drank (= row index), _dsid
+    ident: "Identity"  # identity_links
+    decl_ids: pl.Enum  # decls' decl_id in _drank order: a row's _drank is a cast (drank_of)
 
 
-def run_declarations(root_dir: Path | str) -> tuple[pl.DataFrame, "Identity"]:
-    """(``current_declarations``, ``identity_links``) for a lake, computed once per process
-    and lake state: the bucket runs of one campaign share them (they read the whole lake's
-    declarations, individuals and change blocks, not one bucket's)."""
+_DECLS_CACHE: dict[tuple, RunDeclarations] = {}
+
+
+def run_declarations(root_dir: Path | str) -> RunDeclarations:
+    """``current_declarations``, ``identity_links`` and the decl_id Enum for a lake, computed
+    once per process and lake state: the bucket runs of one campaign share them (they read the
+    whole lake's declarations, individuals and change blocks, not one bucket's)."""
     sig = lake_signature(root_dir, "declarations", "individuals", *CHANGE_TABLES)
     hit = _DECLS_CACHE.get(sig)
     if hit is None:
         decls = current_declarations(root_dir)
-        hit = (decls, identity_links(root_dir, decls))
+        hit = RunDeclarations(decls, identity_links(root_dir, decls), pl.Enum(decls["decl_id"]))
         _DECLS_CACHE.clear()  # one lake state at a time: bounded memory
         _DECLS_CACHE[sig] = hit
     return hit
+
+
+def drank_of(run: RunDeclarations) -> pl.Expr:
+    """``_drank`` of a row's declaration, null when it is not a current one. A cast to the
+    Enum of current decl_ids (category i is the declaration of ``_drank`` i) looks each row up
+    and adds ONE column, where a join on decl_id would re-gather every column of a big table."""
+    return (pl.col("decl_id").cast(run.decl_ids, strict=False).to_physical().cast(pl.Int64)
+            .alias("_drank"))
 
 
 def current_declarations(root_dir: Path | str) -> pl.DataFrame:
@@ -106,14 +128,51 @@ def current_declarations(root_dir: Path | str) -> pl.DataFrame:
     A&R substitution, fractions unioned), COLLECTED once (one row per declaration: small), with
     ``_drank``: the rank of (decl_month, constitution_date, decl_id), nulls first — the order
     of "the latest declaration of the month" (rows compare by ``_drank``, then ``line_no``) —
-    and ``_dsid``: the rank of decl_id itself (lineage min/max computed on integers)."""
-    return (versions_current(Path(root_dir))
-            .select("decl_id", "decl_month", "constitution_date")
-            .sort(["decl_month", "constitution_date", "decl_id"], nulls_last=False)
-            .with_row_index("_drank")
-            .select("decl_id", pl.col("_drank").cast(pl.Int64),
-                    pl.col("decl_id").rank("ordinal").cast(pl.Int64).alias("_dsid"))
-            .collect())
+    and ``_dsid``: the rank of decl_id itself (lineage min/max computed on integers). Both
+    ranks sort integers only (``decl_id_order``): a national year holds some 24 million
+    declarations, and sorting their ids as strings took most of this step."""
+    months = (scan(root_dir, "declarations").select("decl_month").unique().collect()
+              ["decl_month"].drop_nulls().sort())
+    parts = [versions_current(Path(root_dir), m)  # one month at a time: bounded memory
+             .select("decl_id", "decl_month", "constitution_date").collect() for m in months]
+    if not parts:
+        return pl.DataFrame(schema={"decl_id": pl.String, "_drank": pl.Int64, "_dsid": pl.Int64})
+    cur = pl.concat(parts)
+    del parts
+    # ranks from integer arg-sorts; the decl_id strings are gathered once, into _drank order.
+    # (decl_month, constitution_date or null first) is one Int64: month days · 2**32 + the
+    # date's days shifted into [1, 2**32) (null -> 0; DSN dates are years 0000-9999)
+    day = lambda c: pl.col(c).cast(pl.Int32).cast(pl.Int64)  # noqa: E731
+    month_then_date = (day("decl_month") * ORD_SHIFT
+                       + (day("constitution_date") + 2**31 + 1).fill_null(0))
+    ranks = cur.select(pl.arg_sort_by(decl_id_order(cur["decl_id"])).arg_sort().alias("_dsid"),
+                       month_then_date.alias("_mtd"))
+    by_drank = ranks.select(pl.arg_sort_by("_mtd", "_dsid"))[:, 0]
+    return pl.DataFrame({"decl_id": cur["decl_id"].gather(by_drank),
+                         "_drank": pl.int_range(cur.height, dtype=pl.Int64, eager=True),
+                         "_dsid": ranks["_dsid"].gather(by_drank).cast(pl.Int64)})
+
+
+# decl_id as written by parsers.tables: the file's sha256 prefix (lowercase hex), "-", the
+# declaration's line number in the file
+DECL_ID_FORMAT = rf"^[0-9a-f]{{{DECL_ID_SHA_CHARS}}}-[1-9][0-9]{{0,9}}$"
+LINE_DIGITS = 10
+
+
+def decl_id_order(ids: pl.Series) -> list[pl.Expr]:
+    """Sort keys ordering decl_ids exactly as strings, as two integers when every id has the
+    parsers' format (``DECL_ID_FORMAT``), else the string itself:
+    - the hex prefix (fixed width, lowercase: numeric order is string order);
+    - the line number compared as TEXT ("18" < "2", "1" < "10" < "100"): its digits
+      left-aligned on ``LINE_DIGITS`` places (n · 10^(10 − len)), ties broken by length."""
+    if not ids.str.contains(DECL_ID_FORMAT).all():
+        return [pl.col("decl_id")]
+    d = pl.col("decl_id")
+    prefix = d.str.slice(0, DECL_ID_SHA_CHARS).str.to_integer(base=16, dtype=pl.UInt64)
+    text = d.str.slice(DECL_ID_SHA_CHARS + 1)
+    n_digits = text.str.len_bytes().cast(pl.Int64)
+    aligned = text.str.to_integer(dtype=pl.Int64) * pl.lit(10, pl.Int64).pow(LINE_DIGITS - n_digits)
+    return [prefix.alias("_id_prefix"), (aligned * 16 + n_digits).alias("_id_line")]
 
 
 ORD_SHIFT = 1 << 32  # _ord = _drank · 2**32 + line_no (line numbers < 2**32)
@@ -298,17 +357,20 @@ def apply_identity_links(root_dir: Path | str, table: str, lf: pl.LazyFrame,
     return lf.with_columns(current_nir(links))
 
 
-def scan_person_table(root_dir, table: str, decls: pl.DataFrame,
+def scan_person_table(root_dir, table: str, run: RunDeclarations,
                       buckets: list[int] | None, with_ord: bool = True,
                       links: pl.DataFrame | None = None) -> pl.LazyFrame:
-    """A person table restricted to current declarations (and buckets). ``_ord`` orders rows
-    as (decl_month, constitution_date, decl_id, line_no): the "latest version" order. With
-    ``links`` (``identity_links``), rows of an old identity (NTT-only, old NIR) get the
-    current NIR (``apply_identity_links``)."""
+    """A person table restricted to current declarations (and buckets), with their
+    ``_drank`` and ``_dsid``. ``_ord`` orders rows as (decl_month, constitution_date, decl_id,
+    line_no): the "latest version" order. With ``links`` (``identity_links``), rows of an old
+    identity (NTT-only, old NIR) get the current NIR (``apply_identity_links``)."""
     lf = scan_table(root_dir, table, buckets)
     if links is not None and links.height:
         lf = apply_identity_links(root_dir, table, lf, links, buckets)
-    lf = lf.join(decls.lazy(), on="decl_id", how="inner")
+    dsid = pl.col("_drank").replace_strict(run.decls["_drank"], run.decls["_dsid"],
+                                           return_dtype=pl.Int64)  # elementwise: filters pass
+    lf = (lf.with_columns(drank_of(run)).filter(pl.col("_drank").is_not_null())
+          .with_columns(dsid.alias("_dsid")))
     if with_ord:
         lf = lf.with_columns((pl.col("_drank") * ORD_SHIFT + pl.col("line_no").fill_null(0))
                              .alias("_ord"))
@@ -316,65 +378,132 @@ def scan_person_table(root_dir, table: str, decls: pl.DataFrame,
 
 
 KEY_SEP = "\x1f"  # ASCII unit separator: never inside a DSN value (printable charset)
-KEY_NULL = "\x1e"  # stands for a missing siret / contract number inside the packed key
+KEY_NULL = "\x1e"  # stands for a missing siret / contract number inside a key
+KEY_HASH_SEEDS = (0x243F6A88, 0x85A308D3)  # two independent seeds: join hash, check hash
+KEY_HASH_COLS = ["_h", "_h2"]
+
+
+class KeyHashCollision(RuntimeError):
+    """Two distinct contract keys of one run share their 64-bit join hash (never merged)."""
 
 
 def packed_contract_key() -> pl.Expr:
-    """(nir, siret, contract_no) as ONE string (one hash per row instead of a 3-column row
-    encoding). Exact: the separator never occurs in a value, and it sorts below every
-    printable character, so the packed keys sort like the (nir, siret, contract_no) tuples."""
+    """(nir, siret, contract_no) as ONE string (identity links, conflict details). Exact: the
+    separator never occurs in a value, and it sorts below every printable character, so the
+    packed keys sort like the (nir, siret, contract_no) tuples."""
     return pl.concat_str([pl.col("nir"), pl.col("siret").fill_null(KEY_NULL),
                           pl.col("contract_no").fill_null(KEY_NULL)],
                          separator=KEY_SEP).alias("_ck")
 
 
+def unpacked_contract_key(packed: str = "_ck") -> list[pl.Expr]:
+    """The (nir, siret, contract_no) columns of a packed key (``packed_contract_key``)."""
+    parts = pl.col(packed).str.split_exact(KEY_SEP, 2)
+    null_if_marker = lambda e: pl.when(e == KEY_NULL).then(None).otherwise(e)  # noqa: E731
+    return [parts.struct.field("field_0").alias("nir"),
+            null_if_marker(parts.struct.field("field_1")).alias("siret"),
+            null_if_marker(parts.struct.field("field_2")).alias("contract_no")]
+
+
+def contract_key_hashes() -> list[pl.Expr]:
+    """``_h`` (join hash) and ``_h2`` (check hash) of (nir, siret, contract_no): two 64-bit
+    hashes of the same struct with independent seeds (a missing value is a marker, never equal
+    to a declared one). Hashing three columns costs a fraction of building a packed string and
+    joining on it; Polars' hash is stable within one version, and a run never compares hashes
+    across processes of different versions (they live only inside one run)."""
+    key = pl.struct(pl.col("nir").alias("n"), pl.col("siret").fill_null(KEY_NULL).alias("s"),
+                    pl.col("contract_no").fill_null(KEY_NULL).alias("c"))
+    return [key.hash(seed).alias(name) for seed, name in zip(KEY_HASH_SEEDS, KEY_HASH_COLS)]
+
+
+def contract_link_hashes(clinks: pl.DataFrame) -> pl.DataFrame:
+    """``Identity.contract_links`` (packed old key -> packed current key) as hashes: old
+    ``_h``/``_h2`` -> ``_h_new``/``_h2_new``, with the current key's columns (the dictionary
+    names a contract by its current key)."""
+    old = clinks.select(unpacked_contract_key("_ck")).select(contract_key_hashes())
+    new = clinks.select(unpacked_contract_key("_ck_new"))
+    new = new.with_columns(new.select(contract_key_hashes())
+                           .rename({"_h": "_h_new", "_h2": "_h2_new"}))
+    return pl.concat([old, new], how="horizontal")
+
+
 def current_contract_key(lf: pl.LazyFrame, clinks: pl.DataFrame | None,
                          drop_remapped: bool = False) -> pl.LazyFrame:
-    """``_ck`` of rows declared under an OLD contract key (S21.G00.41.012 / .014,
-    ``Identity.contract_links``) becomes the contract's current key, so both identities are
-    one contract (``cid``) before any aggregation. ``drop_remapped`` drops those rows instead
-    (a 62 end declared under the old identity is not the end of the continuing contract)."""
+    """Rows declared under an OLD contract key (S21.G00.41.012 / .014, ``Identity.
+    contract_links`` as ``contract_link_hashes``) take the contract's current key hashes, so
+    both identities are one contract (``cid``) before any aggregation. ``drop_remapped`` drops
+    those rows instead (a 62 end declared under the old identity is not the end of the
+    continuing contract)."""
     if clinks is None or clinks.height == 0:
         return lf
+    lf = lf.join(clinks.lazy().select("_h", pl.col("_h2").alias("_h2_old"), "_h_new",
+                                      "_h2_new"), on="_h", how="left")
+    remapped = (pl.col("_h2") == pl.col("_h2_old")).fill_null(False)
     if drop_remapped:
-        return lf.filter(~pl.col("_ck").is_in(clinks["_ck"].implode()))
-    return lf.with_columns(pl.col("_ck").replace(clinks["_ck"], clinks["_ck_new"]))
+        lf = lf.filter(~remapped)
+    else:
+        lf = lf.with_columns(pl.when(remapped).then(pl.col("_h_new")).otherwise(pl.col("_h"))
+                             .alias("_h"),
+                             pl.when(remapped).then(pl.col("_h2_new")).otherwise(pl.col("_h2"))
+                             .alias("_h2"))
+    return lf.drop("_h2_old", "_h_new", "_h2_new")
 
 
 def contract_dictionary(contracts: pl.DataFrame,
                         clinks: pl.DataFrame | None = None) -> pl.DataFrame:
     """The run's contracts: distinct (nir, siret, contract_no) of rows with a NIR — current
-    keys only (``current_contract_key``) — sorted, numbered ``cid`` (0..n-1); ``pid`` numbers
-    the NIRs in NIR order, ``siret_code`` and ``siren_code`` number establishments and
-    employers (for distinct counts on integers). ``_ck`` is the packed key
-    (``packed_contract_key``) the big tables are joined on."""
-    keys = (current_contract_key(contracts.lazy().filter(pl.col("nir").is_not_null())
-                                 .select(packed_contract_key()), clinks)
-            .unique().sort("_ck").collect())
-    parts = pl.col("_ck").str.split_exact(KEY_SEP, 2)
-    null_if_marker = lambda e: pl.when(e == KEY_NULL).then(None).otherwise(e)  # noqa: E731
-    return keys.with_row_index("cid").with_columns(
-        pl.col("cid").cast(pl.Int64),
-        parts.struct.field("field_0").alias("nir"),
-        null_if_marker(parts.struct.field("field_1")).alias("siret"),
-        null_if_marker(parts.struct.field("field_2")).alias("contract_no"),
-    ).with_columns(
-        ((pl.col("nir") != pl.col("nir").shift(1)).fill_null(True).cum_sum() - 1)
-        .cast(pl.Int64).alias("pid"),
-        pl.col("siret").rank("dense").cast(pl.Int64).alias("siret_code"),
-        pl.col("siret").str.slice(0, 9).rank("dense").cast(pl.Int64).alias("siren_code"))
+    keys only (``current_contract_key``; ``clinks`` from ``contract_link_hashes``) — sorted,
+    numbered ``cid`` (0..n-1); ``pid`` numbers the NIRs in NIR order, ``siret_code`` and
+    ``siren_code`` number establishments and employers (for distinct counts on integers).
+    ``_h``/``_h2`` are the key's hashes (``contract_key_hashes``) the big tables join on.
+    Distinct keys are found on the hashes (integers); raises ``KeyHashCollision`` when two
+    distinct keys share ``_h``."""
+    rows = contracts.filter(pl.col("nir").is_not_null()).select(*CONTRACT_KEY)
+    named = (rows.lazy().with_columns(contract_key_hashes()).with_row_index("_i")
+             .group_by("_h").agg(pl.col("_i").min(), pl.col("_h2").min(),
+                                 (pl.col("_h2").min() != pl.col("_h2").max()).alias("_clash"))
+             .collect())
+    if named["_clash"].any():
+        raise KeyHashCollision("two distinct contract keys share a 64-bit key hash")
+    keys = rows[named["_i"]].with_columns(named["_h"], named["_h2"])
+    if clinks is not None and clinks.height:  # old keys leave, their current keys come in
+        targets = (clinks.join(keys.select(KEY_HASH_COLS), on=KEY_HASH_COLS, how="semi")
+                   .select(*CONTRACT_KEY, pl.col("_h_new").alias("_h"),
+                           pl.col("_h2_new").alias("_h2")))
+        keys = pl.concat([keys.join(clinks.select(KEY_HASH_COLS), on=KEY_HASH_COLS, how="anti"),
+                          targets]).unique()
+        if keys["_h"].n_unique() != keys.height:
+            raise KeyHashCollision("a current contract key shares a 64-bit key hash")
+    return (keys.sort(CONTRACT_KEY, nulls_last=False)
+            .with_row_index("cid")
+            .with_columns(
+                pl.col("cid").cast(pl.Int64),
+                ((pl.col("nir") != pl.col("nir").shift(1)).fill_null(True).cum_sum() - 1)
+                .cast(pl.Int64).alias("pid"),
+                pl.col("siret").rank("dense").cast(pl.Int64).alias("siret_code"),
+                pl.col("siret").str.slice(0, 9).rank("dense").cast(pl.Int64).alias("siren_code")))
 
 
 def with_cid(lf: pl.LazyFrame | pl.DataFrame, keys: pl.DataFrame,
              clinks: pl.DataFrame | None = None, drop_remapped: bool = False) -> pl.LazyFrame:
-    """Rows with a known contract key get their ``cid`` (inner join on the packed key, old
-    keys mapped to current ones first: ``current_contract_key``; a key absent from the run's
-    contract versions has no attributes, so it can never be worked time); the string key
-    columns are dropped."""
-    lf = lf.lazy().filter(pl.col("nir").is_not_null()).with_columns(packed_contract_key())
+    """Rows with a known contract key get their ``cid``: old keys mapped to current ones
+    first (``current_contract_key``), then ``_h`` looked up in the dictionary, kept only where
+    ``_h2`` agrees (a key absent from the run's contract versions has no attributes, so it can
+    never be worked time); the string key columns are dropped. A lookup adds one column
+    where a join would re-gather every column of a big table."""
+    lf = lf.lazy().filter(pl.col("nir").is_not_null()).with_columns(contract_key_hashes())
+    cid = pl.col("_h").replace_strict(keys["_h"], keys["cid"], default=None,
+                                      return_dtype=pl.Int64)
     return (current_contract_key(lf, clinks, drop_remapped)
-            .join(keys.lazy().select("_ck", "cid"), on="_ck", how="inner")
-            .drop(*CONTRACT_KEY, "_ck"))
+            .with_columns(cid.alias("cid"))
+            .filter(pl.lit(keys["_h2"]).gather(pl.col("cid")) == pl.col("_h2"))
+            .drop(*CONTRACT_KEY, *KEY_HASH_COLS))
+
+
+def of_contract(keys: pl.DataFrame, col: str) -> pl.Expr:
+    """A ``contract_dictionary`` column for each row's ``cid``: a gather (row i of the
+    dictionary is cid i), cheaper than a join on cid."""
+    return pl.lit(keys[col]).gather(pl.col("cid")).alias(col)
 
 
 def cm_key(month: str | pl.Expr = "month") -> pl.Expr:
@@ -518,21 +647,47 @@ def unit_in_declaration(contracts: pl.LazyFrame) -> pl.LazyFrame:
             .drop("_ord"))
 
 
-def paid_time(activities: pl.LazyFrame, unit_in_decl: pl.LazyFrame,
-              p: YearParams) -> pl.LazyFrame:
+def with_contract_unit(activities: pl.DataFrame, contracts: pl.DataFrame,
+                       n_contracts: int) -> pl.DataFrame:
+    """Each Activité row with ``contract_unit``: the unit of its contract in the same
+    declaration and person block (``unit_in_declaration``). Ingestion guarantees that block
+    declares the contract (a 51.010 without a 40.009 of the same individual is set aside with
+    its 53: ``parsers.validate``), so a contract whose versions all carry the same unit needs
+    no per-declaration lookup: that unit is read by ``cid`` (a gather on a dense array). Only
+    the rows of contracts whose unit changed go through the (declaration, block) join."""
+    per_cid = (pl.DataFrame({"cid": pl.int_range(n_contracts, dtype=pl.Int64, eager=True)})
+               .join(contracts.group_by("cid").agg(pl.col("unit").first(),
+                                                   (pl.col("unit").n_unique() == 1)
+                                                   .alias("_fixed")),
+                     on="cid", how="left")
+               .sort("cid"))
+    act = activities.with_columns(
+        pl.lit(per_cid["unit"]).gather(pl.col("cid")).alias("contract_unit"),
+        pl.lit(per_cid["_fixed"]).gather(pl.col("cid")).fill_null(False).alias("_fixed"))
+    changed = act.filter(~pl.col("_fixed")).drop("contract_unit")
+    if changed.height == 0:
+        return act.drop("_fixed")
+    units = unit_in_declaration(contracts.lazy().join(changed.lazy().select("cid").unique(),
+                                                      on="cid", how="semi"))
+    return pl.concat([act.filter("_fixed"),
+                      changed.lazy().join(units, on=["dk", "person_occ"], how="left")
+                      .select(act.columns).collect()]).drop("_fixed")
+
+
+def paid_time(activities: pl.LazyFrame, p: YearParams) -> pl.LazyFrame:
     """Σ 53.002 (type 01, under 51 type 002) per contract and pay-period month (``cm``), with
     one column per unit family (``paid_hours``/``paid_days``, null when that family has no
     Activité). The period's month is the month of 51.002 (Decision pay_period_attribution);
     signed recall values add up; only periods ending in year N count. An Activité without
-    53.003 takes the unit (40.011) of its contract in the same declaration.
+    53.003 takes the unit (40.011) of its contract in the same declaration
+    (``contract_unit``: ``with_contract_unit``).
     ``decl_min``/``decl_max``: lineage summary (``_dsid``)."""
     act = activities.filter((pl.col("activity_type") == p.worked_activity_type)
                             & (pl.col("pay_type") == p.activity_pay_type)
                             & (pl.col("period_end").dt.year() == p.year))
     return (
-        act.join(unit_in_decl, on=["dk", "person_occ"], how="left")
-        .with_columns(pl.coalesce("unit", "contract_unit").alias("unit"),
-                      cm_key(month_start("period_end")).alias("cm"))
+        act.with_columns(pl.coalesce("unit", "contract_unit").alias("unit"),
+                         cm_key(month_start("period_end")).alias("cm"))
         .with_columns(unit_family(p).alias("act_family"))
         .filter(pl.col("act_family").is_in(["hours", "days"]))
         .select("cm", "_dsid",
@@ -751,14 +906,15 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     STAGE_SECONDS.clear()
     STAGE_CPU_SECONDS.clear()
     t, _cpu_mark[0] = time.perf_counter(), time.process_time()
-    decls, ident = run_declarations(root_dir)
-    links, clinks = ident.links, ident.contract_links
+    run = run_declarations(root_dir)
+    decls, ident = run.decls, run.ident
+    links, clinks = ident.links, contract_link_hashes(ident.contract_links)
     t = _timed("current_declarations", t)
     lo = date(year - 1, 12, 1)
 
     def read(table: str, cols: list[str], with_ord: bool = True) -> pl.LazyFrame:
         extra = ["_drank", "_dsid"] + (["_ord"] if with_ord else [])
-        return scan_person_table(root_dir, table, decls, buckets, with_ord,
+        return scan_person_table(root_dir, table, run, buckets, with_ord,
                                  links if links.height else None).select(cols + extra)
 
     raw = (read("contracts", CONTRACT_COLS).filter(pl.col("decl_month") >= lo)
@@ -769,8 +925,9 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     contracts = with_cid(raw.lazy().filter(pl.col("nir").is_not_null()), keys, clinks).collect()
     del raw
     t = _timed("scan_contracts", t)
-    activities = (with_cid(read("activities", ACTIVITY_COLS, with_ord=False)
-                           .filter(pl.col("nir").is_not_null()).drop("decl_id"), keys, clinks)
+    activities = (with_cid(read("activities", ACTIVITY_COLS + ["decl_month"], with_ord=False)
+                           .filter(pl.col("nir").is_not_null() & (pl.col("decl_month") >= lo))
+                           .drop("decl_id", "decl_month"), keys, clinks)
                   .with_columns(dk_key().alias("dk")).drop("_drank").collect())
     t = _timed("scan_activities", t)
     child = ["decl_id", "line_no", "decl_month", "nir", "siret", "contract_no", "contract_start"]
@@ -789,7 +946,8 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     t = _timed("contract_ends", t)
 
     # 1. paid time by pay-period month (one row per contract-month, one column per family)
-    paid = paid_time(activities.lazy(), unit_in_declaration(contracts.lazy()), p).collect()
+    activities = with_contract_unit(activities, contracts, keys.height)
+    paid = paid_time(activities.lazy(), p).collect()
     del contracts
     t = _timed("paid_time", t)
     # 2. presence fallback candidates (declared months without any Activité)
@@ -847,7 +1005,7 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
            .with_columns((pl.col("_base") + pl.col("absence_credited_scaled"))
                          .alias("counted_scaled")))
     cmf = (cmf.with_columns(*reference_fraction(p, num_t))
-           .join(keys.lazy().select("cid", "pid"), on="cid", how="left")
+           .with_columns(of_contract(keys, "pid"))
            .select(*(["cid", "month"] if keep_terms else []), "pid", pl.col("month").dt.month().cast(pl.Int8).alias("month_no"),
                    (pl.col("act_family") == "hours").alias("is_hours"), "own_family", "paid_h",
                    "presence_scaled", "abs_days", "absence_credited_scaled", "counted_scaled",
@@ -878,7 +1036,7 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
         rem_sn = (rem_attr.filter((pl.col("family") == "sans_notion")
                                   & pl.col("oos_reason").is_null())
                   .with_columns(cm_cid().alias("cid"))
-                  .join(keys.lazy().select("cid", "pid"), on="cid", how="left")
+                  .with_columns(of_contract(keys, "pid"))
                   .group_by("pid").agg(pl.col("amount_cents").sum(),
                                        pl.col("decl_min").min(), pl.col("decl_max").max())
                   .collect())
@@ -893,10 +1051,9 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     fractions = sum_fractions(terms, key="pid").collect()
     t = _timed("sum_fractions", t)
 
-    persons = person_explanations(cmf, rem_sn, fractions, versions, keys, decls, p)
-    flags = category_flags(versions, keys, p)
-    persons = (persons.join(flags, on="pid", how="left")
+    persons = (person_explanations(cmf, rem_sn, fractions, versions, keys, decls, p)
                .with_columns(pl.col("boeth").fill_null(False), pl.col("esat").fill_null(False))
+               .select(pl.exclude("boeth", "esat"), "boeth", "esat")
                .sort("pid").drop("pid"))
     persons = persons.collect().lazy()
     t = _timed("persons", t)
@@ -942,15 +1099,12 @@ def contract_month_detail(cmf: pl.DataFrame, keys: pl.DataFrame, p: YearParams) 
             .sort(*CONTRACT_KEY, "month", "family"))
 
 
-def category_flags(versions: pl.DataFrame, keys: pl.DataFrame, p: YearParams) -> pl.LazyFrame:
-    """Per person (``pid``): boeth (40.072 present on an in-scope contract version of year N),
-    esat (40.007 = 70) — cpf_rules.md §2.1, §3."""
-    return (versions.lazy().filter(pl.col("oos_reason").is_null()
-                                   & (pl.col("decl_month").dt.year() == p.year))
-            .join(keys.lazy().select("cid", "pid"), on="cid", how="left")
-            .group_by("pid").agg(
-                pl.col("boeth").is_not_null().any().alias("boeth"),
-                (pl.col("contract_nature") == p.esat_contract_nature).any().alias("esat")))
+def category_flags(p: YearParams) -> list[pl.Expr]:
+    """Per person aggregations over the in-scope contract versions of year N
+    (``person_explanations``): boeth (40.072 present), esat (40.007 = 70) — cpf_rules.md
+    §2.1, §3."""
+    return [pl.col("boeth").is_not_null().any().alias("boeth"),
+            (pl.col("contract_nature") == p.esat_contract_nature).any().alias("esat")]
 
 
 def person_explanations(cmf: pl.DataFrame, rem_sn: pl.DataFrame, fractions: pl.DataFrame,
@@ -993,24 +1147,19 @@ def person_explanations(cmf: pl.DataFrame, rem_sn: pl.DataFrame, fractions: pl.D
                                    pl.col("amount_cents").alias("sans_notion_remuneration_cents"),
                                    pl.col("decl_min").alias("_sn_min"),
                                    pl.col("decl_max").alias("_sn_max"))
-    in_scope = (versions.lazy().filter(pl.col("oos_reason").is_null()
-                                       & (pl.col("decl_month").dt.year() == p.year))
-                .select("cid", "_drank", "_dsid")
-                .join(keys.lazy().select("cid", "pid"), on="cid", how="left"))
-    per_contract = (in_scope.group_by("cid").agg(pl.col("_dsid").min().alias("_c_min"),
-                                                 pl.col("_dsid").max().alias("_c_max"))
-                    .join(keys.lazy().select("cid", "pid", "siret_code", "siren_code"),
-                          on="cid", how="left")
-                    .group_by("pid").agg(
-                        pl.len().cast(pl.Int64).alias("contracts_count"),
-                        pl.col("siret_code").n_unique().cast(pl.Int64)
-                        .alias("establishments_count"),
-                        pl.col("siren_code").n_unique().cast(pl.Int64).alias("employers_count"),
-                        pl.col("_c_min").min(), pl.col("_c_max").max()))
-    n_decls = (in_scope.select((pl.col("pid") * KEY_SHIFT + pl.col("_drank")).alias("_pd"))
-               .unique().group_by((pl.col("_pd") // KEY_SHIFT).alias("pid"))
-               .agg(pl.len().cast(pl.Int64).alias("_n_decls")))
-    expl_c = per_contract.join(n_decls, on="pid", how="left")
+    # contracts of the year in scope: counts, lineage bounds and category flags in ONE
+    # aggregation per person
+    expl_c = (versions.lazy().filter(pl.col("oos_reason").is_null()
+                                     & (pl.col("decl_month").dt.year() == p.year))
+              .select("cid", "_drank", "_dsid", "boeth", "contract_nature")
+              .with_columns(*[of_contract(keys, c) for c in ("pid", "siret_code", "siren_code")])
+              .group_by("pid").agg(
+                  pl.col("cid").n_unique().cast(pl.Int64).alias("contracts_count"),
+                  pl.col("siret_code").n_unique().cast(pl.Int64).alias("establishments_count"),
+                  pl.col("siren_code").n_unique().cast(pl.Int64).alias("employers_count"),
+                  pl.col("_dsid").min().alias("_c_min"), pl.col("_dsid").max().alias("_c_max"),
+                  pl.col("_drank").n_unique().cast(pl.Int64).alias("_n_decls"),
+                  *category_flags(p)))
     examined = pl.concat([expl_c.select("pid"), expl_cm.select("pid"),
                           expl_sn.select("pid")]).unique()
     src_min = pl.min_horizontal("_c_min", "_cm_min", "_sn_min")
@@ -1021,7 +1170,8 @@ def person_explanations(cmf: pl.DataFrame, rem_sn: pl.DataFrame, fractions: pl.D
         examined.join(fractions.lazy(), on="pid", how="left")
         .join(expl_cm, on="pid", how="left")
         .join(expl_sn, on="pid", how="left").join(expl_c, on="pid", how="left")
-        .join(keys.lazy().group_by("pid").agg(pl.col("nir").first()), on="pid", how="left")
+        .join(keys.lazy().filter(pl.col("pid") != pl.col("pid").shift(1).fill_null(-1))
+              .select("pid", "nir"), on="pid", how="left")
         .with_columns(src_min.alias("_src_min"), src_max.alias("_src_max"))
         .join(ids.rename({"_dsid": "_src_min", "decl_id": "_id_min"}), on="_src_min",
               how="left")
@@ -1061,12 +1211,12 @@ def source_declarations(root_dir: Path | str, nir: str, year: int) -> pl.DataFra
     (and of the months whose recalls count for N) in which the person has a contract,
     activity or pay row (also under an NTT linked to the NIR), with the table it was seen in.
     Filters the lake for that NIR only."""
-    decls, identity = run_declarations(root_dir)
-    links = identity.links
+    run = run_declarations(root_dir)
+    links = run.ident.links
     frames = []
     for table in ("contracts", "activities", "pay", "work_stoppages", "suspensions",
                   "contract_ends"):
-        frames.append(scan_person_table(root_dir, table, decls, None, with_ord=False,
+        frames.append(scan_person_table(root_dir, table, run, None, with_ord=False,
                                         links=links)
                       .filter(pl.col("nir") == nir)
                       .filter((pl.col("decl_month") >= date(year - 1, 12, 1))
@@ -1142,11 +1292,11 @@ def uncreditable_rows(versions: pl.DataFrame, persons: pl.LazyFrame, keys: pl.Da
                         pl.lit("ntt_only").alias("reason"),
                         pl.format("no NIR; establishments {}", "detail").alias("detail")))
     v = (versions.lazy().filter(pl.col("decl_month").dt.year() == year)
-         .select("cid", "oos_reason")
-         .join(keys.lazy().select("cid", "pid", "nir", "contract_no"), on="cid", how="left"))
+         .select("cid", "oos_reason").with_columns(of_contract(keys, "pid")))
     in_scope = (v.filter(pl.col("oos_reason").is_null()).select("pid").unique()
                 .with_columns(pl.lit(True).alias("_in_scope")))
     oos_rows = (v.filter(pl.col("oos_reason").is_not_null())
+                .with_columns(of_contract(keys, "nir"), of_contract(keys, "contract_no"))
                 .group_by("pid").agg(pl.col("nir").first(),
                                      pl.col("oos_reason").unique().sort().str.join(","),
                                      pl.col("contract_no").unique().sort().str.join(","))

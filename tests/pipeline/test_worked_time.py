@@ -122,3 +122,50 @@ def test_resolve_chains_follows_links_and_never_guesses():
     assert set(got) == {"X", "N1", "N2", "Y", "P", "Q"}  # ambiguous, claimants, chain, cycle
     assert got["X"] == "old identifier claimed by N1,N2"
     assert got["P"] == got["Q"] == "cycle of identity links"
+
+
+def test_decl_id_order_is_string_order():
+    """The integer sort keys of decl_ids (current_declarations' ranks) order them exactly like
+    the strings, line numbers compared as text; another format falls back to the string."""
+    import random
+
+    from pipeline.worked_time import decl_id_order
+    rng = random.Random(7)
+    lines = [1, 2, 9, 10, 18, 100, 99999, 9999999999]
+    ids = {f"{rng.getrandbits(rng.choice([4, 64])):016x}-{rng.choice(lines + [rng.randint(1, 10**6)])}"
+           for _ in range(20000)}
+    df = pl.DataFrame({"decl_id": sorted(ids, key=lambda _: rng.random())})
+    keys = decl_id_order(df["decl_id"])
+    assert [k.meta.output_name() for k in keys] == ["_id_prefix", "_id_line"]
+    assert df.sort(keys)["decl_id"].to_list() == sorted(ids)
+    odd = pl.Series("decl_id", ["B-1", "a-2"])
+    assert [k.meta.output_name() for k in decl_id_order(odd)] == ["decl_id"]
+
+
+def _contracts(*keys: tuple) -> pl.DataFrame:
+    return pl.DataFrame(keys, schema=["nir", "siret", "contract_no"], orient="row")
+
+
+def test_contract_ids_need_both_hashes():
+    """A row whose join hash matches a dictionary key but whose check hash does not is not
+    that contract (it gets no cid); rows of the key itself keep theirs."""
+    from pipeline.worked_time import contract_dictionary, with_cid
+    rows = _contracts(("1800101000001", "11111111100011", "A1"),
+                      ("1800101000001", None, "A2"), ("2900101000002", "22222222200022", None))
+    keys = contract_dictionary(rows)
+    assert keys["cid"].to_list() == [0, 1, 2] and keys["pid"].to_list() == [0, 0, 1]
+    assert with_cid(rows, keys).collect()["cid"].sort().to_list() == [0, 1, 2]
+    tampered = keys.with_columns(pl.when(pl.col("cid") == 1).then(pl.col("_h2") + 1)
+                                 .otherwise(pl.col("_h2")).alias("_h2"))
+    assert with_cid(rows, tampered).collect()["cid"].sort().to_list() == [0, 2]
+
+
+def test_distinct_keys_sharing_a_join_hash_stop_the_run(monkeypatch):
+    """Two distinct contract keys with the same 64-bit join hash are never merged."""
+    import pipeline.worked_time as wt
+    real = wt.contract_key_hashes
+    monkeypatch.setattr(wt, "contract_key_hashes",
+                        lambda: [pl.lit(7, pl.UInt64).alias("_h"), real()[1]])
+    with pytest.raises(wt.KeyHashCollision):
+        wt.contract_dictionary(_contracts(("1800101000001", "11111111100011", "A1"),
+                                          ("1800101000001", "11111111100011", "A2")))

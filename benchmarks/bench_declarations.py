@@ -1,0 +1,165 @@
+"""Per-process fixed cost of crediting: current declarations and identity links (not a test).
+
+Every process that credits buckets first resolves the lake's current declarations and identity
+links once (``pipeline.worked_time.run_declarations``). That cost follows the number of
+DECLARATIONS, not of people: a national year holds some 24 million (one per establishment and
+month), while the generated bench lakes hold about one per 100 people. This benchmark measures
+it at growing declaration counts, each in its own process (peak RSS = that process's
+ru_maxrss), against a baseline measured in the same run: Polars reading the same declarations'
+``decl_id`` column and sorting it as strings (the floor of any resolution keyed on decl_id).
+
+Input: the declarations table of a generated lake (``--root``, default ./bench_data/lake1000k,
+from ``benchmarks.bench_credit --people 1000000``), replicated ×k with distinct SIRETs and
+decl_ids in the parsers' format (sha256 prefix + "-" + line), written once under
+./bench_data/declarations_x<k>/ (git-ignored); the person tables are linked, not copied.
+Figures go to benchmarks/results/declarations.md.
+
+    python -m benchmarks.bench_declarations [--root DIR] [--factors 1,10,50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+BENCH_DATA = HERE.parent / "bench_data"
+NATIONAL_DECLARATIONS_PER_YEAR = 24_000_000  # ~2 M establishments filing monthly
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def replicate(src_root: Path, k: int) -> Path:
+    """A lake whose declarations are ``src_root``'s ×k (distinct SIRETs and decl_ids, same
+    format), its person tables symlinked (identity links read individuals)."""
+    dst = BENCH_DATA / f"declarations_x{k}"
+    lake = dst / "lake"
+    if (lake / "declarations").exists():
+        return dst
+    d = pl.scan_parquet(src_root / "lake" / "declarations" / "**" / "*.parquet",
+                        hive_partitioning=False).collect()
+    copies = []
+    for i in range(k):
+        salt = pl.struct(pl.col("decl_id"), pl.lit(i)).hash().cast(pl.String).str.slice(0, 15)
+        copies.append(d.with_columns(
+            (salt.str.zfill(16) + "-" + pl.col("decl_id").str.split("-").list.last())
+            .alias("decl_id"),
+            (pl.col("siret").str.slice(0, 9) + pl.lit(f"{i:05d}")).alias("siret"),
+            (pl.col("self_id") + pl.lit(f"~{i}")).alias("self_id")))
+    big = pl.concat(copies)
+    for (month,), part in big.group_by("decl_month"):
+        out = lake / "declarations" / f"month={month:%Y-%m}"
+        out.mkdir(parents=True, exist_ok=True)
+        part.write_parquet(out / "part-bench.parquet")
+    for table in (src_root / "lake").iterdir():
+        if table.name != "declarations" and not (lake / table.name).exists():
+            (lake / table.name).symlink_to(table.resolve())
+    return dst
+
+
+def stage_resolve(root: Path) -> dict:
+    from pipeline.worked_time import run_declarations
+    t0, c0 = time.perf_counter(), time.process_time()
+    run = run_declarations(root)
+    return {"declarations": run.decls.height, "seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - c0, "peak_rss_mb": _rss_mb()}
+
+
+def stage_baseline(root: Path) -> dict:
+    t0, c0 = time.perf_counter(), time.process_time()
+    ids = (pl.scan_parquet(root / "lake" / "declarations" / "**" / "*.parquet",
+                           hive_partitioning=False).select("decl_id").sort("decl_id").collect())
+    return {"declarations": ids.height, "seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - c0, "peak_rss_mb": _rss_mb()}
+
+
+def _child(stage: str, root: Path) -> dict:
+    out = subprocess.check_output([sys.executable, "-m", "benchmarks.bench_declarations",
+                                   "--stage", stage, "--root", str(root)], cwd=HERE.parent)
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+def slope(rows: list[dict], key: str) -> tuple[float, float]:
+    """Least-squares (per million declarations, intercept)."""
+    xs = [r["declarations"] / 1e6 for r in rows]
+    ys = [r[key] for r in rows]
+    n, mx, my = len(xs), sum(xs) / len(xs), sum(ys) / len(ys)
+    var = sum((x - mx) ** 2 for x in xs)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if n > 1 and var else 0.0
+    return b, my - b * mx
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--root", type=Path, default=BENCH_DATA / "lake1000k")
+    ap.add_argument("--factors", default="1,10,50")
+    ap.add_argument("--stage", choices=["resolve", "baseline"], help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.stage:
+        fn = stage_resolve if a.stage == "resolve" else stage_baseline
+        print(json.dumps(fn(a.root)))
+        return 0
+    if not (a.root / "lake" / "declarations").exists():
+        print(f"no lake under {a.root}: run `python -m benchmarks.bench_credit --people "
+              "1000000` first (it generates bench_data/lake1000k)", file=sys.stderr)
+        return 2
+    rows = []
+    for k in (int(x) for x in a.factors.split(",")):
+        root = a.root if k == 1 else replicate(a.root, k)
+        load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+        res, base = _child("resolve", root), _child("baseline", root)
+        rows.append({"factor": k, "load": load, **res,
+                     "baseline_seconds": base["seconds"],
+                     "baseline_cpu_seconds": base["cpu_seconds"],
+                     "baseline_rss_mb": base["peak_rss_mb"]})
+        print(rows[-1], flush=True)
+    lines = render(rows)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "declarations.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (RESULTS / "declarations.json").write_text(json.dumps(rows, indent=1) + "\n",
+                                               encoding="utf-8")
+    print("\n".join(lines))
+    return 0
+
+
+def render(rows: list[dict]) -> list[str]:
+    lines = ["# Per-process cost of current declarations and identity links",
+             "", "`python -m benchmarks.bench_declarations` — each row in fresh processes; "
+             "`run_declarations` = current versions (A&R, fractions) + ranks + decl_id Enum + "
+             "identity links (NTT/old NIR/old contract keys over the whole lake's individuals).",
+             "Baseline (same run): Polars scan of the same `decl_id` column sorted as strings.",
+             "", "| declarations | run_declarations s | CPU s | peak RSS MB | baseline s | "
+             "baseline CPU s | baseline RSS MB | load 1/5/15 |",
+             "|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(f"| {r['declarations']:,} | {r['seconds']:.2f} | {r['cpu_seconds']:.2f} "
+                     f"| {r['peak_rss_mb']:,.0f} | {r['baseline_seconds']:.2f} | "
+                     f"{r['baseline_cpu_seconds']:.2f} | {r['baseline_rss_mb']:,.0f} | "
+                     f"{r['load']} |")
+    s_t, i_t = slope(rows, "seconds")
+    s_m, i_m = slope(rows, "peak_rss_mb")
+    nat = NATIONAL_DECLARATIONS_PER_YEAR / 1e6
+    lines += ["", f"Fitted: {s_t:.2f} s and {s_m:,.0f} MB per million declarations "
+              f"(+{i_t:.2f} s, +{i_m:,.0f} MB).",
+              f"Extrapolated to a national year ({nat:.0f} M declarations in the lake): "
+              f"**{s_t * nat + i_t:.0f} s and {s_m * nat + i_m:,.0f} MB per crediting process**, "
+              "paid once per process (the bucket runs of a process share it: "
+              "`run_declarations` is cached per lake state). With 2 worker processes that is "
+              "twice the time in CPU, once in wall time; each year of history kept in the lake "
+              "adds as much again."]
+    return lines
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
