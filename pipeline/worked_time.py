@@ -22,7 +22,7 @@ first hashes collide, and two distinct keys of the run sharing a first hash stop
 (``KeyHashCollision``) instead of merging; only a collision of both hashes at once (odds about
 2**-128 per pair) could go unseen. Every later join and group-by runs on integers (``cm`` = cid
 and month packed in one Int64). Declarations are numbered too (``_drank``: version order,
-``_dsid``: decl_id order), so lineage min/max are integer aggregates, mapped back to strings
+also the order of lineage), so lineage first/last are integer aggregates, mapped back to strings
 once per person.
 """
 
@@ -93,7 +93,7 @@ def lake_signature(root_dir: Path | str, *tables: str) -> tuple:
 class RunDeclarations(NamedTuple):
     """What every bucket run of a lake state shares (``run_declarations``)."""
 
-    decls: pl.DataFrame  # current_declarations: decl_id, _drank (= row index), _dsid
+    decls: pl.DataFrame  # current_declarations: decl_id, _drank (= row index)
     ident: "Identity"  # identity_links
     decl_ids: pl.Enum  # decls' decl_id in _drank order: a row's _drank is a cast (drank_of)
 
@@ -125,32 +125,33 @@ def drank_of(run: RunDeclarations) -> pl.Expr:
 
 def current_declarations(root_dir: Path | str) -> pl.DataFrame:
     """Current declaration versions (``pipeline.versions``: nature 01, not test, not rejected,
-    A&R substitution, fractions unioned), COLLECTED once (one row per declaration: small), with
-    ``_drank``: the rank of (decl_month, constitution_date, decl_id), nulls first — the order
-    of "the latest declaration of the month" (rows compare by ``_drank``, then ``line_no``) —
-    and ``_dsid``: the rank of decl_id itself (lineage min/max computed on integers). Both
-    ranks sort integers only (``decl_id_order``): a national year holds some 24 million
-    declarations, and sorting their ids as strings took most of this step."""
+    A&R substitution, fractions unioned), COLLECTED once (one row per declaration: small), in
+    ``_drank`` order: the rank of (decl_month, constitution_date, decl_id), nulls first — the
+    order of "the latest declaration of the month" (rows compare by ``_drank``, then
+    ``line_no``), and of lineage (first..last declaration). Resolved one declared month at a
+    time (bounded memory) and ranked by an integer-only sort (``decl_id_order``): a national
+    year holds some 24 million declarations, and sorting their ids as strings took most of
+    this step."""
     months = (scan(root_dir, "declarations").select("decl_month").unique().collect()
               ["decl_month"].drop_nulls().sort())
-    parts = [versions_current(Path(root_dir), m)  # one month at a time: bounded memory
+    parts = [versions_current(Path(root_dir), m)
              .select("decl_id", "decl_month", "constitution_date").collect() for m in months]
     if not parts:
-        return pl.DataFrame(schema={"decl_id": pl.String, "_drank": pl.Int64, "_dsid": pl.Int64})
+        return pl.DataFrame(schema={"decl_id": pl.String, "_drank": pl.Int64})
     cur = pl.concat(parts)
     del parts
-    # ranks from integer arg-sorts; the decl_id strings are gathered once, into _drank order.
-    # (decl_month, constitution_date or null first) is one Int64: month days · 2**32 + the
+    # (decl_month, constitution_date or null first) as one Int64: month days · 2**32 + the
     # date's days shifted into [1, 2**32) (null -> 0; DSN dates are years 0000-9999)
     day = lambda c: pl.col(c).cast(pl.Int32).cast(pl.Int64)  # noqa: E731
     month_then_date = (day("decl_month") * ORD_SHIFT
                        + (day("constitution_date") + 2**31 + 1).fill_null(0))
-    ranks = cur.select(pl.arg_sort_by(decl_id_order(cur["decl_id"])).arg_sort().alias("_dsid"),
-                       month_then_date.alias("_mtd"))
-    by_drank = ranks.select(pl.arg_sort_by("_mtd", "_dsid"))[:, 0]
-    return pl.DataFrame({"decl_id": cur["decl_id"].gather(by_drank),
-                         "_drank": pl.int_range(cur.height, dtype=pl.Int64, eager=True),
-                         "_dsid": ranks["_dsid"].gather(by_drank).cast(pl.Int64)})
+    # two single-purpose sorts of indices (a multi-key sort whose first key has few distinct
+    # values is several times slower): by decl_id, then STABLY by (month, date)
+    by_id = cur.select(pl.arg_sort_by(decl_id_order(cur["decl_id"])))[:, 0]
+    mtd = cur.select(month_then_date.alias("_mtd"))[:, 0].gather(by_id)
+    order = by_id.gather(mtd.to_frame().select(pl.arg_sort_by("_mtd", maintain_order=True))[:, 0])
+    return pl.DataFrame({"decl_id": cur["decl_id"].gather(order),  # strings gathered once
+                         "_drank": pl.int_range(cur.height, dtype=pl.Int64, eager=True)})
 
 
 # decl_id as written by parsers.tables: the file's sha256 prefix (lowercase hex), "-", the
@@ -361,16 +362,13 @@ def scan_person_table(root_dir, table: str, run: RunDeclarations,
                       buckets: list[int] | None, with_ord: bool = True,
                       links: pl.DataFrame | None = None) -> pl.LazyFrame:
     """A person table restricted to current declarations (and buckets), with their
-    ``_drank`` and ``_dsid``. ``_ord`` orders rows as (decl_month, constitution_date, decl_id,
+    ``_drank``. ``_ord`` orders rows as (decl_month, constitution_date, decl_id,
     line_no): the "latest version" order. With ``links`` (``identity_links``), rows of an old
     identity (NTT-only, old NIR) get the current NIR (``apply_identity_links``)."""
     lf = scan_table(root_dir, table, buckets)
     if links is not None and links.height:
         lf = apply_identity_links(root_dir, table, lf, links, buckets)
-    dsid = pl.col("_drank").replace_strict(run.decls["_drank"], run.decls["_dsid"],
-                                           return_dtype=pl.Int64)  # elementwise: filters pass
-    lf = (lf.with_columns(drank_of(run)).filter(pl.col("_drank").is_not_null())
-          .with_columns(dsid.alias("_dsid")))
+    lf = lf.with_columns(drank_of(run)).filter(pl.col("_drank").is_not_null())
     if with_ord:
         lf = lf.with_columns((pl.col("_drank") * ORD_SHIFT + pl.col("line_no").fill_null(0))
                              .alias("_ord"))
@@ -587,7 +585,7 @@ def contract_versions(contracts: pl.LazyFrame, p: YearParams) -> pl.LazyFrame:
         contracts.with_columns(cm_key("decl_month").alias("cm"))
         .filter(latest(pl.col("cm")))
         .with_columns(unit_family(p).alias("family"), out_of_scope_reason(p).alias("oos_reason"))
-        .select("cid", "cm", "decl_month", "_drank", "_dsid", "person_occ", "contract_start",
+        .select("cid", "cm", "decl_month", "_drank", "person_occ", "contract_start",
                 "unit", "family", "ref_quota_h", "quota_h", "contract_nature",
                 "employment_status", "boeth", "oos_reason")
     )
@@ -681,7 +679,7 @@ def paid_time(activities: pl.LazyFrame, p: YearParams) -> pl.LazyFrame:
     signed recall values add up; only periods ending in year N count. An Activité without
     53.003 takes the unit (40.011) of its contract in the same declaration
     (``contract_unit``: ``with_contract_unit``).
-    ``decl_min``/``decl_max``: lineage summary (``_dsid``)."""
+    ``decl_min``/``decl_max``: lineage summary (first/last ``_drank``)."""
     act = activities.filter((pl.col("activity_type") == p.worked_activity_type)
                             & (pl.col("pay_type") == p.activity_pay_type)
                             & (pl.col("period_end").dt.year() == p.year))
@@ -690,14 +688,14 @@ def paid_time(activities: pl.LazyFrame, p: YearParams) -> pl.LazyFrame:
                          cm_key(month_start("period_end")).alias("cm"))
         .with_columns(unit_family(p).alias("act_family"))
         .filter(pl.col("act_family").is_in(["hours", "days"]))
-        .select("cm", "_dsid",
+        .select("cm", "_drank",
                 pl.when(pl.col("act_family") == "hours").then(pl.col("measure_h")).alias("_h"),
                 pl.when(pl.col("act_family") == "days").then(pl.col("measure_h")).alias("_d"))
         .group_by("cm")
         .agg(pl.col("_h").sum().alias("paid_hours"), pl.col("_d").sum().alias("paid_days"),
              pl.col("_h").is_not_null().any().alias("has_hours"),
              pl.col("_d").is_not_null().any().alias("has_days"),
-             pl.col("_dsid").min().alias("decl_min"), pl.col("_dsid").max().alias("decl_max"))
+             pl.col("_drank").min().alias("decl_min"), pl.col("_drank").max().alias("decl_max"))
     )
 
 
@@ -889,13 +887,14 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     paid_days_h, presence_months, absence_days, absence_credited (Float64, display),
     references (e.g. "h:151.67"), sans_notion_remuneration_cents, smic_reference_cents,
     contracts_count, establishments_count, employers_count, source_decl_ids (lineage summary
-    "<n> decl. <min decl_id>..<max decl_id>"; the full list for one person is
+    "<n> decl. <first decl_id>..<last decl_id>", version order; the full list for one person is
     ``source_declarations``), boeth, esat (category flags from DSN, ``credits``).
 
     Cost model: each big table is scanned ONCE (only the needed columns), mapped to integer
-    contract ids by one join on the string key (``contract_dictionary``), and materialised;
-    current declarations are resolved once on the small declarations table and applied by one
-    join on decl_id; every later join/group-by is on Int64 keys; contract-month arithmetic is
+    contract ids by a lookup of the key's hash (``with_cid``), and materialised; current
+    declarations are resolved once per process (``run_declarations``) and applied by an Enum
+    cast of decl_id (``drank_of``); every later join/group-by is on Int64 keys and contract
+    attributes are gathers by cid (``of_contract``); contract-month arithmetic is
     Int64 (Int128 only for the per-person fraction fold, or everywhere if the data could
     overflow Int64); strings are rebuilt once per person at the end.
 
@@ -913,7 +912,7 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     lo = date(year - 1, 12, 1)
 
     def read(table: str, cols: list[str], with_ord: bool = True) -> pl.LazyFrame:
-        extra = ["_drank", "_dsid"] + (["_ord"] if with_ord else [])
+        extra = ["_drank"] + (["_ord"] if with_ord else [])
         return scan_person_table(root_dir, table, run, buckets, with_ord,
                                  links if links.height else None).select(cols + extra)
 
@@ -928,7 +927,7 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     activities = (with_cid(read("activities", ACTIVITY_COLS + ["decl_month"], with_ord=False)
                            .filter(pl.col("nir").is_not_null() & (pl.col("decl_month") >= lo))
                            .drop("decl_id", "decl_month"), keys, clinks)
-                  .with_columns(dk_key().alias("dk")).drop("_drank").collect())
+                  .with_columns(dk_key().alias("dk")).collect())
     t = _timed("scan_activities", t)
     child = ["decl_id", "line_no", "decl_month", "nir", "siret", "contract_no", "contract_start"]
     stoppages = with_cid(read("work_stoppages", child + ["motif", "last_worked_day",
@@ -1031,8 +1030,8 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
                        .filter(pl.col("nir").is_in(sn_nirs.implode())), keys, clinks)
         rem_attr = attributes_at(
             rem.group_by(cm_key(month_start("period_end")).alias("cm")).agg(
-                pl.col("amount_cents").sum(), pl.col("_dsid").min().alias("decl_min"),
-                pl.col("_dsid").max().alias("decl_max")).collect(), versions.lazy())
+                pl.col("amount_cents").sum(), pl.col("_drank").min().alias("decl_min"),
+                pl.col("_drank").max().alias("decl_max")).collect(), versions.lazy())
         rem_sn = (rem_attr.filter((pl.col("family") == "sans_notion")
                                   & pl.col("oos_reason").is_null())
                   .with_columns(cm_cid().alias("cid"))
@@ -1151,20 +1150,20 @@ def person_explanations(cmf: pl.DataFrame, rem_sn: pl.DataFrame, fractions: pl.D
     # aggregation per person
     expl_c = (versions.lazy().filter(pl.col("oos_reason").is_null()
                                      & (pl.col("decl_month").dt.year() == p.year))
-              .select("cid", "_drank", "_dsid", "boeth", "contract_nature")
+              .select("cid", "_drank", "boeth", "contract_nature")
               .with_columns(*[of_contract(keys, c) for c in ("pid", "siret_code", "siren_code")])
               .group_by("pid").agg(
                   pl.col("cid").n_unique().cast(pl.Int64).alias("contracts_count"),
                   pl.col("siret_code").n_unique().cast(pl.Int64).alias("establishments_count"),
                   pl.col("siren_code").n_unique().cast(pl.Int64).alias("employers_count"),
-                  pl.col("_dsid").min().alias("_c_min"), pl.col("_dsid").max().alias("_c_max"),
+                  pl.col("_drank").min().alias("_c_min"), pl.col("_drank").max().alias("_c_max"),
                   pl.col("_drank").n_unique().cast(pl.Int64).alias("_n_decls"),
                   *category_flags(p)))
     examined = pl.concat([expl_c.select("pid"), expl_cm.select("pid"),
                           expl_sn.select("pid")]).unique()
     src_min = pl.min_horizontal("_c_min", "_cm_min", "_sn_min")
     src_max = pl.max_horizontal("_c_max", "_cm_max", "_sn_max")
-    ids = decls.lazy().select("_dsid", "decl_id")
+    decl_id_of = lambda c: pl.lit(decls["decl_id"]).gather(pl.col(c))  # noqa: E731
     smic_x12 = p.smic_reference_cents_x12
     return (
         examined.join(fractions.lazy(), on="pid", how="left")
@@ -1173,10 +1172,8 @@ def person_explanations(cmf: pl.DataFrame, rem_sn: pl.DataFrame, fractions: pl.D
         .join(keys.lazy().filter(pl.col("pid") != pl.col("pid").shift(1).fill_null(-1))
               .select("pid", "nir"), on="pid", how="left")
         .with_columns(src_min.alias("_src_min"), src_max.alias("_src_max"))
-        .join(ids.rename({"_dsid": "_src_min", "decl_id": "_id_min"}), on="_src_min",
-              how="left")
-        .join(ids.rename({"_dsid": "_src_max", "decl_id": "_id_max"}), on="_src_max",
-              how="left")
+        .with_columns(decl_id_of("_src_min").alias("_id_min"),  # decls row i is _drank i
+                      decl_id_of("_src_max").alias("_id_max"))
         .with_columns(
             pl.col("frac_num").fill_null(pl.when(pl.col("n_dens").is_null()).then(0)),
             pl.col("frac_den").fill_null(pl.when(pl.col("n_dens").is_null()).then(1)),
