@@ -428,7 +428,8 @@ def post_shard(prep: Prepared, shard: int, shards: int, lots_path: str,
                ledger_upto: str | None = None, employments: bool = True,
                buckets: list[int] | None = None) -> dict:
     """Diff-post one shard: its ledger entries, opening balances and lots only. Writes the
-    shard's entries, annual_credits, balances (and employments) parts; returns counts, totals
+    shard's entries, annual_credits, balances (and employments) parts (``pub.write_part``:
+    staging encodes them once into the snapshot); returns counts, totals
     and the balance-check errors (raised by the caller, so exceptions never cross processes).
 
     The shard's history is read by row group (``pub.shard_entries``): memory and I/O are
@@ -454,17 +455,16 @@ def post_shard(prep: Prepared, shard: int, shards: int, lots_path: str,
     lots = pl.read_parquet(lots_path)
     lots = lots.filter(mine) if lots.height else lots
     dot = plan_dotations(pl.concat([ledger, posting.entries]), lots, inputs.as_of, meta)
-    entries = conform(pl.concat([posting.entries, dot]))
+    entries = conform(pl.concat([posting.entries, dot])) if dot.height else posting.entries
     ac = pub.annual_credits_snapshot(posting.credits, prep.year, prep.run_id)
     balances = balances_by_person(pl.concat([ledger, entries])).collect()
-    pub.write_parquet(entries, d / "entries.parquet")
-    pub.write_parquet(ac, d / "annual_credits.parquet")
-    pub.write_parquet(balances, d / "balances.parquet")
+    pub.write_part(entries, d, "entries")
+    pub.write_part(ac, d, "annual_credits")
+    pub.write_part(balances, d, "balances")
     if employments:
         bks = buckets if buckets is not None else shard_buckets(_lake_bucket_ids(root), shards,
                                                                 shard)
-        pub.write_parquet(pub.employments_snapshot(root, prep.year, buckets=bks),
-                          d / "employments.parquet")
+        pub.write_part(pub.employments_snapshot(root, prep.year, buckets=bks), d, "employments")
     by_kind = entries.group_by("kind").agg(pl.len().alias("n"), pl.col("amount_cents").sum())
     return {
         "shard": shard, "dir": str(d), "errors": posting.errors,
@@ -545,9 +545,9 @@ def replay_sharded(prep: Prepared, manifest: dict, lake_root: Path) -> tuple[str
     out = Path(prep.work_dir) / "replay"
     out.mkdir(parents=True, exist_ok=True)
     dirs = [p["dir"] for p in sorted(posted, key=lambda p: p["shard"])]
-    sha = pub.concat_entries_parts([Path(d) / "entries.parquet" for d in dirs],
+    sha = pub.concat_entries_parts([pub.part_path(d, "entries") for d in dirs],
                                    out / "entries.parquet")
-    pub.concat_parts([Path(d) / "annual_credits.parquet" for d in dirs],
+    pub.concat_parts([pub.part_path(d, "annual_credits") for d in dirs],
                      out / "annual_credits.parquet")
     return (sha, pl.read_parquet(out / "entries.parquet"),
             pl.read_parquet(out / "annual_credits.parquet"))

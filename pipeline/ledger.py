@@ -22,11 +22,16 @@ bytes.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from pipeline.ceiling import apply_ceiling
+
+if TYPE_CHECKING:
+    import duckdb
 
 # --- vocabulary -----------------------------------------------------------------------------
 
@@ -99,14 +104,19 @@ def empty_entries() -> pl.DataFrame:
     return pl.DataFrame(schema=ENTRY_SCHEMA)
 
 
-def conform(entries: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
-    """Cast to ENTRY_SCHEMA, column order included, and sort: the canonical form written."""
+def typed_entries(entries: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """Cast to ENTRY_SCHEMA, column order included, rows left in their order: enough for
+    aggregations (sums, counts, joins), which do not depend on the order, at no sort's cost."""
     lf = entries.lazy() if isinstance(entries, pl.DataFrame) else entries
     have = lf.collect_schema().names()
-    lf = lf.select([
+    return lf.select([
         (pl.col(c) if c in have else pl.lit(None)).cast(t).alias(c) for c, t in ENTRY_SCHEMA.items()
     ])
-    return lf.sort(ENTRY_SORT, nulls_last=True).collect()
+
+
+def conform(entries: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """Cast to ENTRY_SCHEMA, column order included, and sort: the canonical form written."""
+    return typed_entries(entries).sort(ENTRY_SORT, nulls_last=True).collect()
 
 
 def entry_id_expr() -> pl.Expr:
@@ -119,20 +129,33 @@ def entry_id_expr() -> pl.Expr:
     )
 
 
+_DIGESTER: dict[int, "duckdb.DuckDBPyConnection"] = {}  # process id -> its in-memory DuckDB
+
+
+def _digester() -> "duckdb.DuckDBPyConnection":
+    """A cursor on this process's in-memory DuckDB: opening a database costs ~20 ms, a cursor
+    (its own connection, so threads never share one) nothing. Keyed by process id, so a
+    forked worker never uses its parent's database."""
+    import duckdb
+
+    pid = os.getpid()
+    if pid not in _DIGESTER:
+        _DIGESTER.clear()
+        _DIGESTER[pid] = duckdb.connect(config={"preserve_insertion_order": True})
+    return _DIGESTER[pid].cursor()
+
+
 def _with_entry_ids(df: pl.DataFrame) -> pl.DataFrame:
     """Add entry_id = first 24 hex of sha256 of the identity string (stable across versions).
 
     Polars has no sha256, so the digest is DuckDB's vectorised ``sha256()`` over the whole
-    identity column (Arrow in, Arrow out, no per-row Python); DuckDB keeps the row order of a
-    plain projection (``preserve_insertion_order``, on by default and set explicitly here)."""
-    import duckdb
-
+    identity column (Arrow in, Polars out, no per-row Python); DuckDB keeps the row order of a
+    plain projection (``preserve_insertion_order``, on by default and set explicitly)."""
     ident = df.select(entry_id_expr().alias("ident"))
     if ident.height == 0:
         return df.with_columns(pl.lit(None, pl.String).alias("entry_id"))
-    con = duckdb.connect()
+    con = _digester()
     try:
-        con.execute("SET preserve_insertion_order = true")
         con.register("ident", ident.to_arrow())
         ids = con.sql("SELECT substr(sha256(ident), 1, 24) AS entry_id FROM ident").pl()
     finally:
@@ -395,7 +418,7 @@ def plan_year_postings(
     ledger_lf = (ledger.lazy() if isinstance(ledger, pl.DataFrame) else ledger)
     amounts_lf = amounts.lazy() if isinstance(amounts, pl.DataFrame) else amounts
     opening_entries, ignored = opening_imports(ledger_lf, opening, year, meta, opening_source)
-    base = conform(ledger_lf)
+    base = typed_entries(ledger_lf).collect()  # only aggregated below: no sort needed
     book = pl.concat([base.lazy(), opening_entries.lazy()])
     if params_for_year(year).era == "hours":
         hour_entries, credits = plan_hour_year(book, amounts_lf, year, meta)
@@ -456,8 +479,8 @@ def plan_year_postings(
         pl.lit(meta.code_version).alias("code_version"),
         "source",
     )
-    new_entries = conform(pl.concat([opening_entries,
-                                     conform(_with_entry_ids(credit_entries))]))
+    new_entries = conform(pl.concat([opening_entries.lazy(),
+                                     typed_entries(_with_entry_ids(credit_entries))]))
     posting = Posting(entries=new_entries, credits=credits,
                       opening_imported=opening_entries.height - conversions.height,
                       opening_ignored=ignored)
@@ -476,23 +499,14 @@ def check_year(all_entries: pl.DataFrame, credits: pl.DataFrame, year: int) -> l
     balance already stood at or above it); credits are never negative; year N's credit entries of
     people no longer examined sum to 0; entry ids are unique; dotation lots never go negative.
     """
-    errors: list[str] = []
-    n_dup = all_entries.height - all_entries["entry_id"].n_unique()
-    if n_dup:
-        errors.append(f"{n_dup} duplicate entry_id")
-    bad_kind = all_entries.filter(~pl.col("kind").is_in(KINDS) |
-                                  ~pl.col("sub_ledger").is_in([EARNED, DOTATION, HOURS]))
-    if bad_kind.height:
-        errors.append(f"{bad_kind.height} entries with an unknown kind or sub-ledger")
     lf = all_entries.lazy()
-    ledger_bal = (lf.filter(pl.col("sub_ledger") == EARNED).group_by("nir")
-                  .agg(pl.col("amount_cents").sum().alias("ledger_earned")))
-    year_posted = credited_for_year(lf, year)
-    c = (credits.lazy()
-         .join(ledger_bal, on="nir", how="left")
-         .join(year_posted, on="nir", how="left")
-         .with_columns(pl.col("ledger_earned").fill_null(0), pl.col("posted_cents").fill_null(0))
-         .collect())
+    earned = pl.col("sub_ledger") == EARNED
+    # one pass per person over the ledger: earned balance and year N's credit entries
+    per_nir = lf.group_by("nir").agg(
+        pl.col("amount_cents").filter(earned).sum().alias("ledger_earned"),
+        pl.col("amount_cents").filter(earned & (pl.col("year") == year)
+                                      & pl.col("kind").is_in(CREDIT_KINDS))
+        .sum().cast(pl.Int64).alias("posted_cents"))
     checks = {
         "balance_before + credit != balance_after":
             pl.col("balance_before_cents") + pl.col("credit_cents") != pl.col("balance_after_cents"),
@@ -504,19 +518,40 @@ def check_year(all_entries: pl.DataFrame, credits: pl.DataFrame, year: int) -> l
         "earned balance above ceiling after annual credit":
             (pl.col("credit_cents") > 0) & (pl.col("balance_after_cents") > pl.col("ceiling_cents")),
     }
-    for label, cond in checks.items():
-        bad = c.filter(cond)
-        if bad.height:
-            errors.append(f"{label}: {bad.height} person(s), e.g. {_mask(bad['nir'][0])}")
-    gone = (year_posted.join(credits.lazy().select("nir"), on="nir", how="anti")
-            .filter(pl.col("posted_cents") != 0).collect())
-    if gone.height:
-        errors.append(f"year {year} credit entries of {gone.height} person(s) no longer examined "
-                      f"do not net to 0")
+    # every assertion is counted in ONE pass (with its first offender), over the few columns
+    # they read; the queries below run together (collect_all)
+    per_person = (credits.lazy()
+                  .select("nir", "balance_before_cents", "credit_cents", "balance_after_cents",
+                          "annual_amount_cents", "ceiling_cents")
+                  .join(per_nir, on="nir", how="left")
+                  .with_columns(pl.col("ledger_earned").fill_null(0),
+                                pl.col("posted_cents").fill_null(0))
+                  .select([e for i, cond in enumerate(checks.values()) for e in (
+                      cond.sum().alias(f"n{i}"),
+                      pl.col("nir").filter(cond).first().alias(f"e{i}"))]))
+    whole = lf.select(
+        (pl.len() - pl.col("entry_id").n_unique()).alias("dup"),
+        (~pl.col("kind").is_in(KINDS) | ~pl.col("sub_ledger").is_in([EARNED, DOTATION, HOURS]))
+        .sum().alias("bad_kind"))
+    gone = (per_nir.join(credits.lazy().select("nir"), on="nir", how="anti")
+            .filter(pl.col("posted_cents") != 0).select(pl.len()))
     lots = (lf.filter(pl.col("sub_ledger") == DOTATION).group_by("lot_id")
-            .agg(pl.col("amount_cents").sum()).filter(pl.col("amount_cents") < 0).collect())
-    if lots.height:
-        errors.append(f"{lots.height} dotation lot(s) with a negative balance")
+            .agg(pl.col("amount_cents").sum()).filter(pl.col("amount_cents") < 0).select(pl.len()))
+    found, head, n_gone, n_lots = (f.row(0)
+                                   for f in pl.collect_all([per_person, whole, gone, lots]))
+    errors: list[str] = []
+    if head[0]:
+        errors.append(f"{head[0]} duplicate entry_id")
+    if head[1]:
+        errors.append(f"{head[1]} entries with an unknown kind or sub-ledger")
+    for i, label in enumerate(checks):
+        if found[2 * i]:
+            errors.append(f"{label}: {found[2 * i]} person(s), e.g. {_mask(found[2 * i + 1])}")
+    if n_gone[0]:
+        errors.append(f"year {year} credit entries of {n_gone[0]} person(s) no longer examined "
+                      f"do not net to 0")
+    if n_lots[0]:
+        errors.append(f"{n_lots[0]} dotation lot(s) with a negative balance")
     return errors
 
 

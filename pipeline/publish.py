@@ -33,11 +33,12 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import polars as pl
 
 from parsers.lake import scan
-from pipeline.ledger import ENTRY_SCHEMA, conform, balances_by_person
+from pipeline.ledger import ENTRY_SCHEMA, balances_by_person, conform, typed_entries
 
 REPO = Path(__file__).resolve().parents[1]
 CURRENT = "CURRENT"
@@ -206,11 +207,13 @@ def shard_entries(root: Path, shard: int, shards: int, mine: pl.Expr,
     unions of lake buckets ``b``, ``b % S' == r`` implies ``b % S == r % S``). Only those row
     groups are read (memory and I/O bounded by the shard). Other runs (unsharded, or a shard
     count that does not divide) are scanned with the filter pushed down. ``mine`` is applied to
-    every row in both cases, so the result is the same rows either way."""
+    every row in both cases, so the result is the same rows either way, typed as ENTRY_SCHEMA
+    but in file order (each run's rows sorted by ``ENTRY_SORT``): the posting only aggregates
+    them; ``conform`` sorts them when the order matters."""
     import pyarrow.parquet as pq
 
     current = current or read_current(root)
-    frames: list[pl.DataFrame] = []
+    frames: list[pl.LazyFrame] = []
     for r in current["published"]:
         if upto_run is not None and r["run_id"] == upto_run:
             break
@@ -219,15 +222,14 @@ def shard_entries(root: Path, shard: int, shards: int, mine: pl.Expr,
         pf = pq.ParquetFile(path) if written > 1 and written % shards == 0 else None
         if pf is not None and pf.num_row_groups == written:
             groups = [g for g in range(written) if g % shards == shard]
-            df = pl.from_arrow(pf.read_row_groups(groups))
-            frames.append(conform(df.lazy().filter(mine)))
+            lf = pl.from_arrow(pf.read_row_groups(groups)).lazy()
         else:
-            frames.append(conform(pl.scan_parquet(
-                path, hive_partitioning=False, schema=ENTRY_SCHEMA, missing_columns="insert",
-                extra_columns="ignore").filter(mine)))
+            lf = pl.scan_parquet(path, hive_partitioning=False, schema=ENTRY_SCHEMA,
+                                 missing_columns="insert", extra_columns="ignore")
+        frames.append(lf.filter(mine))
     if not frames:
         return conform(pl.DataFrame(schema=ENTRY_SCHEMA))
-    return conform(pl.concat(frames, how="vertical"))
+    return pl.concat([typed_entries(f) for f in frames], how="vertical").collect()
 
 
 def sweep_unpublished(root: Path, current: dict | None = None) -> list[str]:
@@ -350,14 +352,14 @@ def declarations_snapshot(root: Path) -> pl.DataFrame:
 
 def employments_snapshot(root: Path, year: int, buckets: list[int] | None = None) -> pl.DataFrame:
     """Who employed whom in year N (for analysts' by-employer / by-hiring-month queries);
-    ``buckets``: only those person buckets (one shard of a sharded run)."""
+    ``buckets``: only those person buckets (one shard of a sharded run), whose files alone are
+    opened (``scan_table`` prunes the lake's bucket partitions)."""
+    from pipeline.worked_time import scan_table
+
     decl = scan_lake(root, "declarations").filter(
         ~pl.col("envoi_is_test").fill_null(False) & ~pl.col("rejected").fill_null(False)
     ).select("decl_id")
-    contracts = scan_lake(root, "contracts")
-    if buckets is not None:
-        contracts = contracts.filter(pl.col("bucket").is_in(list(buckets)))
-    c = (contracts
+    c = (scan_table(root, "contracts", buckets)
          .filter(pl.col("decl_month").dt.year() == year, pl.col("nir").is_not_null())
          .join(decl, on="decl_id", how="semi"))
     return (c.group_by("nir", "siret")
@@ -449,17 +451,46 @@ def stage_run(root: Path, run_id: str, seq: int, inputs: RunInputs, *,
     return Staged(run_id=run_id, path=st, manifest=manifest)
 
 
+# --- shard parts: what a post task hands to staging ------------------------------------------
+
+PART_SUFFIX = ".arrow"
+
+
+def part_path(shard_dir: Path | str, name: str) -> Path:
+    """The shard's part of snapshot file ``name`` (e.g. ``entries``)."""
+    return Path(shard_dir) / f"{name}{PART_SUFFIX}"
+
+
+def write_part(df: pl.DataFrame, shard_dir: Path | str, name: str) -> Path:
+    """Write one shard's part of a snapshot file as uncompressed Arrow IPC: staging encodes
+    every row into the published Parquet anyway, so the part is not encoded twice (nearly a
+    memory copy here, memory-mapped there). Same rows in, same snapshot bytes out."""
+    path = part_path(shard_dir, name)
+    df.rechunk().write_ipc(path, compression="uncompressed")
+    return path
+
+
+def _scan_part(path: Path) -> pl.LazyFrame:
+    """A part (Arrow IPC) or a compute output (Parquet), as written."""
+    return pl.scan_ipc(path) if path.suffix == PART_SUFFIX else pl.scan_parquet(path)
+
+
+def _part_schema(path: Path) -> pl.Schema:
+    return (pl.Schema(pl.read_ipc_schema(path)) if path.suffix == PART_SUFFIX
+            else pl.read_parquet_schema(path))
+
+
 def concat_parts(parts: list[Path], out: Path, row_group_size: int = 1_000_000) -> str:
-    """Stream part files (each already sorted) into ONE Parquet file, part after part, with
-    Polars' streaming engine (memory: a few morsels, not the year). Types are unified first
-    (an empty part may type a column Null). Returns the sha256; the same parts in the same
-    order give the same bytes (checked by tests/scale)."""
-    schemas = [pl.read_parquet_schema(p) for p in parts]
+    """Stream part files (each already sorted; Arrow IPC parts or Parquet) into ONE Parquet
+    file, part after part, with Polars' streaming engine (memory: a few morsels, not the year).
+    Types are unified first (an empty part may type a column Null). Returns the sha256; the
+    same rows in the same order give the same bytes (checked by tests/scale)."""
     if not parts:
         pl.DataFrame().write_parquet(out)
         return sha256_file(out)
+    schemas = [_part_schema(p) for p in parts]
     target = pl.concat([pl.DataFrame(schema=s) for s in schemas], how="vertical_relaxed").schema
-    lf = pl.concat([pl.scan_parquet(p).cast(dict(target)) for p in parts], how="vertical",
+    lf = pl.concat([_scan_part(p).cast(dict(target)) for p in parts], how="vertical",
                    rechunk=False)
     lf.sink_parquet(out, compression="zstd", compression_level=3, statistics=True,
                     row_group_size=row_group_size, maintain_order=True)
@@ -467,11 +498,12 @@ def concat_parts(parts: list[Path], out: Path, row_group_size: int = 1_000_000) 
 
 
 def concat_entries_parts(parts: list[Path], out: Path) -> str:
-    """The run's entries file of a sharded run: the shard parts (each ENTRY_SCHEMA, sorted by
-    ``ENTRY_SORT``) one after the other, EXACTLY one row group per part (an empty shard gives
-    an empty row group), so a later run reads one shard's history by row group
-    (``shard_entries``). One part in memory at a time. Returns the sha256; the same parts give
-    the same bytes."""
+    """The run's entries file of a sharded run: the shard parts (``write_part``, each
+    ENTRY_SCHEMA sorted by ``ENTRY_SORT``) one after the other, EXACTLY one row group per part
+    (an empty shard gives an empty row group), so a later run reads one shard's history by row
+    group (``shard_entries``). One part in memory at a time. Returns the sha256; the same parts
+    give the same bytes."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = conform(pl.DataFrame(schema=ENTRY_SCHEMA)).to_arrow().schema
@@ -481,38 +513,41 @@ def concat_entries_parts(parts: list[Path], out: Path) -> str:
                               write_statistics=True, use_dictionary=repeated)
     try:
         for p in parts:
-            table = pq.read_table(p)
-            if table.schema.names != schema.names:  # not in canonical form: conform it first
-                table = conform(pl.from_arrow(table)).to_arrow()
-            table = table.cast(schema)
-            writer.write_table(table, row_group_size=max(1, table.num_rows))
+            with pa.memory_map(str(p)) as source:  # zero-copy read of the part
+                table = pa.ipc.open_file(source).read_all()
+                if table.schema.names != schema.names:  # not in canonical form: conform first
+                    table = conform(pl.from_arrow(table)).to_arrow()
+                table = table.cast(schema)
+                writer.write_table(table, row_group_size=max(1, table.num_rows))
     finally:
         writer.close()
     return sha256_file(out)
 
 
-def _write_snapshot_files(root: Path, st: Path, dirs: list[Path],
-                          lots: pl.DataFrame) -> dict[str, str]:
-    """The snapshot's Parquet files of a sharded run, {file name: sha256}. The files are
-    independent, so they are written by two threads at once (Polars and pyarrow release the
-    GIL; each file's bytes do not depend on the scheduling); the largest go first."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    jobs = {"annual_credits.parquet": lambda: concat_parts(
-                [d / "annual_credits.parquet" for d in dirs], st / "annual_credits.parquet"),
-            "entries.parquet": lambda: concat_entries_parts(
-                [d / "entries.parquet" for d in dirs], st / "entries.parquet")}
-    for name in ("balances", "employments", "uncreditable"):
+def _snapshot_jobs(root: Path, st: Path, dirs: list[Path], lots: pl.DataFrame,
+                   report: Callable[[], object] | None) -> dict[str, Callable[[], object]]:
+    """The snapshot's Parquet files of a sharded run, {file name: job writing it and returning
+    its sha256}, the largest first, and the ``report`` job right after the two largest (so it
+    overlaps their encoding). The jobs are independent of one another."""
+    jobs: dict[str, Callable[[], object]] = {
+        "annual_credits.parquet": lambda: concat_parts(
+            [part_path(d, "annual_credits") for d in dirs], st / "annual_credits.parquet"),
+        "entries.parquet": lambda: concat_entries_parts(
+            [part_path(d, "entries") for d in dirs], st / "entries.parquet")}
+    if report is not None:
+        jobs["report"] = report
+    for name in ("balances", "employments"):
         jobs[f"{name}.parquet"] = (lambda n=name: concat_parts(
-            [d / f"{n}.parquet" for d in dirs], st / f"{n}.parquet"))
+            [part_path(d, n) for d in dirs], st / f"{n}.parquet"))
+    # the crediting engine's own output (flows.steps.compute_shard), as it wrote it
+    jobs["uncreditable.parquet"] = lambda: concat_parts(
+        [d / "uncreditable.parquet" for d in dirs], st / "uncreditable.parquet")
     jobs["quarantine.parquet"] = lambda: write_parquet(quarantine_snapshot(root),
                                                        st / "quarantine.parquet")
     jobs["declarations.parquet"] = lambda: write_parquet(declarations_snapshot(root),
                                                          st / "declarations.parquet")
     jobs["dotation_lots.parquet"] = lambda: write_parquet(lots, st / "dotation_lots.parquet")
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(job) for name, job in jobs.items()}
-        return {name: futures[name].result() for name in sorted(futures)}
+    return jobs
 
 
 def stage_run_sharded(root: Path, run_id: str, seq: int, inputs: RunInputs, *,
@@ -520,28 +555,25 @@ def stage_run_sharded(root: Path, run_id: str, seq: int, inputs: RunInputs, *,
                       shards: int, lake_buckets: list[int], report: bool = True) -> Staged:
     """``stage_run`` for a sharded run: the snapshot files are the shard parts streamed one
     after the other (rows ordered by shard, then as ``stage_run`` sorts them); counts and
-    totals are the sums of the shards' summaries. Never holds more than one shard."""
+    totals are the sums of the shards' summaries. Never holds more than one shard.
+
+    The files and the report (drawn from the parts' aggregates) are independent, so two
+    threads make them at once (Polars and pyarrow encode without the GIL, matplotlib draws
+    with it; no file's bytes depend on the scheduling)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     root = Path(root)
     st = staging_dir(root, run_id)
     st.mkdir(parents=True, exist_ok=True)
     year = inputs.year
     current = read_current(root)
     dirs = [Path(d) for d in shard_dirs]
-    shas = _write_snapshot_files(root, st, dirs, lots)
     tot = lambda k: sum(int(s[k]) for s in summaries)  # noqa: E731
     kinds = sorted({k for s in summaries for k in s["by_kind_n"]})
     by_kind_n = {k: sum(s["by_kind_n"].get(k, 0) for s in summaries) for k in kinds}
     by_kind_c = {k: sum(s["by_kind_cents"].get(k, 0) for s in summaries) for k in kinds}
-    history = current["published"] + [{
-        "run_id": run_id, "year": year, "seq": seq, "as_of": inputs.as_of.isoformat(),
-        "param_version": inputs.param_version, "code_version": inputs.code_version,
-        "n_entries": tot("entries"), "entries_sha256": shas["entries.parquet"]}]
-    runs_df = pl.DataFrame(history, schema={
-        "run_id": pl.String, "year": pl.Int32, "seq": pl.Int64, "as_of": pl.String,
-        "param_version": pl.String, "code_version": pl.String, "n_entries": pl.Int64,
-        "entries_sha256": pl.String}).with_columns(pl.col("as_of").str.to_date())
-    shas["runs.parquet"] = write_parquet(runs_df, st / "runs.parquet")
-    unc = pl.scan_parquet(st / "uncreditable.parquet").select(pl.len()).collect().item()
+    unc = sum(pl.scan_parquet(d / "uncreditable.parquet").select(pl.len()).collect().item()
+              for d in dirs)
     manifest = {
         "run_id": run_id, "seq": seq, "year": year, "inputs": inputs.to_dict(),
         "previous_run_id": current.get("run_id"),
@@ -558,14 +590,30 @@ def stage_run_sharded(root: Path, run_id: str, seq: int, inputs: RunInputs, *,
             "entries": tot("entries_cents"), "entries_by_kind": by_kind_c,
             "earned_balance": tot("earned_balance"), "dotation_balance": tot("dotation_balance"),
         },
-        "files_sha256": shas,
         "notes": {"opening_imported": tot("opening_imported"),
                   "opening_ignored_already_held": tot("opening_ignored")},
     }
-    if report:
-        ac = pl.scan_parquet(st / "annual_credits.parquet").select(
-            "worked_ratio", "category", "credit_cents")
+
+    def draw_report() -> None:  # from the parts: the aggregates do not depend on row order
+        ac = pl.concat([_scan_part(part_path(d, "annual_credits"))
+                        .select("worked_ratio", "category", "credit_cents") for d in dirs])
         write_report(st / "report", manifest, ac)
+
+    jobs = _snapshot_jobs(root, st, dirs, lots, report=draw_report if report else None)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(job) for name, job in jobs.items()}
+        done = {name: futures[name].result() for name in sorted(futures)}
+    shas = {name: sha for name, sha in done.items() if name != "report"}
+    history = current["published"] + [{
+        "run_id": run_id, "year": year, "seq": seq, "as_of": inputs.as_of.isoformat(),
+        "param_version": inputs.param_version, "code_version": inputs.code_version,
+        "n_entries": tot("entries"), "entries_sha256": shas["entries.parquet"]}]
+    runs_df = pl.DataFrame(history, schema={
+        "run_id": pl.String, "year": pl.Int32, "seq": pl.Int64, "as_of": pl.String,
+        "param_version": pl.String, "code_version": pl.String, "n_entries": pl.Int64,
+        "entries_sha256": pl.String}).with_columns(pl.col("as_of").str.to_date())
+    shas["runs.parquet"] = write_parquet(runs_df, st / "runs.parquet")
+    manifest["files_sha256"] = shas
     (st / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     fsync_tree(st)
     return Staged(run_id=run_id, path=st, manifest=manifest)
