@@ -95,7 +95,7 @@ class RunDeclarations(NamedTuple):
 
     decls: pl.DataFrame  # current_declarations: decl_id, _drank (= row index)
     ident: "Identity"  # identity_links
-    decl_ids: pl.Enum  # decls' decl_id in _drank order: a row's _drank is a cast (drank_of)
+    drank: pl.Expr  # a row's _drank, null when not current (``drank_expr``): built once
 
 
 _DECLS_CACHE: dict[tuple, RunDeclarations] = {}
@@ -109,18 +109,20 @@ def run_declarations(root_dir: Path | str) -> RunDeclarations:
     hit = _DECLS_CACHE.get(sig)
     if hit is None:
         decls = current_declarations(root_dir)
-        hit = RunDeclarations(decls, identity_links(root_dir, decls), pl.Enum(decls["decl_id"]))
+        hit = RunDeclarations(decls, identity_links(root_dir, decls), drank_expr(decls))
         _DECLS_CACHE.clear()  # one lake state at a time: bounded memory
         _DECLS_CACHE[sig] = hit
     return hit
 
 
-def drank_of(run: RunDeclarations) -> pl.Expr:
+def drank_expr(decls: pl.DataFrame) -> pl.Expr:
     """``_drank`` of a row's declaration, null when it is not a current one. A cast to the
     Enum of current decl_ids (category i is the declaration of ``_drank`` i) looks each row up
-    and adds ONE column, where a join on decl_id would re-gather every column of a big table."""
-    return (pl.col("decl_id").cast(run.decl_ids, strict=False).to_physical().cast(pl.Int64)
-            .alias("_drank"))
+    and adds ONE column, where a join on decl_id would re-gather every column of a big table.
+    Built once per lake state and reused: turning the Enum into an expression copies all its
+    categories (24 million nationally)."""
+    return (pl.col("decl_id").cast(pl.Enum(decls["decl_id"]), strict=False).to_physical()
+            .cast(pl.Int64).alias("_drank"))
 
 
 def current_declarations(root_dir: Path | str) -> pl.DataFrame:
@@ -368,7 +370,7 @@ def scan_person_table(root_dir, table: str, run: RunDeclarations,
     lf = scan_table(root_dir, table, buckets)
     if links is not None and links.height:
         lf = apply_identity_links(root_dir, table, lf, links, buckets)
-    lf = lf.with_columns(drank_of(run)).filter(pl.col("_drank").is_not_null())
+    lf = lf.with_columns(run.drank).filter(pl.col("_drank").is_not_null())
     if with_ord:
         lf = lf.with_columns((pl.col("_drank") * ORD_SHIFT + pl.col("line_no").fill_null(0))
                              .alias("_ord"))
@@ -893,7 +895,7 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     Cost model: each big table is scanned ONCE (only the needed columns), mapped to integer
     contract ids by a lookup of the key's hash (``with_cid``), and materialised; current
     declarations are resolved once per process (``run_declarations``) and applied by an Enum
-    cast of decl_id (``drank_of``); every later join/group-by is on Int64 keys and contract
+    cast of decl_id (``drank_expr``); every later join/group-by is on Int64 keys and contract
     attributes are gathers by cid (``of_contract``); contract-month arithmetic is
     Int64 (Int128 only for the per-person fraction fold, or everywhere if the data could
     overflow Int64); strings are rebuilt once per person at the end.
