@@ -11,6 +11,7 @@ background writer thread: one part file per partition, then the ``lake/files`` p
 from __future__ import annotations
 
 import ctypes
+import functools
 import multiprocessing
 import os
 import re
@@ -40,6 +41,9 @@ COMMIT_MAX_FILES = 4000
 PEEK_BYTES = 4 * 1024
 _MONTH_RE = re.compile(rb"\nS20\.G00\.05\.005,'[0-9]{2}([0-9]{2})([0-9]{4})'")
 MAX_DEFAULT_WORKERS = 2  # the target machine has 2 cores; Polars' work here is mostly 1 thread
+# Polars threads per parse process of a pool: the pool already keeps the CPUs busy, and more
+# threads per process only add hand-offs and spinning between processes sharing the CPUs.
+POOL_POLARS_THREADS = 1
 MIN_IDLE_CPUS_FOR_POOL = 1.0  # default pool only when the load average leaves a CPU idle
 XML_SUFFIX = ".xml"
 XML_MAGIC = b"<"
@@ -150,6 +154,12 @@ def parse_sources(sources: list[SourceBytes], n_buckets: int = DEFAULT_BUCKETS) 
     return concat_parsed(parts) if parts else ParsedFile()
 
 
+def _parse_in_pool(sources: list[SourceBytes], n_buckets: int) -> ParsedFile:
+    """``parse_sources`` in a parse process (``tune_malloc`` first: it is idempotent)."""
+    tune_malloc()
+    return parse_sources(sources, n_buckets)
+
+
 def new_batch_id() -> str:
     return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
 
@@ -249,9 +259,13 @@ def ingest_paths(paths: list[Path], root_dir: Path, n_buckets: int = DEFAULT_BUC
     n_workers = _default_workers() if workers is None else max(1, int(workers))
     n_workers = min(n_workers, len(batches)) or 1
     tune_malloc()
+    # The pool's initializer runs before the first task imports Polars (it must not import it
+    # itself): it sets the parse processes' Polars thread count; ``_parse_in_pool`` tunes malloc.
     parser = (ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"),
-                                  initializer=tune_malloc)
+                                  initializer=functools.partial(os.putenv, "POLARS_MAX_THREADS",
+                                                                str(POOL_POLARS_THREADS)))
               if n_workers > 1 else _InlineExecutor())
+    parse = _parse_in_pool if n_workers > 1 else parse_sources
     io_pool = ThreadPoolExecutor(max_workers=1)  # archive copies and commits, in order
     reader = ThreadPoolExecutor(max_workers=1)  # reads + checksums the next parse batch
     pending: list[ParsedFile] = []
@@ -303,7 +317,7 @@ def ingest_paths(paths: list[Path], root_dir: Path, n_buckets: int = DEFAULT_BUC
             del read
             if not sources:
                 continue
-            in_flight.append((parser.submit(parse_sources, sources, n_buckets), sources))
+            in_flight.append((parser.submit(parse, sources, n_buckets), sources))
             del sources
             while len(in_flight) > n_workers:
                 collect_oldest()

@@ -17,22 +17,24 @@ Rules implemented column-wise over all lines of a batch of files (no per-line Py
 
 Performance: rubriques are turned once into small integer codes (``build_catalog``); every
 per-rubrique attribute (block, number, envelope, closing bits) is then a NumPy gather from a
-small array, and the sequential rules run in NumPy: a forward fill is a running maximum of the
-indices of the marking rows (``_open_occurrence``), envoi extents are ``minimum.at`` /
-``maximum.at`` per segment, and the columns are added to the line table in one call. Only the
-ancestor types the validator and the tables use (``TABLE_ANCESTORS``) are computed.
+small array built once per catalogue (``_code_attributes``), and the sequential rules run in
+NumPy: a forward fill is a running maximum of the indices of the marking rows
+(``_open_occurrence``), envoi extents are ``minimum.at`` / ``maximum.at`` per segment, and the
+columns are added to the line table in one call. Only the ancestor types the validator and the
+tables use (``TABLE_ANCESTORS``) are computed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
 from parsers import codes
-from parsers.norm import block_parents, descendants_or_self, rubrique_ids
+from parsers.norm import block_parents, descendants_or_self, rubrique_enum, rubrique_ids
 
 _NONE = -1  # no block / rubrique number (line without a rubrique code)
 # Ancestor types whose open occurrence the validator and the tables need.
@@ -44,9 +46,13 @@ def anc_col(block: str) -> str:
     return f"anc_{block}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Catalog:
-    """The batch's rubriques: ``rcode`` (Enum physical code) -> attributes; blocks -> codes."""
+    """The batch's rubriques: ``rcode`` (Enum physical code) -> attributes; blocks -> codes.
+
+    One object per set of ids (``build_catalog`` caches them; nearly every batch has the
+    norm's ids only), hashed by identity: what is derived from a catalogue alone (norm
+    attribute arrays, closing bits) is computed once per catalogue, not once per batch."""
 
     rubriques: pl.DataFrame  # rcode, rubrique, block, bcode, rub_no, envelope, block_known, s10_s90
     blocks: list[str]
@@ -72,17 +78,25 @@ def build_catalog(rubriques: pl.Series,
 
     ``static_codes``: the lines' physical codes in ``norm.rubrique_enum()`` when already known
     (``records.split_lines``), which spares a second cast of every id."""
-    static = list(rubrique_ids())
     if static_codes is None:
-        codes_ = rubriques.cast(pl.Enum(static), strict=False).to_physical()
+        codes_ = rubriques.cast(rubrique_enum(), strict=False).to_physical()
     else:
         codes_ = static_codes
     extra_mask = codes_.is_null() & rubriques.is_not_null()
-    ids = static
+    extra: tuple[str, ...] = ()
     if extra_mask.any():  # ids outside the norm (rare): appended after the norm's
-        ids = static + sorted(set(rubriques.filter(extra_mask).unique().to_list()))
-        codes_ = rubriques.cast(pl.Enum(ids)).to_physical()
-    enum = pl.Enum(ids)
+        extra = tuple(sorted(set(rubriques.filter(extra_mask).unique().to_list())))
+    catalog = _catalog(extra)
+    if extra:
+        codes_ = rubriques.cast(catalog.enum).to_physical()
+    return catalog, codes_.cast(pl.UInt32)
+
+
+@lru_cache(maxsize=16)
+def _catalog(extra: tuple[str, ...]) -> Catalog:
+    """The catalogue of the norm's ids followed by ``extra`` ids."""
+    ids = [*rubrique_ids(), *extra]
+    enum = pl.Enum(ids) if extra else rubrique_enum()
     known_blocks = list(block_parents())
     cat = pl.DataFrame({"rubrique": ids}).with_row_index("rcode").with_columns(
         pl.col("rubrique").str.slice(0, codes.BLOCK_ID_WIDTH).alias("block"),
@@ -97,16 +111,25 @@ def build_catalog(rubriques: pl.Series,
         .alias("bcode"),
         pl.col("block").is_in(known_blocks).alias("block_known"),
     )
-    return Catalog(cat, blocks, enum), codes_.cast(pl.UInt32)
+    return Catalog(cat, blocks, enum)
 
 
-def _closing_bits(catalog: Catalog) -> pl.Series:
-    """Per block code: bit ``i`` set when a line of that block closes the open occurrence of
-    ``TABLE_ANCESTORS[i]`` (a known block that is neither the ancestor nor a descendant)."""
+@lru_cache(maxsize=16)
+def _code_attributes(catalog: Catalog) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per rubrique code, with one extra entry (the last) for lines without a code: block
+    code, rubrique number, envelope flag; and per block code (one extra entry for lines
+    without a block) the closing bits: bit ``i`` set when a line of that block closes the open
+    occurrence of ``TABLE_ANCESTORS[i]`` (a known block that is neither the ancestor nor a
+    descendant)."""
+    cat = catalog.rubriques
+    bcode = np.append(cat.get_column("bcode").to_numpy(), _NONE).astype(np.int32)
+    rub_no = np.append(cat.get_column("rub_no").fill_null(_NONE).to_numpy(), _NONE).astype(np.int32)
+    envelope = np.append(cat.get_column("envelope").fill_null(False).to_numpy().astype(bool), False)
     known = set(block_parents())
     closing = [{catalog.bcode(b) for b in known - descendants_or_self(t)} for t in TABLE_ANCESTORS]
-    return pl.Series([sum(1 << i for i, codes_ in enumerate(closing) if code in codes_)
-                      for code in range(len(catalog.blocks))], dtype=pl.Int32)
+    closes = np.array([sum(1 << i for i, codes_ in enumerate(closing) if code in codes_)
+                       for code in range(len(catalog.blocks))] + [0], np.int32)
+    return bcode, rub_no, envelope, closes
 
 
 def add_structure(lines: pl.DataFrame, catalog: Catalog | None = None) -> pl.DataFrame:
@@ -123,16 +146,11 @@ def add_structure(lines: pl.DataFrame, catalog: Catalog | None = None) -> pl.Dat
         rcodes = lines.get_column("rcode")
     else:
         rcodes = lines.get_column("rubrique").cast(catalog.enum).to_physical().cast(pl.UInt32)
-    cat = catalog.rubriques
     if "force_new" not in lines.columns:
         lines = lines.with_columns(pl.lit(False).alias("force_new"))
     n = lines.height
-    n_cat = cat.height
-    # Per-rubrique attributes with one extra entry (index ``n_cat``) for lines without a code.
-    rc = rcodes.cast(pl.UInt32).fill_null(n_cat).to_numpy()
-    cat_b = np.append(cat.get_column("bcode").to_numpy(), _NONE).astype(np.int32)
-    cat_r = np.append(cat.get_column("rub_no").fill_null(_NONE).to_numpy(), _NONE).astype(np.int32)
-    cat_e = np.append(cat.get_column("envelope").fill_null(False).to_numpy().astype(bool), False)
+    cat_b, cat_r, cat_e, closing_bits = _code_attributes(catalog)
+    rc = rcodes.cast(pl.UInt32).fill_null(catalog.rubriques.height).to_numpy()
     bcode, rub_no, envelope = cat_b[rc], cat_r[rc], cat_e[rc]
     has_b = bcode != _NONE
     file_idx = lines.get_column("file_idx").to_numpy()
@@ -168,34 +186,35 @@ def add_structure(lines: pl.DataFrame, catalog: Catalog | None = None) -> pl.Dat
     decl_start = is_new & (bcode == decl)
     decl_line, decl_ok = _open_occurrence(decl_start, seg_start | is_s90 | ~in_envoi, line_no)
     decl_no = np.cumsum(decl_start, dtype=np.int64)
-    closes = np.append(_closing_bits(catalog).to_numpy(), 0)[np.where(has_b, bcode, len(catalog.blocks))]
+    closes = closing_bits[np.where(has_b, bcode, len(catalog.blocks))]
     ancestors = []
     for i, t in enumerate(TABLE_ANCESTORS):
         vals, ok = _open_occurrence(is_new & (bcode == catalog.bcode(t)),
                                     seg_start | ((closes & (1 << i)) != 0), line_no)
-        ancestors.append(_nullable(anc_col(t), vals, ok))
+        ancestors.append(nullable(anc_col(t), vals, ok))
     return lines.with_columns(
         rcodes.alias("rcode"),
-        _nullable("bcode", bcode, has_b),
-        _nullable("rub_no", rub_no, rub_no != _NONE),
+        nullable("bcode", bcode, has_b),
+        nullable("rub_no", rub_no, rub_no != _NONE),
         pl.Series("envelope", envelope),
         pl.Series("file_start", file_start),
         pl.Series("is_new", is_new),
-        _nullable("occ", occ, occ_ok),
+        nullable("occ", occ, occ_ok),
         pl.Series("seg", seg),
         pl.Series("in_envoi", in_envoi),
         pl.Series("seg_start", seg_start),
-        _nullable("decl_line", decl_line, decl_ok),
+        nullable("decl_line", decl_line, decl_ok),
         pl.Series("decl_start", decl_start),
-        _nullable("decl_no", decl_no, decl_ok),
+        nullable("decl_no", decl_no, decl_ok),
         *ancestors,
     )
 
 
 def _last_index(mask: np.ndarray) -> np.ndarray:
     """Per row, the index of the last row at or before it where ``mask`` holds (-1: none)."""
-    idx = np.where(mask, np.arange(len(mask), dtype=np.int64), -1)
-    return np.maximum.accumulate(idx) if len(idx) else idx
+    idx = np.where(mask, np.arange(len(mask), dtype=np.int64), np.int64(-1))
+    np.maximum.accumulate(idx, out=idx)
+    return idx
 
 
 def _open_occurrence(opened: np.ndarray, closed: np.ndarray,
@@ -207,7 +226,7 @@ def _open_occurrence(opened: np.ndarray, closed: np.ndarray,
     return line_no[at], (last >= 0) & opened[at]
 
 
-def _nullable(name: str, values: np.ndarray, valid: np.ndarray) -> pl.Series:
+def nullable(name: str, values: np.ndarray, valid: np.ndarray) -> pl.Series:
     """A Series of ``values`` (Int32 or Int64), null where not ``valid`` (no copy of values)."""
     dtype = pa.int32() if values.dtype == np.int32 else pa.int64()
     values = np.ascontiguousarray(values, dtype=np.int32 if dtype == pa.int32() else np.int64)

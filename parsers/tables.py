@@ -4,25 +4,31 @@ Each block occurrence becomes one row (a pivot of its rubriques), joined to its 
 identity through the ancestor occurrence columns computed in ``parsers.structure``. Only
 parsed lines of non-rejected declarations feed the person tables; the declarations table
 lists every declaration (rejected ones flagged) and the quarantine every rejected line.
+
+Performance: the pivot is one NumPy pass over the kept lines of all table blocks at once
+(``_blocks``): every occurrence gets a dense ordinal, the line of the first parsed value of
+each (occurrence, field) is found with one ``minimum.at``, and the tables' columns are two
+gathers of the line table, sliced per block. Parents (declaration, individual, pay, contract)
+are unique keys, so they are looked up by position (``searchsorted``), not joined: a batch
+costs a few dozen Polars calls, whatever its size and the number of tables.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import polars as pl
 
 from parsers import codes
 from parsers.codes import Reason, Scope
 from parsers.lake_schema import DEFAULT_BUCKETS, TABLES, person_bucket
-from parsers.structure import TABLE_ANCESTORS, Catalog, anc_col
+from parsers.structure import TABLE_ANCESTORS, Catalog, anc_col, nullable
 from parsers.validate import Validated
 from parsers.values import contract_number, to_cents, to_date, to_hundredths
 
 DECL_ID_SHA_CHARS = 16
 DECL_KEYS = ["file_idx", "decl_line"]
-# Blocks whose occurrences become table rows.
-TABLE_BLOCKS = (codes.ESTABLISHMENT, codes.INDIVIDUAL, codes.CONTRACT, codes.PAY, codes.ACTIVITY,
-                codes.WORK_STOPPAGE, codes.CONTRACT_END, codes.SUSPENSION,
-                codes.INDIVIDUAL_CHANGE, codes.CONTRACT_CHANGE)
 ENVOI_FIELDS = {codes.ENVOI_TEST_FLAG: "test_flag", codes.ENVOI_NORM_VERSION: "norm_version"}
 DECL_FIELDS = {
     codes.DECL_NATURE: "nature", codes.DECL_TYPE: "decl_type", codes.DECL_FRACTION: "fraction",
@@ -58,12 +64,28 @@ CONTRACT_CHANGE_FIELDS = {
 }
 SUSPENSION_FIELDS = {"S21.G00.65.001": "motif", "S21.G00.65.002": "start_date",
                      "S21.G00.65.003": "end_date"}
+ESTABLISHMENT_FIELDS = {codes.IDCC_ESTABLISHMENT: "idcc"}
+# Blocks whose occurrences become table rows, and the rubriques pivoted into their columns.
+BLOCK_FIELDS = {
+    codes.ESTABLISHMENT: ESTABLISHMENT_FIELDS, codes.INDIVIDUAL: INDIVIDUAL_FIELDS,
+    codes.CONTRACT: CONTRACT_FIELDS, codes.PAY: PAY_FIELDS, codes.ACTIVITY: ACTIVITY_FIELDS,
+    codes.WORK_STOPPAGE: STOPPAGE_FIELDS, codes.CONTRACT_END: END_FIELDS,
+    codes.SUSPENSION: SUSPENSION_FIELDS, codes.INDIVIDUAL_CHANGE: INDIVIDUAL_CHANGE_FIELDS,
+    codes.CONTRACT_CHANGE: CONTRACT_CHANGE_FIELDS,
+}
+FIELD_SLOTS = max(map(len, BLOCK_FIELDS.values()))
+# Columns of an occurrence's start line carried into its table row.
+START_COLUMNS = ["file_idx", "occ", "decl_line", "decl_no", "line_no",
+                 *[anc_col(t) for t in TABLE_ANCESTORS]]
 
 
-def _conform(df: pl.DataFrame, table: str) -> pl.DataFrame:
-    schema = TABLES[table]
+def _conform(df: pl.DataFrame, table: str,
+             derived: dict[str, pl.Expr] | None = None) -> pl.DataFrame:
+    """``df`` in the table's schema: its columns, or the ``derived`` expressions, cast."""
+    schema, derived = TABLES[table], derived or {}
     return df.select([
-        (pl.col(c) if c in df.columns else pl.lit(None)).cast(t, strict=False).alias(c)
+        (derived[c] if c in derived else pl.col(c) if c in df.columns else pl.lit(None))
+        .cast(t, strict=False).alias(c)
         for c, t in schema.items()
     ])
 
@@ -80,123 +102,185 @@ def _pivot(values: pl.DataFrame, keys: list[str], fields: dict[str, str], cat: C
     return sub.group_by(keys).agg(_field_aggs(cat, fields))
 
 
-def _occurrences(kept: dict, cat: Catalog, block: str,
-                 fields: dict[str, str]) -> pl.DataFrame:
-    """``kept``: the kept lines partitioned by block code (``partition_by(as_dict=True)``)."""
-    rows = kept.get((cat.bcode(block),), kept[None])
-    # The rows are in line order, so each occurrence is a run: ``_o`` is its dense ordinal.
-    new_occ = ((pl.col("occ") != pl.col("occ").shift(1))
-               | (pl.col("file_idx") != pl.col("file_idx").shift(1))).fill_null(True)
-    rows = rows.with_columns((new_occ.cum_sum() - 1).cast(pl.Int64).alias("_o"))
-    starts = rows.filter(pl.col("is_new") & ~pl.col("block_rejected")).select(
-        "file_idx", "occ", "decl_line", "line_no", *[anc_col(t) for t in TABLE_ANCESTORS], "_o")
-    n_occ = int(rows.get_column("_o").max() or 0) + 1 if rows.height else 0
-    wanted = {cat.rcode(r): n for r, n in fields.items()}
-    values = rows.filter(pl.col("parsed") & pl.col("rcode").is_in(list(wanted))).select(
-        "rcode", "_o", "value")
-    by_code = values.partition_by("rcode", as_dict=True) if values.height else {}
-    columns = []
-    for code, name in wanted.items():
-        column = pl.Series(name, dtype=pl.String).extend_constant(None, n_occ)
-        part = by_code.get((code,))
-        if part is not None:  # the first value of the rubrique in each occurrence
-            part = part.filter(pl.col("_o").is_first_distinct())
-            column = column.scatter(part.get_column("_o"), part.get_column("value"))
-        columns.append(column)
-    # One field per rubrique: its value in the occurrence of each start row (a pivot
-    # without group_by: a scatter by occurrence ordinal, then a gather).
-    return starts.with_columns([pl.lit(c).gather(pl.col("_o")).alias(c.name) for c in columns]
-                               ).drop("_o")
+def _take(values: pl.Series, idx: np.ndarray) -> pl.Series:
+    """``values[idx]``, null where ``idx < 0``."""
+    ok = idx >= 0
+    return values.gather(idx if ok.all() else nullable("idx", np.where(ok, idx, 0), ok))
+
+
+def _lookup(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Position of each ``wanted`` in the sorted, unique ``keys``; -1 when absent (or
+    ``wanted`` is -1): a left join on a unique key, as positions."""
+    if not len(keys):
+        return np.full(len(wanted), -1, np.int64)
+    pos = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return np.where((wanted >= 0) & (keys[pos] == wanted), pos, -1)
+
+
+def _with_parents(rows: pl.DataFrame, pos: np.ndarray, parent: pl.DataFrame) -> pl.DataFrame:
+    """``rows`` with the ``parent`` columns of the parent rows at ``pos`` (null where -1)."""
+    ok = pos >= 0
+    if ok.all():
+        return rows.hstack(parent[pos].get_columns())
+    idx = nullable("idx", np.where(ok, pos, 0), ok)
+    return rows.hstack(parent.select(pl.all().gather(idx)).get_columns())
+
+
+@dataclass(frozen=True)
+class _Block:
+    """The table rows of one block: one per occurrence, in line order (``START_COLUMNS``,
+    the declaration's lineage, one String column per field), their lineage keys (file and
+    line, sorted) and, per ``TABLE_ANCESTORS`` block, the key of each row's open occurrence of
+    it (-1: none)."""
+
+    rows: pl.DataFrame
+    keys: np.ndarray
+    ancestors: dict[str, np.ndarray]
+
+
+def _blocks(lines: pl.DataFrame, cat: Catalog, decls: pl.DataFrame) -> dict[str, _Block]:
+    """Every table block's ``_Block``, from the kept lines (``decls``: the lineage columns of
+    each declaration, one row per ``decl_no``, in order).
+
+    One pass for all blocks: the kept lines of the table blocks get a dense occurrence ordinal
+    (the lines of an occurrence are consecutive: a new (file, occ) run is a new occurrence, a
+    line without ``occ`` one on its own); the line of the first parsed value of each
+    (occurrence, field) is a ``minimum.at``; the start lines, grouped by block, and all the
+    field values are then two gathers, sliced per block."""
+    table_codes = [cat.bcode(b) for b in BLOCK_FIELDS]
+    n_cat = cat.rubriques.height
+    ancestors = [anc_col(t) for t in TABLE_ANCESTORS]
+    cols = lines.select(
+        (pl.col("kept") & pl.col("bcode").is_in(table_codes)).fill_null(False).alias("table"),
+        pl.col("bcode", "occ", "decl_no", *ancestors).fill_null(-1),
+        pl.col("rcode").fill_null(n_cat), "file_idx", "is_new", "block_rejected", "parsed")
+    col = {c: cols.get_column(c).to_numpy() for c in cols.columns}
+    rows = np.flatnonzero(col["table"])
+    file_key = col["file_idx"][rows].astype(np.int64) << 32
+    occ = col["occ"][rows]
+    new = np.ones(len(rows), bool)
+    new[1:] = (occ[1:] != occ[:-1]) | (file_key[1:] != file_key[:-1]) | (occ[:-1] < 0)
+    new |= occ < 0
+    ordinal = np.cumsum(new) - 1
+    slot = np.full(n_cat + 1, -1, np.int64)  # a rubrique code's field index in its block
+    for block, fields in BLOCK_FIELDS.items():
+        for i, rubrique in enumerate(fields):
+            if rubrique.startswith(block) and cat.rcode(rubrique) >= 0:
+                slot[cat.rcode(rubrique)] = i
+    field = slot[col["rcode"][rows]]
+    has = col["parsed"][rows] & (field >= 0)
+    n_occ = int(ordinal[-1]) + 1 if len(rows) else 0
+    first = np.full(n_occ * FIELD_SLOTS, len(lines), np.int64)
+    np.minimum.at(first, ordinal[has] * FIELD_SLOTS + field[has], rows[has])
+    first[first == len(lines)] = -1
+    # Start lines of the occurrences not set aside, grouped by block (BLOCK_FIELDS order).
+    start = col["is_new"][rows] & ~col["block_rejected"][rows]
+    block_index = np.full(len(cat.blocks), len(BLOCK_FIELDS), np.int64)
+    for j, code in enumerate(table_codes):
+        if code >= 0:
+            block_index[code] = j
+    index = block_index[col["bcode"][rows[start]]]
+    order = np.argsort(index, kind="stable")
+    starts, ordinal, file_key = rows[start][order], ordinal[start][order], file_key[start][order]
+    bounds = np.searchsorted(index[order], np.arange(len(BLOCK_FIELDS) + 1))
+    # Kept lines belong to accepted declarations: ``decl_no`` (dense from 1) finds theirs.
+    frame = lines.select(START_COLUMNS)[starts].hstack(
+        decls[col["decl_no"][starts] - 1].get_columns())
+    picks = [first[ordinal[bounds[j]:bounds[j + 1]] * FIELD_SLOTS + i]
+             for j, fields in enumerate(BLOCK_FIELDS.values()) for i in range(len(fields))]
+    values = _take(lines.get_column("value"), np.concatenate(picks))
+    out, offset = {}, 0
+    for j, (block, fields) in enumerate(BLOCK_FIELDS.items()):
+        lo, n = int(bounds[j]), int(bounds[j + 1] - bounds[j])
+        columns = []
+        for name in fields.values():
+            columns.append(values.slice(offset, n).alias(name))
+            offset += n
+        own = starts[lo:lo + n]
+        anc_keys = {t: np.where(col[c][own] >= 0, file_key[lo:lo + n] | col[c][own], -1)
+                    for t, c in zip(TABLE_ANCESTORS, ancestors)}
+        out[block] = _Block(frame.slice(lo, n).hstack(columns),
+                            file_key[lo:lo + n] | col["occ"][own], anc_keys)
+    return out
 
 
 def build_tables(v: Validated, files: pl.DataFrame,
                  n_buckets: int = DEFAULT_BUCKETS) -> dict[str, pl.DataFrame]:
     """``files``: file_idx, file_sha256, source_file. Returns every table but ``files``."""
-    lines = v.lines
-    cat = v.catalog
-    decl_info = _declarations(v, files)
-    # One narrow copy of the kept lines of the blocks the tables use (~a third of the lines).
-    kept = lines.lazy().filter(
-        pl.col("kept") & pl.col("bcode").is_in([cat.bcode(b) for b in TABLE_BLOCKS])
-    ).select("file_idx", "line_no", "occ", "decl_line", "is_new", "bcode", "rcode", "value",
-             "parsed", "block_rejected", *[anc_col(t) for t in TABLE_ANCESTORS]).collect()
-    empty = kept.clear()
-    kept = kept.partition_by("bcode", as_dict=True)
-    kept[None] = empty
-    ok_decls = decl_info.filter(~pl.col("rejected")).select(
-        *DECL_KEYS, "decl_id", "decl_month", "siret", "file_sha256")
+    decl_info = _declarations(v, files)  # one row per decl_no, in order
+    blocks = _blocks(v.lines, v.catalog, decl_info.select("decl_id", "decl_month", "siret",
+                                                          "file_sha256"))
     out: dict[str, pl.DataFrame] = {"declarations": _conform(decl_info, "declarations")}
 
-    est = _occurrences(kept, cat, codes.ESTABLISHMENT, {codes.IDCC_ESTABLISHMENT: "idcc"})
-    emp = ok_decls.join(decl_info.select(*DECL_KEYS, "siren", "nic"), on=DECL_KEYS).join(
-        est.group_by(DECL_KEYS).agg(pl.col("idcc").first()), on=DECL_KEYS, how="left")
-    out["employers"] = _conform(emp.rename({"decl_line": "line_no"}), "employers")
+    # Employers: the accepted declarations, with the idcc of their first establishment.
+    first_est = blocks[codes.ESTABLISHMENT].rows.select("decl_no", "idcc").unique(
+        "decl_no", keep="first", maintain_order=True)
+    emp = decl_info.filter(~pl.col("rejected")).join(first_est, on="decl_no", how="left",
+                                                     maintain_order="left")
+    out["employers"] = _conform(emp, "employers")
 
-    persons = _occurrences(kept, cat, codes.INDIVIDUAL, INDIVIDUAL_FIELDS).join(
-        ok_decls, on=DECL_KEYS, how="inner")
-    persons = persons.with_columns(
-        pl.col("occ").alias("person_occ"),
-        pl.col("birth_date_raw").pipe(to_date).alias("birth_date"),
-    )
-    person_keys = persons.select("file_idx", "person_occ", "nir", "ntt")
-    out["individuals"] = _conform(persons.with_columns(person_bucket(n_buckets)), "individuals")
+    persons = blocks[codes.INDIVIDUAL]
+    out["individuals"] = _conform(persons.rows, "individuals", {
+        "person_occ": pl.col("occ"), "birth_date": to_date(pl.col("birth_date_raw")),
+        "bucket": person_bucket(n_buckets)})
+    person_ids = out["individuals"].select("nir", "ntt")
 
-    def person_rows(block: str, fields: dict[str, str]) -> pl.DataFrame:
-        occ = _occurrences(kept, cat, block, fields).join(ok_decls, on=DECL_KEYS, how="inner")
-        occ = occ.join(person_keys, left_on=["file_idx", anc_col(codes.INDIVIDUAL)],
-                       right_on=["file_idx", "person_occ"], how="left")
-        return occ.with_columns(pl.col(anc_col(codes.INDIVIDUAL)).alias("person_occ"),
-                                person_bucket(n_buckets))
+    def person_rows(block: str, parent: str | None = None,
+                    parent_columns: pl.DataFrame | None = None) -> pl.DataFrame:
+        """The block's rows with their individual's ``nir``/``ntt`` and, when asked, the
+        ``parent_columns`` (one row per occurrence of ``parent``) of their open ``parent``."""
+        b = blocks[block]
+        rows = _with_parents(b.rows, _lookup(persons.keys, b.ancestors[codes.INDIVIDUAL]),
+                             person_ids)
+        if parent is not None:
+            rows = _with_parents(rows, _lookup(blocks[parent].keys, b.ancestors[parent]),
+                                 parent_columns)
+        return rows
 
-    contracts = person_rows(codes.CONTRACT, CONTRACT_FIELDS).with_columns(
-        pl.col("occ").alias("contract_occ"),
-        to_date(pl.col("contract_start")), to_date(pl.col("planned_end")),
-        to_hundredths(pl.col("ref_quota_h")), to_hundredths(pl.col("quota_h")),
-        contract_number(pl.col("contract_no")),
-    )
-    out["contracts"] = _conform(contracts, "contracts")
+    person = {"person_occ": pl.col(anc_col(codes.INDIVIDUAL)), "bucket": person_bucket(n_buckets)}
+    out["contracts"] = _conform(person_rows(codes.CONTRACT), "contracts", {
+        **person, "contract_occ": pl.col("occ"),
+        "contract_start": to_date(pl.col("contract_start")),
+        "planned_end": to_date(pl.col("planned_end")),
+        "ref_quota_h": to_hundredths(pl.col("ref_quota_h")),
+        "quota_h": to_hundredths(pl.col("quota_h")),
+        "contract_no": contract_number(pl.col("contract_no"))})
+    out["pay"] = _conform(person_rows(codes.PAY), "pay", {
+        **person, "pay_occ": pl.col("occ"),
+        "period_start": to_date(pl.col("period_start")),
+        "period_end": to_date(pl.col("period_end")),
+        "contract_no": contract_number(pl.col("contract_no")),
+        "hours_h": to_hundredths(pl.col("hours_h")),
+        "amount_cents": to_cents(pl.col("amount_cents"))})
+    pay_ids = out["pay"].select("period_start", "period_end", "contract_no", "pay_type")
+    out["activities"] = _conform(person_rows(codes.ACTIVITY, codes.PAY, pay_ids), "activities", {
+        **person, "pay_occ": pl.col(anc_col(codes.PAY)),
+        "measure_h": to_hundredths(pl.col("measure_h"))})
 
-    pay = person_rows(codes.PAY, PAY_FIELDS).with_columns(
-        pl.col("occ").alias("pay_occ"),
-        to_date(pl.col("period_start")), to_date(pl.col("period_end")),
-        contract_number(pl.col("contract_no")),
-        to_hundredths(pl.col("hours_h")), to_cents(pl.col("amount_cents")),
-    )
-    out["pay"] = _conform(pay, "pay")
+    contract_ids = out["contracts"].select("contract_no", "contract_start")
 
-    pay_parent = pay.select("file_idx", pl.col("pay_occ").alias(anc_col(codes.PAY)), "period_start",
-                            "period_end", "contract_no", "pay_type")
-    acts = person_rows(codes.ACTIVITY, ACTIVITY_FIELDS).join(
-        pay_parent, on=["file_idx", anc_col(codes.PAY)], how="left").with_columns(
-        pl.col(anc_col(codes.PAY)).alias("pay_occ"), to_hundredths(pl.col("measure_h")))
-    out["activities"] = _conform(acts, "activities")
+    def contract_child(block: str, table: str, derived: dict[str, pl.Expr]) -> pl.DataFrame:
+        return _conform(person_rows(block, codes.CONTRACT, contract_ids), table, {
+            **person, "contract_occ": pl.col(anc_col(codes.CONTRACT)), **derived})
 
-    contract_parent = contracts.select(
-        "file_idx", pl.col("contract_occ").alias(anc_col(codes.CONTRACT)), "contract_no",
-        "contract_start")
+    def dates(*names: str) -> dict[str, pl.Expr]:
+        return {n: to_date(pl.col(n)) for n in names}
 
-    def contract_child(block: str, fields: dict[str, str], dates: list[str]) -> pl.DataFrame:
-        rows = person_rows(block, fields).join(contract_parent, on=["file_idx", anc_col(codes.CONTRACT)],
-                                               how="left")
-        return rows.with_columns(pl.col(anc_col(codes.CONTRACT)).alias("contract_occ"),
-                                 *[to_date(pl.col(d)) for d in dates])
-
-    out["work_stoppages"] = _conform(contract_child(
-        codes.WORK_STOPPAGE, STOPPAGE_FIELDS, ["last_worked_day", "planned_end", "resumption_date"]),
-        "work_stoppages")
-    out["contract_ends"] = _conform(contract_child(codes.CONTRACT_END, END_FIELDS, ["end_date"]),
-                                    "contract_ends")
-    out["suspensions"] = _conform(contract_child(
-        codes.SUSPENSION, SUSPENSION_FIELDS, ["start_date", "end_date"]), "suspensions")
-    out["individual_changes"] = _conform(person_rows(
-        codes.INDIVIDUAL_CHANGE, INDIVIDUAL_CHANGE_FIELDS).with_columns(
-        to_date(pl.col("change_date")), pl.col("old_nir").str.strip_chars()), "individual_changes")
-    out["contract_changes"] = _conform(contract_child(
-        codes.CONTRACT_CHANGE, CONTRACT_CHANGE_FIELDS,
-        ["change_date", "old_contract_start", "recalc_depth"]).with_columns(
-        pl.col("old_siret").str.strip_chars(), contract_number(pl.col("old_contract_no")),
-        to_hundredths(pl.col("old_quota_h")), to_hundredths(pl.col("old_ref_quota_h"))),
-        "contract_changes")
+    out["work_stoppages"] = contract_child(
+        codes.WORK_STOPPAGE, "work_stoppages",
+        dates("last_worked_day", "planned_end", "resumption_date"))
+    out["contract_ends"] = contract_child(codes.CONTRACT_END, "contract_ends", dates("end_date"))
+    out["suspensions"] = contract_child(codes.SUSPENSION, "suspensions",
+                                        dates("start_date", "end_date"))
+    out["individual_changes"] = _conform(
+        person_rows(codes.INDIVIDUAL_CHANGE), "individual_changes",
+        {**person, **dates("change_date"), "old_nir": pl.col("old_nir").str.strip_chars()})
+    out["contract_changes"] = contract_child(codes.CONTRACT_CHANGE, "contract_changes", {
+        **dates("change_date", "old_contract_start", "recalc_depth"),
+        "old_siret": pl.col("old_siret").str.strip_chars(),
+        "old_contract_no": contract_number(pl.col("old_contract_no")),
+        "old_quota_h": to_hundredths(pl.col("old_quota_h")),
+        "old_ref_quota_h": to_hundredths(pl.col("old_ref_quota_h"))})
     out["quarantine"] = _quarantine(v.issues, decl_info, files)
     return out
 
@@ -230,7 +314,7 @@ def _declarations(v: Validated, files: pl.DataFrame) -> pl.DataFrame:
         (pl.col("siren") + pl.col("nic")).alias("siret"),
         pl.col("rejected").fill_null(False),
         pl.col("decl_reason").alias("reject_reason"),
-    ).sort(DECL_KEYS)
+    ).sort("decl_no")
 
 
 def _quarantine(issues: pl.DataFrame, decl_info: pl.DataFrame, files: pl.DataFrame) -> pl.DataFrame:

@@ -24,19 +24,23 @@ Severity policy (documented in docs/ingestion.md):
 - damaged characters (U+FFFD, C1 controls) and an unknown norm version are warnings.
 
 Performance (everything is column-wise, and the expensive checks run on small subsets): the
-per-line part runs in NumPy — the (version, rubrique) key, one gather of packed norm flags and
-two of length bounds, the candidate mask, the final states — and only ``ver``, ``q_code``,
-``kept`` and ``parsed`` are added to the line table; candidate and issue rows are gathered by
-position. The format regexps and date parsing run once per distinct value of the strict lines
-that carry them; enumerations are an anti-join on (version·rubrique, value) of the enumerated
-lines only; the reason/detail/scope logic runs on the few anomalous lines (``issues``), and
-verdicts return to the lines by gather on the dense ``seg`` / ``decl_no`` ordinals — the line
-table is never joined.
+line columns the rules read are converted to NumPy once; the per-line part runs in NumPy — the
+(version, rubrique) key, one gather of packed norm flags and two of length bounds (lookup arrays
+built once per catalogue, ``_rules``), the candidate mask, the final states — and only ``ver``,
+``q_code``, ``kept``, ``parsed`` and ``block_rejected`` are added to the line table; candidate
+and issue rows are gathered by position. The envoi, declaration and cross-line rules filter a
+small table of the lines of ``SPECIAL_RUBRIQUES`` (gathered once), never the line table. The
+format regexps run in one call once per distinct (pattern, value) pair of the strict lines,
+date parsing once per distinct value; enumerations are an anti-join on (version·rubrique,
+value) of the enumerated lines only; the reason/detail/scope logic runs on the few anomalous
+lines (``issues``), and verdicts return to the lines by gather on the dense ``seg`` /
+``decl_no`` ordinals — the line table is never joined.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import polars as pl
@@ -59,8 +63,12 @@ ISSUE_LINE_COLS = ["row", "file_idx", "line_no", "rcode", "rubrique", "value", "
 Q_SCOPES_ALL = list(Q_SCOPES.values())
 # Per-rubrique norm attributes packed as bits of one Int32 per (version, rubrique code).
 _NO_MAX = np.iinfo(np.int64).max  # no upper length bound
-_NO_CODE = np.iinfo(np.uint32).max  # stands for a null rubrique code (UInt32)
 FLAG_BITS = {"known": 1, "_strict": 2, "is_enum": 4, "is_date": 8, "_enrich": 16, "_s10_s90": 32}
+# The rubriques that the envoi, declaration and cross-line rules read: their lines (a few % of
+# a batch) are gathered once into a small table that those rules filter.
+SPECIAL_RUBRIQUES = (codes.ENVOI_NORM_VERSION, codes.ENVOI_TEST_FLAG, codes.DECL_NATURE, codes.NIR,
+                     codes.BIRTH_DATE, codes.CONTRACT_NO, codes.PAY_CONTRACT_NO,
+                     codes.TOTAL_RUBRIQUES, codes.TOTAL_DECLARATIONS)
 
 
 @dataclass
@@ -81,14 +89,10 @@ def _dense(frame: pl.DataFrame, key: str, n: int, column: str, dtype: pl.DataTyp
                       maintain_order="left").get_column(column).cast(dtype)
 
 
-def _g(values: pl.Series, idx: pl.Expr) -> pl.Expr:
-    return pl.lit(values).gather(idx)
-
-
-def _envoi_info(df: pl.DataFrame, cat: Catalog) -> pl.DataFrame:
+def _envoi_info(special: pl.DataFrame, n_seg: int, cat: Catalog) -> pl.DataFrame:
+    """Per segment (1..n_seg): the norm version it asks for and uses, whether it is a test."""
     rc_ver, rc_test = cat.rcode(codes.ENVOI_NORM_VERSION), cat.rcode(codes.ENVOI_TEST_FLAG)
-    n_seg = int(df.get_column("seg").max() or 0)
-    firsts = df.lazy().filter(pl.col("rcode").is_in([rc_ver, rc_test])).group_by("seg").agg(
+    firsts = special.lazy().filter(pl.col("rcode").is_in([rc_ver, rc_test])).group_by("seg").agg(
         pl.col("value").filter(pl.col("rcode") == rc_ver).first().alias("norm_requested"),
         pl.col("value").filter(pl.col("rcode") == rc_test).first().alias("test_flag")).collect()
     envois = pl.DataFrame({"seg": pl.Series(range(1, n_seg + 1), dtype=pl.Int64)}).join(
@@ -139,6 +143,41 @@ def _enrichment(cat: Catalog) -> pl.Series:
                     .fill_null(False)).to_series()
 
 
+@dataclass(frozen=True)
+class _Rules:
+    """The norm's attributes of a catalogue's (version, rubrique code) keys (``ver * n_cat +
+    rcode``) as lookup arrays with one extra entry, the last, for lines without a code."""
+
+    grid: pl.DataFrame  # one row per key: ver, rcode, rubrique, the norm's attributes, pat
+    patterns: list[str]
+    flags: np.ndarray  # FLAG_BITS (none for the extra entry)
+    len_min: np.ndarray  # -1: no lower bound
+    len_max: np.ndarray  # _NO_MAX: no upper bound
+    pat: np.ndarray  # index in ``patterns``, -1: no pattern
+    enums: pl.DataFrame  # key, value, in_enum (True): the codes of every enumerated key
+    key_codes: list[int]  # rubrique codes whose anomaly rejects the declaration
+
+
+@lru_cache(maxsize=16)
+def _rules(cat: Catalog) -> _Rules:
+    """The ``_Rules`` of a catalogue (computed once per catalogue, not per batch)."""
+    grid, patterns = _attributes(cat)
+    enums = enumeration_table().join(
+        grid.select("ver", "rubrique", "key").with_columns(
+            pl.col("ver").replace_strict(list(range(len(VERSIONS))), list(VERSIONS),
+                                         return_dtype=pl.String).alias("norm_version")),
+        on=["norm_version", "rubrique"]).select("key", pl.col("code").alias("value")).unique(
+        ).with_columns(pl.lit(True).alias("in_enum"))
+    key_codes = cat.rcodes(codes.KEY_RUBRIQUES) + [
+        i for i, r in enumerate(cat.rubriques.get_column("rubrique").to_list())
+        if r.startswith(codes.KEY_BLOCK_PREFIXES[0])]
+    return _Rules(
+        grid, patterns, np.append(_flags(grid, cat).to_numpy(), 0),
+        np.append(grid.get_column("len_min").fill_null(-1).to_numpy(), -1),
+        np.append(grid.get_column("len_max").fill_null(_NO_MAX).to_numpy(), _NO_MAX),
+        np.append(grid.get_column("pat").fill_null(-1).to_numpy(), -1), enums, key_codes)
+
+
 def _nir_ok(value: pl.Expr, birth_year: pl.Expr, pattern: pl.Expr) -> pl.Expr:
     """Norm pattern + CCH rules on S21.G00.30.001 (dsn_format.md §2.3).
 
@@ -157,68 +196,50 @@ def _nir_ok(value: pl.Expr, birth_year: pl.Expr, pattern: pl.Expr) -> pl.Expr:
             & ~dept96_too_young.fill_null(False))
 
 
-def _strict_anomalies(df: pl.DataFrame, sub: pl.DataFrame, cat: Catalog, grid: pl.DataFrame,
-                      patterns: list[str]) -> pl.DataFrame:
-    """row -> bad_enum, bad_regexp, bad_date, bad_nir for the strict lines that fail.
+def _strict_anomalies(sub: pl.DataFrame, special: pl.DataFrame, cat: Catalog,
+                      rules: _Rules) -> pl.DataFrame:
+    """row -> bad_enum, bad_regexp, bad_date, bad_nir (True or null) for the strict lines
+    that fail.
 
     ``sub``: the strict lines and the NIR lines (row, file_idx, anc_S21.G00.30, rcode, key,
-    value, is_enum, is_date, _strict)."""
+    pat, value, is_enum, is_date, _strict); ``special``: the ``SPECIAL_RUBRIQUES`` lines.
+    Values repeat a lot (codes, dates, amounts): the enumeration, format and date checks run
+    once per distinct (key, value) pair (the format regexps in one call: the compiled patterns
+    are cached), then the failing pairs are found back on the lines by a hash join."""
     nir = cat.rcode(codes.NIR)
-    sub = sub.with_columns(_g(grid.get_column("pat"), pl.col("key")).alias("pat"))
-    parts = []
-    enum_rows = sub.filter(pl.col("_strict") & pl.col("is_enum"))
-    if enum_rows.height:
-        enums = enumeration_table().join(
-            grid.select("ver", "rubrique", "key").with_columns(
-                pl.col("ver").replace_strict(list(range(len(VERSIONS))), list(VERSIONS),
-                                             return_dtype=pl.String).alias("norm_version")),
-            on=["norm_version", "rubrique"]).select("key", pl.col("code").alias("value")).unique()
-        bad = enum_rows.join(enums, on=["key", "value"], how="anti")
-        parts.append(bad.select("row", pl.lit(True).alias("bad_enum")))
-    regexp = pl.DataFrame(schema={"row": pl.UInt32, "bad_regexp": pl.Boolean})
-    pat_rows = sub.filter(pl.col("_strict") & pl.col("pat").is_not_null())
-    if pat_rows.height:
-        # Values repeat a lot (codes, dates, amounts): each pattern runs once per distinct
-        # value, the failing values are then found back by a hash lookup.
-        checked = []
-        for (p,), g in pat_rows.partition_by("pat", as_dict=True).items():
-            values = g.get_column("value").unique()
-            bad_values = values.filter(~values.str.contains(patterns[p]).fill_null(True))
-            if bad_values.len():
-                checked.append(g.filter(pl.col("value").is_in(bad_values.implode())).select(
-                    "row", pl.lit(True).alias("bad_regexp")))
-        if checked:
-            regexp = pl.concat(checked)
-            parts.append(regexp)
-    dates = sub.filter(pl.col("_strict") & pl.col("is_date"))
-    if dates.height:
-        values = dates.get_column("value").unique()  # dates repeat: parse each once
-        bad_values = values.filter(values.to_frame().select(
-            to_date(pl.col("value")).is_null()).to_series())
-        dates = dates.join(regexp, on="row", how="left").select(
-            "row", (pl.col("bad_regexp").fill_null(False)
-                    | pl.col("value").is_in(bad_values.implode())).alias("bad_date")
-        ).filter("bad_date")
-        parts.append(dates)
+    flags = ["bad_enum", "bad_regexp", "bad_date", "bad_nir"]
+    out = pl.DataFrame(schema={"row": pl.UInt32, **{f: pl.Boolean for f in flags}})
+    strict = sub.filter(pl.col("_strict"))
+    if strict.height:
+        pattern = pl.lit(pl.Series(rules.patterns, dtype=pl.String)).gather(
+            pl.when(pl.col("pat") >= 0).then(pl.col("pat")))
+        bad_regexp = ~pl.col("value").str.contains(pattern).fill_null(True)
+        bad_pairs = (strict.select("key", "pat", "is_enum", "is_date", "value").unique()
+                     .join(rules.enums, on=["key", "value"], how="left")
+                     .select("key", "value",
+                             (pl.col("is_enum") & pl.col("in_enum").is_null()).alias("bad_enum"),
+                             bad_regexp.alias("bad_regexp"),
+                             (pl.col("is_date") & (bad_regexp | (
+                                 to_date(pl.col("value")).is_null() & pl.col("value").is_not_null())
+                             )).alias("bad_date"))
+                     .filter(pl.any_horizontal("bad_enum", "bad_regexp", "bad_date")))
+        if bad_pairs.height:
+            out = strict.join(bad_pairs, on=["key", "value"], how="inner", nulls_equal=True).select(
+                "row", *[pl.when(pl.col(f)).then(True).alias(f) for f in flags[:3]],
+                pl.lit(None, pl.Boolean).alias("bad_nir"))
     nirs = sub.filter(pl.col("rcode") == nir)
     if nirs.height:
-        births = (df.select("rcode", "file_idx", anc_col(codes.INDIVIDUAL), "value")
-                  .filter(pl.col("rcode") == cat.rcode(codes.BIRTH_DATE))
+        births = (special.filter(pl.col("rcode") == cat.rcode(codes.BIRTH_DATE))
                   .group_by("file_idx", anc_col(codes.INDIVIDUAL))
                   .agg(pl.col("value").first().str.slice(4, 4).cast(pl.Int32, strict=False)
                        .alias("birth_year")))
         nirs = nirs.join(births, on=["file_idx", anc_col(codes.INDIVIDUAL)], how="left")
         nirs = nirs.with_columns(pl.col("pat").replace_strict(
-            list(range(len(patterns))), patterns, default=None, return_dtype=pl.String)
-            .alias("pattern"))
+            list(range(len(rules.patterns))), rules.patterns, default=None,
+            return_dtype=pl.String).alias("pattern"))
         nirs = nirs.select("row", (~_nir_ok(pl.col("value"), pl.col("birth_year"),
                                             pl.col("pattern"))).alias("bad_nir")).filter("bad_nir")
-        parts.append(nirs)
-    out = pl.DataFrame(schema={"row": pl.UInt32, "bad_enum": pl.Boolean, "bad_regexp": pl.Boolean,
-                               "bad_date": pl.Boolean, "bad_nir": pl.Boolean})
-    for p in parts:
-        out = out.drop([c for c in p.columns if c != "row"])
-        out = out.join(p, on="row", how="full", coalesce=True)
+        out = out.drop("bad_nir").join(nirs, on="row", how="full", coalesce=True)
     return out
 
 
@@ -251,7 +272,7 @@ def _reasons(a: pl.DataFrame) -> pl.DataFrame:
     return a.with_columns(pl.when(pl.col("own_reason").is_not_null()).then(detail).alias("own_detail"))
 
 
-def _cross_line_anomalies(df: pl.DataFrame, a: pl.DataFrame, cat: Catalog) -> pl.DataFrame:
+def _cross_line_anomalies(special: pl.DataFrame, a: pl.DataFrame, cat: Catalog) -> pl.DataFrame:
     """Anomalies that compare lines, on lines without an anomaly of their own: row, own_reason,
     own_detail. Every later occurrence of a duplicate is flagged (the first is the reference).
 
@@ -266,8 +287,8 @@ def _cross_line_anomalies(df: pl.DataFrame, a: pl.DataFrame, cat: Catalog) -> pl
     flagged = a.filter(pl.col("own_reason").is_not_null()).get_column("row").implode()
     nir, birth, cno = (cat.rcode(r) for r in (codes.NIR, codes.BIRTH_DATE, codes.CONTRACT_NO))
     person = ["file_idx", anc_col(codes.INDIVIDUAL)]
-    lf = (df.lazy().filter(pl.col("rcode").is_in([nir, birth, cno]) & pl.col("decl_no").is_not_null()
-                           & ~pl.col("malformed"))
+    lf = (special.lazy().filter(pl.col("rcode").is_in([nir, birth, cno])
+                                & pl.col("decl_no").is_not_null() & ~pl.col("malformed"))
           .select("row", "rcode", "decl_no", *person, "value",
                   pl.col("row").is_in(flagged).alias("own")).collect().lazy())
     nirs = lf.filter(pl.col("rcode") == nir)
@@ -314,36 +335,41 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
     if catalog is None:
         catalog, _ = build_catalog(df.get_column("rubrique"))
     cat = catalog
+    rules = _rules(cat)
     row_is_pos = "row" not in df.columns
     if row_is_pos:
         df = df.with_row_index("row")
-    envois = _envoi_info(df, cat)
-    n_seg = envois.height
+    n_cat = cat.rubriques.height
+    n_keys = rules.grid.height
+    # Per line, in NumPy (no line-table column but ``ver``): the (version, rubrique) key,
+    # its packed norm flags and length bounds, then the candidate lines' mask.
+    cols = df.select(pl.col("rcode").cast(pl.Int64).fill_null(-1), "envelope", "seg", "malformed",
+                     "in_envoi", pl.col("decl_line").is_null().alias("no_decl"),
+                     pl.col("decl_no").fill_null(0), "decl_start",
+                     pl.col("damaged").fill_null(False),
+                     pl.col("value").str.len_chars().fill_null(0).alias("n_chars"))
+    # The line columns every step below reads, converted once (decl_no 0: no declaration).
+    arrays = {c: cols.get_column(c).to_numpy() for c in cols.columns}
+    rc_np, envelope, seg_np, malformed, in_envoi_np, no_decl, n_chars = (
+        arrays[c] for c in ("rcode", "envelope", "seg", "malformed", "in_envoi", "no_decl",
+                            "n_chars"))
+    has_rc = rc_np >= 0
+    # The few lines that the cross-line rules read (envoi, declaration, NIR, contract...).
+    special_rows = np.flatnonzero(np.isin(rc_np, cat.rcodes(SPECIAL_RUBRIQUES)))
+    special = df.select("row", "file_idx", "line_no", "rcode", "value", "malformed", "seg",
+                        "decl_no", "in_envoi", anc_col(codes.INDIVIDUAL))[special_rows]
+    n_seg = int(seg_np.max()) if len(seg_np) else 0
+    envois = _envoi_info(special, n_seg, cat)
     seg_ver = _dense(envois.with_columns(pl.col("norm_version").replace_strict(
         list(VERSIONS), list(range(len(VERSIONS))), return_dtype=pl.Int64).alias("ver")),
         "seg", n_seg, "ver", pl.Int64)
-    grid, patterns = _attributes(cat)
-    n_cat = cat.rubriques.height
-    n_keys = grid.height
-    # Per line, in NumPy (no line-table column but ``ver``): the (version, rubrique) key,
-    # its packed norm flags and length bounds, then the candidate lines' mask.
-    n = df.height
-    rc_np = df.get_column("rcode").fill_null(_NO_CODE).to_numpy().astype(np.int64)
-    has_rc = rc_np != _NO_CODE
-    rc_np[~has_rc] = -1
-    envelope = df.get_column("envelope").to_numpy()
-    seg_np = df.get_column("seg").to_numpy()
     ver_np = np.where(envelope, ENVELOPE_VER, seg_ver.fill_null(0).to_numpy()[seg_np])
     key_np = np.where(has_rc, ver_np * n_cat + rc_np, n_keys)  # n_keys: no rubrique code
-    flags = np.append(_flags(grid, cat).to_numpy(), 0)[key_np]
-    bit = {name: (flags & b) != 0 for name, b in FLAG_BITS.items()}
-    lmin = np.append(grid.get_column("len_min").fill_null(-1).to_numpy(), -1)[key_np]
-    lmax = np.append(grid.get_column("len_max").fill_null(_NO_MAX).to_numpy(), _NO_MAX)[key_np]
-    n_chars = df.get_column("value").str.len_chars().fill_null(0).to_numpy()
-    malformed = df.get_column("malformed").to_numpy()
-    known = bit["known"]
-    bad_len_np = known & ((n_chars < lmin) | (n_chars > lmax))
-    unknown_np = ~malformed & ~known & ~bit["_enrich"]
+    flags = rules.flags[key_np]
+    known = (flags & FLAG_BITS["known"]) != 0
+    s10_s90 = (flags & FLAG_BITS["_s10_s90"]) != 0
+    bad_len_np = known & ((n_chars < rules.len_min[key_np]) | (n_chars > rules.len_max[key_np]))
+    unknown_np = ~malformed & ((flags & (FLAG_BITS["known"] | FLAG_BITS["_enrich"])) == 0)
     df = df.with_columns(pl.Series("ver", ver_np, dtype=pl.Int64))
     row_np = df.get_column("row").to_numpy()
 
@@ -353,25 +379,26 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
         return rows.astype(np.int64) if row_is_pos else np.flatnonzero(np.isin(row_np, rows))
 
     nir = cat.rcode(codes.NIR)
-    sidx = np.flatnonzero(bit["_strict"] | (rc_np == nir))
+    sidx = np.flatnonzero(((flags & FLAG_BITS["_strict"]) != 0) | (rc_np == nir))
     sub = df.select("row", "file_idx", anc_col(codes.INDIVIDUAL), "rcode", "value")[sidx]
     sub = sub.with_columns(
         pl.Series("key", key_np[sidx], dtype=pl.Int64),
-        *[pl.Series(c, bit[c][sidx]) for c in ("is_enum", "is_date", "_strict")])
-    strict_bad = _strict_anomalies(df, sub, cat, grid, patterns)
+        pl.Series("pat", rules.pat[key_np[sidx]]),
+        *[pl.Series(c, (flags[sidx] & FLAG_BITS[c]) != 0)
+          for c in ("is_enum", "is_date", "_strict")])
+    strict_bad = _strict_anomalies(sub, special, cat, rules)
     envoi_level = pl.col("in_envoi") & pl.col("decl_line").is_null()
     before_s20 = envoi_level & ~pl.col("_s10_s90") & ~pl.col("malformed")
     outside = ~pl.col("envelope") & ~pl.col("in_envoi")
-    in_envoi_np = df.get_column("in_envoi").to_numpy()
-    envoi_level_np = in_envoi_np & df.get_column("decl_line").is_null().to_numpy()
-    base = (malformed | unknown_np | bad_len_np | (envoi_level_np & ~bit["_s10_s90"] & ~malformed)
+    envoi_level_np = in_envoi_np & no_decl
+    base = (malformed | unknown_np | bad_len_np | (envoi_level_np & ~s10_s90 & ~malformed)
             | (~envelope & ~in_envoi_np))
     base[at(strict_bad.get_column("row"))] = True
     a_cols = ["row", "file_idx", "line_no", "rcode", "value", "malformed", "unknown", "bad_len",
               "len_min", "len_max", "ver", "seg", "decl_no", "decl_line", "in_envoi", "envelope",
               "_s10_s90", anc_col(codes.INDIVIDUAL), anc_col(codes.PAY)]
     from_df = [c for c in a_cols if c in df.columns]
-    len_min_g, len_max_g = grid.get_column("len_min"), grid.get_column("len_max")
+    len_min_g, len_max_g = rules.grid.get_column("len_min"), rules.grid.get_column("len_max")
 
     def line_rows(rows: np.ndarray | pl.Series) -> pl.DataFrame:
         """The ``a_cols`` of the lines ``rows`` (by position, in line order)."""
@@ -381,7 +408,7 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
         has_k = k < n_keys
         out = df.select(from_df)[idx].with_columns(
             pl.Series("unknown", unknown_np[idx]), pl.Series("bad_len", bad_len_np[idx]),
-            pl.Series("_s10_s90", bit["_s10_s90"][idx]),
+            pl.Series("_s10_s90", s10_s90[idx]),
             len_min_g.gather(pl.Series(np.where(has_k, k, 0))).alias("len_min"),
             len_max_g.gather(pl.Series(np.where(has_k, k, 0))).alias("len_max"))
         if not has_k.all():
@@ -396,16 +423,16 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
     a = _reasons(a)
 
     # Natures per declaration (first S20.G00.05.001 of the declaration).
-    natures = (df.lazy().filter((pl.col("rcode") == cat.rcode(codes.DECL_NATURE))
-                                & pl.col("decl_no").is_not_null())
-               .group_by("decl_no").agg(pl.col("value").first().alias("nature")).collect())
-    a = _with_own(a, line_rows, _cross_line_anomalies(df, a, cat))
+    natures = (special.filter((pl.col("rcode") == cat.rcode(codes.DECL_NATURE))
+                              & pl.col("decl_no").is_not_null())
+               .group_by("decl_no").agg(pl.col("value").first().alias("nature")))
+    a = _with_own(a, line_rows, _cross_line_anomalies(special, a, cat))
     # 51.010 matching no 40.009 of the same individual (natures 01/09), own anomaly-free.
     keys = ["file_idx", anc_col(codes.INDIVIDUAL)]
-    contracts = (df.lazy().filter(pl.col("rcode") == cat.rcode(codes.CONTRACT_NO))
+    contracts = (special.lazy().filter(pl.col("rcode") == cat.rcode(codes.CONTRACT_NO))
                  .select(*keys, contract_number(pl.col("value")).alias("cno")).unique().collect())
-    pays = (df.lazy().filter(pl.col("rcode") == cat.rcode(codes.PAY_CONTRACT_NO))
-            .select("row", "decl_no", *keys, "value").collect()
+    pays = (special.filter(pl.col("rcode") == cat.rcode(codes.PAY_CONTRACT_NO))
+            .select("row", "decl_no", *keys, "value")
             .join(natures, on="decl_no", how="left")
             .filter(pl.col("nature").is_in(list(codes.CONTRACT_LINK_NATURES)))
             .join(a.filter(pl.col("own_reason").is_not_null()).select("row"), on="row", how="anti"))
@@ -429,10 +456,11 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
     pay_k = pl.col("file_idx") * (1 << 32) + pl.col(anc_col(codes.PAY))
     if bad_pays.height:
         bad_keys = bad_pays.select(pay_k.alias("k")).get_column("k")
-        df = df.with_columns(pay_k.is_in(bad_keys.implode()).fill_null(False)
-                             .alias("block_rejected"))
+        block_rejected = df.select(pay_k.is_in(bad_keys.implode()).fill_null(False)).to_series()
     else:
-        df = df.with_columns(pl.lit(False).alias("block_rejected"))
+        block_rejected = pl.repeat(False, df.height, dtype=pl.Boolean, eager=True)
+    df = df.with_columns(block_rejected.alias("block_rejected"))
+    arrays["block_rejected"] = block_rejected.to_numpy()
 
     # Scope of each line's own anomaly (on the candidate lines only).
     a = a.join(natures, on="decl_no", how="left", maintain_order="left")
@@ -444,10 +472,7 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
     )
     has = pl.col("own_reason").is_not_null()
     strict_nature = pl.col("nature").is_in(list(codes.STRICT_NATURES)).fill_null(True)
-    key_codes = cat.rcodes(codes.KEY_RUBRIQUES) + [
-        i for i, r in enumerate(cat.rubriques.get_column("rubrique").to_list())
-        if r.startswith(codes.KEY_BLOCK_PREFIXES[0])]
-    is_key = pl.col("rcode").is_in(key_codes).fill_null(False)
+    is_key = pl.col("rcode").is_in(rules.key_codes).fill_null(False)
     own_scope = (
         pl.when(outside).then(pl.lit(Scope.LINE))
         .when(~has).then(pl.lit(None, pl.String))
@@ -465,29 +490,31 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
         .otherwise(pl.col("own_detail")).alias("own_detail"),
         own_scope.alias("own_scope"),
     )
-    envois = _envoi_verdicts(df, a, envois, cat, check_s90_lines)
+    arrays["row"] = row_np
+    envois = _envoi_verdicts(arrays, special, a, envois, cat, check_s90_lines)
     decls = _decl_verdicts(df, a, natures, envois)
-    df, issues = _final_states(df, a, envois, decls, bad_pays, cat)
+    df, issues = _final_states(df, arrays, special, a, envois, decls, bad_pays, cat)
     return Validated(lines=df, envois=envois, decls=decls, issues=issues, catalog=cat)
 
 
-def _envoi_verdicts(df: pl.DataFrame, a: pl.DataFrame, envois: pl.DataFrame, cat: Catalog,
-                    check_lines: bool) -> pl.DataFrame:
-    """Envoi rejected by an S10/S90 anomaly, an S90 total mismatch or a missing S90."""
+def _envoi_verdicts(arrays: dict[str, np.ndarray], special: pl.DataFrame, a: pl.DataFrame,
+                    envois: pl.DataFrame, cat: Catalog, check_lines: bool) -> pl.DataFrame:
+    """Envoi rejected by an S10/S90 anomaly, an S90 total mismatch or a missing S90.
+
+    ``arrays``: the line columns as NumPy (``validate``)."""
     rc_tl, rc_td = cat.rcode(codes.TOTAL_RUBRIQUES), cat.rcode(codes.TOTAL_DECLARATIONS)
-    lf = df.lazy()
-    in_envoi = df.get_column("in_envoi").to_numpy()
-    seg = df.get_column("seg").to_numpy()[in_envoi]
+    in_envoi = arrays["in_envoi"]
+    seg = arrays["seg"][in_envoi]
     n_lines = np.bincount(seg)
-    n_decl = np.bincount(seg[df.get_column("decl_start").to_numpy()[in_envoi]],
-                         minlength=len(n_lines))
+    n_decl = np.bincount(seg[arrays["decl_start"][in_envoi]], minlength=len(n_lines))
     has = np.flatnonzero(n_lines)  # the segments with an envoi line
     counts = pl.DataFrame({"seg": pl.Series(has, dtype=pl.Int64),
                            "n_lines": pl.Series(n_lines[has], dtype=pl.UInt32)})
     n_decls = pl.DataFrame({"seg": pl.Series(has, dtype=pl.Int64),
                             "n_decls": pl.Series(n_decl[has], dtype=pl.UInt32)}).filter(
         pl.col("n_decls") > 0)
-    totals = lf.filter(pl.col("in_envoi") & pl.col("rcode").is_in([rc_tl, rc_td])).group_by("seg").agg(
+    totals = special.lazy().filter(pl.col("in_envoi") & pl.col("rcode").is_in([rc_tl, rc_td])
+                                   ).group_by("seg").agg(
         pl.col("value").filter(pl.col("rcode") == rc_tl).first()
         .cast(pl.Int64, strict=False).alias("declared_lines"),
         pl.col("value").filter(pl.col("rcode") == rc_td).first()
@@ -542,41 +569,39 @@ def _decl_verdicts(df: pl.DataFrame, a: pl.DataFrame, natures: pl.DataFrame,
     ).drop("reject_reason", "reject_detail")
 
 
-def _final_states(df: pl.DataFrame, a: pl.DataFrame, envois: pl.DataFrame, decls: pl.DataFrame,
+def _final_states(df: pl.DataFrame, arrays: dict[str, np.ndarray], special: pl.DataFrame,
+                  a: pl.DataFrame, envois: pl.DataFrame, decls: pl.DataFrame,
                   bad_pays: pl.DataFrame, cat: Catalog) -> tuple[pl.DataFrame, pl.DataFrame]:
     """One state per line (``q_code``: 0 parsed, 1 envoi, 2 declaration, 3 line) and the issue
-    rows (q_scope, q_reason, q_detail, is_cause, w_reason, w_detail) of the lines concerned."""
+    rows (q_scope, q_reason, q_detail, is_cause, w_reason, w_detail) of the lines concerned.
+
+    ``arrays``: the line columns as NumPy (``validate``)."""
     n_seg = envois.height
-    n_decl = int(df.get_column("decl_no").max() or 0)
+    decl_no = arrays["decl_no"]  # 0: no declaration
+    n_decl = int(decl_no.max()) if len(decl_no) else 0
     # Per line in NumPy: verdicts come back by gather on the dense seg / decl_no ordinals.
     env_rej = _dense(envois, "seg", n_seg, "rejected", pl.Boolean).fill_null(False).to_numpy()
-    dec_rej = np.append(
-        _dense(decls, "decl_no", n_decl, "rejected", pl.Boolean).fill_null(False).to_numpy(), False)
-    in_envoi = df.get_column("in_envoi").to_numpy()
-    seg_rej = env_rej[df.get_column("seg").to_numpy()]
-    decl_no = df.get_column("decl_no").fill_null(n_decl + 1).to_numpy()  # -> False
+    dec_rej = _dense(decls, "decl_no", n_decl, "rejected", pl.Boolean).fill_null(False).to_numpy()
+    in_envoi = arrays["in_envoi"]
+    seg_rej = env_rej[arrays["seg"]]
     decl_rej = dec_rej[decl_no]
-    row_np = df.get_column("row").to_numpy()
-    line_q = df.get_column("block_rejected").to_numpy().copy()
+    row_np = arrays["row"]
+    line_q = arrays["block_rejected"].copy()
     line_q_rows = a.filter(pl.col("own_scope").is_in([Scope.LINE, Scope.DECLARATION, Scope.ENVOI])
                            ).get_column("row").to_numpy()
     line_q[np.flatnonzero(np.isin(row_np, line_q_rows, kind="table"))] = True
     envoi_rej = in_envoi & seg_rej
     q_code = np.where(envoi_rej, Q_ENVOI, np.where(decl_rej, Q_DECL, np.where(line_q, Q_LINE, Q_NONE))
                       ).astype(np.uint8)
-    kept = in_envoi & (decl_no <= n_decl) & ~decl_rej & ~seg_rej
+    kept = in_envoi & (decl_no > 0) & ~decl_rej & ~seg_rej
     df = df.with_columns(pl.Series("q_code", q_code), pl.Series("kept", kept),
                          pl.Series("parsed", kept & (q_code == Q_NONE)))
     # Unknown norm versions become warnings in the quarantine (tables._quarantine).
     version_rows = ((pl.col("rcode") == cat.rcode(codes.ENVOI_NORM_VERSION))
                     & ~pl.col("value").is_in(list(KNOWN_VERSIONS))).fill_null(False)
-    rc_ver = cat.rcode(codes.ENVOI_NORM_VERSION)
-    wanted = (q_code != Q_NONE) | df.get_column("damaged").fill_null(False).to_numpy()
-    wanted[np.flatnonzero(np.isin(row_np, a.get_column("row").to_numpy(), kind="table"))] = True
-    ver_idx = np.flatnonzero(df.get_column("rcode").fill_null(_NO_CODE).to_numpy().astype(np.int64)
-                             == rc_ver)
-    if len(ver_idx):
-        wanted[ver_idx[df[ver_idx].select(version_rows).to_series().to_numpy()]] = True
+    wanted = (q_code != Q_NONE) | arrays["damaged"]
+    for rows in (a.get_column("row"), special.filter(version_rows).get_column("row")):
+        wanted[np.flatnonzero(np.isin(row_np, rows.to_numpy(), kind="table"))] = True
     cols = [c for c in ISSUE_LINE_COLS if c in df.columns]
     rows = df.select(cols)[np.flatnonzero(wanted)]
     rows = rows.join(a.select("row", "own_reason", "own_detail", "own_scope"), on="row",
