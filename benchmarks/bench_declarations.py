@@ -100,10 +100,14 @@ def stage_baseline(root: Path) -> dict:
             "cpu_seconds": time.process_time() - c0, "peak_rss_mb": _rss_mb()}
 
 
-def _child(stage: str, root: Path) -> dict:
+def _child_json(args: list[str]) -> dict:
     out = subprocess.check_output([sys.executable, "-m", "benchmarks.bench_declarations",
-                                   "--stage", stage, "--root", str(root)], cwd=HERE.parent)
+                                   *args], cwd=HERE.parent)
     return json.loads(out.decode().strip().splitlines()[-1])
+
+
+def _child(stage: str, root: Path) -> dict:
+    return _child_json(["--stage", stage, "--root", str(root)])
 
 
 def slope(rows: list[dict], key: str) -> tuple[float, float]:
@@ -120,8 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--root", type=Path, default=BENCH_DATA / "lake1000k")
     ap.add_argument("--factors", default="1,10,50")
-    ap.add_argument("--stage", choices=["resolve", "baseline"], help=argparse.SUPPRESS)
+    ap.add_argument("--stage", choices=["resolve", "baseline", "replicate"],
+                    help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.stage == "replicate":
+        print(json.dumps({"root": str(replicate(a.root, int(a.factors)))}))
+        return 0
     if a.stage:
         fn = stage_resolve if a.stage == "resolve" else stage_baseline
         print(json.dumps(fn(a.root)))
@@ -132,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rows = []
     for k in (int(x) for x in a.factors.split(",")):
-        root = a.root if k == 1 else replicate(a.root, k)
+        if k == 1:
+            root = a.root
+        else:  # in a child: a fork inherits the parent's peak RSS (ru_maxrss) across exec
+            root = Path(_child_json(["--stage", "replicate", "--root", str(a.root),
+                                     "--factors", str(k)])["root"])
         load = "/".join(f"{x:.1f}" for x in os.getloadavg())
         res, base = _child("resolve", root), _child("baseline", root)
         rows.append({"factor": k, "load": load, **res,

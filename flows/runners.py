@@ -34,6 +34,9 @@ BIG_LAKE_MB = float(os.environ.get("CPF_BIG_LAKE_MB", "256"))
 # fixed interpreter + Polars + Prefect cost, plus a multiple of the shard's Parquet bytes.
 SHARD_BASE_GB = 0.45
 SHARD_RSS_PER_LAKE_BYTE = 12.0
+# Every crediting process also holds the lake's current declarations and identity links,
+# whatever its shard (benchmarks/bench_declarations.py: ~0.17 GB per million declarations).
+PROCESS_GB_PER_MILLION_DECLARATIONS = 0.17
 _BUCKET_DIR = re.compile(r"^bucket=(\d+)$")
 
 
@@ -45,6 +48,7 @@ class Plan:
     lake_buckets: list[int]
     lake_mb: float
     est_shard_gb: float
+    declarations: int = 0  # rows of the lake's declarations table (a per-process cost)
     dask_address: str | None = None
 
     def to_dict(self) -> dict:
@@ -71,6 +75,16 @@ def lake_buckets(root: Path) -> dict[int, int]:
     return out
 
 
+def lake_declarations(root: Path) -> int:
+    """Rows of the lake's declarations table (Parquet metadata only)."""
+    from parsers.lake import lake_path
+    parts = sorted((lake_path(root) / "declarations").rglob("*.parquet"))
+    if not parts:
+        return 0
+    import polars as pl
+    return int(pl.scan_parquet(parts, hive_partitioning=False).select(pl.len()).collect().item())
+
+
 def _total_ram_gb() -> float:
     try:
         import psutil
@@ -90,7 +104,8 @@ def plan(root: Path, runner: str | None = None, buckets: int | None = None,
     """Resolve the settings for DIR: runner, number of shards, concurrency.
 
     Memory cap: a shard is estimated at ``SHARD_BASE_GB + SHARD_RSS_PER_LAKE_BYTE × its lake
-    bytes``; shards are added (up to one per lake bucket) until the largest fits in
+    bytes`` plus the declarations every process holds (``PROCESS_GB_PER_MILLION_DECLARATIONS``
+    × the lake's declarations); shards are added (up to one per lake bucket) until the largest fits in
     ``max_memory_gb / workers``, then workers are reduced until ``workers × shard ≤ cap``."""
     runner = runner or os.environ.get("CPF_RUNNER") or "auto"
     if runner not in RUNNERS:
@@ -112,9 +127,12 @@ def plan(root: Path, runner: str | None = None, buckets: int | None = None,
         n = len(ids) if big else 1
     n = max(1, min(n, max(ids) + 1 if ids else 1))
 
+    n_decls = lake_declarations(root)
+    fixed_gb = SHARD_BASE_GB + PROCESS_GB_PER_MILLION_DECLARATIONS * n_decls / 1e6
+
     def est(k: int) -> float:
         per = [sum(sizes[b] for b in ids if b % k == s) for s in range(k)]
-        return SHARD_BASE_GB + SHARD_RSS_PER_LAKE_BYTE * max(per or [0]) / 2**30
+        return fixed_gb + SHARD_RSS_PER_LAKE_BYTE * max(per or [0]) / 2**30
 
     if buckets is None and _env_int("CPF_BUCKETS") is None and ids:
         while n < max(ids) + 1 and est(n) * min(workers, n) > cap:
@@ -122,7 +140,8 @@ def plan(root: Path, runner: str | None = None, buckets: int | None = None,
     shard_gb = est(n)
     workers = max(1, min(workers, n, int(cap // shard_gb) if shard_gb > 0 else workers))
     return Plan(runner=runner, shards=n, workers=workers, lake_buckets=ids, lake_mb=round(lake_mb, 1),
-                est_shard_gb=round(shard_gb, 2), dask_address=dask_address)
+                est_shard_gb=round(shard_gb, 2), declarations=n_decls,
+                dask_address=dask_address)
 
 
 def task_runner(p: Plan):

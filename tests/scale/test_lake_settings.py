@@ -52,3 +52,25 @@ def test_settings_rules(tmp_path):
     assert fix_bucket_count(tmp_path) == 8
     with pytest.raises(LakeSettingsError, match="8 person buckets"):
         fix_bucket_count(tmp_path, 32)
+
+
+def test_memory_plan_counts_the_declarations_every_process_holds(tmp_path):
+    """Each crediting process holds the lake's current declarations whatever its shard: the
+    planner's shard estimate grows with them (a national lake has ~24 M a year)."""
+    from flows.runners import PROCESS_GB_PER_MILLION_DECLARATIONS, plan
+
+    def lake(name: str, n_decls: int):
+        root = tmp_path / name
+        part = root / "lake" / "contracts" / "month=2025-01" / "bucket=000"
+        part.mkdir(parents=True)
+        pl.DataFrame({"x": list(range(1000))}).write_parquet(part / "part-0.parquet")
+        decl = root / "lake" / "declarations" / "month=2025-01"
+        decl.mkdir(parents=True)
+        pl.DataFrame({"decl_id": pl.int_range(n_decls, eager=True)}).write_parquet(
+            decl / "part-0.parquet")
+        return plan(root, runner="thread", buckets=1, max_workers=1, max_memory_gb=64)
+
+    few, many = lake("few", 10), lake("many", 2_000_000)
+    assert (few.declarations, many.declarations) == (10, 2_000_000)
+    assert many.est_shard_gb - few.est_shard_gb == pytest.approx(
+        2 * PROCESS_GB_PER_MILLION_DECLARATIONS, abs=0.01)
