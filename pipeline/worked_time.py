@@ -15,8 +15,8 @@ No float ever enters an amount; ``worked_ratio`` (Float64) is for display only.
 
 INTEGER KEYS. String keys are read once: each run builds a dictionary of its contracts
 (``contract_dictionary``: the distinct (nir, siret, contract_no), sorted, numbered ``cid``;
-persons numbered ``pid`` in NIR order). Every big table is mapped to ``cid`` by ONE join on a
-64-bit hash of the key (``contract_key_hashes``), checked against a second, independently
+persons numbered ``pid`` in NIR order). Every big table is mapped to ``cid`` by ONE lookup of
+a 64-bit hash of the key (``contract_key_hashes``), checked against a second, independently
 seeded 64-bit hash: a row whose key differs from the dictionary's gets no ``cid`` even when the
 first hashes collide, and two distinct keys of the run sharing a first hash stop the run
 (``KeyHashCollision``) instead of merging; only a collision of both hashes at once (odds about
@@ -102,7 +102,7 @@ _DECLS_CACHE: dict[tuple, RunDeclarations] = {}
 
 
 def run_declarations(root_dir: Path | str) -> RunDeclarations:
-    """``current_declarations``, ``identity_links`` and the decl_id Enum for a lake, computed
+    """``current_declarations``, ``identity_links`` and the rank lookup for a lake, computed
     once per process and lake state: the bucket runs of one campaign share them (they read the
     whole lake's declarations, individuals and change blocks, not one bucket's)."""
     sig = lake_signature(root_dir, "declarations", "individuals", *CHANGE_TABLES)
