@@ -169,3 +169,19 @@ def test_distinct_keys_sharing_a_join_hash_stop_the_run(monkeypatch):
     with pytest.raises(wt.KeyHashCollision):
         wt.contract_dictionary(_contracts(("1800101000001", "11111111100011", "A1"),
                                           ("1800101000001", "11111111100011", "A2")))
+
+
+def test_activity_unit_is_its_contracts_in_the_same_declaration():
+    """An Activité without 53.003 takes the unit of its contract in the SAME declaration:
+    read by cid when the contract's unit never changed, through the (declaration, person
+    block) lookup when it did (hours in one declaration, forfait days in the next)."""
+    from pipeline.worked_time import KEY_SHIFT, with_contract_unit
+    contracts = pl.DataFrame({  # cid 0 always "10"; cid 1 "10" in decl 5, "20" in decl 6
+        "cid": [0, 0, 1, 1], "_drank": [5, 6, 5, 6], "person_occ": [1, 1, 1, 1],
+        "_ord": [50, 60, 51, 61], "unit": ["10", "10", "10", "20"]})
+    activities = pl.DataFrame({"cid": [0, 1, 1, 1], "_drank": [6, 5, 6, 7],
+                               "person_occ": [1, 1, 1, 1]}).with_columns(
+        (pl.col("cid") * KEY_SHIFT + pl.col("_drank")).alias("dk"))
+    out = with_contract_unit(activities, contracts, n_contracts=2).sort("cid", "_drank")
+    # decl 7 declares no contract 1: no unit (never worked time), as the join always gave
+    assert out["contract_unit"].to_list() == ["10", "10", "20", None]
