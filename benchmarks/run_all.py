@@ -2,7 +2,7 @@
 
 Why separate processes: peak RSS (ru_maxrss) is per process, so each benchmark measures its
 own memory, and one benchmark's caches cannot flatter the next one. Each script writes its
-figures to ``benchmarks/results/<name>.md``; this driver writes the index the README links.
+figures to ``benchmarks/results/<what>.md`` (``bench_<what>``); this driver writes the index the README links.
 
 Environment knobs (all optional) are passed through untouched: see each script's ``--help``.
 """
@@ -41,7 +41,8 @@ def main(argv: list[str]) -> int:
              "baseline measured in the same run; figures are from this repository's 2-core machine.",
              "", "| benchmark | status | wall time (s) | figures |", "|---|---|---|---|"]
     for name, status, secs in rows:
-        lines.append(f"| {name} | {status} | {secs:.1f} | [{name}.md]({name}.md) |")
+        figures = f"{name.removeprefix('bench_')}.md"  # each script writes results/<what>.md
+        lines.append(f"| {name} | {status} | {secs:.1f} | [{figures}]({figures}) |")
     (RESULTS / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print((RESULTS / "README.md").read_text(encoding="utf-8"))
     return 1 if failed else 0
