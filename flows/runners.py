@@ -34,9 +34,9 @@ BIG_LAKE_MB = float(os.environ.get("CPF_BIG_LAKE_MB", "256"))
 # fixed interpreter + Polars + Prefect cost, plus a multiple of the shard's Parquet bytes.
 SHARD_BASE_GB = 0.45
 SHARD_RSS_PER_LAKE_BYTE = 12.0
-# Every crediting process also holds the lake's current declarations and identity links,
-# whatever its shard (benchmarks/bench_declarations.py: ~0.17 GB per million declarations).
-PROCESS_GB_PER_MILLION_DECLARATIONS = 0.17
+# Every crediting process also holds the current declarations its shard's rows refer to
+# (benchmarks/bench_declarations.py: ~0.19 GB per million declarations held).
+PROCESS_GB_PER_MILLION_DECLARATIONS = 0.19
 _BUCKET_DIR = re.compile(r"^bucket=(\d+)$")
 
 
@@ -48,7 +48,8 @@ class Plan:
     lake_buckets: list[int]
     lake_mb: float
     est_shard_gb: float
-    declarations: int = 0  # rows of the lake's declarations table (a per-process cost)
+    declarations: int = 0  # rows of the lake's declarations table
+    people_per_declaration: float = 0.0  # individuals rows / declarations rows of the lake
     dask_address: str | None = None
 
     def to_dict(self) -> dict:
@@ -75,14 +76,20 @@ def lake_buckets(root: Path) -> dict[int, int]:
     return out
 
 
-def lake_declarations(root: Path) -> int:
-    """Rows of the lake's declarations table (Parquet metadata only)."""
+def lake_rows(root: Path, table: str) -> int:
+    """Rows of a lake table (Parquet metadata only)."""
     from parsers.lake import lake_path
-    parts = sorted((lake_path(root) / "declarations").rglob("*.parquet"))
+    parts = sorted((lake_path(root) / table).rglob("*.parquet"))
     if not parts:
         return 0
     import polars as pl
     return int(pl.scan_parquet(parts, hive_partitioning=False).select(pl.len()).collect().item())
+
+
+def declarations_share(people_per_declaration: float, shards: int) -> float:
+    """Share of the lake's declarations one shard's rows refer to (people spread evenly over
+    the shards): a declaration of p people reaches a shard with odds 1 − (1 − 1/shards)^p."""
+    return 1 - (1 - 1 / max(1, shards)) ** max(1.0, people_per_declaration)
 
 
 def _total_ram_gb() -> float:
@@ -104,9 +111,10 @@ def plan(root: Path, runner: str | None = None, buckets: int | None = None,
     """Resolve the settings for DIR: runner, number of shards, concurrency.
 
     Memory cap: a shard is estimated at ``SHARD_BASE_GB + SHARD_RSS_PER_LAKE_BYTE × its lake
-    bytes`` plus the declarations every process holds (``PROCESS_GB_PER_MILLION_DECLARATIONS``
-    × the lake's declarations); shards are added (up to one per lake bucket) until the largest fits in
-    ``max_memory_gb / workers``, then workers are reduced until ``workers × shard ≤ cap``."""
+    bytes`` plus the declarations its rows refer to (``PROCESS_GB_PER_MILLION_DECLARATIONS`` ×
+    the lake's declarations × ``declarations_share``); shards are added (up to one per lake
+    bucket) until the largest fits in ``max_memory_gb / workers``, then workers are reduced
+    until ``workers × shard ≤ cap``."""
     runner = runner or os.environ.get("CPF_RUNNER") or "auto"
     if runner not in RUNNERS:
         raise ValueError(f"runner {runner!r} is not one of {', '.join(RUNNERS)}")
@@ -127,12 +135,13 @@ def plan(root: Path, runner: str | None = None, buckets: int | None = None,
         n = len(ids) if big else 1
     n = max(1, min(n, max(ids) + 1 if ids else 1))
 
-    n_decls = lake_declarations(root)
-    fixed_gb = SHARD_BASE_GB + PROCESS_GB_PER_MILLION_DECLARATIONS * n_decls / 1e6
+    n_decls = lake_rows(root, "declarations")
+    ppd = lake_rows(root, "individuals") / n_decls if n_decls else 0.0
 
     def est(k: int) -> float:
         per = [sum(sizes[b] for b in ids if b % k == s) for s in range(k)]
-        return fixed_gb + SHARD_RSS_PER_LAKE_BYTE * max(per or [0]) / 2**30
+        held = PROCESS_GB_PER_MILLION_DECLARATIONS * n_decls * declarations_share(ppd, k) / 1e6
+        return SHARD_BASE_GB + held + SHARD_RSS_PER_LAKE_BYTE * max(per or [0]) / 2**30
 
     if buckets is None and _env_int("CPF_BUCKETS") is None and ids:
         while n < max(ids) + 1 and est(n) * min(workers, n) > cap:
@@ -141,6 +150,7 @@ def plan(root: Path, runner: str | None = None, buckets: int | None = None,
     workers = max(1, min(workers, n, int(cap // shard_gb) if shard_gb > 0 else workers))
     return Plan(runner=runner, shards=n, workers=workers, lake_buckets=ids, lake_mb=round(lake_mb, 1),
                 est_shard_gb=round(shard_gb, 2), declarations=n_decls,
+                people_per_declaration=round(ppd, 1),
                 dask_address=dask_address)
 
 

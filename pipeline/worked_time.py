@@ -28,16 +28,21 @@ once per person.
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 from datetime import date
 from pathlib import Path
 
 import polars as pl
 
 from parsers.lake import BUCKET_DIGITS, lake_path, scan
-from parsers.lake_schema import CHANGE_TABLES, PERSON_TABLES, TABLES
+from parsers.lake_schema import CHANGE_TABLES, PERSON_TABLES, TABLES, person_bucket
+from parsers.lake_settings import bucket_count
 from parsers.tables import DECL_ID_SHA_CHARS
 from pipeline.parameters import YearParams
 from pipeline.versions import current_declarations as versions_current
@@ -91,27 +96,52 @@ def lake_signature(root_dir: Path | str, *tables: str) -> tuple:
 
 
 class RunDeclarations(NamedTuple):
-    """What every bucket run of a lake state shares (``run_declarations``)."""
+    """The current declarations a bucket run needs (``run_declarations``)."""
 
-    decls: pl.DataFrame  # current_declarations: decl_id, _drank (= row index)
-    ident: "Identity"  # identity_links
+    decls: pl.DataFrame  # decl_id, _drank (= row index): the run's current declarations
+    ident: "Identity"  # identity_links (the whole lake's)
     drank: pl.Expr  # a row's _drank, null when not current (``drank_expr``): built once
 
 
+_IDENT_CACHE: dict[tuple, "Identity"] = {}
 _DECLS_CACHE: dict[tuple, RunDeclarations] = {}
+READ_TABLES = ("contracts", "activities", "pay", "work_stoppages", "suspensions",
+               "contract_ends")  # the person tables the engine reads (scan_person_table)
 
 
-def run_declarations(root_dir: Path | str) -> RunDeclarations:
-    """``current_declarations``, ``identity_links`` and the rank lookup for a lake, computed
-    once per process and lake state: the bucket runs of one campaign share them (they read the
-    whole lake's declarations, individuals and change blocks, not one bucket's)."""
+def run_declarations(root_dir: Path | str, buckets: list[int] | None = None) -> RunDeclarations:
+    """The current declarations referenced by the rows of ``buckets`` (every bucket when
+    None), with the lake's identity links and the rank lookup.
+
+    What a process holds follows its buckets, not the lake: the lake's current declarations
+    are computed once per lake state and kept on disk (``current_declarations_path``); a bucket
+    run reads only those its rows (and the rows its identity links bring from other buckets)
+    refer to. Their ``_drank`` are renumbered 0..k-1 in the same order, so every comparison
+    is unchanged. Cached per process, lake state and buckets."""
     sig = lake_signature(root_dir, "declarations", "individuals", *CHANGE_TABLES)
-    hit = _DECLS_CACHE.get(sig)
-    if hit is None:
-        decls = current_declarations(root_dir)
-        hit = RunDeclarations(decls, identity_links(root_dir, decls), drank_expr(decls))
-        _DECLS_CACHE.clear()  # one lake state at a time: bounded memory
-        _DECLS_CACHE[sig] = hit
+    key = (sig, None if buckets is None else tuple(sorted({int(b) for b in buckets})))
+    hit = _DECLS_CACHE.get(key)
+    if hit is not None:
+        return hit
+    path = current_declarations_path(root_dir)
+    ident = _IDENT_CACHE.get(sig)
+    if ident is None:
+        ident = identity_links(root_dir, pl.scan_parquet(path).select("decl_id"))
+        _IDENT_CACHE.clear()
+        _IDENT_CACHE[sig] = ident
+    cur = pl.scan_parquet(path)
+    if buckets is not None:
+        run = set(key[1])
+        links = ident.links.filter(pl.col("link_bucket").is_in(sorted(run)))
+        read = sorted(run | set(links["src_bucket"].drop_nulls().to_list()))
+        ids = pl.concat([scan_table(root_dir, t, read).select("decl_id").unique()
+                         for t in READ_TABLES]).unique()
+        cur = cur.join(ids, on="decl_id", how="semi")
+    decls = (cur.sort("_drank").collect()
+             .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("_drank")))
+    hit = RunDeclarations(decls, ident, drank_expr(decls))
+    _DECLS_CACHE.clear()  # one lake state and bucket set at a time: bounded memory
+    _DECLS_CACHE[key] = hit
     return hit
 
 
@@ -119,41 +149,74 @@ def drank_expr(decls: pl.DataFrame) -> pl.Expr:
     """``_drank`` of a row's declaration, null when it is not a current one. A cast to the
     Enum of current decl_ids (category i is the declaration of ``_drank`` i) looks each row up
     and adds ONE column, where a join on decl_id would re-gather every column of a big table.
-    Built once per lake state and reused: turning the Enum into an expression copies all its
-    categories (24 million nationally)."""
+    Built once per run and reused: turning the Enum into an expression copies all its
+    categories."""
     return (pl.col("decl_id").cast(pl.Enum(decls["decl_id"]), strict=False).to_physical()
             .cast(pl.Int64).alias("_drank"))
 
 
-def current_declarations(root_dir: Path | str) -> pl.DataFrame:
+CURRENT_DIR = "_current_declarations"  # under lake/: derived data, one folder per lake state
+
+
+def current_declarations_path(root_dir: Path | str) -> Path:
+    """Folder of the lake state's current declarations, ``(decl_id, _drank)``, one Parquet
+    per declared month (``current_declarations``). Computed once per lake state by the first
+    process that needs it, one month at a time (memory: one month's declarations), published
+    by an atomic rename (a concurrent process computing the same folder loses the rename and
+    uses the winner's); folders of older lake states are removed. Kept under the lake, or
+    under the temp folder when the lake is read-only."""
+    sig = lake_signature(root_dir, "declarations")
+    state = hashlib.sha256(repr(sig).encode()).hexdigest()[:16]
+    base = lake_path(root_dir) / CURRENT_DIR
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        base = Path(tempfile.gettempdir()) / f"cpf{CURRENT_DIR}"
+        base.mkdir(parents=True, exist_ok=True)
+    final = base / state
+    if not final.exists():
+        tmp = base / f".{state}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        for i, part in enumerate(current_declarations(root_dir)):
+            part.write_parquet(tmp / f"part-{i:04d}.parquet")
+        try:
+            tmp.rename(final)
+        except OSError:  # another process published the same state first
+            shutil.rmtree(tmp, ignore_errors=True)
+        for old in base.iterdir():
+            if old.name != final.name and not old.name.startswith("."):
+                shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def current_declarations(root_dir: Path | str) -> Iterator[pl.DataFrame]:
     """Current declaration versions (``pipeline.versions``: nature 01, not test, not rejected,
-    A&R substitution, fractions unioned), COLLECTED once (one row per declaration: small), in
-    ``_drank`` order: the rank of (decl_month, constitution_date, decl_id), nulls first — the
-    order of "the latest declaration of the month" (rows compare by ``_drank``, then
-    ``line_no``), and of lineage (first..last declaration). Resolved one declared month at a
-    time (bounded memory) and ranked by an integer-only sort (``decl_id_order``): a national
-    year holds some 24 million declarations, and sorting their ids as strings took most of
-    this step."""
+    A&R substitution, fractions unioned), one declared month at a time (the month is part of
+    the version key), in ``_drank`` order: the rank of (decl_month, constitution_date,
+    decl_id), nulls first — the order of "the latest declaration of the month" (rows compare
+    by ``_drank``, then ``line_no``), and of lineage (first..last declaration). Yields at
+    least one frame (empty when the lake has no declaration). Ranked by integer-only sorts
+    (``decl_id_order``): a national year holds some 24 million declarations, and sorting their
+    ids as strings took most of this step."""
     months = (scan(root_dir, "declarations").select("decl_month").unique().collect()
               ["decl_month"].drop_nulls().sort())
-    parts = [versions_current(Path(root_dir), m)
-             .select("decl_id", "decl_month", "constitution_date").collect() for m in months]
-    if not parts:
-        return pl.DataFrame(schema={"decl_id": pl.String, "_drank": pl.Int64})
-    cur = pl.concat(parts)
-    del parts
-    # (decl_month, constitution_date or null first) as one Int64: month days · 2**32 + the
-    # date's days shifted into [1, 2**32) (null -> 0; DSN dates are years 0000-9999)
-    day = lambda c: pl.col(c).cast(pl.Int32).cast(pl.Int64)  # noqa: E731
-    month_then_date = (day("decl_month") * ORD_SHIFT
-                       + (day("constitution_date") + 2**31 + 1).fill_null(0))
-    # two single-purpose sorts of indices (a multi-key sort whose first key has few distinct
-    # values is several times slower): by decl_id, then STABLY by (month, date)
-    by_id = cur.select(pl.arg_sort_by(decl_id_order(cur["decl_id"])))[:, 0]
-    mtd = cur.select(month_then_date.alias("_mtd"))[:, 0].gather(by_id)
-    order = by_id.gather(mtd.to_frame().select(pl.arg_sort_by("_mtd", maintain_order=True))[:, 0])
-    return pl.DataFrame({"decl_id": cur["decl_id"].gather(order),  # strings gathered once
-                         "_drank": pl.int_range(cur.height, dtype=pl.Int64, eager=True)})
+    offset = 0
+    if months.len() == 0:
+        yield pl.DataFrame(schema={"decl_id": pl.String, "_drank": pl.Int64})
+    for month in months:
+        cur = (versions_current(Path(root_dir), month).select("decl_id", "constitution_date")
+               .collect())
+        # within a month: by constitution date (null first), then decl_id — two sorts of
+        # indices (decl_id's integer keys, then a STABLE sort on the date's days)
+        by_id = cur.select(pl.arg_sort_by(decl_id_order(cur["decl_id"])))[:, 0]
+        day = (cur["constitution_date"].cast(pl.Int32).cast(pl.Int64).fill_null(-(2**62))
+               .gather(by_id))
+        order = by_id.gather(day.to_frame().select(pl.arg_sort_by(day.name,
+                                                                   maintain_order=True))[:, 0])
+        yield pl.DataFrame({"decl_id": cur["decl_id"].gather(order),
+                            "_drank": pl.int_range(offset, offset + cur.height, dtype=pl.Int64,
+                                                   eager=True)})
+        offset += cur.height
 
 
 # decl_id as written by parsers.tables: the file's sha256 prefix (lowercase hex), "-", the
@@ -253,8 +316,9 @@ def nir_buckets(root_dir: Path | str, nirs: pl.Series) -> pl.DataFrame:
             .group_by("nir").agg(pl.col("bucket").min()).collect())
 
 
-def identity_links(root_dir: Path | str, decls: pl.DataFrame) -> Identity:
-    """Identity links read from current declarations (``decls``) over every bucket.
+def identity_links(root_dir: Path | str, current: pl.LazyFrame) -> Identity:
+    """Identity links read from current declarations (``current``: their decl_id) over every
+    bucket.
 
     - old NIR -> NIR (dsn_format.md §1.5): an S21.G00.31 whose .008 (ancien NIR) differs
       from the individual's 30.001 links the old NIR to it; chains are followed (old -> new
@@ -266,7 +330,6 @@ def identity_links(root_dir: Path | str, decls: pl.DataFrame) -> Identity:
     - old contract key -> contract key: an S21.G00.41 with .012 (SIRET ancien établissement)
       and/or .014 (ancien numéro) links (nir, old siret, old number) to its contract's
       (nir, siret, number), NIRs resolved first; chained; conflicting links left unmerged."""
-    current = decls.lazy().select("decl_id")
     nir_edges = (scan_table(root_dir, "individual_changes")
                  .filter(pl.col("old_nir").is_not_null() & pl.col("nir").is_not_null())
                  .join(current, on="decl_id", how="semi")
@@ -907,7 +970,7 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     STAGE_SECONDS.clear()
     STAGE_CPU_SECONDS.clear()
     t, _cpu_mark[0] = time.perf_counter(), time.process_time()
-    run = run_declarations(root_dir)
+    run = run_declarations(root_dir, buckets)
     decls, ident = run.decls, run.ident
     links, clinks = ident.links, contract_link_hashes(ident.contract_links)
     t = _timed("current_declarations", t)
@@ -1209,13 +1272,13 @@ def source_declarations(root_dir: Path | str, nir: str, year: int) -> pl.DataFra
     """Full lineage for ONE person (``cpf explain``): every current declaration of year N
     (and of the months whose recalls count for N) in which the person has a contract,
     activity or pay row (also under an NTT linked to the NIR), with the table it was seen in.
-    Filters the lake for that NIR only."""
-    run = run_declarations(root_dir)
+    Reads that NIR's bucket only (and the buckets its identity links point to)."""
+    bucket = pl.DataFrame({"nir": [nir]}).select(person_bucket(bucket_count(root_dir))).item()
+    run = run_declarations(root_dir, [bucket])
     links = run.ident.links
     frames = []
-    for table in ("contracts", "activities", "pay", "work_stoppages", "suspensions",
-                  "contract_ends"):
-        frames.append(scan_person_table(root_dir, table, run, None, with_ord=False,
+    for table in READ_TABLES:
+        frames.append(scan_person_table(root_dir, table, run, [bucket], with_ord=False,
                                         links=links)
                       .filter(pl.col("nir") == nir)
                       .filter((pl.col("decl_month") >= date(year - 1, 12, 1))

@@ -185,3 +185,28 @@ def test_activity_unit_is_its_contracts_in_the_same_declaration():
     out = with_contract_unit(activities, contracts, n_contracts=2).sort("cid", "_drank")
     # decl 7 declares no contract 1: no unit (never worked time), as the join always gave
     assert out["contract_unit"].to_list() == ["10", "10", "20", None]
+
+
+def test_current_declarations_are_kept_per_lake_state_and_held_per_bucket(small_lake, tmp_path):
+    """The lake state's current declarations are computed once and kept on disk (a new state
+    replaces them); a bucket run holds only those its rows refer to, ranked in the same order."""
+    import shutil
+
+    from pipeline.worked_time import current_declarations_path, run_declarations
+    lake = tmp_path / "copy"
+    shutil.copytree(small_lake, lake)
+    first = current_declarations_path(lake)
+    assert current_declarations_path(lake) == first
+    every = pl.read_parquet(first).sort("_drank")
+    assert every["_drank"].to_list() == list(range(every.height))
+    whole, one = run_declarations(lake), run_declarations(lake, [0])
+    assert 0 < one.decls.height <= whole.decls.height == every.height
+    assert one.decls["_drank"].to_list() == list(range(one.decls.height))
+    order = {d: i for i, d in enumerate(every["decl_id"])}
+    ranks = [order[d] for d in one.decls["decl_id"]]
+    assert ranks == sorted(ranks)
+    part = next((lake / "lake" / "declarations").rglob("*.parquet"))
+    pl.read_parquet(part).head(0).write_parquet(part)  # a new lake state: that month is empty
+    second = current_declarations_path(lake)
+    assert second != first and not first.exists()
+    assert pl.read_parquet(second).height < every.height

@@ -54,23 +54,30 @@ def test_settings_rules(tmp_path):
         fix_bucket_count(tmp_path, 32)
 
 
-def test_memory_plan_counts_the_declarations_every_process_holds(tmp_path):
-    """Each crediting process holds the lake's current declarations whatever its shard: the
-    planner's shard estimate grows with them (a national lake has ~24 M a year)."""
-    from flows.runners import PROCESS_GB_PER_MILLION_DECLARATIONS, plan
+def test_memory_plan_counts_the_declarations_a_shard_refers_to(tmp_path):
+    """A crediting process holds the current declarations its shard's rows refer to: the
+    planner's shard estimate grows with the lake's declarations, less so when they are small
+    (few people each) and spread over many shards."""
+    from flows.runners import PROCESS_GB_PER_MILLION_DECLARATIONS, declarations_share, plan
 
-    def lake(name: str, n_decls: int):
+    def lake(name: str, n_decls: int, individuals: int, shards: int):
         root = tmp_path / name
-        part = root / "lake" / "contracts" / "month=2025-01" / "bucket=000"
-        part.mkdir(parents=True)
-        pl.DataFrame({"x": list(range(1000))}).write_parquet(part / "part-0.parquet")
-        decl = root / "lake" / "declarations" / "month=2025-01"
-        decl.mkdir(parents=True)
-        pl.DataFrame({"decl_id": pl.int_range(n_decls, eager=True)}).write_parquet(
-            decl / "part-0.parquet")
-        return plan(root, runner="thread", buckets=1, max_workers=1, max_memory_gb=64)
+        for b in range(shards):
+            part = root / "lake" / "contracts" / "month=2025-01" / f"bucket={b:03d}"
+            part.mkdir(parents=True)
+            pl.DataFrame({"x": list(range(1000))}).write_parquet(part / "part-0.parquet")
+        for table, n in (("declarations", n_decls), ("individuals", individuals)):
+            d = root / "lake" / table / "month=2025-01"
+            d.mkdir(parents=True)
+            pl.DataFrame({"x": pl.repeat(0, n, dtype=pl.Int8, eager=True)}).write_parquet(
+                d / "part-0.parquet")  # only the row count matters (Parquet metadata)
+        return plan(root, runner="thread", buckets=shards, max_workers=1, max_memory_gb=64)
 
-    few, many = lake("few", 10), lake("many", 2_000_000)
+    few = lake("few", 10, 1_000, 1)
+    many = lake("many", 2_000_000, 20_000_000, 1)  # 10 people each, one shard: all held
     assert (few.declarations, many.declarations) == (10, 2_000_000)
+    assert many.people_per_declaration == 10
     assert many.est_shard_gb - few.est_shard_gb == pytest.approx(
         2 * PROCESS_GB_PER_MILLION_DECLARATIONS, abs=0.01)
+    assert declarations_share(10, 128) == pytest.approx(0.0754, abs=1e-3)
+    assert declarations_share(100, 16) > 0.99
