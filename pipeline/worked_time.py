@@ -104,44 +104,49 @@ class RunDeclarations(NamedTuple):
 
 
 _IDENT_CACHE: dict[tuple, "Identity"] = {}
-_DECLS_CACHE: dict[tuple, RunDeclarations] = {}
-READ_TABLES = ("contracts", "activities", "pay", "work_stoppages", "suspensions",
-               "contract_ends")  # the person tables the engine reads (scan_person_table)
+_DECLS_CACHE: dict[tuple, RunDeclarations] = {}  # one lake state and declaration set at a time
+SUBSET_AT_MOST = 0.5  # below this share of the lake's declarations, a run holds only its own
 
 
 def run_declarations(root_dir: Path | str, buckets: list[int] | None = None) -> RunDeclarations:
-    """The current declarations referenced by the rows of ``buckets`` (every bucket when
-    None), with the lake's identity links and the rank lookup.
+    """The current declarations the rows of ``buckets`` refer to (every bucket when None),
+    with the lake's identity links and the rank lookup.
 
     What a process holds follows its buckets, not the lake: the lake's current declarations
     are computed once per lake state and kept on disk (``current_declarations_path``); a bucket
-    run reads only those its rows (and the rows its identity links bring from other buckets)
-    refer to. Their ``_drank`` are renumbered 0..k-1 in the same order, so every comparison
-    is unchanged. Cached per process, lake state and buckets."""
+    run whose rows (and the rows its identity links bring from other buckets) refer to less
+    than ``SUBSET_AT_MOST`` of them holds only those, their ``_drank`` renumbered 0..k-1 in the
+    same order (every comparison is unchanged). Otherwise (small lakes, where every bucket
+    meets nearly every declaration) the process holds them all, once for all its runs.
+    A row's declaration is always declared with its contract (a 51, 60, 62 or 65 block names
+    a 40 of the same individual), so the contracts' decl_ids are the run's."""
     sig = lake_signature(root_dir, "declarations", "individuals", *CHANGE_TABLES)
-    key = (sig, None if buckets is None else tuple(sorted({int(b) for b in buckets})))
-    hit = _DECLS_CACHE.get(key)
-    if hit is not None:
-        return hit
     path = current_declarations_path(root_dir)
     ident = _IDENT_CACHE.get(sig)
     if ident is None:
         ident = identity_links(root_dir, pl.scan_parquet(path).select("decl_id"))
         _IDENT_CACHE.clear()
         _IDENT_CACHE[sig] = ident
-    cur = pl.scan_parquet(path)
+    ids = None
     if buckets is not None:
-        run = set(key[1])
+        run = {int(b) for b in buckets}
         links = ident.links.filter(pl.col("link_bucket").is_in(sorted(run)))
         read = sorted(run | set(links["src_bucket"].drop_nulls().to_list()))
-        ids = pl.concat([scan_table(root_dir, t, read).select("decl_id").unique()
-                         for t in READ_TABLES]).unique()
-        cur = cur.join(ids, on="decl_id", how="semi")
-    decls = (cur.sort("_drank").collect()
-             .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("_drank")))
-    hit = RunDeclarations(decls, ident, drank_expr(decls))
-    _DECLS_CACHE.clear()  # one lake state and bucket set at a time: bounded memory
-    _DECLS_CACHE[key] = hit
+        ids = scan_table(root_dir, "contracts", read).select("decl_id").unique().collect()
+        total = pl.scan_parquet(path).select(pl.len()).collect().item()
+        if ids.height >= SUBSET_AT_MOST * total:
+            ids = None
+    key = (sig, None if ids is None else tuple(sorted({int(b) for b in read})))
+    hit = _DECLS_CACHE.get(key)
+    if hit is None:
+        cur = pl.scan_parquet(path)
+        if ids is not None:
+            cur = cur.join(ids.lazy(), on="decl_id", how="semi")
+        decls = (cur.sort("_drank").collect()
+                 .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("_drank")))
+        hit = RunDeclarations(decls, ident, drank_expr(decls))
+        _DECLS_CACHE.clear()
+        _DECLS_CACHE[key] = hit
     return hit
 
 
@@ -1277,7 +1282,8 @@ def source_declarations(root_dir: Path | str, nir: str, year: int) -> pl.DataFra
     run = run_declarations(root_dir, [bucket])
     links = run.ident.links
     frames = []
-    for table in READ_TABLES:
+    for table in ("contracts", "activities", "pay", "work_stoppages", "suspensions",
+                  "contract_ends"):
         frames.append(scan_person_table(root_dir, table, run, [bucket], with_ord=False,
                                         links=links)
                       .filter(pl.col("nir") == nir)
