@@ -16,9 +16,11 @@ from typing import Callable
 import polars as pl
 
 from parsers.account_inputs import read_balances, read_holders
+from parsers.lake import lake_path
 from parsers.lake_settings import bucket_count, fix_bucket_count
 from pipeline import publish as pub
 from pipeline.parameters import params_for_year
+from pipeline.worked_time import current_declarations_path
 from pipeline.dotations import merge_lots, plan_dotations, read_dotations
 from pipeline.ledger import RunMeta, conform, ensure, plan_year_postings
 
@@ -121,6 +123,8 @@ def prepare(root: Path, year: int, holders: Path | None = None, balances: Path |
     run_id = pub.derive_run_id(inputs, seq)
     work = root / "work" / run_id
     work.mkdir(parents=True, exist_ok=True)
+    if (lake_path(root) / "declarations").exists():  # once here, not by every shard worker
+        current_declarations_path(root)
     return Prepared(root=str(root), year=year, run_id=run_id, seq=seq, inputs=inputs.to_dict(),
                     work_dir=str(work))
 
