@@ -35,6 +35,8 @@ from pathlib import Path
 
 import polars as pl
 
+from flows.runners import declarations_share
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 BENCH_DATA = HERE.parent / "bench_data"
@@ -133,13 +135,11 @@ def _child(stage: str, root: Path) -> dict:
 
 
 def slope(rows: list[dict], key: str) -> tuple[float, float]:
-    """Least-squares (per million declarations, intercept)."""
-    xs = [r["declarations"] / 1e6 for r in rows]
-    ys = [r[key] for r in rows]
-    n, mx, my = len(xs), sum(xs) / len(xs), sum(ys) / len(ys)
-    var = sum((x - mx) ** 2 for x in xs)
-    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if n > 1 and var else 0.0
-    return b, my - b * mx
+    """``bench_scale.linear`` of ``key`` against millions of declarations: (slope, intercept)."""
+    from benchmarks.bench_scale import linear
+    if len(rows) < 2:
+        return 0.0, rows[0][key] if rows else 0.0
+    return linear([r["declarations"] / 1e6 for r in rows], [r[key] for r in rows])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,7 +209,7 @@ def render(rows: list[dict]) -> list[str]:
     c_t, ci_t = slope(rows, "compute_seconds")
     c_m, ci_m = slope(rows, "compute_rss_mb")
     h_m, hi_m = slope(rows, "peak_rss_mb")
-    share = bucket_share(NATIONAL_PEOPLE_PER_DECLARATION, NATIONAL_BUCKETS)
+    share = declarations_share(NATIONAL_PEOPLE_PER_DECLARATION, NATIONAL_BUCKETS)
     lines += ["", f"Fitted per million declarations: compute {c_t:.2f} s and {c_m:,.0f} MB "
               f"(+{ci_t:.2f} s, +{ci_m:,.0f} MB); hold {h_m:,.0f} MB (+{hi_m:,.0f} MB).",
               "",
@@ -233,11 +233,6 @@ def render(rows: list[dict]) -> list[str]:
               f"~{850e6 * rows[-1]['lookup_ns_per_row'] / 1e9 / 60:.1f} CPU-minutes at the "
               "largest size measured, spread over the buckets."]
     return lines
-
-
-def bucket_share(people_per_declaration: int, buckets: int) -> float:
-    """Share of the declarations a bucket's rows refer to, people spread evenly."""
-    return 1 - (1 - 1 / buckets) ** people_per_declaration
 
 
 if __name__ == "__main__":

@@ -166,14 +166,14 @@ def _declarations_benchmark() -> dict | None:
     if not path.exists():
         return None
     from benchmarks.bench_declarations import (NATIONAL_BUCKETS, NATIONAL_DECLARATIONS_PER_YEAR,
-                                               NATIONAL_PEOPLE_PER_DECLARATION, bucket_share,
-                                               slope)
+                                               NATIONAL_PEOPLE_PER_DECLARATION, slope)
+    from flows.runners import declarations_share
     rows = json.loads(path.read_text())
     if len(rows) < 2 or "compute_seconds" not in rows[0]:
         return None
     nat = NATIONAL_DECLARATIONS_PER_YEAR / 1e6
     (ct, cit), (hm, him) = slope(rows, "compute_seconds"), slope(rows, "peak_rss_mb")
-    share = bucket_share(NATIONAL_PEOPLE_PER_DECLARATION, NATIONAL_BUCKETS)
+    share = declarations_share(NATIONAL_PEOPLE_PER_DECLARATION, NATIONAL_BUCKETS)
     return {"compute_s": ct * nat + cit, "held_mb": hm * share * nat + him, "millions": nat,
             "buckets": NATIONAL_BUCKETS}
 
