@@ -16,7 +16,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-SCRIPTS = ("bench_ingest", "bench_credit", "bench_declarations", "bench_scale")
+SCRIPTS = ("bench_ingest", "bench_credit", "bench_declarations", "bench_compact", "bench_scale")
 
 
 def main(argv: list[str]) -> int:

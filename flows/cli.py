@@ -158,7 +158,8 @@ def _print_ingest(report: dict) -> None:
     t.add_column("")
     t.add_column("count", justify="right")
     for k in ("files_seen", "files_ingested", "files_skipped_duplicate", "declarations",
-              "declarations_rejected", "lines_read", "lines_parsed", "lines_quarantined"):
+              "declarations_rejected", "lines_read", "lines_parsed", "lines_quarantined",
+              "partitions_compacted"):
         if k in report:
             t.add_row(k.replace("_", " "), str(report[k]))
     console.print(t)

@@ -43,11 +43,13 @@ def ingest_files(paths: list[Path], root: Path, on_progress=None,
                  n_buckets: int | None = None) -> dict:
     """parsers.ingest.ingest_paths (which also keeps a byte copy of every ingested file in
     DIR/archive/dsn/ for replay). ``n_buckets``: person buckets of a NEW lake (an existing
-    lake keeps its own)."""
+    lake keeps its own). Under the DIR lock: a crediting run never sees a lake being written
+    or compacted (``parsers.compact``), and two loads never interleave."""
     from parsers.ingest import ingest_paths
-    n = fix_bucket_count(root, n_buckets)
-    report = ingest_paths([Path(p) for p in paths], Path(root), n_buckets=n,
-                          on_progress=on_progress)
+    with pub.run_lock(Path(root)):
+        n = fix_bucket_count(root, n_buckets)
+        report = ingest_paths([Path(p) for p in paths], Path(root), n_buckets=n,
+                              on_progress=on_progress)
     return report.to_dict()
 
 
@@ -113,7 +115,7 @@ def prepare(root: Path, year: int, holders: Path | None = None, balances: Path |
     pub.sweep_unpublished(root, current)
     shutil.rmtree(root / "work", ignore_errors=True)
     inputs = pub.RunInputs(
-        year=year, dsn_sha256=pub.lake_file_checksums(root),
+        year=year, **dict(zip(("dsn_files", "dsn_digest"), pub.lake_inputs_digest(root))),
         holders_sha256=pub.archive_input(root, holders),
         balances_sha256=pub.archive_input(root, balances),
         dotations_sha256=pub.archive_input(root, dotations),
@@ -287,7 +289,14 @@ def replay(root: Path, year: int, compute_fn: ComputeFn | None = None,
         diffs.append(f"parameter version now {pv}, run recorded {inputs.param_version}")
     with tempfile.TemporaryDirectory(prefix="cpf-replay-") as tmp:
         tmp = Path(tmp)
-        archived = [root / "archive" / "dsn" / s for s in inputs.dsn_sha256]
+        try:
+            used = pub.read_dsn_inputs(root, run_id)
+        except FileNotFoundError:  # a run published before dsn_inputs existed
+            used = list(manifest["inputs"].get("dsn_sha256", []))
+        if (len(used), pub.checksums_digest(used)) != (inputs.dsn_files, inputs.dsn_digest):
+            diffs.append("the run's dsn_inputs list does not match its recorded digest")
+            return ReplayResult(False, run_id, diffs, notes)
+        archived = [root / "archive" / "dsn" / s for s in used]
         missing = [str(p) for p in archived if not p.exists()]
         if missing:
             diffs.append(f"{len(missing)} archived DSN file(s) missing, e.g. {missing[0]}")
@@ -296,10 +305,10 @@ def replay(root: Path, year: int, compute_fn: ComputeFn | None = None,
             n_lake = bucket_count(root)
             (ingest_fn or (lambda paths, r: ingest_files(paths, r, n_buckets=n_lake)))(
                 _named_archive(root, archived, tmp / "inputs"), tmp)
-        got = pub.lake_file_checksums(tmp)
-        if archived and got != inputs.dsn_sha256:
-            diffs.append(f"re-ingested lake holds {len(got)} file(s), run used "
-                         f"{len(inputs.dsn_sha256)}")
+        got = pub.lake_inputs_digest(tmp)
+        if archived and got != (inputs.dsn_files, inputs.dsn_digest):
+            diffs.append(f"re-ingested lake holds {got[0]} file(s) (digest {got[1][:12]}…), "
+                         f"run used {inputs.dsn_files} ({inputs.dsn_digest[:12]}…)")
         prep = Prepared(root=str(root), year=year, run_id=run_id, seq=manifest["seq"],
                         inputs=manifest["inputs"], work_dir=str(tmp / "work"))
         Path(prep.work_dir).mkdir()

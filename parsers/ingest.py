@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from parsers import codes
+from parsers.compact import compact, pending_months, recover_compactions
 from parsers.flat import SourceBytes, parse_flat_sources
-from parsers.lake import archive_input, known_checksums, remove_orphans, write_parsed
+from parsers.lake import (KnownChecksums, archive_input, known_checksums, remove_orphans,
+                          write_parsed)
 from parsers.lake_schema import DEFAULT_BUCKETS
 from parsers.model import ParsedFile, concat_parsed
 
@@ -34,9 +36,13 @@ BATCH_MAX_BYTES = 24 * 1024 * 1024
 BATCH_MAX_FILES = 2000
 # Commit batch: the typed tables of several parse batches (~1/10 of the text) are written
 # together, as ONE lake batch. Each write is one Parquet part per (table, month, bucket) and
-# costs ~2 ms whatever its size, so writing per parse batch would dominate the run.
+# costs ~1-2 ms whatever its size, so writing per parse batch would dominate the run. The
+# parts of a commit grow with the bucket count: commits grow with it too (``commit_limits``),
+# up to ``COMMIT_SCALE_MAX`` times these (2 GiB of text: ~0.2 GB of tables held).
 COMMIT_MAX_BYTES = 256 * 1024 * 1024
 COMMIT_MAX_FILES = 4000
+COMMIT_SCALE_BUCKETS = 16  # commits of the base size up to this many buckets
+COMMIT_SCALE_MAX = 8
 # Files are ordered by the month they declare, peeked in their first bytes (S20 is near the top).
 PEEK_BYTES = 4 * 1024
 _MONTH_RE = re.compile(rb"\nS20\.G00\.05\.005,'[0-9]{2}([0-9]{2})([0-9]{4})'")
@@ -86,6 +92,8 @@ class IngestReport:
     warnings_by_reason: dict[str, int] = field(default_factory=dict)
     batches: list[str] = field(default_factory=list)
     bytes_ingested: int = 0
+    partitions_compacted: int = 0  # lake partitions merged into one part at the end (compact)
+    parts_compacted: int = 0  # the parts they held before
 
     def add(self, parsed: ParsedFile) -> None:
         self.files_ingested += parsed.files.height
@@ -120,6 +128,23 @@ def discover(paths: Iterable[Path | str]) -> tuple[list[Path], int]:
             else:
                 skipped += 1
     return found, skipped
+
+
+def commit_limits(n_buckets: int) -> tuple[int, int]:
+    """(bytes, files) of input per commit: the base limits, scaled with the bucket count so
+    that the parts a commit writes (one per table, month and bucket) do not shrink as the
+    buckets multiply (capped: the commit's tables are held in memory until written)."""
+    scale = min(COMMIT_SCALE_MAX, max(1, -(-n_buckets // COMMIT_SCALE_BUCKETS)))
+    return COMMIT_MAX_BYTES * scale, COMMIT_MAX_FILES * scale
+
+
+def _months(parsed: ParsedFile) -> set:
+    """The declared months (``None``: no month) a parsed batch writes partitions for."""
+    out: set = set()
+    for df in parsed.tables.values():
+        if df.height and "decl_month" in df.columns:
+            out.update(df.get_column("decl_month").unique().to_list())
+    return out
 
 
 def _batches(files: list[Path]) -> Iterator[list[Path]]:
@@ -210,7 +235,8 @@ def _read_files(batch: list[Path]) -> list[SourceBytes]:
     return [SourceBytes.read(f) for f in batch]
 
 
-def _new_sources(read: list[SourceBytes], known: set[str], report: IngestReport) -> list[SourceBytes]:
+def _new_sources(read: list[SourceBytes], known: KnownChecksums,
+                 report: IngestReport) -> list[SourceBytes]:
     """The files of a batch whose sha256 is not known yet (in order; duplicates counted)."""
     sources = []
     for src in read:
@@ -251,6 +277,7 @@ def ingest_paths(paths: list[Path], root_dir: Path, n_buckets: int = DEFAULT_BUC
     """
     root_dir = Path(root_dir)
     report = IngestReport()
+    recover_compactions(root_dir)  # before remove_orphans: a committed merge is rolled forward
     remove_orphans(root_dir)
     known = known_checksums(root_dir)
     files, report.files_skipped_other = discover(paths)
@@ -270,6 +297,9 @@ def ingest_paths(paths: list[Path], root_dir: Path, n_buckets: int = DEFAULT_BUC
     reader = ThreadPoolExecutor(max_workers=1)  # reads + checksums the next parse batch
     pending: list[ParsedFile] = []
     pending_bytes = pending_files = 0
+    max_bytes, max_files = commit_limits(n_buckets)
+    # months written (and those of an interrupted compaction): compacted at the end
+    touched: set = pending_months(root_dir)
     writing: Future | None = None
     archives: list[Future] = []
     in_flight: deque[tuple[Future, list[SourceBytes]]] = deque()
@@ -295,6 +325,7 @@ def ingest_paths(paths: list[Path], root_dir: Path, n_buckets: int = DEFAULT_BUC
         batch_id = new_batch_id()
         report.batches.append(batch_id)
         report.add(parsed)
+        touched.update(_months(parsed))
         writing = io_pool.submit(write_parsed, parsed, root_dir, batch_id, n_buckets)
 
     def collect_oldest() -> None:
@@ -305,7 +336,7 @@ def ingest_paths(paths: list[Path], root_dir: Path, n_buckets: int = DEFAULT_BUC
             archives.append(io_pool.submit(archive_input, root_dir, src.sha256, src.data))
         pending_bytes += sum(len(src.data) for src in sources)
         pending_files += len(sources)
-        if pending_bytes >= COMMIT_MAX_BYTES or pending_files >= COMMIT_MAX_FILES:
+        if pending_bytes >= max_bytes or pending_files >= max_files:
             commit()
 
     try:
@@ -329,4 +360,7 @@ def ingest_paths(paths: list[Path], root_dir: Path, n_buckets: int = DEFAULT_BUC
         parser.shutdown(wait=True, cancel_futures=True)
         reader.shutdown(wait=True, cancel_futures=True)
         io_pool.shutdown(wait=True)
+    if touched:  # several commits (this run's or earlier ones) in one partition: merge them
+        merged = compact(root_dir, touched)
+        report.partitions_compacted, report.parts_compacted = merged.partitions, merged.parts_before
     return report

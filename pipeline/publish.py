@@ -260,7 +260,8 @@ class RunInputs:
     """Everything a run's result depends on (the manifest's ``inputs``)."""
 
     year: int
-    dsn_sha256: tuple[str, ...]  # the lake's ingested files, sorted
+    dsn_files: int  # the lake's ingested files (their sorted list: the snapshot's dsn_inputs)
+    dsn_digest: str  # sha256 of that list (``lake_inputs_digest``)
     holders_sha256: str | None
     balances_sha256: str | None
     dotations_sha256: str | None
@@ -269,14 +270,18 @@ class RunInputs:
     as_of: dt.date
 
     def to_dict(self) -> dict:
-        return {"year": self.year, "dsn_sha256": list(self.dsn_sha256),
+        return {"year": self.year, "dsn_files": self.dsn_files, "dsn_digest": self.dsn_digest,
                 "holders_sha256": self.holders_sha256, "balances_sha256": self.balances_sha256,
                 "dotations_sha256": self.dotations_sha256, "param_version": self.param_version,
                 "code_version": self.code_version, "as_of": self.as_of.isoformat()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunInputs":
-        return cls(year=int(d["year"]), dsn_sha256=tuple(d["dsn_sha256"]),
+        if "dsn_sha256" in d:  # manifests written before the list moved to dsn_inputs
+            d = {**d, "dsn_files": len(d["dsn_sha256"]),
+                 "dsn_digest": checksums_digest(sorted(d["dsn_sha256"]))}
+        return cls(year=int(d["year"]), dsn_files=int(d["dsn_files"]),
+                   dsn_digest=d["dsn_digest"],
                    holders_sha256=d["holders_sha256"], balances_sha256=d["balances_sha256"],
                    dotations_sha256=d["dotations_sha256"], param_version=d["param_version"],
                    code_version=d["code_version"], as_of=dt.date.fromisoformat(d["as_of"]))
@@ -315,9 +320,48 @@ def scan_lake(root: Path, table: str) -> pl.LazyFrame:
     return scan(Path(root), table)
 
 
-def lake_file_checksums(root: Path) -> tuple[str, ...]:
-    df = scan_lake(root, "files").select("file_sha256").unique().collect()
-    return tuple(sorted(x for x in df["file_sha256"].to_list() if x))
+DSN_INPUTS = "dsn_inputs.parquet"  # snapshot file: the run's DSN inputs (sorted sha256)
+_DIGEST_CHUNK = 1_000_000
+
+
+def lake_file_checksums(root: Path) -> pl.DataFrame:
+    """The lake's ingested files as one sorted ``file_sha256`` column (a national year holds
+    tens of millions: never a Python list, never in a manifest or a task parameter)."""
+    return (scan_lake(root, "files").select("file_sha256").drop_nulls().unique()
+            .sort("file_sha256").collect())
+
+
+def checksums_digest(sorted_sha256: pl.DataFrame | list[str]) -> str:
+    """sha256 of ``"<sha>\n"`` for each sorted checksum (hashed in chunks)."""
+    col = (sorted_sha256.get_column("file_sha256") if isinstance(sorted_sha256, pl.DataFrame)
+           else pl.Series("file_sha256", sorted_sha256, dtype=pl.String))
+    h = hashlib.sha256()
+    for i in range(0, col.len(), _DIGEST_CHUNK):
+        h.update((col.slice(i, _DIGEST_CHUNK).str.join("\n").item() + "\n").encode())
+    return h.hexdigest()
+
+
+def lake_inputs_digest(root: Path) -> tuple[int, str]:
+    """(files, digest) of the lake's ingested DSN: what a run records in its inputs."""
+    files = lake_file_checksums(root)
+    return files.height, checksums_digest(files)
+
+
+def write_dsn_inputs(root: Path, inputs: RunInputs, target: Path) -> str:
+    """The run's DSN inputs list into the snapshot (for replay), checked against the digest
+    recorded at prepare: the DIR lock keeps ingestion out during a run, so a mismatch means
+    the lake was changed behind it."""
+    files = lake_file_checksums(root)
+    if (files.height, checksums_digest(files)) != (inputs.dsn_files, inputs.dsn_digest):
+        raise PublishError(f"the lake's ingested files changed during the run ({files.height} "
+                           f"now, {inputs.dsn_files} at prepare): nothing published, rerun")
+    return write_parquet(files, target)
+
+
+def read_dsn_inputs(root: Path, run_id: str) -> list[str]:
+    """The sorted sha256 of the DSN files a published run used (its ``dsn_inputs``)."""
+    path = run_dir(root, run_id) / DSN_INPUTS
+    return pl.read_parquet(path).get_column("file_sha256").to_list()
 
 
 # --- snapshot pieces ---------------------------------------------------------------------
@@ -409,6 +453,7 @@ def stage_run(root: Path, run_id: str, seq: int, inputs: RunInputs, *,
     shas["employments.parquet"] = write_parquet(employments_snapshot(root, year),
                                                 st / "employments.parquet")
     shas["dotation_lots.parquet"] = write_parquet(lots, st / "dotation_lots.parquet")
+    shas[DSN_INPUTS] = write_dsn_inputs(root, inputs, st / DSN_INPUTS)
     by_kind = (entries.group_by("kind").agg(pl.len().alias("n"), pl.col("amount_cents").sum())
                .sort("kind"))
     history = current["published"] + [{
@@ -604,6 +649,7 @@ def stage_run_sharded(root: Path, run_id: str, seq: int, inputs: RunInputs, *,
         futures = {name: pool.submit(job) for name, job in jobs.items()}
         done = {name: futures[name].result() for name in sorted(futures)}
     shas = {name: sha for name, sha in done.items() if name != "report"}
+    shas[DSN_INPUTS] = write_dsn_inputs(root, inputs, st / DSN_INPUTS)
     history = current["published"] + [{
         "run_id": run_id, "year": year, "seq": seq, "as_of": inputs.as_of.isoformat(),
         "param_version": inputs.param_version, "code_version": inputs.code_version,
@@ -797,7 +843,7 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.2em .6em;
 <h1>CPF crediting — year {manifest['year']}</h1>
 <p>Run <code>{manifest['run_id']}</code> (sequence {manifest['seq']}), run date
 {manifest['inputs']['as_of']}, parameters <code>{html.escape(str(manifest['inputs']['param_version']))}</code>,
-code <code>{manifest['inputs']['code_version']}</code>, {len(manifest['inputs']['dsn_sha256'])} DSN file(s).</p>
+code <code>{manifest['inputs']['code_version']}</code>, {manifest['inputs'].get('dsn_files', len(manifest['inputs'].get('dsn_sha256', [])))} DSN file(s).</p>
 <table><tr><th>people examined</th><td>{c['examined']}</td></tr>
 <tr><th>people credited</th><td>{c['credited']}</td></tr>
 <tr><th>not creditable</th><td>{c['uncreditable']}</td></tr>

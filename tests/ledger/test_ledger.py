@@ -130,6 +130,31 @@ def test_same_inputs_give_byte_identical_ledger(tmp_path):
     assert shas[0] == shas[1]
 
 
+def test_run_records_its_dsn_inputs_as_a_digest_and_a_snapshot_file(lake, monkeypatch):
+    """The DSN inputs (tens of millions nationally) are a count + digest in the manifest (and so
+    in the run id) and a sorted Parquet list in the snapshot; a lake changed during the run is
+    refused at staging."""
+    out = credit(lake, BASE)
+    inputs = out.manifest["inputs"]
+    listed = pl.read_parquet(Path(out.run_dir) / pub.DSN_INPUTS)
+    assert "dsn_sha256" not in inputs and inputs["dsn_files"] == listed.height > 0
+    assert listed["file_sha256"].is_sorted()
+    assert inputs["dsn_digest"] == pub.checksums_digest(listed["file_sha256"].to_list())
+    assert out.manifest["files_sha256"][pub.DSN_INPUTS] == pub.sha256_file(
+        Path(out.run_dir) / pub.DSN_INPUTS)
+    real = pub.lake_file_checksums
+    calls = []
+
+    def changed_after_prepare(root):  # first call: prepare; later: staging sees one more file
+        calls.append(1)
+        df = real(root)
+        return df if len(calls) == 1 else pl.concat([df, pl.DataFrame({"file_sha256": ["f" * 64]})])
+
+    monkeypatch.setattr(pub, "lake_file_checksums", changed_after_prepare)
+    with pytest.raises(pub.PublishError, match="changed during the run"):
+        credit(lake, [(r[0], r[1], r[2], r[3] + 1, r[4]) for r in BASE])
+
+
 def _fake_ingest(paths, root):
     """Re-ingestion stand-in: rebuild the fixture lake (the real one parses the archive)."""
     from .conftest import make_lake
@@ -139,7 +164,7 @@ def _fake_ingest(paths, root):
 def test_replay_identical_then_detects_tampering(lake):
     eng = FakeEngine(amounts_frame(BASE))
     steps.credit(lake, 2024, compute_fn=eng, as_of=AS_OF)
-    for sha in pub.lake_file_checksums(lake):  # the fixture lake has no real files to archive
+    for sha in pub.lake_file_checksums(lake)["file_sha256"]:  # the fixture lake has no real files to archive
         p = lake / "archive" / "dsn" / sha
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text("x")
@@ -300,7 +325,7 @@ def test_hour_era_then_2019_posts_an_explicit_conversion(lake):
     out = run(2020, amounts.with_columns(pl.lit(2020, pl.Int32).alias("year")))
     assert HOUR_TO_EURO_CONVERSION not in out.manifest["counts"]["entries_by_kind"]
     # an auditor replaying 2019 gets the conversion back byte for byte
-    for sha in pub.lake_file_checksums(lake):  # the fixture lake has no real files to archive
+    for sha in pub.lake_file_checksums(lake)["file_sha256"]:  # the fixture lake has no real files to archive
         (lake / "archive" / "dsn").mkdir(parents=True, exist_ok=True)
         (lake / "archive" / "dsn" / sha).write_text("x")
     res = steps.replay(lake, 2019, compute_fn=FakeEngine(amounts), ingest_fn=_fake_ingest)
