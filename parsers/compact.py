@@ -128,7 +128,7 @@ def recover_compactions(root_dir: Path | str) -> int:
     if not lake.exists():
         return 0
     repaired = 0
-    for marker in sorted({*lake.rglob(JOURNAL), *lake.rglob(TMP), *lake.rglob(READY)}):
+    for marker in sorted(lake.rglob(".compact.*")):  # TMP, READY, JOURNAL: one walk
         partition = marker.parent
         if not marker.exists():  # handled with another marker of the same partition
             continue
