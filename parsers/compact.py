@@ -33,8 +33,8 @@ from typing import Iterable
 
 import polars as pl
 
-from parsers.lake import (BUCKET_DIGITS, COMPRESSION, COMPRESSION_LEVEL, WRITE_THREADS,
-                          _month_dir, lake_path)
+from parsers.lake import (BUCKET_DIGITS, WRITE_THREADS, _month_dir, lake_path, scan_parts,
+                          write_part)
 from parsers.lake_schema import PERSON_TABLES, TABLES
 
 COMPACT_MIN_PARTS = 2  # a partition with at least this many parts is merged
@@ -87,12 +87,10 @@ def _table_of(partition: Path) -> str:
 def _merge(partition: Path, parts: list[Path]) -> int:
     """Steps 1-6 for one partition; returns its row count."""
     table = _table_of(partition)
-    df = (pl.scan_parquet(parts, hive_partitioning=False, schema=TABLES[table],
-                          missing_columns="insert", extra_columns="ignore")
-          .collect(engine="in-memory"))  # in-memory: rows keep the parts' order
+    # in-memory engine: rows keep the parts' order
+    df = scan_parts(parts, TABLES[table]).collect(engine="in-memory")
     tmp = partition / TMP
-    df.write_parquet(tmp, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL,
-                     statistics=True)
+    write_part(df, tmp)
     _fsync(tmp)
     journal = partition / JOURNAL
     journal.write_text(json.dumps({"target": parts[0].name,

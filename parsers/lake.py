@@ -48,11 +48,23 @@ COMPRESSION_LEVEL = 1
 WRITE_THREADS = 4  # write_parquet releases the GIL: a batch's many small parts go in parallel
 
 
+def write_part(df: pl.DataFrame, path: Path) -> None:
+    """One lake part with the lake's compression and statistics (no rename: see callers)."""
+    df.write_parquet(path, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL,
+                     statistics=True)
+
+
+def scan_parts(parts: list[Path], schema: dict[str, pl.DataType]) -> pl.LazyFrame:
+    """Typed scan of Parquet files: ``schema`` decides the columns and types (older files
+    missing a column get nulls, extra columns are ignored; no hive partition parsing)."""
+    return pl.scan_parquet(parts, hive_partitioning=False, schema=schema,
+                           missing_columns="insert", extra_columns="ignore")
+
+
 def _atomic_write(df: pl.DataFrame, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
-    df.write_parquet(tmp, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL,
-                     statistics=True)
+    write_part(df, tmp)
     os.replace(tmp, target)
 
 
@@ -106,8 +118,7 @@ def scan(lake_dir_or_root: Path | str, table: str) -> pl.LazyFrame:
     parts = _parts(lake_path(lake_dir_or_root), table)
     if not parts:
         return pl.LazyFrame(schema=schema)
-    return pl.scan_parquet(parts, hive_partitioning=False, schema=schema,
-                           missing_columns="insert", extra_columns="ignore")
+    return scan_parts(parts, schema)
 
 
 SHA_WORD_HEX = 16  # hex digits per 64-bit word of a sha256

@@ -37,7 +37,7 @@ from typing import Callable
 
 import polars as pl
 
-from parsers.lake import scan
+from parsers.lake import scan, scan_parts
 from pipeline.ledger import ENTRY_SCHEMA, balances_by_person, conform, typed_entries
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,8 +192,7 @@ def scan_published_entries(root: Path, current: dict | None = None,
         files.append(entries_path(root, r["run_id"]))
     if not files:
         return pl.LazyFrame(schema=ENTRY_SCHEMA)
-    return pl.scan_parquet(files, hive_partitioning=False, schema=ENTRY_SCHEMA,
-                           missing_columns="insert", extra_columns="ignore")
+    return scan_parts(files, ENTRY_SCHEMA)
 
 
 def shard_entries(root: Path, shard: int, shards: int, mine: pl.Expr,
@@ -224,8 +223,7 @@ def shard_entries(root: Path, shard: int, shards: int, mine: pl.Expr,
             groups = [g for g in range(written) if g % shards == shard]
             lf = pl.from_arrow(pf.read_row_groups(groups)).lazy()
         else:
-            lf = pl.scan_parquet(path, hive_partitioning=False, schema=ENTRY_SCHEMA,
-                                 missing_columns="insert", extra_columns="ignore")
+            lf = scan_parts([path], ENTRY_SCHEMA)
         frames.append(lf.filter(mine))
     if not frames:
         return conform(pl.DataFrame(schema=ENTRY_SCHEMA))

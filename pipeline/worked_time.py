@@ -40,7 +40,7 @@ from pathlib import Path
 
 import polars as pl
 
-from parsers.lake import BUCKET_DIGITS, lake_path, scan
+from parsers.lake import BUCKET_DIGITS, lake_path, scan, scan_parts
 from parsers.lake_schema import CHANGE_TABLES, PERSON_TABLES, TABLES, person_bucket
 from parsers.lake_settings import bucket_count
 from parsers.tables import DECL_ID_SHA_CHARS
@@ -78,8 +78,7 @@ def scan_table(root_dir: Path | str, table: str,
     parts = bucket_parts(root_dir, table, buckets)
     if not parts:
         return pl.LazyFrame(schema=TABLES[table])
-    return (pl.scan_parquet(parts, hive_partitioning=False, schema=TABLES[table],
-                            missing_columns="insert", extra_columns="ignore")
+    return (scan_parts(parts, TABLES[table])
             .filter(pl.col("bucket").is_in([int(b) for b in buckets])))
 
 
