@@ -99,8 +99,7 @@ def prepare_lots_task(prepared: dict) -> str:
 
 @task(name="post-shard")
 def post_shard_task(prepared: dict, computed: dict, shards: int, lots: str) -> dict:
-    return steps.post_shard(steps.Prepared.from_dict(prepared), computed["shard"], shards, lots,
-                            buckets=computed.get("buckets"))
+    return steps.post_shard(steps.Prepared.from_dict(prepared), computed["shard"], shards, lots)
 
 
 @task(name="stage-sharded")

@@ -24,7 +24,9 @@ from pipeline.worked_time import current_declarations_path
 from pipeline.dotations import merge_lots, plan_dotations, read_dotations
 from pipeline.ledger import RunMeta, conform, ensure, plan_year_postings
 
-ComputeFn = Callable[[Path, int, Path | None], tuple[pl.LazyFrame, pl.LazyFrame]]
+# (amounts, uncreditable[, employments]): an engine that knows no employments (a test's
+# stand-in) returns two frames and the snapshot's employments table is empty
+ComputeFn = Callable[[Path, int, Path | None], tuple[pl.LazyFrame, ...]]
 IngestFn = Callable[[list[Path], Path], dict]
 
 
@@ -53,10 +55,28 @@ def ingest_files(paths: list[Path], root: Path, on_progress=None,
     return report.to_dict()
 
 
-def default_compute(root: Path, year: int, holders: Path | None) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+def default_compute(root: Path, year: int, holders: Path | None) -> tuple[pl.LazyFrame, ...]:
     from pipeline.credits import compute_year
     res = compute_year(Path(root), year, holders)
-    return res.amounts, res.uncreditable
+    return res.amounts, res.uncreditable, res.employments
+
+
+def write_engine_outputs(out_dir: Path, outputs: tuple) -> dict[str, str]:
+    """The engine's frames as ``amounts``, ``uncreditable`` and ``employments`` Parquet files
+    in ``out_dir`` (sorted: amounts by nir, uncreditable by every column), their paths."""
+    from pipeline.worked_time import EMPLOYMENTS_SCHEMA
+    amounts, unc, *rest = outputs
+    emp = rest[0] if rest and rest[0] is not None else pl.DataFrame(schema=EMPLOYMENTS_SCHEMA)
+    frames = {name: f.collect() if isinstance(f, pl.LazyFrame) else f
+              for name, f in (("amounts", amounts), ("uncreditable", unc), ("employments", emp))}
+    frames["amounts"] = frames["amounts"].sort("nir")
+    u = frames["uncreditable"]
+    frames["uncreditable"] = u.sort(u.columns, nulls_last=True) if u.width else u
+    paths = {}
+    for name, df in frames.items():
+        paths[name] = str(Path(out_dir) / f"{name}.parquet")
+        df.write_parquet(paths[name])
+    return paths
 
 
 def param_version(year: int) -> str:
@@ -133,20 +153,13 @@ def prepare(root: Path, year: int, holders: Path | None = None, balances: Path |
 
 def compute(prep: Prepared, compute_fn: ComputeFn | None = None,
             lake_root: Path | None = None) -> dict[str, str]:
-    """Run the crediting engine; write its amounts and uncreditable people as Parquet."""
+    """Run the crediting engine; write its amounts, uncreditable people and employments as
+    Parquet."""
     compute_fn = compute_fn or default_compute
     inputs = prep.run_inputs()
     holders = pub.archived_input(Path(prep.root), inputs.holders_sha256)
-    amounts, uncreditable = compute_fn(Path(lake_root or prep.root), prep.year, holders)
-    work = Path(prep.work_dir)
-    a = amounts.collect() if isinstance(amounts, pl.LazyFrame) else amounts
-    u = uncreditable.collect() if isinstance(uncreditable, pl.LazyFrame) else uncreditable
-    a = a.sort("nir")
-    u = u.sort(u.columns, nulls_last=True) if u.width else u
-    a.write_parquet(work / "amounts.parquet")
-    u.write_parquet(work / "uncreditable.parquet")
-    return {"amounts": str(work / "amounts.parquet"),
-            "uncreditable": str(work / "uncreditable.parquet")}
+    return write_engine_outputs(Path(prep.work_dir),
+                                compute_fn(Path(lake_root or prep.root), prep.year, holders))
 
 
 def load_lots(root: Path, current: dict, inputs: pub.RunInputs,
@@ -195,13 +208,15 @@ def post(prep: Prepared, computed: dict[str, str], ledger_upto: str | None = Non
     dot_entries = plan_dotations(book, lots, inputs.as_of, meta)
     new_entries = conform(pl.concat([posting.entries, dot_entries]))
     uncreditable = pl.read_parquet(computed["uncreditable"])
+    employments = pl.read_parquet(computed["employments"])
     notes = {"opening_imported": posting.opening_imported,
              "opening_ignored_already_held": posting.opening_ignored}
     if not stage:
         return new_entries, posting.credits, uncreditable, lots, ledger, notes
     return pub.stage_run(root, prep.run_id, prep.seq, inputs, new_entries=new_entries,
-                         credits=posting.credits, uncreditable=uncreditable, lots=lots,
-                         ledger_before=ledger, notes=notes, report=report)
+                         credits=posting.credits, uncreditable=uncreditable,
+                         employments=employments, lots=lots, ledger_before=ledger, notes=notes,
+                         report=report)
 
 
 def publish(prep: Prepared, staged: pub.Staged) -> str:
@@ -390,33 +405,31 @@ def shard_dir(prep: Prepared, shard: int) -> Path:
 
 
 def default_compute_shard(root: Path, year: int, holders: Path | None,
-                          buckets: list[int]) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+                          buckets: list[int]) -> tuple[pl.LazyFrame, ...]:
     from pipeline.credits import compute_year
     res = compute_year(Path(root), year, holders, buckets=buckets)
-    return res.amounts, res.uncreditable
+    return res.amounts, res.uncreditable, res.employments
 
 
 def compute_shard(prep: Prepared, shard: int, shards: int, lake_buckets: list[int],
                   lake_root: str | None = None) -> dict:
-    """Crediting engine on one shard's buckets; writes shard=NNN/{amounts,uncreditable}."""
+    """Crediting engine on one shard's buckets; writes shard=NNN/{amounts,uncreditable,
+    employments}."""
     import time
     t0 = time.perf_counter()
     inputs = prep.run_inputs()
     holders = pub.archived_input(Path(prep.root), inputs.holders_sha256)
     buckets = shard_buckets(lake_buckets, shards, shard)
-    amounts, unc = default_compute_shard(Path(lake_root or prep.root), prep.year, holders, buckets)
-    a = amounts.collect().sort("nir")
-    u = unc.collect()
-    u = u.sort(u.columns, nulls_last=True) if u.width else u
+    d = shard_dir(prep, shard)
+    paths = write_engine_outputs(d, default_compute_shard(Path(lake_root or prep.root),
+                                                          prep.year, holders, buckets))
+    a = pl.read_parquet(paths["amounts"], columns=["nir"])
     if shards > 1 and a.height:
         n_lake = bucket_count(lake_root or prep.root)
         stray = a.filter(shard_expr(shards, n_lake) != shard).height
         if stray:
             raise RuntimeError(f"shard {shard}: {stray} person(s) outside the shard — the lake "
                                f"was not written with its recorded bucket count ({n_lake})")
-    d = shard_dir(prep, shard)
-    a.write_parquet(d / "amounts.parquet")
-    u.write_parquet(d / "uncreditable.parquet")
     return {"shard": shard, "dir": str(d), "buckets": buckets, "people": a.height,
             "seconds": time.perf_counter() - t0, "max_rss_mb": _max_rss_mb()}
 
@@ -438,16 +451,14 @@ def prepare_lots(prep: Prepared, ledger_upto: str | None = None) -> str:
 
 
 def post_shard(prep: Prepared, shard: int, shards: int, lots_path: str,
-               ledger_upto: str | None = None, employments: bool = True,
-               buckets: list[int] | None = None) -> dict:
+               ledger_upto: str | None = None) -> dict:
     """Diff-post one shard: its ledger entries, opening balances and lots only. Writes the
-    shard's entries, annual_credits, balances (and employments) parts (``pub.write_part``:
+    shard's entries, annual_credits and balances parts (``pub.write_part``:
     staging encodes them once into the snapshot); returns counts, totals
     and the balance-check errors (raised by the caller, so exceptions never cross processes).
 
     The shard's history is read by row group (``pub.shard_entries``): memory and I/O are
-    bounded by the shard, not the ledger. ``buckets``: the shard's lake buckets (as
-    ``compute_shard`` returned them; derived from the lake when omitted)."""
+    bounded by the shard, not the ledger."""
     import time
     from pipeline.ledger import balances_by_person
     from pipeline.dotations import plan_dotations
@@ -474,10 +485,6 @@ def post_shard(prep: Prepared, shard: int, shards: int, lots_path: str,
     pub.write_part(entries, d, "entries")
     pub.write_part(ac, d, "annual_credits")
     pub.write_part(balances, d, "balances")
-    if employments:
-        bks = buckets if buckets is not None else shard_buckets(_lake_bucket_ids(root), shards,
-                                                                shard)
-        pub.write_part(pub.employments_snapshot(root, prep.year, buckets=bks), d, "employments")
     by_kind = entries.group_by("kind").agg(pl.len().alias("n"), pl.col("amount_cents").sum())
     return {
         "shard": shard, "dir": str(d), "errors": posting.errors,
@@ -531,8 +538,7 @@ def credit_sharded(root: Path, year: int, shards: int, holders: Path | None = No
         timings["compute"] = time.perf_counter() - t
         t = time.perf_counter()
         lots = prepare_lots(prep)
-        posted = [post_shard(prep, s, shards, lots, buckets=shard_buckets(ids, shards, s))
-                  for s in range(shards)]
+        posted = [post_shard(prep, s, shards, lots) for s in range(shards)]
         staged = finalize_sharded(prep, posted, lots, shards)
         timings["post"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -551,7 +557,7 @@ def replay_sharded(prep: Prepared, manifest: dict, lake_root: Path) -> tuple[str
     for s in range(shards):
         compute_shard(prep, s, shards, ids, lake_root=str(lake_root))
     lots = prepare_lots(prep, ledger_upto=prep.run_id)
-    posted = [post_shard(prep, s, shards, lots, ledger_upto=prep.run_id, employments=False)
+    posted = [post_shard(prep, s, shards, lots, ledger_upto=prep.run_id)
               for s in range(shards)]
     errors = [e for p in posted for e in p["errors"]]
     ensure(errors)

@@ -32,6 +32,7 @@ class YearResult:
     amounts: pl.LazyFrame
     uncreditable: pl.LazyFrame
     params: YearParams
+    employments: pl.LazyFrame | None = None  # who employed whom (worked_time.employments)
     input_errors: list | None = None
 
 
@@ -189,4 +190,5 @@ def compute_year(root_dir: Path, year: int, holders: Path | None = None,
                .sort("nir"))
     unc = wt.uncreditable.select([pl.col(c).cast(t) for c, t in UNCREDITABLE_SCHEMA.items()]) \
         .sort("reason", "nir", "ntt", nulls_last=True)
-    return YearResult(amounts=amounts, uncreditable=unc, params=p, input_errors=errors)
+    return YearResult(amounts=amounts, uncreditable=unc, params=p, input_errors=errors,
+                      employments=wt.employments)

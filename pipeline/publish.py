@@ -392,27 +392,6 @@ def declarations_snapshot(root: Path) -> pl.DataFrame:
             .unique("decl_id", keep="first").sort("decl_id").collect())
 
 
-def employments_snapshot(root: Path, year: int, buckets: list[int] | None = None) -> pl.DataFrame:
-    """Who employed whom in year N (for analysts' by-employer / by-hiring-month queries);
-    ``buckets``: only those person buckets (one shard of a sharded run), whose files alone are
-    opened (``scan_table`` prunes the lake's bucket partitions)."""
-    from pipeline.worked_time import scan_table
-
-    decl = scan_lake(root, "declarations").filter(
-        ~pl.col("envoi_is_test").fill_null(False) & ~pl.col("rejected").fill_null(False)
-    ).select("decl_id")
-    c = (scan_table(root, "contracts", buckets)
-         .filter(pl.col("decl_month").dt.year() == year, pl.col("nir").is_not_null())
-         .join(decl, on="decl_id", how="semi"))
-    return (c.group_by("nir", "siret")
-            .agg(pl.col("contract_start").min().alias("first_contract_start"),
-                 pl.col("decl_month").n_unique().cast(pl.Int64).alias("months_declared"))
-            .with_columns(pl.col("siret").str.slice(0, 9).alias("siren"),
-                          pl.lit(year, pl.Int32).alias("year"))
-            .select("nir", "year", "siren", "siret", "first_contract_start", "months_declared")
-            .sort("nir", "siret").collect())
-
-
 # --- staging and publication ------------------------------------------------------------------
 
 @dataclass
@@ -428,7 +407,8 @@ def staging_dir(root: Path, run_id: str) -> Path:
 
 def stage_run(root: Path, run_id: str, seq: int, inputs: RunInputs, *,
               new_entries: pl.DataFrame, credits: pl.DataFrame, uncreditable: pl.DataFrame,
-              lots: pl.DataFrame, ledger_before: pl.DataFrame, notes: dict | None = None,
+              employments: pl.DataFrame, lots: pl.DataFrame, ledger_before: pl.DataFrame,
+              notes: dict | None = None,
               report: bool = True) -> Staged:
     """Write a complete snapshot into runs/.staging-<run_id>/ (nothing published yet)."""
     root = Path(root)
@@ -448,8 +428,7 @@ def stage_run(root: Path, run_id: str, seq: int, inputs: RunInputs, *,
     shas["quarantine.parquet"] = write_parquet(quarantine_snapshot(root), st / "quarantine.parquet")
     shas["declarations.parquet"] = write_parquet(declarations_snapshot(root),
                                                  st / "declarations.parquet")
-    shas["employments.parquet"] = write_parquet(employments_snapshot(root, year),
-                                                st / "employments.parquet")
+    shas["employments.parquet"] = write_parquet(employments, st / "employments.parquet")
     shas["dotation_lots.parquet"] = write_parquet(lots, st / "dotation_lots.parquet")
     shas[DSN_INPUTS] = write_dsn_inputs(root, inputs, st / DSN_INPUTS)
     by_kind = (entries.group_by("kind").agg(pl.len().alias("n"), pl.col("amount_cents").sum())
@@ -579,12 +558,12 @@ def _snapshot_jobs(root: Path, st: Path, dirs: list[Path], lots: pl.DataFrame,
             [part_path(d, "entries") for d in dirs], st / "entries.parquet")}
     if report is not None:
         jobs["report"] = report
-    for name in ("balances", "employments"):
+    jobs["balances.parquet"] = lambda: concat_parts([part_path(d, "balances") for d in dirs],
+                                                    st / "balances.parquet")
+    # the crediting engine's own outputs (flows.steps.compute_shard), as it wrote them
+    for name in ("uncreditable", "employments"):
         jobs[f"{name}.parquet"] = (lambda n=name: concat_parts(
-            [part_path(d, n) for d in dirs], st / f"{n}.parquet"))
-    # the crediting engine's own output (flows.steps.compute_shard), as it wrote it
-    jobs["uncreditable.parquet"] = lambda: concat_parts(
-        [d / "uncreditable.parquet" for d in dirs], st / "uncreditable.parquet")
+            [d / f"{n}.parquet" for d in dirs], st / f"{n}.parquet"))
     jobs["quarantine.parquet"] = lambda: write_parquet(quarantine_snapshot(root),
                                                        st / "quarantine.parquet")
     jobs["declarations.parquet"] = lambda: write_parquet(declarations_snapshot(root),

@@ -901,7 +901,7 @@ def sum_fractions(terms: pl.DataFrame | pl.LazyFrame, key: str = "nir") -> pl.La
 class WorkedTime:
     persons: pl.LazyFrame  # one row per nir examined (see worked_time docstring)
     uncreditable: pl.LazyFrame  # nir, ntt, reason, detail
-    contracts: pl.LazyFrame  # contract versions of year N (for categories)
+    employments: pl.LazyFrame  # who employed whom in year N (``employments``)
     contract_months: pl.DataFrame | None = None  # per contract-month terms (``keep_terms``)
     withheld: pl.DataFrame | None = None  # nir: people not credited (identity conflicts)
 
@@ -1129,10 +1129,35 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     # 6. what is examined but cannot be credited
     unc = pl.concat([uncreditable_rows(versions, persons, keys, ntt_rows, year),
                      identity_uncreditable(persons, ident, year)])
-    in_year = (versions.lazy().filter(pl.col("decl_month").dt.year() == year)
-               .join(keys.lazy().select("cid", *CONTRACT_KEY), on="cid", how="left"))
-    return WorkedTime(persons=persons, uncreditable=unc, contracts=in_year,
+    return WorkedTime(persons=persons, uncreditable=unc,
+                      employments=employments(versions, keys, year),
                       contract_months=terms_detail, withheld=ident.conflicts.select("nir"))
+
+
+EMPLOYMENTS_SCHEMA = {"nir": pl.String, "year": pl.Int32, "siren": pl.String, "siret": pl.String,
+                      "first_contract_start": pl.Date, "months_declared": pl.Int64}
+
+
+def employments(versions: pl.DataFrame, keys: pl.DataFrame, year: int) -> pl.LazyFrame:
+    """Who employed whom in year N, for analysts (the snapshot's ``employments``): one row per
+    (nir, siret) with a contract declared in a month of N — from the contract versions the
+    run credits from (current declarations, identity links applied, out-of-scope contracts
+    included), so it costs an integer aggregation, not a second read of the lake.
+    ``first_contract_start``: earliest 40.001 of those versions; ``months_declared``: distinct
+    declared months. Sorted by (nir, siret)."""
+    return (versions.lazy().filter(pl.col("decl_month").dt.year() == year)
+            .select("contract_start", "decl_month", of_contract(keys, "pid"),
+                    of_contract(keys, "siret_code"))
+            .group_by("pid", "siret_code")
+            .agg(pl.col("contract_start").min().alias("first_contract_start"),
+                 pl.col("decl_month").n_unique().cast(pl.Int64).alias("months_declared"))
+            .join(keys.lazy().select("pid", "siret_code", "nir", "siret")
+                  .unique(["pid", "siret_code"]), on=["pid", "siret_code"], how="left",
+                  nulls_equal=True)
+            .select("nir", pl.lit(year, pl.Int32).alias("year"),
+                    pl.col("siret").str.slice(0, 9).alias("siren"), "siret",
+                    "first_contract_start", "months_declared")
+            .sort("nir", "siret"))
 
 
 def identity_uncreditable(persons: pl.LazyFrame, ident: Identity, year: int) -> pl.LazyFrame:

@@ -71,7 +71,21 @@ class FakeEngine:
     def __call__(self, root, year, holders):
         unc = pl.DataFrame({"nir": [None], "ntt": ["NTT1"], "reason": ["no_nir"]},
                            schema={"nir": pl.String, "ntt": pl.String, "reason": pl.String})
-        return self.amounts.lazy(), unc.lazy()
+        return self.amounts.lazy(), unc.lazy(), fake_employments(root, year)
+
+
+def fake_employments(root: Path, year: int) -> pl.LazyFrame:
+    """The employments the engine would return for the tiny lake's contract rows (every row
+    stands for a current declaration of the year)."""
+    return (pl.scan_parquet(Path(root) / "lake" / "contracts" / "*.parquet")
+            .filter(pl.col("decl_month").dt.year() == year)
+            .group_by("nir", "siret")
+            .agg(pl.col("contract_start").min().alias("first_contract_start"),
+                 pl.col("decl_month").n_unique().cast(pl.Int64).alias("months_declared"))
+            .select("nir", pl.lit(year, pl.Int32).alias("year"),
+                    pl.col("siret").str.slice(0, 9).alias("siren"), "siret",
+                    "first_contract_start", "months_declared")
+            .sort("nir", "siret"))
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import polars as pl
@@ -94,6 +95,20 @@ def test_old_nir_link_crosses_buckets(tmp_path):
     assert pl.concat([r.amounts.collect() for r in runs.values()]).equals(whole)
     assert all(r.uncreditable.collect().height == 0 for r in runs.values())
     assert source_declarations(tmp_path, case["nir"], 2025)["decl_id"].n_unique() == 12
+
+
+def test_employments_follow_identity_links_and_bucket_runs(tmp_path):
+    """The engine's employments (who employed whom, for analysts) count the months declared
+    under the old NIR for the current one — one row, 12 months, from 2020 — and the bucket
+    runs together give the whole year's rows."""
+    case = _case(tmp_path, "NIA replaced")
+    whole = compute_year(tmp_path, 2025).employments.collect()
+    assert whole.select("nir", "year", "siren", "siret", "first_contract_start",
+                        "months_declared").rows() == [
+        (case["nir"], 2025, "123456782", "12345678200017", date(2020, 1, 1), 12)]
+    parts = pl.concat([compute_year(tmp_path, 2025, buckets=[b]).employments.collect()
+                       for b in range(16)])
+    assert parts.sort("nir", "siret").equals(whole)
 
 
 def test_conflicting_old_nir_is_withheld_and_reported_once(tmp_path):
