@@ -92,6 +92,64 @@ def read_opening_balances(path: Path) -> pl.DataFrame:
     return df.select(pl.col("nir").cast(pl.String), pl.col("earned_balance_cents").cast(pl.Int64))
 
 
+def read_holders_input(path: Path) -> pl.DataFrame:
+    """--holders (low-qualified declarations); any bad row fails the run (line numbers)."""
+    df, errors = read_holders(Path(path))
+    if errors:
+        raise InputError([str(e) for e in errors])
+    return df
+
+
+# --- per-person inputs, split by lake bucket once per run ----------------------------------
+#
+# --holders and --balances are national files (up to one row per account: 37 M). Every shard
+# needs only its people's rows: parsing and validating the whole CSV in each of 128 shards
+# took ~190 CPU-s per shard for 37 M balances (measured), i.e. hours. The run validates each
+# once and keeps it as Parquet sorted by lake bucket; a shard reads its buckets' row groups.
+
+BUCKETED_INPUTS = {"holders": read_holders_input, "balances": read_opening_balances}
+BUCKETED_ROW_GROUP = 65_536  # rows: a national bucket (~290 k accounts) spans a few groups
+
+
+def bucketed_input_path(prep: "Prepared", name: str) -> Path:
+    return Path(prep.work_dir) / "inputs" / f"{name}.parquet"
+
+
+def write_bucketed_inputs(prep: "Prepared", frames: dict[str, pl.DataFrame | None]) -> None:
+    """The validated per-person inputs of the run (``frames``: name -> frame, None when the
+    input was not given; missing names are read from the archive), each with its NIR's lake
+    ``bucket``, stably sorted by it (NIR order inside a bucket, as the readers return them)."""
+    from parsers.lake_schema import person_bucket
+    root = Path(prep.root)
+    n_lake = bucket_count(root)
+    inputs = prep.run_inputs()
+    for name, read in BUCKETED_INPUTS.items():
+        df = frames.get(name, ...)
+        if df is ...:
+            archived = pub.archived_input(root, getattr(inputs, f"{name}_sha256"))
+            df = read(archived) if archived else None
+        if df is None:
+            continue
+        out = bucketed_input_path(prep, name)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        (df.with_columns(person_bucket(n_lake))
+         .sort("bucket", maintain_order=True)
+         .write_parquet(out, row_group_size=BUCKETED_ROW_GROUP))
+
+
+def bucketed_input(prep: "Prepared", name: str, buckets: list[int] | None = None
+                   ) -> pl.LazyFrame | None:
+    """The run's ``name`` input (None when not given), only ``buckets``' rows when given (the
+    bucket filter prunes row groups by their statistics)."""
+    path = bucketed_input_path(prep, name)
+    if not path.exists():
+        return None
+    lf = pl.scan_parquet(path)
+    if buckets is not None:
+        lf = lf.filter(pl.col("bucket").is_in(sorted(int(b) for b in buckets)))
+    return lf.drop("bucket")
+
+
 # --- the steps ----------------------------------------------------------------------------------
 
 @dataclass
@@ -121,12 +179,8 @@ def prepare(root: Path, year: int, holders: Path | None = None, balances: Path |
     Bad rows of --balances / --dotations fail the run here (InputError, line numbers, exit 1),
     before anything is written."""
     root = Path(root)
-    if balances is not None:
-        read_opening_balances(balances)
-    if holders is not None:
-        _, errors = read_holders(Path(holders))
-        if errors:
-            raise InputError([str(e) for e in errors])
+    frames = {"balances": read_opening_balances(balances) if balances is not None else None,
+              "holders": read_holders_input(holders) if holders is not None else None}
     if dotations is not None:
         _, errors = read_dotations(dotations)
         if errors:
@@ -147,8 +201,10 @@ def prepare(root: Path, year: int, holders: Path | None = None, balances: Path |
     work.mkdir(parents=True, exist_ok=True)
     if (lake_path(root) / "declarations").exists():  # once here, not by every shard worker
         current_declarations_path(root)
-    return Prepared(root=str(root), year=year, run_id=run_id, seq=seq, inputs=inputs.to_dict(),
+    prep = Prepared(root=str(root), year=year, run_id=run_id, seq=seq, inputs=inputs.to_dict(),
                     work_dir=str(work))
+    write_bucketed_inputs(prep, frames)
+    return prep
 
 
 def compute(prep: Prepared, compute_fn: ComputeFn | None = None,
@@ -404,7 +460,7 @@ def shard_dir(prep: Prepared, shard: int) -> Path:
     return d
 
 
-def default_compute_shard(root: Path, year: int, holders: Path | None,
+def default_compute_shard(root: Path, year: int, holders: Path | pl.LazyFrame | None,
                           buckets: list[int]) -> tuple[pl.LazyFrame, ...]:
     from pipeline.credits import compute_year
     res = compute_year(Path(root), year, holders, buckets=buckets)
@@ -417,9 +473,8 @@ def compute_shard(prep: Prepared, shard: int, shards: int, lake_buckets: list[in
     employments}."""
     import time
     t0 = time.perf_counter()
-    inputs = prep.run_inputs()
-    holders = pub.archived_input(Path(prep.root), inputs.holders_sha256)
     buckets = shard_buckets(lake_buckets, shards, shard)
+    holders = bucketed_input(prep, "holders", buckets)
     d = shard_dir(prep, shard)
     paths = write_engine_outputs(d, default_compute_shard(Path(lake_root or prep.root),
                                                           prep.year, holders, buckets))
@@ -466,12 +521,12 @@ def post_shard(prep: Prepared, shard: int, shards: int, lots_path: str,
     root = Path(prep.root)
     inputs = prep.run_inputs()
     current = pub.read_current(root)
-    mine = shard_expr(shards, bucket_count(root)) == shard
+    n_lake = bucket_count(root)
+    mine = shard_expr(shards, n_lake) == shard
     ledger = pub.shard_entries(root, shard, shards, mine, current, upto_run=ledger_upto)
     meta = RunMeta(run_id=prep.run_id, code_version=inputs.code_version,
                    param_version=inputs.param_version, default_source=f"run-inputs:{prep.run_id}")
-    bal_path = pub.archived_input(root, inputs.balances_sha256)
-    opening = read_opening_balances(bal_path).filter(mine).lazy() if bal_path else None
+    opening = bucketed_input(prep, "balances", shard_buckets(list(range(n_lake)), shards, shard))
     d = shard_dir(prep, shard)
     amounts = pl.read_parquet(d / "amounts.parquet")
     posting = plan_year_postings(ledger, amounts, prep.year, meta, opening=opening,
@@ -554,6 +609,7 @@ def replay_sharded(prep: Prepared, manifest: dict, lake_root: Path) -> tuple[str
     """Recompute a sharded run into a temporary staging dir; (entries sha256, entries, ac)."""
     shards = int(manifest["shards"])
     ids = manifest.get("lake_buckets") or _lake_bucket_ids(lake_root)
+    write_bucketed_inputs(prep, {})  # from the archived inputs, as the run's prepare did
     for s in range(shards):
         compute_shard(prep, s, shards, ids, lake_root=str(lake_root))
     lots = prepare_lots(prep, ledger_upto=prep.run_id)

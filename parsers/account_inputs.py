@@ -46,13 +46,14 @@ def _read_raw(path: Path, header: list[str]) -> tuple[pl.DataFrame | None, list[
     raw = pl.DataFrame({"line": lines[1:]}).with_row_index("idx").with_columns(
         (pl.col("idx").cast(pl.Int64) + 2).alias("line_no"))
     raw = raw.filter(pl.col("line").str.strip_chars() != "")  # blank lines carry no data
-    parts = pl.col("line").str.split(",")
-    raw = raw.with_columns(parts.list.len().alias("_n"))
+    raw = raw.with_columns((pl.col("line").str.count_matches(",", literal=True) + 1)
+                           .alias("_n"))
     errors = [InputError(p, r["line_no"], None, r["line"],
                          f"expected {len(header)} fields, got {r['_n']}")
               for r in raw.filter(pl.col("_n") != len(header)).iter_rows(named=True)]
+    parts = pl.col("line").str.split_exact(",", len(header) - 1)  # a struct: no list per row
     ok = raw.filter(pl.col("_n") == len(header)).with_columns(
-        [parts.list.get(i).str.strip_chars().str.strip_chars('"').alias(h)
+        [parts.struct.field(f"field_{i}").str.strip_chars().str.strip_chars('"').alias(h)
          for i, h in enumerate(header)])
     return ok, errors
 
@@ -71,7 +72,9 @@ def _collect_errors(df: pl.DataFrame, path: Path, checks: list[tuple[str, pl.Exp
 
 
 def _dup_check(field: str = "nir") -> pl.Expr:
-    return pl.col(field).is_duplicated() & (pl.col("line_no") != pl.col("line_no").min().over(field))
+    """A repeated value after its first line (rows are in line order): one hash pass, where
+    a window minimum over 37 M national NIR strings took minutes."""
+    return ~pl.col(field).is_first_distinct()
 
 
 def read_holders(path: Path) -> tuple[pl.DataFrame, list[InputError]]:

@@ -111,8 +111,21 @@ def test_sharded_rerun_reads_history_by_shard_and_posts_only_differences(ingeste
     warnings.filterwarnings("ignore")
     as_of = dt.date.fromisoformat(AS_OF)
     sharded, flat = _copy(ingested, "rerun-sharded"), _copy(ingested, "rerun-flat")
-    first = steps.credit_sharded(sharded, 2025, shards=4, as_of=as_of)
-    steps.credit(flat, 2025, as_of=as_of)
+    # opening balances (read by each shard from the run's bucketed copy): people of every
+    # shard, and one account with no DSN at all
+    from pipeline.worked_time import scan_table
+    nirs = (scan_table(sharded, "contracts").select("nir").drop_nulls().unique().sort("nir")
+            .collect()["nir"].to_list()[:12]) + ["2990175999999"]
+    bal = tmp_path / "balances.csv"
+    bal.write_text("nir,earned_balance_cents\n"
+                   + "".join(f"{n},{10000 * (i + 1)}\n" for i, n in enumerate(nirs)))
+    first = steps.credit_sharded(sharded, 2025, shards=4, as_of=as_of, balances=bal)
+    first_flat = steps.credit(flat, 2025, as_of=as_of, balances=bal)
+    e = conform(pl.read_parquet(pub.entries_path(sharded, first.run_id)))
+    assert e.equals(conform(pl.read_parquet(pub.entries_path(flat, first_flat.run_id))))
+    opened = e.filter(pl.col("kind") == "opening_balance_import")
+    assert sorted(opened["nir"]) == sorted(nirs)
+    assert opened.select(shard_expr(4, 16)).to_series().n_unique() > 1
     cur = pub.read_current(sharded)
     assert cur["published"][0]["entries_shards"] == 4
     whole = pub.published_entries(sharded)
