@@ -15,7 +15,8 @@ from string import Template
 
 import duckdb
 
-from pipeline.publish import (REPO, entries_path, fsync_path, read_current, run_dir)
+from pipeline.publish import (REPO, entries_path, fsync_path, read_current, run_dir,
+                              snapshot_table_files)
 
 SQL_DIR = REPO / "sql"
 CATALOG = "cpf.duckdb"
@@ -39,9 +40,9 @@ def view_sources(root: Path, current: dict | None = None) -> dict[str, str]:
         "uncreditable": _list([d / "uncreditable.parquet" for d in per_year]),
         "employments": _list([d / "employments.parquet" for d in per_year]),
         "ledger_entries": _list([entries_path(root, r["run_id"]) for r in current["published"]]),
-        "quarantine": _list([cur / "quarantine.parquet"]),
+        "quarantine": _list(snapshot_table_files(cur, "quarantine")),
         "balances": _list([cur / "balances.parquet"]),
-        "declarations": _list([cur / "declarations.parquet"]),
+        "declarations": _list(snapshot_table_files(cur, "declarations")),
         "dotation_lots": _list([cur / "dotation_lots.parquet"]),
         "runs": _list([cur / "runs.parquet"]),
     }

@@ -4,8 +4,10 @@ Layout under DIR (see docs/design.md)::
 
     runs/.staging-<run_id>/              a run being written (never read by anyone)
     runs/<run_id>/                       a complete snapshot: annual_credits, balances, entries,
-                                         quarantine, uncreditable, declarations, employments,
-                                         dotation_lots, runs, manifest.json, report/
+                                         uncreditable, employments, dotation_lots, runs,
+                                         dsn_inputs (Parquet), declarations/ and quarantine/
+                                         (one Parquet per declared month), manifest.json,
+                                         snapshot_sources.json, report/
     ledger/entries/run=<run_id>/part-0.parquet   the run's new entries (append-only journal)
     CURRENT                              JSON pointer: the published runs, in order, with the
                                          sha256 of each entries file
@@ -37,14 +39,11 @@ from typing import Callable
 
 import polars as pl
 
-from parsers.lake import scan, scan_parts
+from parsers.lake import lake_path, scan, scan_parts
 from pipeline.ledger import ENTRY_SCHEMA, balances_by_person, conform, typed_entries
 
 REPO = Path(__file__).resolve().parents[1]
 CURRENT = "CURRENT"
-SNAPSHOT_FILES = ("annual_credits.parquet", "balances.parquet", "entries.parquet",
-                  "quarantine.parquet", "uncreditable.parquet", "declarations.parquet",
-                  "employments.parquet", "dotation_lots.parquet", "runs.parquet")
 # Columns of the contract's annual_credits view, in order, with their types.
 ANNUAL_CREDITS_CONTRACT: dict[str, pl.DataType] = {
     "nir": pl.String(), "year": pl.Int32(), "worked_ratio": pl.Float64(),
@@ -375,21 +374,90 @@ def annual_credits_snapshot(credits: pl.DataFrame, year: int, run_id: str) -> pl
             .with_columns(pl.lit(run_id).alias("run_id")).sort("nir"))
 
 
-def quarantine_snapshot(root: Path) -> pl.DataFrame:
+def quarantine_rows(q: pl.LazyFrame) -> pl.DataFrame:
+    """The snapshot form of quarantine rows: the contract's columns first, canonical order."""
     from parsers.lake_schema import QUARANTINE
-    q = scan_lake(root, "quarantine").collect()
-    cols = ["source_file", "line_no", "rubrique", "reason"] + [
-        c for c in QUARANTINE if c not in ("source_file", "line_no", "rubrique", "reason")]
-    q = q.select([pl.col(c) if c in q.columns else pl.lit(None, QUARANTINE[c]).alias(c)
-                  for c in cols])
-    return q.sort(["file_sha256", "line_no", "rubrique", "reason"], nulls_last=True)
+    first = ["source_file", "line_no", "rubrique", "reason"]
+    return (q.select(first + [c for c in QUARANTINE if c not in first])
+            .sort(["file_sha256", "line_no", "rubrique", "reason"], nulls_last=True).collect())
 
 
-def declarations_snapshot(root: Path) -> pl.DataFrame:
-    return (scan_lake(root, "declarations")
-            .select("decl_id", "file_sha256", "source_file", "siren", "siret", "decl_month",
-                    "decl_type", "envoi_is_test", "rejected")
+def declarations_rows(d: pl.LazyFrame) -> pl.DataFrame:
+    """The snapshot form of declarations (employer identity of each decl_id), by decl_id."""
+    return (d.select("decl_id", "file_sha256", "source_file", "siren", "siret", "decl_month",
+                     "decl_type", "envoi_is_test", "rejected")
             .unique("decl_id", keep="first").sort("decl_id").collect())
+
+
+# The lake tables a snapshot keeps (not person tables: no shard writes them). They hold the
+# lake's whole history — nationally 24 M declarations a year — so the snapshot keeps one file
+# per declared month, and a run links the months whose lake partition did not change since
+# the previous publication instead of re-sorting and re-encoding them.
+LAKE_SNAPSHOTS = {"declarations": declarations_rows, "quarantine": quarantine_rows}
+LAKE_SNAPSHOT_FORMAT = 1  # bump when a *_rows function changes: every month is rewritten
+SNAPSHOT_SOURCES = "snapshot_sources.json"  # per month file, the lake partition it was made of
+
+
+def lake_partitions(root: Path, table: str) -> dict[str, list[Path]]:
+    """A lake table's part files by month partition directory (``month=YYYY-MM``; parts
+    outside one count as ``month=none``), ``month=none`` always present (so a snapshot table
+    is never an empty list of files)."""
+    from parsers.lake import NO_MONTH
+    none = f"month={NO_MONTH}"
+    base = lake_path(root) / table
+    out: dict[str, list[Path]] = {none: []}
+    for part in (sorted(base.rglob("part-*.parquet")) if base.exists() else []):
+        key = part.parent.name if part.parent.name.startswith("month=") else none
+        out.setdefault(key, []).append(part)
+    return dict(sorted(out.items()))
+
+
+def partition_signature(parts: list[Path]) -> str:
+    """What a month file was made of: its parts' names and sizes (ingestion only adds parts
+    with new names; compaction and orphan removal change the sizes or the names)."""
+    return hashlib.sha256(repr((LAKE_SNAPSHOT_FORMAT, [(p.name, p.stat().st_size)
+                                                       for p in parts])).encode()).hexdigest()
+
+
+def write_lake_snapshots(root: Path, st: Path, current: dict) -> dict[str, str]:
+    """``<table>/month=…parquet`` of every ``LAKE_SNAPSHOTS`` table into the staging dir
+    ``st``; returns their sha256 (for the manifest). A month whose partition signature equals
+    the one recorded by the previous publication (``SNAPSHOT_SOURCES``) is hard-linked from
+    that run (same bytes: same rows, same canonical order); only changed months are read."""
+    from parsers.lake_schema import TABLES
+    prev = run_dir(root, current["run_id"]) if current.get("run_id") else None
+    prev_src, prev_sha = {}, {}
+    if prev is not None and (prev / SNAPSHOT_SOURCES).exists():
+        prev_src = json.loads((prev / SNAPSHOT_SOURCES).read_text())
+        prev_sha = read_manifest(root, current["run_id"])["files_sha256"]
+    shas, sources = {}, {}
+    for table, rows in LAKE_SNAPSHOTS.items():
+        (st / table).mkdir(parents=True, exist_ok=True)
+        for key, parts in lake_partitions(root, table).items():
+            rel = f"{table}/{key}.parquet"
+            sources[rel] = partition_signature(parts)
+            if prev_src.get(rel) == sources[rel] and rel in prev_sha and (prev / rel).exists():
+                _link_or_copy(prev / rel, st / rel)
+                shas[rel] = prev_sha[rel]
+                continue
+            lf = scan_parts(parts, TABLES[table]) if parts else pl.LazyFrame(schema=TABLES[table])
+            shas[rel] = write_parquet(rows(lf), st / rel)
+    (st / SNAPSHOT_SOURCES).write_text(json.dumps(sources, indent=1, sort_keys=True) + "\n")
+    return shas
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not supported
+        shutil.copyfile(src, dst)
+
+
+def snapshot_table_files(run: Path, table: str) -> list[Path]:
+    """The Parquet files of a snapshot's lake table: its month files, or the single
+    ``<table>.parquet`` of runs published before the per-month layout."""
+    d = run / table
+    return sorted(d.glob("*.parquet")) if d.is_dir() else [run / f"{table}.parquet"]
 
 
 # --- staging and publication ------------------------------------------------------------------
@@ -425,9 +493,7 @@ def stage_run(root: Path, run_id: str, seq: int, inputs: RunInputs, *,
     shas["annual_credits.parquet"] = write_parquet(ac, st / "annual_credits.parquet")
     shas["balances.parquet"] = write_parquet(balances, st / "balances.parquet")
     shas["uncreditable.parquet"] = write_parquet(uncreditable, st / "uncreditable.parquet")
-    shas["quarantine.parquet"] = write_parquet(quarantine_snapshot(root), st / "quarantine.parquet")
-    shas["declarations.parquet"] = write_parquet(declarations_snapshot(root),
-                                                 st / "declarations.parquet")
+    shas.update(write_lake_snapshots(root, st, current))
     shas["employments.parquet"] = write_parquet(employments, st / "employments.parquet")
     shas["dotation_lots.parquet"] = write_parquet(lots, st / "dotation_lots.parquet")
     shas[DSN_INPUTS] = write_dsn_inputs(root, inputs, st / DSN_INPUTS)
@@ -549,8 +615,9 @@ def concat_entries_parts(parts: list[Path], out: Path) -> str:
 def _snapshot_jobs(root: Path, st: Path, dirs: list[Path], lots: pl.DataFrame,
                    report: Callable[[], object] | None) -> dict[str, Callable[[], object]]:
     """The snapshot's Parquet files of a sharded run, {file name: job writing it and returning
-    its sha256}, the largest first, and the ``report`` job right after the two largest (so it
-    overlaps their encoding). The jobs are independent of one another."""
+    its sha256} (``lake tables``: {file name: sha256} of the per-month files), the largest
+    first, and the ``report`` job right after the two largest (so it overlaps their encoding).
+    The jobs are independent of one another."""
     jobs: dict[str, Callable[[], object]] = {
         "annual_credits.parquet": lambda: concat_parts(
             [part_path(d, "annual_credits") for d in dirs], st / "annual_credits.parquet"),
@@ -564,10 +631,7 @@ def _snapshot_jobs(root: Path, st: Path, dirs: list[Path], lots: pl.DataFrame,
     for name in ("uncreditable", "employments"):
         jobs[f"{name}.parquet"] = (lambda n=name: concat_parts(
             [d / f"{n}.parquet" for d in dirs], st / f"{n}.parquet"))
-    jobs["quarantine.parquet"] = lambda: write_parquet(quarantine_snapshot(root),
-                                                       st / "quarantine.parquet")
-    jobs["declarations.parquet"] = lambda: write_parquet(declarations_snapshot(root),
-                                                         st / "declarations.parquet")
+    jobs["lake tables"] = lambda: write_lake_snapshots(root, st, read_current(root))
     jobs["dotation_lots.parquet"] = lambda: write_parquet(lots, st / "dotation_lots.parquet")
     return jobs
 
@@ -625,7 +689,8 @@ def stage_run_sharded(root: Path, run_id: str, seq: int, inputs: RunInputs, *,
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {name: pool.submit(job) for name, job in jobs.items()}
         done = {name: futures[name].result() for name in sorted(futures)}
-    shas = {name: sha for name, sha in done.items() if name != "report"}
+    shas = {name: sha for name, sha in done.items() if name not in ("report", "lake tables")}
+    shas.update(done["lake tables"])
     shas[DSN_INPUTS] = write_dsn_inputs(root, inputs, st / DSN_INPUTS)
     history = current["published"] + [{
         "run_id": run_id, "year": year, "seq": seq, "as_of": inputs.as_of.isoformat(),

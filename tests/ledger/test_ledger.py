@@ -354,3 +354,40 @@ def test_hour_era_ceiling_tiers():
     assert not p.errors
     # 10 h at 24 h/year fill the first tier; the other 14 h are earned at half rate: 7 h
     assert p.credits["credit_hours"].to_list() == [17]
+
+
+def test_lake_tables_are_snapshotted_per_month_and_unchanged_months_are_linked(lake):
+    """declarations/ and quarantine/ of a snapshot: one canonical file per lake month; the
+    next run links the months whose lake partition did not change (same inode, no re-read)
+    and rewrites the others; the catalog views read every month."""
+    from parsers.lake_schema import TABLES
+    base = lake / "lake" / "declarations"
+    flat = pl.read_parquet(base / "part-test.parquet")
+    (base / "part-test.parquet").unlink()
+    for (month,), g in flat.group_by("decl_month"):  # the lake's month partitions
+        (base / f"month={month:%Y-%m}").mkdir()
+        g.write_parquet(base / f"month={month:%Y-%m}" / "part-a.parquet")
+    first = Path(credit(lake, BASE).run_dir)
+    names = sorted(p.name for p in (first / "declarations").iterdir())
+    assert names == ["month=2024-01.parquet", "month=2024-02.parquet", "month=none.parquet"]
+    late = flat.head(1).with_columns(pl.lit("decl9").alias("decl_id"),
+                                     pl.lit(dt.date(2024, 2, 1)).alias("decl_month"))
+    late.write_parquet(base / "month=2024-02" / "part-b.parquet")
+    second = Path(credit(lake, BASE + [(nir(7), 1.0, "standard", 50000, 500000)]).run_dir)
+    ino = lambda run, m: (run / "declarations" / f"month={m}.parquet").stat().st_ino  # noqa
+    assert ino(second, "2024-01") == ino(first, "2024-01")  # linked, not rewritten
+    assert ino(second, "2024-02") != ino(first, "2024-02")
+    got = pl.concat([pl.read_parquet(f) for f in pub.snapshot_table_files(second,
+                                                                          "declarations")])
+    whole = pub.declarations_rows(pl.scan_parquet(list(base.rglob("*.parquet")),
+                                                  schema=TABLES["declarations"],
+                                                  missing_columns="insert",
+                                                  extra_columns="ignore"))
+    assert got.sort("decl_id").equals(whole) and "decl9" in got["decl_id"].to_list()
+    m = pub.read_manifest(lake, second.name)["files_sha256"]
+    assert m["declarations/month=2024-01.parquet"] == pub.sha256_file(
+        second / "declarations" / "month=2024-01.parquet")
+    con = duckdb.connect(str(lake / "cpf.duckdb"), read_only=True)
+    assert con.execute("select count(*) from declarations").fetchone()[0] == whole.height
+    assert con.execute("select count(*) from quarantine").fetchone()[0] == 1
+    con.close()
