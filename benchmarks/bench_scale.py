@@ -383,7 +383,8 @@ def report(r: dict) -> str:
             md.append(f"| {x['people']:,} | {x['mb']:.1f} | {x['seconds']:.1f} | {x['mb_s']:.2f} | "
                       f"{x['rss_mb']:.0f} | {x['load1']} |")
     md.append("\n## Growth (least squares)\n")
-    md.append("| quantity | log-log exponent | linear slope |\n|---|---:|---:|")
+    md.append("| quantity | log-log exponent | exponent, two largest sizes | linear slope |\n"
+              "|---|---:|---:|---:|")
     fits = {}
     if len(L) >= 2:
         xs = [x["people"] for x in L]
@@ -398,22 +399,29 @@ def report(r: dict) -> str:
             b, _ = loglog(xs, ys)
             s, c = linear(xs, ys)
             fits[key] = (b, s, c)
-            md.append(f"| {lab} | {b:.2f} | {s * 1e6:.1f} per M people (+{c:.1f}) |")
+            md.append(f"| {lab} | {b:.2f} | {loglog(xs[-2:], ys[-2:])[0]:.2f} | "
+                      f"{s * 1e6:.1f} per M people (+{c:.1f}) |")
         fl = [x for x in L if "flat_s" in x]
         if len(fl) >= 2:
             b, _ = loglog([x["people"] for x in fl], [x["flat_rss_mb"] for x in fl])
             s, c = linear([x["people"] for x in fl], [x["flat_rss_mb"] for x in fl])
             fits["flat_rss_mb"] = (b, s, c)
             md.append(f"| unsharded compute peak RSS (MB) vs people | {b:.2f} | "
+                      f"{loglog([x['people'] for x in fl][-2:], [x['flat_rss_mb'] for x in fl][-2:])[0]:.2f} | "
                       f"{s * 1e6:.0f} per M people (+{c:.0f}) |")
     if len(I) >= 2:
         xs = [x["mb"] for x in I]
         b, _ = loglog(xs, [x["seconds"] for x in I])
         s, c = linear(xs, [x["seconds"] for x in I])
         fits["ingest_s"] = (b, s, c)
-        md.append(f"| ingestion time (s) vs DSN MB | {b:.2f} | {s:.2f} s per MB (+{c:.1f}) |")
+        b2, _ = loglog(xs[-2:], [x["seconds"] for x in I][-2:])
+        md.append(f"| ingestion time (s) vs DSN MB | {b:.2f} | {b2:.2f} | {s:.2f} s per MB "
+                  f"(+{c:.1f}) |")
         b, _ = loglog(xs, [x["rss_mb"] for x in I])
-        md.append(f"| ingestion peak RSS (MB) vs DSN MB | {b:.2f} | |")
+        b2, _ = loglog(xs[-2:], [x["rss_mb"] for x in I][-2:])
+        md.append(f"| ingestion peak RSS (MB) vs DSN MB | {b:.2f} | {b2:.2f} | |")
+    md.append("\nThe exponent between the two largest sizes is the growth once the fixed per-shard "
+              "and per-process costs are small: 1 means linear.")
     md.append("\n## Extrapolation to national volumes (this 2-core, 24 GB machine)\n")
     md.append("Assumptions: time linear in volume beyond the measured sizes — two figures: the "
               "marginal cost (fitted linear slope; the log-log exponents < 1 above show fixed "
