@@ -406,8 +406,8 @@ def report(r: dict) -> str:
             b, _ = loglog([x["people"] for x in fl], [x["flat_rss_mb"] for x in fl])
             s, c = linear([x["people"] for x in fl], [x["flat_rss_mb"] for x in fl])
             fits["flat_rss_mb"] = (b, s, c)
-            md.append(f"| unsharded compute peak RSS (MB) vs people | {b:.2f} | "
-                      f"{loglog([x['people'] for x in fl][-2:], [x['flat_rss_mb'] for x in fl][-2:])[0]:.2f} | "
+            b2, _ = loglog([x["people"] for x in fl][-2:], [x["flat_rss_mb"] for x in fl][-2:])
+            md.append(f"| unsharded compute peak RSS (MB) vs people | {b:.2f} | {b2:.2f} | "
                       f"{s * 1e6:.0f} per M people (+{c:.0f}) |")
     if len(I) >= 2:
         xs = [x["mb"] for x in I]
@@ -481,8 +481,9 @@ def report(r: dict) -> str:
                 sub = decl["subset_cpu_s"] * decl["buckets"] / 60
                 md.append(f"  - To find them, every bucket run reads the whole "
                           f"current-declarations folder: ≈ {decl['subset_cpu_s']:.1f} CPU-s per "
-                          f"bucket, **≈ {sub:.0f} CPU-min per national campaign (≈ {sub / 2:.1f}"
-                          f" min on the 2 cores), NOT included in the campaign figures above** "
+                          f"bucket, **≈ {sub:.0f} CPU-min per national campaign "
+                          f"(≈ {sub / 2:.1f} min on the 2 cores), NOT included in the campaign "
+                          f"figures above** "
                           f"(the bench lakes hold 100× fewer declarations per person).")
         if "flat_rss_mb" in fits:
             _, kf, cf = fits["flat_rss_mb"]  # MB per person of ONE process holding n people
