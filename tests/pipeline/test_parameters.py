@@ -119,3 +119,28 @@ def test_read_balances_reports_line_numbers(tmp_path):
     bad = tmp_path / "x.csv"
     bad.write_text("nir,balance\n")
     assert read_balances(bad)[1][0].line_no == 1
+
+
+def test_account_inputs_read_in_chunks_keep_line_numbers(tmp_path, monkeypatch):
+    """Read a few bytes at a time (as a national file is read 64 MB at a time), a file
+    with a BOM, CRLF, blank lines, quotes and a duplicate in another chunk gives the same rows
+    and the same line numbers as in one piece; a bad row's NIR still counts as seen."""
+    import parsers.account_inputs as ai
+    f = tmp_path / "b.csv"
+    f.write_bytes("\ufeffnir,earned_balance_cents\r\n1850175123456,480000\r\n\r\n"
+                  "  \r\n\"2900175123457\", 12 \r\n2900175123458,-1\r\n2900175123458,5\r\n"
+                  "1850175123456,7\r\n2900175123459\r\n".encode())
+    whole = read_balances(f)
+    monkeypatch.setattr(ai, "CHUNK_BYTES", 7)
+    chunked = read_balances(f)
+    assert whole[0].equals(chunked[0]) and whole[1] == chunked[1]
+    assert chunked[0].rows() == [("1850175123456", 480000), ("2900175123457", 12)]
+    assert [(e.line_no, e.reason) for e in chunked[1]] == [
+        (6, "negative balance"), (7, "duplicate NIR (first occurrence kept)"),
+        (8, "duplicate NIR (first occurrence kept)"), (9, "expected 2 fields, got 1")]
+    empty = tmp_path / "e.csv"
+    empty.write_bytes(b"")
+    assert read_balances(empty)[1][0].field == "header"
+    latin = tmp_path / "l.csv"
+    latin.write_bytes("nir,earned_balance_cents\n1850175123456,é\n".encode("latin-1"))
+    assert "unreadable file" in read_balances(latin)[1][0].reason
