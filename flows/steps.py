@@ -245,9 +245,8 @@ def post(prep: Prepared, computed: dict[str, str], ledger_upto: str | None = Non
     root = Path(prep.root)
     inputs = prep.run_inputs()
     current = pub.read_current(root)
-    problems = pub.verify_ledger(root, current) if verify else []
-    if problems:
-        raise InputError(["the published ledger does not match CURRENT: " + p for p in problems])
+    if verify:
+        ensure_published_ledger(root, current)
     ledger = pub.published_entries(root, current, upto_run=ledger_upto)
     meta = RunMeta(run_id=prep.run_id, code_version=inputs.code_version,
                    param_version=inputs.param_version,
@@ -494,10 +493,22 @@ def _max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def ensure_published_ledger(root: Path, current: dict) -> None:
+    """Refuse to post on a ledger whose entries files do not match CURRENT's sha256 (a
+    tampered or damaged journal): every diff would be computed against wrong history."""
+    problems = pub.verify_ledger(root, current)
+    if problems:
+        raise InputError(["the published ledger does not match CURRENT: " + p for p in problems])
+
+
 def prepare_lots(prep: Prepared, ledger_upto: str | None = None) -> str:
-    """The dotation lot register of this run (previous publication + this run's CSV)."""
+    """The dotation lot register of this run (previous publication + this run's CSV). Runs
+    once before the shards post: it first checks the published ledger (as ``post`` does for
+    an unsharded run); a replay (``ledger_upto``) has checked it already."""
     root = Path(prep.root)
     current = pub.read_current(root)
+    if ledger_upto is None:
+        ensure_published_ledger(root, current)
     inputs = prep.run_inputs()
     lots = load_lots(root, current, inputs, ledger_upto)
     out = Path(prep.work_dir) / "lots.parquet"

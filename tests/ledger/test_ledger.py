@@ -185,9 +185,12 @@ def test_replay_identical_then_detects_tampering(lake):
     assert not res.ok
     assert any("tampered" in d for d in res.differences)
     assert any("amount_cents=99999" in d for d in res.differences)
-    # and the next run refuses to post on a tampered ledger
+    # and the next run refuses to post on a tampered ledger, sharded or not
     with pytest.raises(steps.InputError):
         credit(lake, BASE)
+    prep = steps.prepare(lake, 2024, as_of=AS_OF)
+    with pytest.raises(steps.InputError, match="tampered"):
+        steps.prepare_lots(prep)
 
 
 def test_balance_assertion_fails_on_broken_ledger():
