@@ -35,7 +35,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import polars as pl
 
@@ -321,38 +321,85 @@ DSN_INPUTS = "dsn_inputs.parquet"  # snapshot file: the run's DSN inputs (sorted
 _DIGEST_CHUNK = 1_000_000
 
 
+CHECKSUMS_PER_PASS = 4_000_000  # file checksums sorted at a time (~0.5 GB with the sort)
+
+
+def sorted_file_checksums(root: Path) -> Iterator[pl.DataFrame]:
+    """The lake's ingested files as consecutive sorted chunks of one unique ``file_sha256``
+    column, in global sorted order. A national year holds ~24 M (1.9 GB of strings; sorting
+    them at once peaked at 5.4 GB, measured): the ranges of the first two hex digits are
+    sorted one after the other, ~``CHECKSUMS_PER_PASS`` checksums each (one pass up to that
+    many). Never a Python list, never in a manifest or a task parameter."""
+    lf = scan_lake(root, "files").select("file_sha256").drop_nulls()
+    n = lf.select(pl.len()).collect().item()
+    k = max(1, min(256, -(-n // CHECKSUMS_PER_PASS)))
+    cuts = [f"{256 * i // k:02x}" for i in range(1, k)]  # first range unbounded below, last above
+    for lo, hi in zip([None] + cuts, cuts + [None]):
+        part = lf
+        if lo is not None:
+            part = part.filter(pl.col("file_sha256") >= lo)
+        if hi is not None:
+            part = part.filter(pl.col("file_sha256") < hi)
+        chunk = part.unique().sort("file_sha256").collect()
+        if chunk.height:
+            yield chunk
+
+
 def lake_file_checksums(root: Path) -> pl.DataFrame:
-    """The lake's ingested files as one sorted ``file_sha256`` column (a national year holds
-    tens of millions: never a Python list, never in a manifest or a task parameter)."""
-    return (scan_lake(root, "files").select("file_sha256").drop_nulls().unique()
-            .sort("file_sha256").collect())
+    """The lake's ingested files as one sorted ``file_sha256`` column (small lakes, tests)."""
+    chunks = list(sorted_file_checksums(root))
+    return pl.concat(chunks) if chunks else pl.DataFrame(schema={"file_sha256": pl.String})
+
+
+class _ChecksumsDigest:
+    """sha256 of ``"<sha>\n"`` for each sorted checksum, fed chunk by chunk."""
+
+    def __init__(self) -> None:
+        self.h, self.n = hashlib.sha256(), 0
+
+    def update(self, col: pl.Series) -> None:
+        for i in range(0, col.len(), _DIGEST_CHUNK):
+            self.h.update((col.slice(i, _DIGEST_CHUNK).str.join("\n").item() + "\n").encode())
+        self.n += col.len()
 
 
 def checksums_digest(sorted_sha256: pl.DataFrame | list[str]) -> str:
-    """sha256 of ``"<sha>\n"`` for each sorted checksum (hashed in chunks)."""
-    col = (sorted_sha256.get_column("file_sha256") if isinstance(sorted_sha256, pl.DataFrame)
-           else pl.Series("file_sha256", sorted_sha256, dtype=pl.String))
-    h = hashlib.sha256()
-    for i in range(0, col.len(), _DIGEST_CHUNK):
-        h.update((col.slice(i, _DIGEST_CHUNK).str.join("\n").item() + "\n").encode())
-    return h.hexdigest()
+    """sha256 of ``"<sha>\n"`` for each sorted checksum (``lake_inputs_digest``'s digest)."""
+    d = _ChecksumsDigest()
+    d.update(sorted_sha256.get_column("file_sha256") if isinstance(sorted_sha256, pl.DataFrame)
+             else pl.Series("file_sha256", sorted_sha256, dtype=pl.String))
+    return d.h.hexdigest()
 
 
 def lake_inputs_digest(root: Path) -> tuple[int, str]:
     """(files, digest) of the lake's ingested DSN: what a run records in its inputs."""
-    files = lake_file_checksums(root)
-    return files.height, checksums_digest(files)
+    d = _ChecksumsDigest()
+    for chunk in sorted_file_checksums(root):
+        d.update(chunk.get_column("file_sha256"))
+    return d.n, d.h.hexdigest()
 
 
 def write_dsn_inputs(root: Path, inputs: RunInputs, target: Path) -> str:
-    """The run's DSN inputs list into the snapshot (for replay), checked against the digest
-    recorded at prepare: the DIR lock keeps ingestion out during a run, so a mismatch means
-    the lake was changed behind it."""
-    files = lake_file_checksums(root)
-    if (files.height, checksums_digest(files)) != (inputs.dsn_files, inputs.dsn_digest):
-        raise PublishError(f"the lake's ingested files changed during the run ({files.height} "
+    """The run's DSN inputs list into the snapshot (for replay), written chunk by chunk
+    (``sorted_file_checksums``), checked against the digest recorded at prepare: the DIR
+    lock keeps ingestion out during a run, so a mismatch means the lake was changed behind
+    it. Returns the file's sha256."""
+    import pyarrow.parquet as pq
+
+    d = _ChecksumsDigest()
+    schema = pl.DataFrame(schema={"file_sha256": pl.String}).to_arrow().schema
+    writer = pq.ParquetWriter(target, schema, compression="zstd", compression_level=3,
+                              write_statistics=True)
+    try:
+        for chunk in sorted_file_checksums(root):
+            d.update(chunk.get_column("file_sha256"))
+            writer.write_table(chunk.to_arrow().cast(schema), row_group_size=1_000_000)
+    finally:
+        writer.close()
+    if (d.n, d.h.hexdigest()) != (inputs.dsn_files, inputs.dsn_digest):
+        raise PublishError(f"the lake's ingested files changed during the run ({d.n} "
                            f"now, {inputs.dsn_files} at prepare): nothing published, rerun")
-    return write_parquet(files, target)
+    return sha256_file(target)
 
 
 def read_dsn_inputs(root: Path, run_id: str) -> list[str]:

@@ -142,15 +142,16 @@ def test_run_records_its_dsn_inputs_as_a_digest_and_a_snapshot_file(lake, monkey
     assert inputs["dsn_digest"] == pub.checksums_digest(listed["file_sha256"].to_list())
     assert out.manifest["files_sha256"][pub.DSN_INPUTS] == pub.sha256_file(
         Path(out.run_dir) / pub.DSN_INPUTS)
-    real = pub.lake_file_checksums
+    real = pub.sorted_file_checksums
     calls = []
 
     def changed_after_prepare(root):  # first call: prepare; later: staging sees one more file
         calls.append(1)
-        df = real(root)
-        return df if len(calls) == 1 else pl.concat([df, pl.DataFrame({"file_sha256": ["f" * 64]})])
+        yield from real(root)
+        if len(calls) > 1:
+            yield pl.DataFrame({"file_sha256": ["f" * 64]})
 
-    monkeypatch.setattr(pub, "lake_file_checksums", changed_after_prepare)
+    monkeypatch.setattr(pub, "sorted_file_checksums", changed_after_prepare)
     with pytest.raises(pub.PublishError, match="changed during the run"):
         credit(lake, [(r[0], r[1], r[2], r[3] + 1, r[4]) for r in BASE])
 
@@ -394,3 +395,18 @@ def test_lake_tables_are_snapshotted_per_month_and_unchanged_months_are_linked(l
     assert con.execute("select count(*) from declarations").fetchone()[0] == whole.height
     assert con.execute("select count(*) from quarantine").fetchone()[0] == 1
     con.close()
+
+
+def test_file_checksums_sorted_range_by_range_are_the_sorted_list(tmp_path, monkeypatch):
+    """A national year's 24 M checksums are sorted a hex range at a time: the chunks, end to
+    end, are the unique sorted list, and give the digest of the list sorted at once."""
+    import hashlib
+    from .conftest import write_table
+    shas = [hashlib.sha256(str(i % 40).encode()).hexdigest() for i in range(50)]  # 10 repeated
+    write_table(tmp_path, "files", [{"file_sha256": s, "batch_id": "b"} for s in shas])
+    whole = sorted(set(shas))
+    monkeypatch.setattr(pub, "CHECKSUMS_PER_PASS", 6)
+    chunks = list(pub.sorted_file_checksums(tmp_path))
+    assert len(chunks) > 3
+    assert pl.concat(chunks)["file_sha256"].to_list() == whole
+    assert pub.lake_inputs_digest(tmp_path) == (40, pub.checksums_digest(whole))
