@@ -132,10 +132,13 @@ class KnownChecksums:
     is not a practical event (birthday bound ~1e-22 at 1e8 files)."""
 
     def __init__(self, root_dir: Path | str) -> None:
-        sha = scan(root_dir, "files").select("file_sha256").drop_nulls().unique().collect()
-        words = sha.select(_sha_word(0).alias("hi"), _sha_word(1).alias("lo")).sort("hi", "lo")
-        self.hi = words.get_column("hi").to_numpy()
-        self.lo = words.get_column("lo").to_numpy()
+        # words computed inside the scan: the checksum strings are never all in memory (a
+        # national year's at once took 5.5 GB); duplicates are harmless to the lookups
+        words = (scan(root_dir, "files").select("file_sha256").drop_nulls()
+                 .select(_sha_word(0).alias("hi"), _sha_word(1).alias("lo")).collect())
+        hi, lo = words.get_column("hi").to_numpy(), words.get_column("lo").to_numpy()
+        order = np.lexsort((lo, hi))  # 8 bytes per file (Polars' two-column sort: ~60)
+        self.hi, self.lo = hi[order], lo[order]
         self.added: set[str] = set()
 
     def __len__(self) -> int:
@@ -169,7 +172,8 @@ def remove_orphans(root_dir: Path | str) -> int:
     lake = lake_path(root_dir)
     if not lake.exists():
         return 0
-    committed = set(scan(lake, "files").select("batch_id").collect()["batch_id"].to_list())
+    committed = set(scan(lake, "files").select("batch_id").unique().collect()["batch_id"]
+                    .to_list())  # a few commits a day: not one string per file
     removed = 0
     for table in TABLES:
         if table == "files":
