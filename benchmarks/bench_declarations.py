@@ -123,13 +123,13 @@ def stage_subset(root: Path) -> dict:
     to. (The replicated declarations are not referred to by the symlinked person tables: the
     subset kept is small, the read is the whole folder, as nationally.)"""
     from pipeline.worked_time import current_declarations_path, run_declarations
-    current_declarations_path(root)
+    path = current_declarations_path(root)
     run_declarations(root, [0])
     t0, c0 = time.perf_counter(), time.process_time()
     run = run_declarations(root, [1])
-    return {"declarations": pl.scan_parquet(current_declarations_path(root)).select(pl.len())
-            .collect().item(), "kept": run.decls.height, "seconds": time.perf_counter() - t0,
-            "cpu_seconds": time.process_time() - c0}
+    out = {"kept": run.decls.height, "seconds": time.perf_counter() - t0,
+           "cpu_seconds": time.process_time() - c0}
+    return {"declarations": pl.scan_parquet(path).select(pl.len()).collect().item(), **out}
 
 
 def stage_baseline(root: Path) -> dict:

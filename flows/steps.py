@@ -26,7 +26,7 @@ from pipeline.ledger import RunMeta, conform, ensure, plan_year_postings
 
 # (amounts, uncreditable[, employments]): an engine that knows no employments (a test's
 # stand-in) returns two frames and the snapshot's employments table is empty
-ComputeFn = Callable[[Path, int, Path | None], tuple[pl.LazyFrame, ...]]
+ComputeFn = Callable[[Path, int, pl.LazyFrame | None], tuple[pl.LazyFrame, ...]]
 IngestFn = Callable[[list[Path], Path], dict]
 
 
@@ -55,15 +55,17 @@ def ingest_files(paths: list[Path], root: Path, on_progress=None,
     return report.to_dict()
 
 
-def default_compute(root: Path, year: int, holders: Path | None) -> tuple[pl.LazyFrame, ...]:
+def default_compute(root: Path, year: int, holders: pl.LazyFrame | None
+                    ) -> tuple[pl.LazyFrame, ...]:
     from pipeline.credits import compute_year
     res = compute_year(Path(root), year, holders)
     return res.amounts, res.uncreditable, res.employments
 
 
-def write_engine_outputs(out_dir: Path, outputs: tuple) -> dict[str, str]:
+def write_engine_outputs(out_dir: Path, outputs: tuple) -> tuple[dict[str, str], pl.DataFrame]:
     """The engine's frames as ``amounts``, ``uncreditable`` and ``employments`` Parquet files
-    in ``out_dir`` (sorted: amounts by nir, uncreditable by every column), their paths."""
+    in ``out_dir`` (sorted: amounts by nir, uncreditable by every column): their paths, and
+    the amounts as written."""
     from pipeline.worked_time import EMPLOYMENTS_SCHEMA
     amounts, unc, *rest = outputs
     emp = rest[0] if rest and rest[0] is not None else pl.DataFrame(schema=EMPLOYMENTS_SCHEMA)
@@ -76,7 +78,7 @@ def write_engine_outputs(out_dir: Path, outputs: tuple) -> dict[str, str]:
     for name, df in frames.items():
         paths[name] = str(Path(out_dir) / f"{name}.parquet")
         df.write_parquet(paths[name])
-    return paths
+    return paths, frames["amounts"]
 
 
 def param_version(year: int) -> str:
@@ -105,7 +107,8 @@ def read_holders_input(path: Path) -> pl.DataFrame:
 # --holders and --balances are national files (up to one row per account: 37 M). Every shard
 # needs only its people's rows: parsing and validating the whole CSV in each of 128 shards
 # took ~190 CPU-s per shard for 37 M balances (measured), i.e. hours. The run validates each
-# once and keeps it as Parquet sorted by lake bucket; a shard reads its buckets' row groups.
+# once and keeps it as Parquet sorted by lake bucket; a shard reads its buckets' row groups,
+# an unsharded run (and its replay) reads the whole copy instead of parsing the CSV again.
 
 BUCKETED_INPUTS = {"holders": read_holders_input, "balances": read_opening_balances}
 BUCKETED_ROW_GROUP = 65_536  # rows: a national bucket (~290 k accounts) spans a few groups
@@ -124,8 +127,9 @@ def write_bucketed_inputs(prep: "Prepared", frames: dict[str, pl.DataFrame | Non
     n_lake = bucket_count(root)
     inputs = prep.run_inputs()
     for name, read in BUCKETED_INPUTS.items():
-        df = frames.get(name, ...)
-        if df is ...:
+        if name in frames:
+            df = frames[name]
+        else:
             archived = pub.archived_input(root, getattr(inputs, f"{name}_sha256"))
             df = read(archived) if archived else None
         if df is None:
@@ -212,10 +216,10 @@ def compute(prep: Prepared, compute_fn: ComputeFn | None = None,
     """Run the crediting engine; write its amounts, uncreditable people and employments as
     Parquet."""
     compute_fn = compute_fn or default_compute
-    inputs = prep.run_inputs()
-    holders = pub.archived_input(Path(prep.root), inputs.holders_sha256)
-    return write_engine_outputs(Path(prep.work_dir),
-                                compute_fn(Path(lake_root or prep.root), prep.year, holders))
+    paths, _ = write_engine_outputs(Path(prep.work_dir),
+                                    compute_fn(Path(lake_root or prep.root), prep.year,
+                                               bucketed_input(prep, "holders")))
+    return paths
 
 
 def load_lots(root: Path, current: dict, inputs: pub.RunInputs,
@@ -251,8 +255,7 @@ def post(prep: Prepared, computed: dict[str, str], ledger_upto: str | None = Non
     meta = RunMeta(run_id=prep.run_id, code_version=inputs.code_version,
                    param_version=inputs.param_version,
                    default_source=f"run-inputs:{prep.run_id}")
-    bal_path = pub.archived_input(root, inputs.balances_sha256)
-    opening = read_opening_balances(bal_path).lazy() if bal_path else None
+    opening = bucketed_input(prep, "balances")  # validated once, by prepare
     amounts = pl.read_parquet(computed["amounts"])
     posting = plan_year_postings(ledger, amounts, prep.year, meta, opening=opening,
                                  opening_source=f"balances:{inputs.balances_sha256}")
@@ -382,6 +385,7 @@ def replay(root: Path, year: int, compute_fn: ComputeFn | None = None,
         prep = Prepared(root=str(root), year=year, run_id=run_id, seq=manifest["seq"],
                         inputs=manifest["inputs"], work_dir=str(tmp / "work"))
         Path(prep.work_dir).mkdir()
+        write_bucketed_inputs(prep, {})  # from the archived inputs, as the run's prepare did
         if manifest.get("shards"):  # a sharded run: recompute it shard by shard, same layout
             try:
                 sha, entries, ac = replay_sharded(prep, manifest, tmp)
@@ -459,7 +463,7 @@ def shard_dir(prep: Prepared, shard: int) -> Path:
     return d
 
 
-def default_compute_shard(root: Path, year: int, holders: Path | pl.LazyFrame | None,
+def default_compute_shard(root: Path, year: int, holders: pl.LazyFrame | None,
                           buckets: list[int]) -> tuple[pl.LazyFrame, ...]:
     from pipeline.credits import compute_year
     res = compute_year(Path(root), year, holders, buckets=buckets)
@@ -475,9 +479,8 @@ def compute_shard(prep: Prepared, shard: int, shards: int, lake_buckets: list[in
     buckets = shard_buckets(lake_buckets, shards, shard)
     holders = bucketed_input(prep, "holders", buckets)
     d = shard_dir(prep, shard)
-    paths = write_engine_outputs(d, default_compute_shard(Path(lake_root or prep.root),
-                                                          prep.year, holders, buckets))
-    a = pl.read_parquet(paths["amounts"], columns=["nir"])
+    _, a = write_engine_outputs(d, default_compute_shard(Path(lake_root or prep.root),
+                                                         prep.year, holders, buckets))
     if shards > 1 and a.height:
         n_lake = bucket_count(lake_root or prep.root)
         stray = a.filter(shard_expr(shards, n_lake) != shard).height
@@ -620,7 +623,6 @@ def replay_sharded(prep: Prepared, manifest: dict, lake_root: Path) -> tuple[str
     """Recompute a sharded run into a temporary staging dir; (entries sha256, entries, ac)."""
     shards = int(manifest["shards"])
     ids = manifest.get("lake_buckets") or _lake_bucket_ids(lake_root)
-    write_bucketed_inputs(prep, {})  # from the archived inputs, as the run's prepare did
     for s in range(shards):
         compute_shard(prep, s, shards, ids, lake_root=str(lake_root))
     lots = prepare_lots(prep, ledger_upto=prep.run_id)

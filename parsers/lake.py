@@ -107,7 +107,8 @@ def write_parsed(parsed: ParsedFile, root_dir: Path | str, batch_id: str,
     return written
 
 
-def _parts(lake: Path, table: str) -> list[Path]:
+def table_parts(lake: Path, table: str) -> list[Path]:
+    """A table's part files (every partition), sorted."""
     base = lake / table
     return sorted(base.rglob("part-*.parquet")) if base.exists() else []
 
@@ -115,7 +116,7 @@ def _parts(lake: Path, table: str) -> list[Path]:
 def scan(lake_dir_or_root: Path | str, table: str) -> pl.LazyFrame:
     """Typed LazyFrame over a table (an empty frame with the schema when it has no file)."""
     schema = TABLES[table]
-    parts = _parts(lake_path(lake_dir_or_root), table)
+    parts = table_parts(lake_path(lake_dir_or_root), table)
     if not parts:
         return pl.LazyFrame(schema=schema)
     return scan_parts(parts, schema)

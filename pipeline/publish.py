@@ -39,7 +39,7 @@ from typing import Callable, Iterator
 
 import polars as pl
 
-from parsers.lake import lake_path, scan, scan_parts
+from parsers.lake import lake_path, scan, scan_parts, table_parts
 from pipeline.ledger import ENTRY_SCHEMA, balances_by_person, conform, typed_entries
 
 REPO = Path(__file__).resolve().parents[1]
@@ -451,9 +451,8 @@ def lake_partitions(root: Path, table: str) -> dict[str, list[Path]]:
     is never an empty list of files)."""
     from parsers.lake import NO_MONTH
     none = f"month={NO_MONTH}"
-    base = lake_path(root) / table
     out: dict[str, list[Path]] = {none: []}
-    for part in (sorted(base.rglob("part-*.parquet")) if base.exists() else []):
+    for part in table_parts(lake_path(root), table):
         key = part.parent.name if part.parent.name.startswith("month=") else none
         out.setdefault(key, []).append(part)
     return dict(sorted(out.items()))
