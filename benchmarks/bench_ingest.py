@@ -125,18 +125,19 @@ def _run(mode: str, folder: Path, limit: int | None = None) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def generate(mb: int, seed: int) -> Path:
+def generate(mb: int, seed: int, per_employer: int = PEOPLE_PER_EMPLOYER) -> Path:
     """Deterministic input of about ``mb`` MiB, cached in ./bench_data/."""
     sys.path.insert(0, str(ROOT))
     from generator.year import generate_year
 
-    folder = CACHE / f"dsn_{mb}mb_seed{seed}"
+    folder = CACHE / (f"dsn_{mb}mb_seed{seed}" + ("" if per_employer == PEOPLE_PER_EMPLOYER
+                                                  else f"_ppe{per_employer}"))
     done = folder / ".complete"
     if done.exists():
         return folder
     shutil.rmtree(folder, ignore_errors=True)
     people = max(100, round(mb / MB_PER_1000_PEOPLE * 1000))
-    generate_year(folder, seed, people, max(1, people // PEOPLE_PER_EMPLOYER), YEAR)
+    generate_year(folder, seed, people, max(1, people // per_employer), YEAR)
     done.write_text(json.dumps({"mb": mb, "seed": seed, "people": people}))
     return folder
 
@@ -150,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--child", choices=list(MODES))
     ap.add_argument("--limit", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--workers", type=int, help="ingest parse processes (default: ingest's own)")
+    ap.add_argument("--people-per-employer", type=int, default=PEOPLE_PER_EMPLOYER,
+                    help="average people per employer, i.e. per monthly file (national DSN: "
+                         "~10; per-file costs weigh more with smaller files)")
+    ap.add_argument("--out", default="ingest", help="results file stem in benchmarks/results")
     args = ap.parse_args(argv)
     if args.workers:
         os.environ[WORKERS_ENV] = str(args.workers)
@@ -157,12 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_child(args.child, args.input, args.limit)))
         return 0
     load_before = os.getloadavg()
-    folder = args.input or generate(args.mb, args.seed)
+    folder = args.input or generate(args.mb, args.seed, args.people_per_employer)
     files = _files(folder)
     size = sum(f.stat().st_size for f in files)
     results: dict = {"input": str(folder), "files": len(files), "mb": size / MB,
                      "cpus": os.cpu_count(), "load_before": load_before,
-                     "workers": args.workers or "default"}
+                     "workers": args.workers or "default",
+                     "people_per_employer": None if args.input else args.people_per_employer}
     for mode in MODES:
         r = _run(mode, folder)
         r["mb_per_s"] = results["mb"] / r["seconds"]
@@ -182,12 +188,15 @@ def main(argv: list[str] | None = None) -> int:
     results["worker_rss_2n_over_n"] = (ing["peak_rss_worker_mb"] / half_r["peak_rss_worker_mb"]
                                        if half_r["peak_rss_worker_mb"] else None)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ingest.json").write_text(json.dumps(results, indent=2))
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(results, indent=2))
     load = max(results["load_before"][0], results["load_after"][0])
     busy = load > (os.cpu_count() or 1)
     md = ["# Ingestion benchmark\n",
-          f"`python -m benchmarks.bench_ingest --mb {args.mb}` — input: {results['files']} files, "
-          f"{results['mb']:.1f} MiB (generator.year, seed {args.seed}); {results['cpus']} CPUs.\n",
+          f"`python -m benchmarks.bench_ingest {' '.join(sys.argv[1:])}` — input: "
+          f"{results['files']} files, {results['mb']:.1f} MiB (generator.year, seed {args.seed}, "
+          f"{args.people_per_employer} people per employer: "
+          f"{results['mb'] * 1024 / results['files']:.0f} KiB per file); "
+          f"{results['cpus']} CPUs.\n",
           f"Load average (1/5/15 min) before: {'/'.join(f'{x:.1f}' for x in results['load_before'])}, "
           f"after: {'/'.join(f'{x:.1f}' for x in results['load_after'])}"
           + (" — **machine busy (other jobs running): absolute MB/s are pessimistic, compare the "
@@ -213,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
               + (f"; largest worker 2N / N = **{results['worker_rss_2n_over_n']:.2f}**"
                  if results["worker_rss_2n_over_n"] else ""))
     md.append(f"- line accounting (read = parsed + quarantined): {ing['accounting_ok']}\n")
-    (RESULTS / "ingest.md").write_text("\n".join(md))
+    (RESULTS / f"{args.out}.md").write_text("\n".join(md))
     print("\n".join(md))
     if args.clean and not args.input:
         shutil.rmtree(folder, ignore_errors=True)

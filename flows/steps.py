@@ -15,7 +15,10 @@ from typing import Callable
 
 import polars as pl
 
+from parsers import archive
 from parsers.account_inputs import read_balances, read_holders
+from parsers.ingest import ingest_paths, repair_lake
+from parsers.archive import ArchivedInputs
 from parsers.lake import lake_path
 from parsers.lake_settings import bucket_count, fix_bucket_count
 from pipeline import publish as pub
@@ -42,16 +45,20 @@ class InputError(ValueError):
 # --- upstream adapters (thin: adapt here when a signature moves) ------------------------------
 
 def ingest_files(paths: list[Path], root: Path, on_progress=None,
-                 n_buckets: int | None = None) -> dict:
-    """parsers.ingest.ingest_paths (which also keeps a byte copy of every ingested file in
+                 n_buckets: int | None = None, archived: ArchivedInputs | None = None
+                 ) -> dict:
+    """parsers.ingest.ingest_paths (which also keeps the exact bytes of every ingested file in
     DIR/archive/dsn/ for replay). ``n_buckets``: person buckets of a NEW lake (an existing
-    lake keeps its own). Under the DIR lock: a crediting run never sees a lake being written
-    or compacted (``parsers.compact``), and two loads never interleave."""
-    from parsers.ingest import ingest_paths
+    lake keeps its own). ``archived``: another lake's archived inputs to ingest as well (a
+    replay: this lake then keeps no archive of its own). Under the DIR lock: a crediting run
+    never sees a lake being written or compacted (``parsers.compact``), and two loads never
+    interleave."""
     with pub.run_lock(Path(root)):
         n = fix_bucket_count(root, n_buckets)
         report = ingest_paths([Path(p) for p in paths], Path(root), n_buckets=n,
-                              on_progress=on_progress)
+                              on_progress=on_progress,
+                              archived=archived.batches if archived else (),
+                              keep_archive=archived is None)
     return report.to_dict()
 
 
@@ -192,6 +199,7 @@ def prepare(root: Path, year: int, holders: Path | None = None, balances: Path |
     current = pub.read_current(root)
     pub.sweep_unpublished(root, current)
     shutil.rmtree(root / "work", ignore_errors=True)
+    repair_lake(root)  # a crashed ingestion's uncommitted rows are not the lake's
     inputs = pub.RunInputs(
         year=year, **dict(zip(("dsn_files", "dsn_digest"), pub.lake_inputs_digest(root))),
         holders_sha256=pub.archive_input(root, holders),
@@ -369,17 +377,20 @@ def replay(root: Path, year: int, compute_fn: ComputeFn | None = None,
         if (len(used), pub.checksums_digest(used)) != (inputs.dsn_files, inputs.dsn_digest):
             diffs.append("the run's dsn_inputs list does not match its recorded digest")
             return ReplayResult(False, run_id, diffs, notes)
-        archived = [root / "archive" / "dsn" / s for s in used]
-        missing = [str(p) for p in archived if not p.exists()]
-        if missing:
-            diffs.append(f"{len(missing)} archived DSN file(s) missing, e.g. {missing[0]}")
+        archived = locate_archived(root, used)
+        if archived.missing:
+            diffs.append(f"{len(archived.missing)} archived DSN file(s) missing, e.g. "
+                         f"{archived.missing[0]}")
             return ReplayResult(False, run_id, diffs, notes)
-        if archived:
+        if len(archived):
             n_lake = bucket_count(root)
-            (ingest_fn or (lambda paths, r: ingest_files(paths, r, n_buckets=n_lake)))(
-                _named_archive(root, archived, tmp / "inputs"), tmp)
+            named = _named_archive(root, archived.files, tmp / "inputs")
+            if ingest_fn is None:
+                ingest_files(named, tmp, n_buckets=n_lake, archived=archived)
+            else:
+                ingest_fn(named, tmp)
         got = pub.lake_inputs_digest(tmp)
-        if archived and got != (inputs.dsn_files, inputs.dsn_digest):
+        if len(archived) and got != (inputs.dsn_files, inputs.dsn_digest):
             diffs.append(f"re-ingested lake holds {got[0]} file(s) (digest {got[1][:12]}…), "
                          f"run used {inputs.dsn_files} ({inputs.dsn_digest[:12]}…)")
         prep = Prepared(root=str(root), year=year, run_id=run_id, seq=manifest["seq"],
@@ -424,9 +435,18 @@ def _differences(root: Path, run_id: str, manifest: dict, entries: pl.DataFrame,
     return diffs
 
 
+def locate_archived(root: Path, shas: list[str]) -> ArchivedInputs:
+    """Where the archived copies of ``shas`` are (the lake's commit log names each file's
+    archive bundle)."""
+    files = pub.scan_lake(root, "files").select("file_sha256", "batch_id").collect()
+    return archive.locate(root, shas, dict(files.iter_rows()))
+
+
 def _named_archive(root: Path, archived: list[Path], out: Path) -> list[Path]:
-    """Archived inputs are named by sha256; the parser recognises files by their suffix, so
-    expose each under ``<sha256><original suffix>`` (symlinks, no copy)."""
+    """Legacy per-file archived inputs are named by sha256; the parser recognises files by
+    their suffix, so expose each under ``<sha256><original suffix>`` (symlinks, no copy)."""
+    if not archived:
+        return []
     files = pub.scan_lake(root, "files").select("file_sha256", "source_file").collect()
     suffix = {sha: (Path(src).suffix or ".dsn") for sha, src in files.iter_rows() if src}
     out.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,13 @@
 """Ingestion entry point: files or folders of DSN -> lake, in bounded-memory batches.
 
 Re-ingesting a file already in ``lake/files`` (same sha256) is a no-op; each newly ingested
-input is copied byte-for-byte to ``DIR/archive/dsn/<sha256>``. Files are parsed in batches
+input's exact bytes go to its commit's archive bundle (``parsers.archive``). Files are parsed in batches
 (``BATCH_MAX_BYTES`` / ``BATCH_MAX_FILES``) so a year of DSN never sits in memory at once,
 in the order of the month they declare (fewer, larger parts), optionally in a pool of parse
 processes (``workers``); the tables of several parse batches are committed together by a
-background writer thread: one part file per partition, then the ``lake/files`` part (commit).
+background writer thread: the archive bundle, one part file per partition, then the
+``lake/files`` part (commit). A replay feeds archived inputs (``archive.ArchivedBatch``) through
+the same path instead of files.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from typing import Any, Callable, Iterable, Iterator
 from parsers import codes
 from parsers.compact import compact, pending_months, recover_compactions
 from parsers.flat import SourceBytes, parse_flat_sources
-from parsers.lake import (KnownChecksums, archive_input, known_checksums, remove_orphans,
+from parsers.archive import ArchivedBatch, BundleWriter, read_archived
+from parsers.lake import (KnownChecksums, known_checksums, remove_orphans,
                           write_parsed)
 from parsers.lake_schema import DEFAULT_BUCKETS
 from parsers.model import ParsedFile, concat_parsed
@@ -185,6 +188,14 @@ def _parse_in_pool(sources: list[SourceBytes], n_buckets: int) -> ParsedFile:
     return parse_sources(sources, n_buckets)
 
 
+def _write_commit(bundle: BundleWriter | None, parsed: ParsedFile, root_dir: Path,
+                  batch_id: str, n_buckets: int) -> None:
+    """One commit, in order: its archive bundle into place, then its parts, ``files`` last."""
+    if bundle is not None:
+        bundle.publish()
+    write_parsed(parsed, root_dir, batch_id, n_buckets)
+
+
 def new_batch_id() -> str:
     return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
 
@@ -229,9 +240,12 @@ def _default_workers() -> int:
     return min(MAX_DEFAULT_WORKERS, cpus) if idle >= MIN_IDLE_CPUS_FOR_POOL else 1
 
 
-def _read_files(batch: list[Path]) -> list[SourceBytes]:
-    """Bytes and sha256 of a parse batch's files (run one batch ahead in a thread: file reads
-    and hashlib release the GIL, so this overlaps with the parsing of the previous batch)."""
+def _read_files(batch: list[Path] | ArchivedBatch) -> list[SourceBytes]:
+    """Bytes and sha256 of a parse batch's files, or of a bundle row group's archived inputs
+    (run one batch ahead in a thread: file reads, decompression and hashlib release the GIL,
+    so this overlaps with the parsing of the previous batch)."""
+    if isinstance(batch, ArchivedBatch):
+        return read_archived(batch)
     return [SourceBytes.read(f) for f in batch]
 
 
@@ -263,10 +277,24 @@ class _InlineExecutor:
         return None
 
 
+def repair_lake(root_dir: Path | str) -> dict[str, int]:
+    """Finish or undo what a crashed ingestion left in the lake: a compaction past its commit
+    point rolled forward (else undone), then the parts and archive bundles of batches never
+    committed deleted. Before anything reads or writes the lake, under the DIR lock: every
+    ingestion, and every crediting run (``flows.steps.prepare``), which would otherwise count
+    uncommitted rows, or a partition's rows twice."""
+    recovered = recover_compactions(root_dir)  # first: a committed merge is rolled forward
+    return {"compactions_repaired": recovered, "orphans_removed": remove_orphans(root_dir)}
+
+
 def ingest_paths(paths: list[Path], root_dir: Path, n_buckets: int = DEFAULT_BUCKETS,
                  on_progress: Callable[[IngestReport], None] | None = None, *,
-                 workers: int | None = None) -> IngestReport:
+                 workers: int | None = None, archived: Iterable[ArchivedBatch] = (),
+                 keep_archive: bool = True) -> IngestReport:
     """Ingest files/folders of DSN (flat or N4DS XML) into ``root_dir/lake``.
+
+    ``archived``: bundle row groups of another lake's archive to ingest too (a replay), after
+    the files; ``keep_archive=False`` writes no archive bundle (a replay's throw-away lake).
 
     ``workers``: parse processes (default ``None``: 2 when a CPU is idle, else 1, see
     ``_default_workers``); a pool is only started when there is more than one parse batch. Parse batches are
@@ -277,12 +305,11 @@ def ingest_paths(paths: list[Path], root_dir: Path, n_buckets: int = DEFAULT_BUC
     """
     root_dir = Path(root_dir)
     report = IngestReport()
-    recover_compactions(root_dir)  # before remove_orphans: a committed merge is rolled forward
-    remove_orphans(root_dir)
+    repair_lake(root_dir)
     known = known_checksums(root_dir)
     files, report.files_skipped_other = discover(paths)
     report.files_seen = len(files)
-    batches = list(_batches(order_for_commits(files)))
+    batches: list[list[Path] | ArchivedBatch] = [*_batches(order_for_commits(files)), *archived]
     n_workers = _default_workers() if workers is None else max(1, int(workers))
     n_workers = min(n_workers, len(batches)) or 1
     tune_malloc()
@@ -293,7 +320,7 @@ def ingest_paths(paths: list[Path], root_dir: Path, n_buckets: int = DEFAULT_BUC
                                                                 str(POOL_POLARS_THREADS)))
               if n_workers > 1 else _InlineExecutor())
     parse = _parse_in_pool if n_workers > 1 else parse_sources
-    io_pool = ThreadPoolExecutor(max_workers=1)  # archive copies and commits, in order
+    io_pool = ThreadPoolExecutor(max_workers=1)  # archive bundles and commits, in order
     reader = ThreadPoolExecutor(max_workers=1)  # reads + checksums the next parse batch
     pending: list[ParsedFile] = []
     pending_bytes = pending_files = 0
@@ -302,6 +329,8 @@ def ingest_paths(paths: list[Path], root_dir: Path, n_buckets: int = DEFAULT_BUC
     touched: set = pending_months(root_dir)
     writing: Future | None = None
     archives: list[Future] = []
+    bundle: BundleWriter | None = None  # the archive bundle of the commit being filled
+    batch_id = ""
     in_flight: deque[tuple[Future, list[SourceBytes]]] = deque()
 
     def wait_write() -> None:
@@ -316,24 +345,27 @@ def ingest_paths(paths: list[Path], root_dir: Path, n_buckets: int = DEFAULT_BUC
                 on_progress(report)
 
     def commit() -> None:
-        nonlocal pending, pending_bytes, pending_files, writing
+        nonlocal pending, pending_bytes, pending_files, writing, bundle
         if not pending:
             return
         parsed = concat_parsed(pending)
         pending, pending_bytes, pending_files = [], 0, 0
         wait_write()  # one commit at a time: commits stay sequential and atomic
-        batch_id = new_batch_id()
         report.batches.append(batch_id)
         report.add(parsed)
         touched.update(_months(parsed))
-        writing = io_pool.submit(write_parsed, parsed, root_dir, batch_id, n_buckets)
+        writing = io_pool.submit(_write_commit, bundle, parsed, root_dir, batch_id, n_buckets)
+        bundle = None
 
     def collect_oldest() -> None:
-        nonlocal pending_bytes, pending_files
+        nonlocal pending_bytes, pending_files, bundle, batch_id
         fut, sources = in_flight.popleft()
         pending.append(fut.result())
-        for src in sources:
-            archives.append(io_pool.submit(archive_input, root_dir, src.sha256, src.data))
+        if len(pending) == 1:  # the first parse batch of a commit: its id and bundle
+            batch_id = new_batch_id()
+            bundle = BundleWriter(root_dir, batch_id) if keep_archive else None
+        if bundle is not None:
+            archives.append(io_pool.submit(bundle.add, sources))
         pending_bytes += sum(len(src.data) for src in sources)
         pending_files += len(sources)
         if pending_bytes >= max_bytes or pending_files >= max_files:
@@ -360,6 +392,8 @@ def ingest_paths(paths: list[Path], root_dir: Path, n_buckets: int = DEFAULT_BUC
         parser.shutdown(wait=True, cancel_futures=True)
         reader.shutdown(wait=True, cancel_futures=True)
         io_pool.shutdown(wait=True)
+        if bundle is not None:  # a failure before this bundle's commit
+            bundle.discard()
     if touched:  # several commits (this run's or earlier ones) in one partition: merge them
         merged = compact(root_dir, touched)
         report.partitions_compacted, report.parts_compacted = merged.partitions, merged.parts_before

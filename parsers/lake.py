@@ -28,7 +28,6 @@ from parsers.lake_schema import DEFAULT_BUCKETS, PERSON_TABLES, TABLES, person_b
 from parsers.model import ParsedFile
 
 LAKE = "lake"
-ARCHIVE = Path("archive") / "dsn"
 NO_MONTH = "none"  # partition of rows without a declared month (e.g. FCTU signalements)
 BUCKET_DIGITS = 3
 _PART_RE = re.compile(r"^part-(?P<batch>.+)\.parquet$")
@@ -169,13 +168,16 @@ def known_checksums(root_dir: Path | str) -> KnownChecksums:
 
 
 def remove_orphans(root_dir: Path | str) -> int:
-    """Delete parts (and temp files) of batches never committed to ``lake/files``."""
+    """Delete parts, archive bundles (and temp files) of batches never committed to
+    ``lake/files``."""
+    from parsers.archive import remove_orphan_bundles
+
     lake = lake_path(root_dir)
     if not lake.exists():
-        return 0
+        return remove_orphan_bundles(lake.parent, set())
     committed = set(scan(lake, "files").select("batch_id").unique().collect()["batch_id"]
                     .to_list())  # a few commits a day: not one string per file
-    removed = 0
+    removed = remove_orphan_bundles(lake.parent, committed)
     for table in TABLES:
         if table == "files":
             continue
@@ -192,16 +194,5 @@ def remove_orphans(root_dir: Path | str) -> int:
     return removed
 
 
-def archive_input(root_dir: Path | str, sha256: str, data: bytes) -> Path:
-    """Byte copy of an input under ``DIR/archive/dsn/<sha256>`` (for auditors' replay)."""
-    target = Path(root_dir) / ARCHIVE / sha256
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{sha256}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
-    return target
-
-
-__all__ = ["scan", "write_parsed", "known_checksums", "remove_orphans", "archive_input",
+__all__ = ["scan", "write_parsed", "known_checksums", "remove_orphans",
            "lake_path"]

@@ -42,7 +42,7 @@ def make_lake(root: Path, n_files: int = 2) -> None:
     """A tiny lake: files, declarations, contracts and quarantine rows."""
     files = [{"file_sha256": f"{i:064x}", "source_file": f"/in/dsn{i}.txt", "size_bytes": 10,
               "encoding": "utf-8", "format": "flat", "lines_read": 10, "lines_parsed": 9,
-              "lines_quarantined": 1, "declarations": 1, "batch_id": "b"} for i in range(n_files)]
+              "lines_quarantined": 1, "declarations": 1, "batch_id": "test"} for i in range(n_files)]
     write_table(root, "files", files)
     decls = [{"file_sha256": f"{i:064x}", "decl_id": f"decl{i}", "line_no": 3,
               "source_file": f"/in/dsn{i}.txt", "envoi_is_test": False, "decl_type": "01",

@@ -370,13 +370,17 @@ def test_lake_tables_are_snapshotted_per_month_and_unchanged_months_are_linked(l
     (base / "part-test.parquet").unlink()
     for (month,), g in flat.group_by("decl_month"):  # the lake's month partitions
         (base / f"month={month:%Y-%m}").mkdir()
-        g.write_parquet(base / f"month={month:%Y-%m}" / "part-a.parquet")
+        g.write_parquet(base / f"month={month:%Y-%m}" / "part-test.parquet")
     first = Path(credit(lake, BASE).run_dir)
     names = sorted(p.name for p in (first / "declarations").iterdir())
     assert names == ["month=2024-01.parquet", "month=2024-02.parquet", "month=none.parquet"]
     late = flat.head(1).with_columns(pl.lit("decl9").alias("decl_id"),
                                      pl.lit(dt.date(2024, 2, 1)).alias("decl_month"))
-    late.write_parquet(base / "month=2024-02" / "part-b.parquet")
+    late.write_parquet(base / "month=2024-02" / "part-late.parquet")  # a later commit's part
+    files = lake / "lake" / "files"
+    pl.read_parquet(files / "part-test.parquet").head(1).with_columns(
+        pl.lit("9" * 64).alias("file_sha256"), pl.lit("late").alias("batch_id")
+    ).write_parquet(files / "part-late.parquet")
     second = Path(credit(lake, BASE + [(nir(7), 1.0, "standard", 50000, 500000)]).run_dir)
     ino = lambda run, m: (run / "declarations" / f"month={m}.parquet").stat().st_ino  # noqa
     assert ino(second, "2024-01") == ino(first, "2024-01")  # linked, not rewritten
@@ -403,7 +407,7 @@ def test_file_checksums_sorted_range_by_range_are_the_sorted_list(tmp_path, monk
     import hashlib
     from .conftest import write_table
     shas = [hashlib.sha256(str(i % 40).encode()).hexdigest() for i in range(50)]  # 10 repeated
-    write_table(tmp_path, "files", [{"file_sha256": s, "batch_id": "b"} for s in shas])
+    write_table(tmp_path, "files", [{"file_sha256": s, "batch_id": "test"} for s in shas])
     whole = sorted(set(shas))
     monkeypatch.setattr(pub, "CHECKSUMS_PER_PASS", 6)
     chunks = list(pub.sorted_file_checksums(tmp_path))

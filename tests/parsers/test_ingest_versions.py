@@ -6,6 +6,7 @@ import datetime as dt
 
 import polars as pl
 
+from parsers.archive import bundle_batch_id
 from parsers.ingest import ingest_paths
 from parsers.lake import scan
 from parsers.lake_schema import TABLES
@@ -25,7 +26,11 @@ def test_ingest_lake_layout_and_reingest_noop(tmp_path, dsn):
     assert r.declarations == 4 and r.to_dict()["warnings"] == r.warnings
     pay_parts = list((root / "lake" / "pay").rglob("part-*.parquet"))
     assert pay_parts and all("month=2025-01" in str(p) and "bucket=" in str(p) for p in pay_parts)
-    assert len(list((root / "archive" / "dsn").iterdir())) == 2
+    bundles = list((root / "archive" / "dsn").iterdir())  # one bundle for the one commit
+    assert [bundle_batch_id(b) for b in bundles] == r.batches
+    archived = pl.read_parquet(bundles[0])
+    assert sorted(archived["file_sha256"]) == sorted(scan(root, "files").collect()["file_sha256"])
+    assert {bytes(d) for d in archived["data"]} == {p.read_bytes() for p in src.rglob("*.dsn")}
     pay = scan(root, "pay").collect()
     assert pay.schema["decl_month"] == pl.Date and pay.schema["bucket"] == pl.Int32
     assert pay["amount_cents"].sum() == 500000
