@@ -17,8 +17,8 @@ import polars as pl
 
 from parsers import archive
 from parsers.account_inputs import read_balances, read_holders
-from parsers.ingest import ingest_paths, repair_lake
 from parsers.archive import ArchivedInputs
+from parsers.ingest import ingest_paths, repair_lake
 from parsers.lake import lake_path
 from parsers.lake_settings import bucket_count, fix_bucket_count
 from pipeline import publish as pub
