@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
 def report(r: dict) -> str:
     L, I = r["lake"], r["ingest"]
     S = r["shards"]
-    md = [f"# Scale benchmark (`python -m benchmarks.bench_scale`)\n",
+    md = ["# Scale benchmark (`python -m benchmarks.bench_scale`)\n",
           f"Run {r['started']} → {r['finished']} ({r['total_s'] / 60:.1f} min), {r['cpus']} CPUs, "
           f"{r['ram_gb']} GB RAM, {S} crediting shards (lake written with 16 buckets). "
           "**The machine was shared with other engineers' jobs**: `load1` is os.getloadavg()[0] "
@@ -530,7 +530,6 @@ def report(r: dict) -> str:
                   f"{'met' if nat_b < 1800 else 'NOT met'}.")
     if r.get("flow"):
         f = r["flow"]
-        ov = f["flow_s"] - f["task_body_s"]
         md.append("\n## Prefect orchestration overhead\n")
         plain = f.get("plain_s", next((x["compute_s"] + x["post_total_s"] for x in L
                                         if x["people"] == f["people"]), float("nan")))
