@@ -438,8 +438,11 @@ def _differences(root: Path, run_id: str, manifest: dict, entries: pl.DataFrame,
 def locate_archived(root: Path, shas: list[str]) -> ArchivedInputs:
     """Where the archived copies of ``shas`` are (the lake's commit log names each file's
     archive bundle)."""
-    files = pub.scan_lake(root, "files").select("file_sha256", "batch_id").collect()
-    return archive.locate(root, shas, dict(files.iter_rows()))
+    commits = (pub.scan_lake(root, "files").group_by("file_sha256")
+               .agg(pl.col("batch_id").min()))
+    wanted = (pl.LazyFrame({"file_sha256": shas}, schema={"file_sha256": pl.String})
+              .join(commits, on="file_sha256", how="left").collect())
+    return archive.locate(root, wanted)
 
 
 def _named_archive(root: Path, archived: list[Path], out: Path) -> list[Path]:

@@ -20,8 +20,8 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -135,34 +135,35 @@ class ArchivedInputs:
         return len(self.files) + sum(len(b.wanted) for b in self.batches)
 
 
-def locate(root_dir: Path | str, shas: Iterable[str],
-           batch_of: dict[str, str]) -> ArchivedInputs:
-    """Find the archived copy of each checksum: ``batch_of`` maps a checksum to the lake
-    commit (``files.batch_id``) whose bundle holds it; a legacy copy is used when present."""
+def locate(root_dir: Path | str, wanted: pl.DataFrame) -> ArchivedInputs:
+    """Find the archived copy of each input of ``wanted`` (``file_sha256``, and ``batch_id``:
+    the lake commit whose bundle holds it, null when the lake does not know the file). Work
+    per commit, not per file: a bundle's checksums are read once; a file is looked up as a
+    legacy per-file copy only when its commit has no bundle (a lake from before bundles)."""
     base = archive_dir(root_dir)
     files: list[Path] = []
-    by_bundle: dict[Path, set[str]] = {}
+    batches: list[ArchivedBatch] = []
     missing: list[str] = []
-    for sha in shas:
-        legacy = base / sha
-        if legacy.exists():
-            files.append(legacy)
-        elif sha in batch_of and bundle_path(root_dir, batch_of[sha]).exists():
-            by_bundle.setdefault(bundle_path(root_dir, batch_of[sha]), set()).add(sha)
-        else:
-            missing.append(sha)
-    batches = []
-    for bundle in sorted(by_bundle):
-        wanted = by_bundle[bundle]
+    for batch_id, shas in (wanted.group_by("batch_id").agg("file_sha256")
+                           .sort("batch_id", nulls_last=True).iter_rows()):
+        bundle = bundle_path(root_dir, batch_id) if batch_id is not None else None
+        if bundle is None or not bundle.exists():
+            for sha in shas:
+                legacy = base / sha
+                if legacy.exists():
+                    files.append(legacy)
+                else:
+                    missing.append(sha)
+            continue
+        want, found = set(shas), set()
         pf = pq.ParquetFile(bundle)
-        found: set[str] = set()
         for rg in range(pf.num_row_groups):
             here = set(pf.read_row_group(rg, columns=["file_sha256"])
-                       .column("file_sha256").to_pylist()) & wanted
+                       .column("file_sha256").to_pylist()) & want
             if here:
                 batches.append(ArchivedBatch(bundle, rg, frozenset(here)))
                 found |= here
-        missing += sorted(wanted - found)
+        missing += sorted(want - found)
     return ArchivedInputs(files, batches, missing)
 
 

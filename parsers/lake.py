@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from parsers.archive import remove_orphan_bundles
 from parsers.lake_schema import DEFAULT_BUCKETS, PERSON_TABLES, TABLES, person_bucket
 from parsers.model import ParsedFile
 
@@ -170,8 +171,6 @@ def known_checksums(root_dir: Path | str) -> KnownChecksums:
 def remove_orphans(root_dir: Path | str) -> int:
     """Delete parts, archive bundles (and temp files) of batches never committed to
     ``lake/files``."""
-    from parsers.archive import remove_orphan_bundles
-
     lake = lake_path(root_dir)
     if not lake.exists():
         return remove_orphan_bundles(lake.parent, set())

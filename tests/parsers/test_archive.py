@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -27,6 +28,11 @@ def _batch_of(root):
     return dict(scan(root, "files").select("file_sha256", "batch_id").collect().iter_rows())
 
 
+def _wanted(batch_of: dict, shas: list[str]) -> pl.DataFrame:
+    return pl.DataFrame({"file_sha256": shas, "batch_id": [batch_of.get(s) for s in shas]},
+                        schema={"file_sha256": pl.String, "batch_id": pl.String})
+
+
 def test_each_commit_has_its_bundle_and_replay_reads_it(tmp_path, dsn, monkeypatch):
     monkeypatch.setattr(ingest_mod, "BATCH_MAX_FILES", 2)  # several parse batches (row groups)
     src = _inputs(tmp_path, dsn, 5)
@@ -36,7 +42,7 @@ def test_each_commit_has_its_bundle_and_replay_reads_it(tmp_path, dsn, monkeypat
     assert [archive.bundle_batch_id(b) for b in bundles] == sorted(r.batches)
     assert pq.ParquetFile(bundles[0]).num_row_groups == 3  # one per parse batch of 2 files
     batch_of = _batch_of(root)
-    found = archive.locate(root, list(batch_of), batch_of)
+    found = archive.locate(root, _wanted(batch_of, list(batch_of)))
     assert not found.missing and not found.files and len(found) == 5
     got = [s for b in found.batches for s in archive.read_archived(b)]
     originals = {p.read_bytes() for p in src.iterdir()}
@@ -44,7 +50,7 @@ def test_each_commit_has_its_bundle_and_replay_reads_it(tmp_path, dsn, monkeypat
     # a legacy per-file copy is used when present; an unknown checksum is reported missing
     legacy = root / "archive" / "dsn" / ("0" * 64)
     legacy.write_bytes(b"x")
-    found = archive.locate(root, ["0" * 64, "f" * 64], batch_of)
+    found = archive.locate(root, _wanted(batch_of, ["0" * 64, "f" * 64]))
     assert found.files == [legacy] and found.missing == ["f" * 64]
 
 
@@ -57,7 +63,7 @@ def test_a_changed_archived_byte_fails_the_read(tmp_path, dsn):
     data[1] = data[1].replace(b"DUPONT", b"DUPOND")
     pq.write_table(table.set_column(3, "data", pa.array(data, pa.large_binary())), bundle)
     batch_of = _batch_of(root)
-    found = archive.locate(root, list(batch_of), batch_of)
+    found = archive.locate(root, _wanted(batch_of, list(batch_of)))
     with pytest.raises(archive.ArchiveError, match="does not match its sha256"):
         [archive.read_archived(b) for b in found.batches]
 
