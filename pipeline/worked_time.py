@@ -653,13 +653,15 @@ def overlap_days(a_start: pl.Expr, a_end: pl.Expr, b_start: pl.Expr, b_end: pl.E
                              ((hi - lo).dt.total_days() + 1).cast(pl.Int64))
 
 
+FAMILIES = pl.Enum(["hours", "days", "sans_notion"])  # unit families: gathered as small codes
+
+
 def unit_family(p: YearParams, unit: str = "unit") -> pl.Expr:
-    """hours | days | sans_notion | null (never worked time: unit 40, cachets…)."""
-    u = pl.col(unit)
-    return (pl.when(u.is_in(list(p.hour_units))).then(pl.lit("hours"))
-            .when(u.is_in(list(p.day_units))).then(pl.lit("days"))
-            .when(u.is_in(list(p.sans_notion_units))).then(pl.lit("sans_notion"))
-            .otherwise(pl.lit(None, pl.String)))
+    """hours | days | sans_notion | null (never worked time: unit 40, cachets…), as a
+    ``FAMILIES`` Enum (one lookup per row; a unit listed twice takes the first family)."""
+    family = {**{u: "sans_notion" for u in p.sans_notion_units},
+              **{u: "days" for u in p.day_units}, **{u: "hours" for u in p.hour_units}}
+    return pl.col(unit).replace_strict(family, default=None, return_dtype=FAMILIES)
 
 
 def out_of_scope_reason(p: YearParams) -> pl.Expr:
@@ -692,8 +694,8 @@ def contract_versions(contracts: pl.LazyFrame, p: YearParams) -> pl.LazyFrame:
         .filter(latest(pl.col("cm")))
         .with_columns(unit_family(p).alias("family"), out_of_scope_reason(p).alias("oos_reason"))
         .select("cid", "cm", "decl_month", "_drank", "person_occ", "contract_start",
-                "unit", "family", "ref_quota_h", "quota_h", "contract_nature",
-                "employment_status", "boeth", "oos_reason")
+                pl.col("unit").cast(pl.Categorical), "family", "ref_quota_h", "quota_h",
+                "contract_nature", "employment_status", "boeth", "oos_reason")
     )
 
 
@@ -1126,7 +1128,8 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
         .alias("paid_h"), pl.lit(True).alias("own_family"))
     other = cm.filter(pl.when(is_h).then(pl.col("has_days")).otherwise(pl.col("has_hours"))) \
         .with_columns(
-            pl.when(is_h).then(pl.lit("days")).otherwise(pl.lit("hours")).alias("act_family"),
+            pl.when(is_h).then(pl.lit("days")).otherwise(pl.lit("hours")).cast(FAMILIES)
+            .alias("act_family"),
             pl.when(is_h).then(pl.col("paid_days")).otherwise(pl.col("paid_hours")).fill_null(0)
             .alias("paid_h"), pl.lit(False).alias("own_family"))
     cmf = pl.concat([own, other])
