@@ -735,10 +735,14 @@ def attributes_at(rows: pl.LazyFrame | pl.DataFrame, versions: pl.LazyFrame) -> 
     block is repeated monthly), which is the backward as-of match: one Int64 equi-join. Only
     the rows without one (recalls, months outside declarations) go through the two as-of
     joins, against the versions of those contracts only."""
-    versions = versions.lazy().collect()
+    rows = rows.lazy().collect()
+    versions = versions.lazy()
+    if rows.height < versions.select(pl.len()).collect().item() // 8:  # a few contracts' rows
+        versions = versions.filter(pl.col("cid").is_in(rows.select(cm_cid().unique())[:, 0]
+                                                       .implode()))
+    versions = versions.collect()
     attrs = versions.lazy().select("cm", "cid", pl.col("decl_month").alias("attr_month"),
                                    *ATTR_COLS[:-1])
-    rows = rows.lazy().collect()
     names = rows.columns
     at = cm_positions(rows["cm"], versions["cm"])  # the version declared in that very month
     exact = pl.concat([rows, versions.lazy().select(
