@@ -31,7 +31,6 @@ from datetime import date
 from pathlib import Path
 from typing import Iterable
 
-import polars as pl
 
 from parsers.lake import (BUCKET_DIGITS, WRITE_THREADS, _month_dir, lake_path, scan_parts,
                           write_part)

@@ -66,14 +66,34 @@ def to_utf8(data: bytes) -> tuple[bytes, str]:
         return data, ENC_UTF8
     except UnicodeDecodeError:
         pass
-    if not (np.frombuffer(data, np.uint8) - np.uint8(_C1_FIRST) < _C1_COUNT).any():
-        # No byte in 0x80-0x9F: cp1252 and Latin-1 agree, and Latin-1 decodes ~2x faster
-        # (the bytes are tested in NumPy: ~4x faster than deleting them with bytes.translate).
-        return data.decode("latin-1").encode("utf-8"), ENC_CP1252
+    raw = np.frombuffer(data, np.uint8)
+    high = np.flatnonzero(raw >= _C1_FIRST)  # the non-ASCII bytes (found in NumPy)
+    if not (raw[high] < _C1_FIRST + _C1_COUNT).any():
+        # No byte in 0x80-0x9F: cp1252 and Latin-1 agree.
+        return _latin1_to_utf8(data, high), ENC_CP1252
     try:
         return data.decode("cp1252").encode("utf-8"), ENC_CP1252
     except UnicodeDecodeError:
         return data.decode("cp1252", errors=_ERROR_HANDLER).encode("utf-8"), ENC_CP1252_LATIN1
+
+
+_UTF8_OF_LATIN1 = [bytes([b]).decode("latin-1").encode("utf-8") for b in range(256)]
+SPLICE_MAX_SHARE = 256  # splice when at most 1 byte in this many is non-ASCII
+
+
+def _latin1_to_utf8(data: bytes, high: np.ndarray) -> bytes:
+    """UTF-8 of Latin-1 ``data`` whose non-ASCII bytes are at ``high``. DSN text is almost
+    all ASCII (accents in a few names and addresses): the ASCII runs between those bytes are
+    joined with each one's 2-byte UTF-8 form, one copy of the text instead of a decode and
+    an encode (~5x cheaper, measured); text dense in accents takes the codec."""
+    if len(high) * SPLICE_MAX_SHARE > len(data):
+        return data.decode("latin-1").encode("utf-8")
+    view, parts, prev = memoryview(data), [], 0
+    for i in high.tolist():
+        parts += (view[prev:i], _UTF8_OF_LATIN1[data[i]])
+        prev = i + 1
+    parts.append(view[prev:])
+    return b"".join(parts)
 
 
 def has_damaged(utf8: bytes, encoding: str) -> bool:

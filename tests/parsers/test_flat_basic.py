@@ -123,3 +123,16 @@ def test_open_neodes_sample_ingests_cleanly(dsn):
     reasons = set(p["quarantine"]["reason"])
     assert reasons == {"invalid_nir", "damaged_characters"}
     assert set(p["quarantine"]["value_masked"].filter(p["quarantine"]["reason"] == "invalid_nir")) == {"123*"}
+
+
+def test_latin1_transcoding_sparse_and_dense_accents():
+    """Sparse accents are spliced into the ASCII runs, dense ones go through the codec:
+    both give the codec's bytes, accents at the very start and end included."""
+    from parsers.records import SPLICE_MAX_SHARE, to_utf8
+
+    sparse = "É" + "S21.G00.30.004,'DUPONT'\n" * 80 + "Ç'ÏÿÉ"
+    dense = "ÉÈÀÇ" * 50
+    assert 5 * SPLICE_MAX_SHARE <= len(sparse)  # the splice path (its 5 accents are rare)
+    for text in (sparse, dense):
+        data = text.encode("latin-1")
+        assert to_utf8(data) == (text.encode("utf-8"), "cp1252")
