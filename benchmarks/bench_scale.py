@@ -82,6 +82,8 @@ def child(stage: str, a: dict) -> dict:
         rerun = _post_stage_publish(again.to_dict(), a["shards"])
         out.update({f"rerun_{k}": v for k, v in rerun.items()})
         del prep
+    elif stage == "speed":
+        out.update(speed_reference())
     elif stage == "flat":
         from pipeline.credits import compute_year
         r = compute_year(Path(a["root"]), YEAR, None)
@@ -194,6 +196,28 @@ def plain_run(work: Path, root: Path, shards: int) -> tuple[dict, dict]:
     return c, p
 
 
+SPEED_ROWS = 4_000_000
+SPEED_LOOP = 20_000_000
+
+
+def speed_reference() -> dict:
+    """CPU seconds of a fixed workload: a pure-Python loop, then Polars group-bys, sorts and
+    joins on generated integers. This VM's speed moves by ±30 % within an hour (other
+    machines' load on the host): runs of different windows compare through this figure."""
+    import polars as pl
+    c0 = time.process_time()
+    acc = 0
+    for i in range(SPEED_LOOP):
+        acc += i * i % 7
+    c1 = time.process_time()
+    k = pl.int_range(SPEED_ROWS, eager=True)
+    df = pl.DataFrame({"k": k * 7919 % 100_003, "v": k})
+    for _ in range(5):
+        g = df.lazy().group_by("k").agg(pl.col("v").sum()).sort("k").collect()
+        df.lazy().join(g.lazy(), on="k", how="left").select(pl.col("v").sum()).collect()
+    return {"python_cpu_s": round(c1 - c0, 2), "polars_cpu_s": round(time.process_time() - c1, 2)}
+
+
 def run_child(stage: str, **a) -> dict:
     load = os.getloadavg()[0]
     p = subprocess.run([sys.executable, "-m", "benchmarks.bench_scale", "--child", stage,
@@ -270,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         res["ram_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
     except Exception:
         res["ram_gb"] = None
+    res["speed_start"] = run_child("speed")
     previous = json.loads((RESULTS / "scale.json").read_text()) if (
         RESULTS / "scale.json").exists() else {}
     if not dsn_sizes and previous.get("ingest"):  # ingestion not rerun: keep its last figures
@@ -330,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(root, ignore_errors=True)
     if res["flow"] is None and previous.get("flow"):
         res["flow"], res["flow_from"] = previous["flow"], previous.get("started")
+    res["speed_end"] = run_child("speed")
     res["total_s"] = time.perf_counter() - t_all
     res["finished"] = dt.datetime.now().isoformat(timespec="seconds")
     if not o.keep and not o.work:
@@ -351,6 +377,13 @@ def report(r: dict) -> str:
           "averaged over each stage; on a 2-core machine a load of 4 roughly halves our share, so "
           "the times below are pessimistic and noisy. Each stage ran in its own process; RSS is "
           "that process's peak (ru_maxrss).\n"]
+    if r.get("speed_start") and r.get("speed_end"):
+        a, b = r["speed_start"], r["speed_end"]
+        md.append("Machine speed reference (`speed_reference`: a fixed workload, CPU seconds, lower "
+                  f"is faster), start → end of the run: Python {a['python_cpu_s']} → "
+                  f"{b['python_cpu_s']} s, Polars {a['polars_cpu_s']} → {b['polars_cpu_s']} s. "
+                  "This VM's speed moves by ±30 % within an hour: compare runs of different "
+                  "windows through these figures, and code changes by A/B runs in one window.\n")
     md.append("## Crediting campaign (generator.lake → sharded compute → post/stage/publish)\n")
     if r.get("lake_from"):
         md.append(f"(not rerun: figures of the run of {r['lake_from']})\n")

@@ -130,7 +130,7 @@ def test_latin1_transcoding_sparse_and_dense_accents():
     both give the codec's bytes, accents at the very start and end included."""
     from parsers.records import SPLICE_MAX_SHARE, to_utf8
 
-    sparse = "É" + "S21.G00.30.004,'DUPONT'\n" * 80 + "Ç'ÏÿÉ"
+    sparse = "É" + "S21.G00.30.004,'DUPONT'\n" * 300 + "Ç'ÏÿÉ"
     dense = "ÉÈÀÇ" * 50
     assert 5 * SPLICE_MAX_SHARE <= len(sparse)  # the splice path (its 5 accents are rare)
     for text in (sparse, dense):
