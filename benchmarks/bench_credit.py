@@ -137,6 +137,16 @@ def _run(args: list[str]) -> dict:
     return json.loads(out.decode().strip().splitlines()[-1])
 
 
+def ensure_lake(root: Path, people: int, year: int) -> None:
+    """Generate the bench lake of ``people`` people under ``root`` unless it is there (seed 1:
+    every benchmark reading ``root`` sees the same lake)."""
+    if not (root / "lake" / "files").exists():
+        print(f"generating a lake of {people} people under {root}", flush=True)
+        subprocess.check_call([sys.executable, "-m", "generator.lake", "--root", str(root),
+                               "--people", str(people), "--year", str(year), "--seed", "1",
+                               "--buckets", str(N_BUCKETS)], cwd=HERE.parent)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--root", type=Path, default=None,
@@ -161,11 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         buckets = json.loads(a.buckets) if a.buckets else None
         print(json.dumps(stage_e2e(root, a.year, buckets)))
         return 0
-    if not (root / "lake" / "files").exists():
-        print(f"generating a lake of {a.people} people under {root}", flush=True)
-        subprocess.check_call([sys.executable, "-m", "generator.lake", "--root", str(root),
-                               "--people", str(a.people), "--year", str(a.year), "--seed", "1",
-                               "--buckets", str(N_BUCKETS)], cwd=HERE.parent)
+    ensure_lake(root, a.people, a.year)
     common = ["--root", str(root), "--people", str(a.people), "--year", str(a.year)]
     rows = [_run(["--stage", "amount", *common])]
     print(rows[-1], flush=True)

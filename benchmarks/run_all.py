@@ -24,8 +24,12 @@ RUNS = (("bench_ingest", ["--workers", "2"], "ingest"),
         # per-file costs (opening, checksums, per-declaration work) weigh with their number
         ("bench_ingest", ["--workers", "2", "--mb", "1024", "--people-per-employer", "17",
                           "--out", "ingest_small_files"], "ingest_small_files"),
-        ("bench_credit", [], "credit"), ("bench_declarations", [], "declarations"),
-        ("bench_compact", [], "compact"), ("bench_scale", [], "scale"))
+        # the sizes: crediting from a lake of >= 1 M people-years; the scale curve
+        # up to 5 M (7 GB of lake)
+        ("bench_credit", ["--people", "1000000"], "credit"),
+        ("bench_declarations", [], "declarations"),
+        ("bench_compact", [], "compact"),
+        ("bench_scale", ["--lake-sizes", "10000,100000,1000000,5000000"], "scale"))
 SCRIPTS = tuple(dict.fromkeys(name for name, _, _ in RUNS))
 
 
