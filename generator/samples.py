@@ -17,10 +17,9 @@ import io
 import sys
 from dataclasses import dataclass, field, replace
 from datetime import date
-from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
 
 from generator.builder import (
     Activity,

@@ -226,7 +226,6 @@ def _plan_job(rng: random.Random, employer: int, cno: str, year: int, sex: int,
         if reason == "031":
             nature, planned = "02", end
     u = rng.random()
-    status = "06"
     boeth = rng.choice(["01", "02", "03", "08"]) if rng.random() < 0.03 else None
     if u < 0.05 and not part_time_only:
         job = JobPlan(employer, cno, start, end, reason, nature, planned, "20", FORFAIT_H,

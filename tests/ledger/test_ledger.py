@@ -12,7 +12,7 @@ import pytest
 
 from flows import steps
 from pipeline import publish as pub
-from pipeline.catalog import build_catalog, queries
+from pipeline.catalog import queries
 from pipeline.ledger import (LedgerCheckError, RunMeta, check_year, conform, ensure,
                              plan_year_postings)
 

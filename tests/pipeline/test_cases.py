@@ -7,7 +7,6 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
-import polars as pl
 import pytest
 import yaml
 
