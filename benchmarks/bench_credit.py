@@ -137,14 +137,16 @@ def _run(args: list[str]) -> dict:
     return json.loads(out.decode().strip().splitlines()[-1])
 
 
-def ensure_lake(root: Path, people: int, year: int) -> None:
-    """Generate the bench lake of ``people`` people under ``root`` unless it is there (seed 1:
-    every benchmark reading ``root`` sees the same lake)."""
+def bench_lake(people: int, year: int, root: Path | None = None) -> Path:
+    """The bench lake of ``people`` people (default ./bench_data/lake<people/1000>k), generated
+    unless it is there (seed 1: every benchmark reading it sees the same lake)."""
+    root = root or BENCH_DATA / f"lake{people // 1000}k"
     if not (root / "lake" / "files").exists():
         print(f"generating a lake of {people} people under {root}", flush=True)
         subprocess.check_call([sys.executable, "-m", "generator.lake", "--root", str(root),
                                "--people", str(people), "--year", str(year), "--seed", "1",
                                "--buckets", str(N_BUCKETS)], cwd=HERE.parent)
+    return root
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,10 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--buckets", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=RESULTS / "credit.md")
     a = ap.parse_args(argv)
-    root = a.root or BENCH_DATA / f"lake{a.people // 1000}k"
     if a.stage == "amount":
         print(json.dumps(stage_amount(a.people, a.year)))
         return 0
+    root = bench_lake(a.people, a.year, a.root)  # the stages' children get it as --root
     if a.stage == "buckets":
         print(json.dumps(stage_buckets(root, a.year, json.loads(a.buckets))))
         return 0
@@ -171,7 +173,6 @@ def main(argv: list[str] | None = None) -> int:
         buckets = json.loads(a.buckets) if a.buckets else None
         print(json.dumps(stage_e2e(root, a.year, buckets)))
         return 0
-    ensure_lake(root, a.people, a.year)
     common = ["--root", str(root), "--people", str(a.people), "--year", str(a.year)]
     rows = [_run(["--stage", "amount", *common])]
     print(rows[-1], flush=True)

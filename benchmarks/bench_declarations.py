@@ -13,8 +13,9 @@ process's ru_maxrss):
 Baseline (same run): Polars reading the same ``decl_id`` column and sorting it as strings.
 
 Input: the declarations table of a generated lake (``--root``, default ./bench_data/lake1000k,
-the lake of ``benchmarks.bench_credit --people 1000000``, generated when absent), replicated ×k with distinct SIRETs and
-decl_ids in the parsers' format (sha256 prefix + "-" + line), written once under
+the lake of ``benchmarks.bench_credit --people 1000000``, generated when absent), replicated
+×k with distinct SIRETs and decl_ids in the parsers' format (sha256 prefix + "-" + line),
+written once under
 ./bench_data/declarations_x<k>/ (git-ignored); the person tables are linked, not copied.
 Figures go to benchmarks/results/declarations.md.
 
@@ -35,13 +36,12 @@ from pathlib import Path
 
 import polars as pl
 
-from benchmarks.bench_credit import ensure_lake
+from benchmarks.bench_credit import bench_lake
 from flows.runners import declarations_share
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 BENCH_DATA = HERE.parent / "bench_data"
-DEFAULT_ROOT = BENCH_DATA / "lake1000k"
 NATIONAL_DECLARATIONS_PER_YEAR = 24_000_000  # ~2 M establishments filing monthly
 NATIONAL_PEOPLE_PER_DECLARATION = 10  # ~20 M salaried people / ~2 M establishments
 NATIONAL_BUCKETS = 128  # README sizing for the national lake
@@ -162,7 +162,8 @@ def slope(rows: list[dict], key: str) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--root", type=Path, default=DEFAULT_ROOT)
+    ap.add_argument("--root", type=Path, default=None,
+                    help="lake root (default: bench_credit's 1 M-person lake, generated if absent)")
     ap.add_argument("--factors", default="1,10,50")
     ap.add_argument("--stage", choices=["compute", "hold", "subset", "baseline", "replicate"],
                     help=argparse.SUPPRESS)
@@ -175,11 +176,10 @@ def main(argv: list[str] | None = None) -> int:
               "baseline": stage_baseline}[a.stage]
         print(json.dumps(fn(a.root)))
         return 0
+    a.root = a.root or bench_lake(1_000_000, 2025)
     if not (a.root / "lake" / "declarations").exists():
-        if a.root != DEFAULT_ROOT:
-            print(f"no lake under {a.root}", file=sys.stderr)
-            return 2
-        ensure_lake(DEFAULT_ROOT, 1_000_000, 2025)  # the one bench_credit --people 1000000 uses
+        print(f"no lake under {a.root}", file=sys.stderr)
+        return 2
     rows = []
     for k in (int(x) for x in a.factors.split(",")):
         if k == 1:

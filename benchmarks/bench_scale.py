@@ -382,7 +382,7 @@ def report(r: dict) -> str:
         md.append("Machine speed reference (`speed_reference`: a fixed workload, CPU seconds, lower "
                   f"is faster), start → end of the run: Python {a['python_cpu_s']} → "
                   f"{b['python_cpu_s']} s, Polars {a['polars_cpu_s']} → {b['polars_cpu_s']} s. "
-                  "This VM's speed moves by ±30 % within an hour: compare runs of different "
+                  "This VM's speed moves by 30–50 % within an hour: compare runs of different "
                   "windows through these figures, and code changes by A/B runs in one window.\n")
     md.append("## Crediting campaign (generator.lake → sharded compute → post/stage/publish)\n")
     if r.get("lake_from"):

@@ -14,7 +14,7 @@ SAMPLES = REPO / "data" / "samples"
 
 
 @pytest.fixture(scope="session")
-def upstream_ready() -> Path:
+def samples_dir() -> Path:
     """The project's DSN samples (the e2e input): missing samples fail the test, never skip it."""
     assert SAMPLES.is_dir() and any(SAMPLES.glob("*.dsn")), f"no DSN samples under {SAMPLES}"
     return SAMPLES

@@ -17,8 +17,8 @@ pytestmark = pytest.mark.prefect
 runner = CliRunner()
 
 
-def test_campaign_end_to_end(prefect_harness, upstream_ready, tmp_path):
-    samples = upstream_ready
+def test_campaign_end_to_end(prefect_harness, samples_dir, tmp_path):
+    samples = samples_dir
     lake = tmp_path / "DIR"
     args = ["--year", "2025", "--lake", str(lake), "--holders", str(samples / "holders.csv"),
             "--balances", str(samples / "balances.csv"), "--as-of", "2026-04-15"]
