@@ -166,20 +166,11 @@ def _declarations_benchmark() -> dict | None:
     path = RESULTS / "declarations.json"
     if not path.exists():
         return None
-    from benchmarks.bench_declarations import (NATIONAL_BUCKETS, NATIONAL_DECLARATIONS_PER_YEAR,
-                                               NATIONAL_PEOPLE_PER_DECLARATION, slope)
-    from flows.runners import declarations_share
+    from benchmarks.bench_declarations import national_estimates
     rows = json.loads(path.read_text())
     if len(rows) < 2 or "compute_seconds" not in rows[0]:
         return None
-    nat = NATIONAL_DECLARATIONS_PER_YEAR / 1e6
-    (ct, cit), (hm, him) = slope(rows, "compute_seconds"), slope(rows, "peak_rss_mb")
-    share = declarations_share(NATIONAL_PEOPLE_PER_DECLARATION, NATIONAL_BUCKETS)
-    sub = (slope(rows, "subset_cpu_seconds") if all("subset_cpu_seconds" in r for r in rows)
-           else None)
-    return {"compute_s": ct * nat + cit, "held_mb": hm * share * nat + him, "millions": nat,
-            "buckets": NATIONAL_BUCKETS,
-            "subset_cpu_s": sub[0] * nat + sub[1] if sub else None}
+    return national_estimates(rows)
 
 
 def plain_run(work: Path, root: Path, shards: int) -> tuple[dict, dict]:
@@ -504,21 +495,23 @@ def report(r: dict) -> str:
                           f"serial): ~{t / 60:.0f} min")
         decl = _declarations_benchmark()
         if decl:
+            shares = (f" plus ≈ {decl['shares_cpu_s']:.0f} CPU-s to split them into bucket "
+                      "shares" if decl["shares_cpu_s"] is not None else "")
             md.append(f"- **Declarations** (`benchmarks/results/declarations.md`, fitted): a "
                       f"national year of {decl['millions']:.0f} M declarations is computed once "
-                      f"per lake state in ≈ {decl['compute_s']:.0f} s; with "
+                      f"per lake state in ≈ {decl['current_cpu_s']:.0f} CPU-s{shares}; with "
                       f"{decl['buckets']} buckets each crediting process then holds ≈ "
                       f"{decl['held_mb'] / 1024:.1f} GB of them (its shard's share), on top of "
                       f"the shard (the bench lakes hold 1 declaration per ~100 people, the "
                       f"national DSN 1 per ~10).")
             if decl["subset_cpu_s"] is not None:
                 sub = decl["subset_cpu_s"] * decl["buckets"] / 60
-                md.append(f"  - To find them, every bucket run reads the whole "
-                          f"current-declarations folder: ≈ {decl['subset_cpu_s']:.1f} CPU-s per "
-                          f"bucket, **≈ {sub:.0f} CPU-min per national campaign "
-                          f"(≈ {sub / 2:.1f} min on the 2 cores), NOT included in the campaign "
-                          f"figures above** "
-                          f"(the bench lakes hold 100× fewer declarations per person).")
+                md.append(f"  - To find them, every bucket run reads its bucket's share: "
+                          f"≈ {decl['subset_cpu_s']:.2f} CPU-s per bucket nationally, "
+                          f"≈ {sub:.1f} CPU-min per national campaign "
+                          f"(≈ {sub / 2:.1f} min on the 2 cores), not included in the campaign "
+                          f"figures above (the bench lakes hold 100× fewer declarations per "
+                          f"person).")
         if "flat_rss_mb" in fits:
             _, kf, cf = fits["flat_rss_mb"]  # MB per person of ONE process holding n people
             per_shard_max = max(1.0, (4000 - cf) / kf) if kf > 0 else float("inf")

@@ -214,7 +214,7 @@ def test_current_declarations_are_kept_per_lake_state_and_held_per_bucket(small_
     shutil.copytree(small_lake, lake)
     first = wt.current_declarations_path(lake)
     assert wt.current_declarations_path(lake) == first
-    every = pl.read_parquet(first).sort("_drank")
+    every = wt.scan_current(first).collect().sort("_drank")
     assert every["_drank"].to_list() == list(range(every.height))
     whole = compute_year(lake, 2025).amounts.collect().sort("nir")
     monkeypatch.setattr(wt, "SUBSET_AT_MOST", 1.01)  # always hold the bucket's own subset
@@ -223,6 +223,12 @@ def test_current_declarations_are_kept_per_lake_state_and_held_per_bucket(small_
     order = {d: i for i, d in enumerate(every["decl_id"])}
     ranks = [order[d] for d in one.decls["decl_id"]]
     assert 0 < len(ranks) <= every.height and ranks == sorted(ranks)
+    # exactly the current declarations that the contracts of the buckets read refer to
+    links = one.ident.links.filter(pl.col("link_bucket") == 0)
+    read = sorted({0} | set(links["src_bucket"].drop_nulls().to_list()))
+    referred = wt.scan_table(lake, "contracts", read).select("decl_id").unique().collect()
+    assert sorted(one.decls["decl_id"]) == sorted(every.join(referred, on="decl_id",
+                                                             how="semi")["decl_id"])
     parts = pl.concat([compute_year(lake, 2025, buckets=[b]).amounts.collect()
                        for b in range(4)]).sort("nir")
     assert parts.equals(whole)
@@ -230,4 +236,4 @@ def test_current_declarations_are_kept_per_lake_state_and_held_per_bucket(small_
     pl.read_parquet(part).head(0).write_parquet(part)  # a new lake state: that month is empty
     second = wt.current_declarations_path(lake)
     assert second != first and not first.exists()
-    assert pl.read_parquet(second).height < every.height
+    assert wt.scan_current(second).collect().height < every.height
