@@ -208,13 +208,12 @@ def bucket_shares(root_dir: Path | str, month: date | None,
     ``_drank`` order) that some contract row of the bucket refers to. A declaration's rows
     are all in its declared month's partition, so one month's contracts are read, as ranks
     (``drank_expr``) and bucket numbers only, ``SHARE_GROUP_BUCKETS`` bucket folders at a
-    time (a synthetic national month, 34 M contract rows over 128 buckets and 2 M
-    declarations: 32 CPU-s, 1.1 GB peak by groups of 16, 3.0 GB at once, measured).
+    time: all 128 folders of a national month at once peaked at 3.0 GB, by 16 at 1.1 GB.
 
     Why once per lake state rather than in each bucket run: a run finding its declarations
-    by reading the lake's whole list (24 M a national year) paid ≈ 5 CPU-s and ≈ 1 GB per
-    bucket at that scale, against ≈ 1.3 CPU-s and 0.4 GB to read a 7.5 % share (measured on
-    a synthetic national list)."""
+    by semi-joining the lake's whole list (24 M a national year) paid ≈ 3.5 CPU-s per bucket,
+    against ≈ 0.8 CPU-s to read its share, after ≈ 20 CPU-s per month here
+    (``benchmarks/bench_declarations.py``, synthetic national month)."""
     if month is None or part.height == 0:
         return
     folders = sorted((lake_path(root_dir) / "contracts" / _month_dir(month)).glob("bucket=*"))
