@@ -37,7 +37,6 @@ from pathlib import Path
 import polars as pl
 
 from benchmarks.bench_credit import bench_lake
-from benchmarks.bench_scale import NATIONAL_ACCOUNTS
 from flows.runners import declarations_share
 
 HERE = Path(__file__).resolve().parent
@@ -112,11 +111,7 @@ def stage_compute(root: Path) -> dict:
     out = {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
            "peak_rss_mb": _rss_mb()}
     n = wt.scan_current(path).select(pl.len()).collect().item()
-    contract_rows = wt.scan_table(root, "contracts").select(pl.len()).collect().item()
-    people = wt.scan_table(root, "individuals").select(pl.col("nir").n_unique()).collect().item()
-    return {"declarations": n, **out,
-            "shares_cpu_seconds": shares_cpu[0], "contract_rows": contract_rows,
-            "people": people}
+    return {"declarations": n, **out, "shares_cpu_seconds": shares_cpu[0]}
 
 
 def stage_hold(root: Path) -> dict:
@@ -312,7 +307,6 @@ def main(argv: list[str] | None = None) -> int:
                      "compute_seconds": comp["seconds"], "compute_cpu_seconds": comp["cpu_seconds"],
                      "compute_rss_mb": comp["peak_rss_mb"],
                      "shares_cpu_seconds": comp["shares_cpu_seconds"],
-                     "contract_rows": comp["contract_rows"], "people": comp["people"],
                      "baseline_seconds": base["seconds"],
                      "baseline_cpu_seconds": base["cpu_seconds"],
                      "baseline_rss_mb": base["peak_rss_mb"],
@@ -342,37 +336,25 @@ def main(argv: list[str] | None = None) -> int:
 
 def national_estimates(rows: list[dict]) -> dict:
     """National-year figures from the measured rows (also read by ``bench_scale``): the
-    current declarations' CPU fitted on the lake's declarations, the bucket shares' CPU scaled
-    by contract rows, the memory a process holds for its share, and what one bucket run pays
-    to read its share (scaled linearly by the share's size)."""
+    current declarations' CPU (bucket shares apart) and memory fitted on the lake's
+    declarations; the bucket shares and one bucket run's read of its share from the
+    synthetic national month (×12 for the year), when it was measured."""
     nat = NATIONAL_DECLARATIONS_PER_YEAR / 1e6
     share = declarations_share(NATIONAL_PEOPLE_PER_DECLARATION, NATIONAL_BUCKETS)
-    for r in rows:
-        r["current_cpu_seconds"] = r["compute_cpu_seconds"] - r.get("shares_cpu_seconds", 0.0)
-    (c_t, ci_t), (c_m, ci_m) = slope(rows, "current_cpu_seconds"), slope(rows, "compute_rss_mb")
+    current = [{"declarations": r["declarations"],
+                "cpu": r["compute_cpu_seconds"] - r.get("shares_cpu_seconds", 0.0)} for r in rows]
+    (c_t, ci_t), (c_m, ci_m) = slope(current, "cpu"), slope(rows, "compute_rss_mb")
     h_m, hi_m = slope(rows, "peak_rss_mb")
-    last = rows[-1]
     out = {"millions": nat, "share": share, "buckets": NATIONAL_BUCKETS,
            "current_cpu_per_m": c_t, "current_cpu_s": c_t * nat + ci_t,
            "compute_mb_per_m": c_m, "compute_mb": c_m * nat + ci_m,
            "held_mb_per_m": h_m, "held_mb": h_m * share * nat + hi_m, "all_mb": h_m * nat + hi_m,
            "shares_cpu_s": None, "subset_cpu_s": None}
-    if last.get("shares_cpu_seconds") is not None and last.get("people"):
-        per_m_rows = last["shares_cpu_seconds"] / (last["contract_rows"] / 1e6)
-        per_person = last["contract_rows"] / last["people"]
-        out.update(shares_cpu_per_m_rows=per_m_rows, rows_per_person=per_person,
-                   contract_rows=per_person * NATIONAL_ACCOUNTS,
-                   shares_cpu_s=per_m_rows * per_person * NATIONAL_ACCOUNTS / 1e6)
-    if last.get("subset_kept"):
-        out["subset_cpu_s"] = last["subset_cpu_seconds"] * share * nat * 1e6 / last["subset_kept"]
-    month = last.get("national_month")
-    if month:  # measured at national size (one month, ×12 for the year)
+    month = rows[-1].get("national_month")
+    if month:
         out.update(shares_cpu_s=12 * month["shares_cpu_seconds"],
-                   shares_rss_mb=month["shares_peak_rss_mb"],
                    subset_cpu_s=12 * month["share"]["cpu_seconds"],
-                   subset_rss_mb=month["share"]["peak_rss_mb"],
-                   former_cpu_s=12 * month["baseline"]["cpu_seconds"],
-                   former_rss_mb=month["baseline"]["peak_rss_mb"])
+                   former_cpu_s=12 * month["baseline"]["cpu_seconds"])
     return out
 
 
@@ -421,12 +403,6 @@ def render(rows: list[dict]) -> list[str]:
                       f"{month['month_declarations'] / 1e6:.0f} M declarations, "
                       f"{month['buckets']} buckets) → **≈ {e['shares_cpu_s']:.0f} CPU-s a year, "
                       "once per lake state**.")
-    elif e["shares_cpu_s"] is not None:
-        shares_txt = (f" Each bucket's share is found from the contract rows, "
-                      f"{e['shares_cpu_per_m_rows']:.2f} CPU-s per million rows measured → "
-                      f"≈ {e['shares_cpu_s']:.0f} CPU-s for the ≈ "
-                      f"{e['contract_rows'] / 1e6:.0f} M contract rows of a national year, once "
-                      "per lake state.")
     lines += [f"National year ({nat:.0f} M declarations): **current declarations computed once "
               f"per lake state in ≈ {e['current_cpu_s']:.0f} CPU-s, peak "
               f"≈ {e['compute_mb'] / 1024:.1f} GB** (one month at a time, so this peak "

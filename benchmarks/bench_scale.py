@@ -193,7 +193,7 @@ SPEED_LOOP = 20_000_000
 
 def speed_reference() -> dict:
     """CPU seconds of a fixed workload: a pure-Python loop, then Polars group-bys, sorts and
-    joins on generated integers. This VM's speed moves by ±30 % within an hour (other
+    joins on generated integers. This VM's speed moves by 30–50 % within an hour (other
     machines' load on the host): runs of different windows compare through this figure."""
     import polars as pl
     c0 = time.process_time()

@@ -127,9 +127,7 @@ def run_declarations(root_dir: Path | str, buckets: list[int] | None = None) -> 
         _IDENT_CACHE[sig] = ident
     own = None
     if buckets is not None:
-        run = {int(b) for b in buckets}
-        links = ident.links.filter(pl.col("link_bucket").is_in(sorted(run)))
-        read = sorted(run | set(links["src_bucket"].drop_nulls().to_list()))
+        read = run_buckets(ident, buckets)
         own = bucket_declarations(path, read)
         total = scan_current(path).select(pl.len()).collect().item()
         if own.height >= SUBSET_AT_MOST * total:
@@ -143,6 +141,14 @@ def run_declarations(root_dir: Path | str, buckets: list[int] | None = None) -> 
         _DECLS_CACHE.clear()
         _DECLS_CACHE[key] = hit
     return hit
+
+
+def run_buckets(ident: "Identity", buckets: list[int]) -> list[int]:
+    """The buckets a run of ``buckets`` reads: its own and those its identity links bring
+    rows from (an old NIR or NTT usually hashes to another bucket)."""
+    run = {int(b) for b in buckets}
+    links = ident.links.filter(pl.col("link_bucket").is_in(sorted(run)))
+    return sorted(run | set(links["src_bucket"].drop_nulls().to_list()))
 
 
 def drank_expr(decls: pl.DataFrame) -> pl.Expr:
@@ -231,10 +237,15 @@ def bucket_shares(root_dir: Path | str, month: date | None,
             start += n
 
 
+def share_dir(state: Path, bucket: int) -> Path:
+    """Folder of one bucket's share in a state folder (``current_declarations_path``)."""
+    return state / BY_BUCKET / f"bucket={bucket:0{BUCKET_DIGITS}d}"
+
+
 def write_share(state: Path, i: int, bucket: int, share: pl.DataFrame) -> None:
     """One bucket's share of the ``i``-th month (``bucket_shares``) into a state folder; lz4:
     derived data rewritten per lake state, where zstd took 2.5x the CPU (measured)."""
-    folder = state / BY_BUCKET / f"bucket={bucket:0{BUCKET_DIGITS}d}"
+    folder = share_dir(state, bucket)
     folder.mkdir(parents=True, exist_ok=True)
     share.write_parquet(folder / f"part-{i:04d}.parquet", compression="lz4")
 
@@ -242,9 +253,7 @@ def write_share(state: Path, i: int, bucket: int, share: pl.DataFrame) -> None:
 def bucket_declarations(path: Path, buckets: list[int]) -> pl.DataFrame:
     """The current declarations (``decl_id``, lake-wide ``_drank``) that the contracts of some
     buckets refer to (``bucket_shares``), each once."""
-    files = sorted(f for b in buckets
-                   for f in (path / BY_BUCKET / f"bucket={b:0{BUCKET_DIGITS}d}")
-                   .glob("part-*.parquet"))
+    files = sorted(f for b in buckets for f in share_dir(path, b).glob("part-*.parquet"))
     if not files:
         return pl.DataFrame(schema={"decl_id": pl.String, "_drank": pl.Int64})
     return (pl.scan_parquet(files, hive_partitioning=False)

@@ -224,9 +224,7 @@ def test_current_declarations_are_kept_per_lake_state_and_held_per_bucket(small_
     ranks = [order[d] for d in one.decls["decl_id"]]
     assert 0 < len(ranks) <= every.height and ranks == sorted(ranks)
     # exactly the current declarations that the contracts of the buckets read refer to
-    links = one.ident.links.filter(pl.col("link_bucket") == 0)
-    read = sorted({0} | set(links["src_bucket"].drop_nulls().to_list()))
-    referred = wt.scan_table(lake, "contracts", read).select("decl_id").unique().collect()
+    referred = wt.scan_table(lake, "contracts", wt.run_buckets(one.ident, [0])).select("decl_id").unique().collect()
     assert sorted(one.decls["decl_id"]) == sorted(every.join(referred, on="decl_id",
                                                              how="semi")["decl_id"])
     parts = pl.concat([compute_year(lake, 2025, buckets=[b]).amounts.collect()
