@@ -111,20 +111,25 @@ def stage_buckets(root: Path, year: int, buckets: list[int]) -> dict:
 
 
 def run_workers(root: Path, year: int, workers: int) -> dict:
-    """All buckets, split over ``workers`` concurrent processes (round robin); wall time of
+    """All buckets, split over ``workers`` concurrent processes (round robin), each with the
+    Polars thread count the crediting flow gives its workers (``worker_env``); wall time of
     the slowest, peak RSS of the largest worker."""
+    from flows.runners import worker_env
     args = [sys.executable, "-m", "benchmarks.bench_credit", "--root", str(root),
             "--year", str(year), "--stage", "buckets"]
+    env = {**os.environ, **worker_env(workers)}
     load = _load()
     t0 = time.perf_counter()
     procs = [subprocess.Popen(args + ["--buckets", json.dumps(list(range(w, N_BUCKETS,
                                                                           workers)))],
-                              cwd=HERE.parent, stdout=subprocess.PIPE) for w in range(workers)]
+                              cwd=HERE.parent, stdout=subprocess.PIPE, env=env)
+             for w in range(workers)]
     outs = [json.loads(p.communicate()[0].decode().strip().splitlines()[-1]) for p in procs]
     dt = time.perf_counter() - t0
     persons = sum(o["persons"] for o in outs)
     return {"stage": "end-to-end from lake", "persons": persons, "seconds": dt,
             "mode": f"{N_BUCKETS} buckets, {workers} concurrent worker(s)",
+            "polars_threads": int(env["POLARS_MAX_THREADS"]),
             "persons_per_s": persons / dt, "cpu_seconds": sum(o["cpu_seconds"] for o in outs),
             "peak_rss_mb": max(o["peak_rss_mb"] for o in outs), "load": load,
             "load_after": _load(),
@@ -218,7 +223,9 @@ def render(rows: list[dict], root: Path, people: int, year: int) -> list[str]:
     for r in rows:
         tgt = targets[r["stage"]]
         ok = "met" if r["persons_per_s"] >= tgt else "NOT met"
-        lines.append(f"| {r['stage']} | {r['mode']} | {r['persons']:,} | {r['seconds']:.2f} | "
+        mode = r["mode"] + (f", {r['polars_threads']} Polars thread(s) each"
+                            if "polars_threads" in r else "")
+        lines.append(f"| {r['stage']} | {mode} | {r['persons']:,} | {r['seconds']:.2f} | "
                      f"{r['persons_per_s']:,.0f} | {tgt:,} ({ok}) | "
                      f"{r.get('cpu_seconds', float('nan')):.2f} | {r['peak_rss_mb']:,.0f} | "
                      f"{r['load']} |")

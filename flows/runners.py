@@ -16,6 +16,7 @@ Settings (CLI option > environment variable > default):
 | ``--buckets`` | ``CPF_BUCKETS`` | ``auto``: 1 shard for a small lake, else one shard per lake bucket |
 | ``--max-workers`` | ``CPF_MAX_WORKERS`` | CPU count |
 | ``--max-memory-gb`` | ``CPF_MAX_MEMORY_GB`` | 75 % of RAM; caps the concurrent shards (see ``plan``) |
+| (worker processes) | ``POLARS_MAX_THREADS`` | the cores split between the concurrent workers (``worker_env``) |
 
 Tasks exchange paths and small dicts only, and every task function is a module-level function of
 ``flows.campaign`` (importable in a worker process), so the three backends run the same code.
@@ -154,14 +155,31 @@ def plan(root: Path, runner: str | None = None, buckets: int | None = None,
                 dask_address=dask_address)
 
 
+def worker_env(workers: int) -> dict[str, str]:
+    """Environment of a crediting worker process: Polars' thread pool sized to its share of the
+    cores (``POLARS_MAX_THREADS``, unless the operator set it). Each worker defaults to one
+    thread per core, so k workers would run k × cores threads on the same cores; on this 2-core
+    machine 2 one-thread workers credit the 1 M lake ~1.1× faster than 2 two-thread ones and
+    ~1.25× faster than one two-thread worker (``benchmarks/results/credit.md``)."""
+    if os.environ.get("POLARS_MAX_THREADS"):
+        return {"POLARS_MAX_THREADS": os.environ["POLARS_MAX_THREADS"]}
+    return {"POLARS_MAX_THREADS": str(max(1, (os.cpu_count() or 1) // max(1, workers)))}
+
+
+def _set_env(env: dict[str, str]) -> None:
+    """Process-pool initializer: runs before the worker first imports Polars."""
+    os.environ.update(env)
+
+
 def task_runner(p: Plan):
-    """The Prefect task runner for a plan."""
+    """The Prefect task runner for a plan; worker processes get ``worker_env``."""
     if p.runner == "thread":
         from prefect.task_runners import ThreadPoolTaskRunner
         return ThreadPoolTaskRunner(max_workers=p.workers)
     if p.runner == "process":
         from prefect.task_runners import ProcessPoolTaskRunner
-        return ProcessPoolTaskRunner(max_workers=p.workers)
+        return ProcessPoolTaskRunner(max_workers=p.workers, initializer=_set_env,
+                                     initargs=(worker_env(p.workers),))
     if p.runner == "dask":
         from prefect_dask import DaskTaskRunner
         if p.dask_address:
@@ -169,5 +187,5 @@ def task_runner(p: Plan):
         return DaskTaskRunner(cluster_class="distributed.LocalCluster",
                               cluster_kwargs={"n_workers": p.workers, "threads_per_worker": 1,
                                               "processes": True, "dashboard_address": None,
-                                              "memory_limit": None})
+                                              "memory_limit": None, "env": worker_env(p.workers)})
     raise ValueError(p.runner)

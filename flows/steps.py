@@ -511,7 +511,8 @@ def compute_shard(prep: Prepared, shard: int, shards: int, lake_buckets: list[in
             raise RuntimeError(f"shard {shard}: {stray} person(s) outside the shard — the lake "
                                f"was not written with its recorded bucket count ({n_lake})")
     return {"shard": shard, "dir": str(d), "buckets": buckets, "people": a.height,
-            "seconds": time.perf_counter() - t0, "max_rss_mb": _max_rss_mb()}
+            "seconds": time.perf_counter() - t0, "max_rss_mb": _max_rss_mb(),
+            "polars_threads": pl.thread_pool_size()}
 
 
 def _max_rss_mb() -> float:

@@ -63,6 +63,7 @@ def test_a_person_never_spans_buckets(ingested):
 def test_runners_give_byte_identical_ledgers(prefect_harness, ingested, monkeypatch):
     from flows import steps
     from flows.campaign import credit_with_plan
+    from flows.runners import worker_env
     from pipeline import publish as pub
     from pipeline.ledger import conform
     warnings.filterwarnings("ignore")
@@ -77,6 +78,9 @@ def test_runners_give_byte_identical_ledgers(prefect_harness, ingested, monkeypa
         m = out["manifest"]
         log = json.loads((root / "runs" / out["run_id"] / "run_log.json").read_text())
         assert len(log["shards"]) == 4
+        if runner != "thread":  # worker processes split the cores between them
+            assert {s["polars_threads"] for s in log["shards"]} == {
+                int(worker_env(2)["POLARS_MAX_THREADS"])}
         results[runner] = (out["run_id"], m["files_sha256"], m["counts"], m["totals_cents"],
                            pub.entries_path(root, out["run_id"]).read_bytes())
     ref = results["thread"]
