@@ -39,6 +39,7 @@ RESULTS = HERE / "results"
 YEAR = 2025
 AS_OF = "2026-04-15"
 NATIONAL_ACCOUNTS = 37_000_000
+SALARIED_AT_ANY_TIME = 20_000_000  # the figure: a lower bound of the people with DSN in a year
 NATIONAL_MONTH_GB = 150
 
 
@@ -488,6 +489,11 @@ def report(r: dict) -> str:
                       f"(of which serial stage+publish+catalog {serial / 60:.1f} min) = "
                       f"**{tot / 60:.0f} min** with shards one after the other (as measured); "
                       f"{conc}. Target < 10 min: {'met' if best < 600 else 'NOT met'}.")
+            low = best * SALARIED_AT_ANY_TIME / NATIONAL_ACCOUNTS
+            md.append(f"  - Counting only the {SALARIED_AT_ANY_TIME / 1e6:.0f} M people declared "
+                      "at any time (a lower bound: people hired or leaving during the year add "
+                      f"to it): ≈ {low / 60:.1f} min. Target < 10 min: "
+                      f"{'met' if low < 600 else 'NOT met'}.")
             for k in (4, 16, 64):
                 t = (tot - serial) / (k * per_machine) + serial
                 md.append(f"  - Dask cluster of {k} such machines (2 workers each at the "
