@@ -39,7 +39,7 @@ RESULTS = HERE / "results"
 YEAR = 2025
 AS_OF = "2026-04-15"
 NATIONAL_ACCOUNTS = 37_000_000
-SALARIED_AT_ANY_TIME = 20_000_000  # the figure: a lower bound of the people with DSN in a year
+SALARIED_AT_ANY_TIME = 20_000_000  # the figure: a lower bound of a year's DSN people
 NATIONAL_MONTH_GB = 150
 
 

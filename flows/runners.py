@@ -159,8 +159,8 @@ def worker_env(workers: int) -> dict[str, str]:
     """Environment of a crediting worker process: Polars' thread pool sized to its share of the
     cores (``POLARS_MAX_THREADS``, unless the operator set it). Each worker defaults to one
     thread per core, so k workers would run k × cores threads on the same cores; on this 2-core
-    machine 2 one-thread workers credit the 1 M lake ~1.1× faster than 2 two-thread ones and
-    ~1.25× faster than one two-thread worker (``benchmarks/results/credit.md``)."""
+    machine 2 one-thread workers credited the 1 M lake 1.04–1.13× faster than 2 two-thread
+    ones and 1.15–1.31× faster than one two-thread worker (``benchmarks/results/credit.md``)."""
     if os.environ.get("POLARS_MAX_THREADS"):
         return {"POLARS_MAX_THREADS": os.environ["POLARS_MAX_THREADS"]}
     return {"POLARS_MAX_THREADS": str(max(1, (os.cpu_count() or 1) // max(1, workers)))}
