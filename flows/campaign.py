@@ -196,13 +196,14 @@ def credit_with_plan(year: int, lake: str, holders: str | None = None,
                      buckets: int | None = None, dask_address: str | None = None,
                      max_workers: int | None = None, max_memory_gb: float | None = None) -> dict:
     """Resolve the execution plan for DIR (flows.runners.plan) and credit year N with it."""
-    from flows.runners import plan, task_runner
+    from flows.runners import plan, task_runner, worker_environment
     p = plan(Path(lake), runner=runner, buckets=buckets, max_workers=max_workers,
              max_memory_gb=max_memory_gb, dask_address=dask_address)
     if p.shards == 1 and p.runner == "thread":
         return credit_year(year, lake, holders, balances, dotations, as_of)
     f = credit_year_sharded.with_options(task_runner=task_runner(p))
-    out = f(year, lake, p.shards, holders, balances, dotations, as_of)
+    with worker_environment(p):
+        out = f(year, lake, p.shards, holders, balances, dotations, as_of)
     out["plan"] = p.to_dict()
     return out
 

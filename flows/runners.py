@@ -16,7 +16,7 @@ Settings (CLI option > environment variable > default):
 | ``--buckets`` | ``CPF_BUCKETS`` | ``auto``: 1 shard for a small lake, else one shard per lake bucket |
 | ``--max-workers`` | ``CPF_MAX_WORKERS`` | CPU count |
 | ``--max-memory-gb`` | ``CPF_MAX_MEMORY_GB`` | 75 % of RAM; caps the concurrent shards (see ``plan``) |
-| (worker processes) | ``POLARS_MAX_THREADS`` | the cores split between the concurrent workers (``worker_env``) |
+| (worker processes) | ``POLARS_MAX_THREADS`` | the cores split between the concurrent workers (``worker_environment``) |
 
 Tasks exchange paths and small dicts only, and every task function is a module-level function of
 ``flows.campaign`` (importable in a worker process), so the three backends run the same code.
@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -166,20 +168,39 @@ def worker_env(workers: int) -> dict[str, str]:
     return {"POLARS_MAX_THREADS": str(max(1, (os.cpu_count() or 1) // max(1, workers)))}
 
 
-def _set_env(env: dict[str, str]) -> None:
-    """Process-pool initializer: runs before the worker first imports Polars."""
+@contextmanager
+def worker_environment(p: Plan) -> Iterator[None]:
+    """While a flow runs on ``p``'s process pool or local Dask cluster, this process's
+    environment carries ``worker_env``, so every worker process it spawns inherits it from
+    birth. (A pool initializer or Dask's ``env`` set it only after the child has imported the
+    parent's ``__main__`` — the ``cpf`` script imports Polars, which then sizes its pool first.)
+    This process keeps the pool it already has; the environment is restored afterwards."""
+    if p.runner == "thread" or p.dask_address:
+        yield
+        return
+    import polars as pl
+    pl.thread_pool_size()  # this process's pool is sized now, before the variable changes
+    env = worker_env(p.workers)
+    saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def task_runner(p: Plan):
-    """The Prefect task runner for a plan; worker processes get ``worker_env``."""
+    """The Prefect task runner for a plan (run the flow inside ``worker_environment``)."""
     if p.runner == "thread":
         from prefect.task_runners import ThreadPoolTaskRunner
         return ThreadPoolTaskRunner(max_workers=p.workers)
     if p.runner == "process":
         from prefect.task_runners import ProcessPoolTaskRunner
-        return ProcessPoolTaskRunner(max_workers=p.workers, initializer=_set_env,
-                                     initargs=(worker_env(p.workers),))
+        return ProcessPoolTaskRunner(max_workers=p.workers)
     if p.runner == "dask":
         from prefect_dask import DaskTaskRunner
         if p.dask_address:
@@ -187,5 +208,5 @@ def task_runner(p: Plan):
         return DaskTaskRunner(cluster_class="distributed.LocalCluster",
                               cluster_kwargs={"n_workers": p.workers, "threads_per_worker": 1,
                                               "processes": True, "dashboard_address": None,
-                                              "memory_limit": None, "env": worker_env(p.workers)})
+                                              "memory_limit": None})
     raise ValueError(p.runner)

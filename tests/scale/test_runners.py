@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
+import subprocess
+import sys
+import textwrap
 import warnings
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -81,6 +86,7 @@ def test_runners_give_byte_identical_ledgers(prefect_harness, ingested, monkeypa
         if runner != "thread":  # worker processes split the cores between them
             assert {s["polars_threads"] for s in log["shards"]} == {
                 int(worker_env(2)["POLARS_MAX_THREADS"])}
+        assert "POLARS_MAX_THREADS" not in os.environ  # restored after the flow
         results[runner] = (out["run_id"], m["files_sha256"], m["counts"], m["totals_cents"],
                            pub.entries_path(root, out["run_id"]).read_bytes())
     ref = results["thread"]
@@ -154,3 +160,42 @@ def test_sharded_rerun_reads_history_by_shard_and_posts_only_differences(ingeste
     e = conform(pl.read_parquet(pub.entries_path(sharded, late.run_id)))
     assert e.select("nir", "kind", "amount_cents").rows() == [(who, "adjustment_credit", 30000)]
     assert e.equals(conform(pl.read_parquet(pub.entries_path(flat, late_flat.run_id))))
+
+
+SPAWN_CHECK = """
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
+import polars as pl  # like the cpf script: the parent's __main__ imports Polars
+
+from flows.runners import Plan, worker_env, worker_environment
+
+
+def threads():
+    return pl.thread_pool_size()
+
+
+if __name__ == "__main__":
+    p = Plan(runner="process", shards=2, workers=2, lake_buckets=[0, 1], lake_mb=0.0,
+             est_shard_gb=0.1)
+    before = pl.thread_pool_size()
+    with worker_environment(p):
+        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as ex:
+            got = sorted({f.result() for f in [ex.submit(threads) for _ in range(4)]})
+    print(before, pl.thread_pool_size(), got[0], len(got), worker_env(2)["POLARS_MAX_THREADS"])
+"""
+
+
+def test_spawned_workers_get_their_share_of_the_cores(tmp_path):
+    """Worker processes are born with ``worker_env``, even when the parent's ``__main__``
+    imports Polars (the child imports it too before any pool initializer could run); the
+    parent keeps its own pool."""
+    script = tmp_path / "spawn_check.py"
+    script.write_text(textwrap.dedent(SPAWN_CHECK))
+    env = {k: v for k, v in os.environ.items() if k != "POLARS_MAX_THREADS"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                         check=True, timeout=120).stdout.split()
+    before, after, got, kinds, want = map(int, out)
+    assert kinds == 1 and got == want  # every worker: cores ÷ 2 threads
+    assert after == before  # the parent's own pool is untouched
