@@ -163,7 +163,9 @@ def test_sharded_rerun_reads_history_by_shard_and_posts_only_differences(ingeste
 
 
 SPAWN_CHECK = """
+import json
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 
 import polars as pl  # like the cpf script: the parent's __main__ imports Polars
@@ -171,31 +173,40 @@ import polars as pl  # like the cpf script: the parent's __main__ imports Polars
 from flows.runners import Plan, worker_env, worker_environment
 
 
-def threads():
-    return pl.thread_pool_size()
+def child():
+    return pl.thread_pool_size(), os.environ.get("PREFECT_API_URL")
 
 
 if __name__ == "__main__":
+    from prefect.server.api.server import SubprocessASGIServer
     p = Plan(runner="process", shards=2, workers=2, lake_buckets=[0, 1], lake_mb=0.0,
              est_shard_gb=0.1)
     before = pl.thread_pool_size()
     with worker_environment(p):
         with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as ex:
-            got = sorted({f.result() for f in [ex.submit(threads) for _ in range(4)]})
-    print(before, pl.thread_pool_size(), got[0], len(got), worker_env(2)["POLARS_MAX_THREADS"])
+            got = sorted({f.result() for f in [ex.submit(child) for _ in range(4)]})
+    print(json.dumps({"before": before, "after": pl.thread_pool_size(), "got": got,
+                      "want": int(worker_env(2)["POLARS_MAX_THREADS"]),
+                      "server": SubprocessASGIServer().api_url,
+                      "env_after": os.environ.get("PREFECT_API_URL")}))
 """
 
 
-def test_spawned_workers_get_their_share_of_the_cores(tmp_path):
-    """Worker processes are born with ``worker_env``, even when the parent's ``__main__``
-    imports Polars (the child imports it too before any pool initializer could run); the
-    parent keeps its own pool."""
+def test_spawned_workers_get_their_cores_and_the_flows_server(tmp_path):
+    """Worker processes are born with ``worker_env`` (even when the parent's ``__main__``
+    imports Polars: the child imports it too before any pool initializer could run) and, in
+    Prefect's local mode, with the URL of the parent's temporary server (else each worker
+    starts one of its own); the parent keeps its pool and its environment."""
     script = tmp_path / "spawn_check.py"
     script.write_text(textwrap.dedent(SPAWN_CHECK))
-    env = {k: v for k, v in os.environ.items() if k != "POLARS_MAX_THREADS"}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("POLARS_MAX_THREADS", "PREFECT_API_URL")}
+    env.update(PYTHONPATH=str(Path(__file__).resolve().parents[2]),
+               PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
     out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
-                         check=True, timeout=120).stdout.split()
-    before, after, got, kinds, want = map(int, out)
-    assert kinds == 1 and got == want  # every worker: cores ÷ 2 threads
-    assert after == before  # the parent's own pool is untouched
+                         check=True, timeout=300).stdout.strip().splitlines()[-1]
+    r = json.loads(out)
+    # every worker: cores ÷ 2 threads, and the flow process's temporary server
+    assert r["got"] == [[r["want"], r["server"]]] and r["server"].startswith("http://127.0.0.1:")
+    assert r["after"] == r["before"] and r["env_after"] is None  # the parent is untouched
