@@ -240,8 +240,8 @@ def stage_national_bucket(root: Path, way: str) -> dict:
     if way == "share":
         decls = wt.bucket_declarations(state, [0]).sort("_drank")
     else:
-        files = sorted(root.glob("lake/contracts/*/bucket=000/*.parquet"))
-        ids = scan_parts(files, TABLES["contracts"]).select("decl_id").unique()
+        ids = (scan_parts(wt.bucket_parts(root, "contracts", [0]), TABLES["contracts"])
+               .select("decl_id").unique())
         decls = wt.scan_current(state).join(ids, on="decl_id", how="semi").sort("_drank").collect()
     return {"way": way, "kept": decls.height, "cpu_seconds": time.process_time() - c0,
             "peak_rss_mb": _rss_mb()}

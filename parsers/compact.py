@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Iterable
 
 
-from parsers.lake import (BUCKET_DIGITS, WRITE_THREADS, _month_dir, lake_path, scan_parts,
+from parsers.lake import (BUCKET_DIGITS, WRITE_THREADS, lake_path, month_dir, scan_parts,
                           write_part)
 from parsers.lake_schema import PERSON_TABLES, TABLES
 
@@ -62,7 +62,7 @@ def partitions(root_dir: Path | str, months: Iterable[object] | None = None) -> 
     """Partition directories of the compacted tables (all, or those of some months: ``date``
     values or ``None`` for the rows without a declared month)."""
     lake = lake_path(root_dir)
-    wanted = None if months is None else sorted({_month_dir(m) for m in months})
+    wanted = None if months is None else sorted({month_dir(m) for m in months})
     out: list[Path] = []
     for table in COMPACTED_TABLES:
         base = lake / table

@@ -68,7 +68,8 @@ def _atomic_write(df: pl.DataFrame, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def _month_dir(month: object) -> str:
+def month_dir(month: object) -> str:
+    """A month partition's folder name (``month=YYYY-MM``; no month: ``NO_MONTH``)."""
     return f"month={month:%Y-%m}" if month is not None else f"month={NO_MONTH}"
 
 
@@ -90,11 +91,11 @@ def write_parsed(parsed: ParsedFile, root_dir: Path | str, batch_id: str,
             df = df.with_columns(person_bucket(n_buckets))
             groups = df.partition_by([month_col, "bucket"], as_dict=True, maintain_order=True)
             for (month, bucket), g in groups.items():
-                jobs.append((g, lake / table / _month_dir(month)
+                jobs.append((g, lake / table / month_dir(month)
                              / f"bucket={bucket:0{BUCKET_DIGITS}d}" / part))
         else:
             for (month,), g in df.partition_by([month_col], as_dict=True, maintain_order=True).items():
-                jobs.append((g, lake / table / _month_dir(month) / part))
+                jobs.append((g, lake / table / month_dir(month) / part))
         written[table] = df.height
     with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
         list(pool.map(lambda job: _atomic_write(*job), jobs))  # re-raises any write error

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import polars as pl
 
-from parsers.lake import BUCKET_DIGITS, _month_dir, lake_path, scan, scan_parts
+from parsers.lake import BUCKET_DIGITS, lake_path, month_dir, scan, scan_parts
 from parsers.lake_schema import CHANGE_TABLES, PERSON_TABLES, TABLES, person_bucket
 from parsers.lake_settings import bucket_count
 from parsers.tables import DECL_ID_SHA_CHARS
@@ -222,7 +222,7 @@ def bucket_shares(root_dir: Path | str, month: date | None,
     (``benchmarks/bench_declarations.py``, synthetic national month)."""
     if month is None or part.height == 0:
         return
-    folders = sorted((lake_path(root_dir) / "contracts" / _month_dir(month)).glob("bucket=*"))
+    folders = sorted((lake_path(root_dir) / "contracts" / month_dir(month)).glob("bucket=*"))
     rank = drank_expr(part).alias("_i")  # _i: row of part (built once: it copies the Enum)
     for g in range(0, len(folders), SHARE_GROUP_BUCKETS):
         files = sorted(f for d in folders[g:g + SHARE_GROUP_BUCKETS]
