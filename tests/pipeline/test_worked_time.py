@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.credits import compute_year
 from pipeline.parameters import params_for_year
-from pipeline.worked_time import bucket_parts, scan_table, source_declarations
+from pipeline.worked_time import bucket_parts, nir_buckets, scan_table, source_declarations
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,6 +45,16 @@ def test_bucket_filter_prunes_files(small_lake):
     assert files and all("bucket=001" in str(f) for f in files)
     rows = scan_table(small_lake, "contracts", [1]).select("bucket").collect()
     assert rows.height > 0 and set(rows["bucket"].to_list()) == {1}
+
+
+def test_nir_buckets_are_where_the_lake_stores_each_person(small_lake):
+    """Identity links find the bucket of a NIR by the lake's rule, without reading the lake:
+    it must be the bucket every row of that NIR was written to."""
+    stored = (scan_table(small_lake, "individuals").filter(pl.col("nir").is_not_null())
+              .select("nir", "bucket").unique().collect())
+    assert stored["nir"].is_unique().all() and stored["bucket"].n_unique() == 4
+    computed = nir_buckets(small_lake, pl.concat([stored["nir"], stored["nir"].head(3)]))
+    assert computed.sort("nir").equals(stored.sort("nir"))
 
 
 def test_source_declarations_for_one_person(small_lake):
