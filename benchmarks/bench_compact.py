@@ -76,7 +76,8 @@ def stage_compact(root: Path) -> dict:
 def stage_credit(root: Path) -> dict:
     from pipeline.credits import compute_year
     from parsers.lake_schema import PERSON_TABLES
-    from pipeline.worked_time import bucket_parts, run_declarations
+    from pipeline.declaration_ranks import run_declarations
+    from pipeline.lake_reads import bucket_parts
 
     buckets = [b for b in range(BUCKETS) if b % SHARD_OF == 0]
     run_declarations(root)  # per lake state, shared by every shard: not what is compared

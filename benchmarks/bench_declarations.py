@@ -93,11 +93,11 @@ def stage_compute(root: Path) -> dict:
     """The lake state's current declarations computed from scratch (once per lake state),
     with each bucket's share (``bucket_shares``, timed apart: it reads the contracts, so its
     cost follows the lake's contract rows, not its declarations)."""
-    import pipeline.worked_time as wt
+    import pipeline.declaration_ranks as dr
     from parsers.lake import lake_path
-    shutil.rmtree(lake_path(root) / wt.CURRENT_DIR, ignore_errors=True)
+    shutil.rmtree(lake_path(root) / dr.CURRENT_DIR, ignore_errors=True)
     shares_cpu = [0.0]
-    plain = wt.bucket_shares
+    plain = dr.bucket_shares
 
     def timed(*args):  # consumed here, so the writes of the shares stay outside the timing
         c = time.process_time()
@@ -105,12 +105,12 @@ def stage_compute(root: Path) -> dict:
         shares_cpu[0] += time.process_time() - c
         return out
 
-    wt.bucket_shares = timed
+    dr.bucket_shares = timed
     t0, c0 = time.perf_counter(), time.process_time()
-    path = wt.current_declarations_path(root)
+    path = dr.current_declarations_path(root)
     out = {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
            "peak_rss_mb": _rss_mb()}
-    n = wt.scan_current(path).select(pl.len()).collect().item()
+    n = dr.scan_current(path).select(pl.len()).collect().item()
     return {"declarations": n, **out, "shares_cpu_seconds": shares_cpu[0]}
 
 
@@ -118,7 +118,7 @@ def stage_hold(root: Path) -> dict:
     """``run_declarations`` over every bucket (the folder already computed), then the per-row
     cost of mapping person-table rows to their declaration rank (what every table read of
     every bucket does) on ``LOOKUP_ROWS`` decl_ids drawn from the current declarations."""
-    from pipeline.worked_time import current_declarations_path, run_declarations
+    from pipeline.declaration_ranks import current_declarations_path, run_declarations
     current_declarations_path(root)
     base = _rss_mb()
     t0, c0 = time.perf_counter(), time.process_time()
@@ -144,7 +144,7 @@ def stage_subset(root: Path) -> dict:
     declarations are not referred to by the symlinked person tables: the share stays the
     original lake's while the lake's declarations grow ×k, as a national bucket's share
     (~7.5 %) is small against the lake's 24 M."""
-    from pipeline.worked_time import current_declarations_path, run_declarations, scan_current
+    from pipeline.declaration_ranks import current_declarations_path, run_declarations, scan_current
     path = current_declarations_path(root)
     run_declarations(root, [0])
     t0, c0 = time.perf_counter(), time.process_time()
@@ -207,7 +207,7 @@ def stage_national(root: Path) -> dict:
     contracts) and, per bucket, reading its share (``bucket_declarations``) against the former
     way, semi-joining the month's whole list with the bucket's contract decl_ids (baseline)."""
     import datetime as dt
-    import pipeline.worked_time as wt
+    import pipeline.declaration_ranks as dr
     from parsers.lake import scan_parts
     from parsers.lake_schema import TABLES
     part = pl.read_parquet(root / "current.parquet")
@@ -218,8 +218,8 @@ def stage_national(root: Path) -> dict:
     base = _rss_mb()
     c0 = time.process_time()
     shares = pairs = 0
-    for bucket, share in wt.bucket_shares(root, dt.date(2025, 1, 1), part):
-        wt.write_share(state, 0, bucket, share)
+    for bucket, share in dr.bucket_shares(root, dt.date(2025, 1, 1), part):
+        dr.write_share(state, 0, bucket, share)
         shares, pairs = shares + 1, pairs + share.height
     out = {"month_declarations": part.height, "shares_cpu_seconds": time.process_time() - c0,
            "shares_peak_rss_mb": _rss_mb(), "before_mb": base, "buckets": shares,
@@ -232,17 +232,18 @@ def stage_national(root: Path) -> dict:
 def stage_national_bucket(root: Path, way: str) -> dict:
     """One bucket run's cost to find its declarations for the month: ``share`` or
     ``baseline`` (the whole list, semi-joined with its contracts' decl_ids)."""
-    import pipeline.worked_time as wt
+    import pipeline.declaration_ranks as dr
     from parsers.lake import scan_parts
     from parsers.lake_schema import TABLES
+    from pipeline.lake_reads import bucket_parts
     state = root / "state"
     c0 = time.process_time()
     if way == "share":
-        decls = wt.bucket_declarations(state, [0]).sort("_drank")
+        decls = dr.bucket_declarations(state, [0]).sort("_drank")
     else:
-        ids = (scan_parts(wt.bucket_parts(root, "contracts", [0]), TABLES["contracts"])
+        ids = (scan_parts(bucket_parts(root, "contracts", [0]), TABLES["contracts"])
                .select("decl_id").unique())
-        decls = wt.scan_current(state).join(ids, on="decl_id", how="semi").sort("_drank").collect()
+        decls = dr.scan_current(state).join(ids, on="decl_id", how="semi").sort("_drank").collect()
     return {"way": way, "kept": decls.height, "cpu_seconds": time.process_time() - c0,
             "peak_rss_mb": _rss_mb()}
 

@@ -23,7 +23,7 @@ from parsers.lake import lake_path
 from parsers.lake_settings import bucket_count, fix_bucket_count
 from pipeline import publish as pub
 from pipeline.parameters import params_for_year
-from pipeline.worked_time import current_declarations_path
+from pipeline.declaration_ranks import current_declarations_path
 from pipeline.dotations import merge_lots, plan_dotations, read_dotations
 from pipeline.ledger import RunMeta, conform, ensure, plan_year_postings
 

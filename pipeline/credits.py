@@ -18,7 +18,8 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.parameters import YearParams, params_for_year
-from pipeline.worked_time import K_MAX, UNCREDITABLE_SCHEMA, worked_time
+from pipeline.fractions import K_MAX
+from pipeline.worked_time import UNCREDITABLE_SCHEMA, worked_time
 
 CATEGORY_PRIORITY = ("esat", "low_qualified", "boeth", "standard")  # tie-break, most favourable first
 

@@ -9,7 +9,7 @@ from parsers.account_inputs import read_balances, read_holders
 from pipeline.ceiling import apply_ceiling, hour_era_credit
 from pipeline.credits import prorated
 from pipeline.parameters import hours_to_euro_cents, params_for_year
-from pipeline.worked_time import sum_fractions
+from pipeline.fractions import sum_fractions
 
 
 def test_euro_era_amounts_and_ceilings():

@@ -13,7 +13,9 @@ import pytest
 
 from pipeline.credits import compute_year
 from pipeline.parameters import params_for_year
-from pipeline.worked_time import bucket_parts, nir_buckets, scan_table, source_declarations
+from pipeline.identity import nir_buckets
+from pipeline.lake_reads import bucket_parts, scan_table
+from pipeline.worked_time import source_declarations
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -138,7 +140,7 @@ def test_conflicting_old_nir_is_withheld_and_reported_once(tmp_path):
 
 
 def test_resolve_chains_follows_links_and_never_guesses():
-    from pipeline.worked_time import resolve_chains
+    from pipeline.identity import resolve_chains
     edges = pl.DataFrame({"old": ["A", "B", "C", "X", "X", "Y", "P", "Q"],
                           "new": ["B", "C", "D", "N1", "N2", "X", "Q", "P"]})
     resolved, conflicts = resolve_chains(edges)
@@ -154,7 +156,7 @@ def test_decl_id_order_is_string_order():
     the strings, line numbers compared as text; another format falls back to the string."""
     import random
 
-    from pipeline.worked_time import decl_id_order
+    from pipeline.declaration_ranks import decl_id_order
     rng = random.Random(7)
     lines = [1, 2, 9, 10, 18, 100, 99999, 9999999999]
     ids = {f"{rng.getrandbits(rng.choice([4, 64])):016x}-{rng.choice(lines + [rng.randint(1, 10**6)])}"
@@ -174,7 +176,7 @@ def _contracts(*keys: tuple) -> pl.DataFrame:
 def test_contract_ids_need_both_hashes():
     """A row whose join hash matches a dictionary key but whose check hash does not is not
     that contract (it gets no cid); rows of the key itself keep theirs."""
-    from pipeline.worked_time import contract_dictionary, with_cid
+    from pipeline.contract_keys import contract_dictionary, with_cid
     rows = _contracts(("1800101000001", "11111111100011", "A1"),
                       ("1800101000001", None, "A2"), ("2900101000002", "22222222200022", None))
     keys = contract_dictionary(rows)
@@ -187,12 +189,12 @@ def test_contract_ids_need_both_hashes():
 
 def test_distinct_keys_sharing_a_join_hash_stop_the_run(monkeypatch):
     """Two distinct contract keys with the same 64-bit join hash are never merged."""
-    import pipeline.worked_time as wt
-    real = wt.contract_key_hashes
-    monkeypatch.setattr(wt, "contract_key_hashes",
+    import pipeline.contract_keys as ck
+    real = ck.contract_key_hashes
+    monkeypatch.setattr(ck, "contract_key_hashes",
                         lambda: [pl.lit(7, pl.UInt64).alias("_h"), real()[1]])
-    with pytest.raises(wt.KeyHashCollision):
-        wt.contract_dictionary(_contracts(("1800101000001", "11111111100011", "A1"),
+    with pytest.raises(ck.KeyHashCollision):
+        ck.contract_dictionary(_contracts(("1800101000001", "11111111100011", "A1"),
                                           ("1800101000001", "11111111100011", "A2")))
 
 
@@ -200,7 +202,8 @@ def test_activity_unit_is_its_contracts_in_the_same_declaration():
     """An Activité without 53.003 takes the unit of its contract in the SAME declaration:
     read by cid when the contract's unit never changed, through the (declaration, person
     block) lookup when it did (hours in one declaration, forfait days in the next)."""
-    from pipeline.worked_time import KEY_SHIFT, with_contract_unit
+    from pipeline.contract_keys import KEY_SHIFT
+    from pipeline.worked_time import with_contract_unit
     contracts = pl.DataFrame({  # cid 0 always "10"; cid 1 "10" in decl 5, "20" in decl 6
         "cid": [0, 0, 1, 1], "_drank": [5, 6, 5, 6], "person_occ": [1, 1, 1, 1],
         "_ord": [50, 60, 51, 61], "unit": ["10", "10", "10", "20"]})
@@ -219,22 +222,22 @@ def test_current_declarations_are_kept_per_lake_state_and_held_per_bucket(small_
     lake's buckets all meet every declaration), ranked in the same order, same results."""
     import shutil
 
-    import pipeline.worked_time as wt
+    import pipeline.declaration_ranks as dr
     lake = tmp_path / "copy"
     shutil.copytree(small_lake, lake)
-    first = wt.current_declarations_path(lake)
-    assert wt.current_declarations_path(lake) == first
-    every = wt.scan_current(first).collect().sort("_drank")
+    first = dr.current_declarations_path(lake)
+    assert dr.current_declarations_path(lake) == first
+    every = dr.scan_current(first).collect().sort("_drank")
     assert every["_drank"].to_list() == list(range(every.height))
     whole = compute_year(lake, 2025).amounts.collect().sort("nir")
-    monkeypatch.setattr(wt, "SUBSET_AT_MOST", 1.01)  # always hold the bucket's own subset
-    one = wt.run_declarations(lake, [0])
+    monkeypatch.setattr(dr, "SUBSET_AT_MOST", 1.01)  # always hold the bucket's own subset
+    one = dr.run_declarations(lake, [0])
     assert one.decls["_drank"].to_list() == list(range(one.decls.height))
     order = {d: i for i, d in enumerate(every["decl_id"])}
     ranks = [order[d] for d in one.decls["decl_id"]]
     assert 0 < len(ranks) <= every.height and ranks == sorted(ranks)
     # exactly the current declarations that the contracts of the buckets read refer to
-    referred = wt.scan_table(lake, "contracts", wt.run_buckets(one.ident, [0])).select("decl_id").unique().collect()
+    referred = scan_table(lake, "contracts", dr.run_buckets(one.ident, [0])).select("decl_id").unique().collect()
     assert sorted(one.decls["decl_id"]) == sorted(every.join(referred, on="decl_id",
                                                              how="semi")["decl_id"])
     parts = pl.concat([compute_year(lake, 2025, buckets=[b]).amounts.collect()
@@ -242,6 +245,6 @@ def test_current_declarations_are_kept_per_lake_state_and_held_per_bucket(small_
     assert parts.equals(whole)
     part = next((lake / "lake" / "declarations").rglob("*.parquet"))
     pl.read_parquet(part).head(0).write_parquet(part)  # a new lake state: that month is empty
-    second = wt.current_declarations_path(lake)
+    second = dr.current_declarations_path(lake)
     assert second != first and not first.exists()
-    assert wt.scan_current(second).collect().height < every.height
+    assert dr.scan_current(second).collect().height < every.height

@@ -124,7 +124,7 @@ def test_sharded_rerun_reads_history_by_shard_and_posts_only_differences(ingeste
     sharded, flat = _copy(ingested, "rerun-sharded"), _copy(ingested, "rerun-flat")
     # opening balances (read by each shard from the run's bucketed copy): people of every
     # shard, and one account with no DSN at all
-    from pipeline.worked_time import scan_table
+    from pipeline.lake_reads import scan_table
     nirs = (scan_table(sharded, "contracts").select("nir").drop_nulls().unique().sort("nir")
             .collect()["nir"].to_list()[:12]) + ["2990175999999"]
     bal = tmp_path / "balances.csv"
