@@ -394,12 +394,11 @@ def _contract_month_terms(lake: Path, nir: str, year: int, published: dict | Non
     ratio: an auditor sees each month's contribution and whether the lake still agrees."""
     import polars as pl
 
-    from parsers.lake_schema import person_bucket
-    from parsers.lake_settings import bucket_count
+    from pipeline.lake_reads import nir_buckets
     from pipeline.parameters import params_for_year
     from pipeline.worked_time import M_SCALE, worked_time
 
-    bucket = pl.DataFrame({"nir": [nir]}).select(person_bucket(bucket_count(lake))).item()
+    bucket = nir_buckets(lake, pl.Series([nir]))["bucket"].item()
     wt = worked_time(lake, year, params_for_year(year), buckets=[bucket], keep_terms=True)
     cm = wt.contract_months.filter(pl.col("nir") == nir)
     if cm.height == 0:

@@ -27,11 +27,11 @@ class RunDeclarations(NamedTuple):
     """The current declarations a bucket run needs (``run_declarations``)."""
 
     decls: pl.DataFrame  # decl_id, _drank (= row index): the run's current declarations
-    ident: "Identity"  # identity_links (the whole lake's)
+    ident: Identity  # identity_links (the whole lake's)
     drank: pl.Expr  # a row's _drank, null when not current (``drank_expr``): built once
 
 
-_IDENT_CACHE: dict[tuple, "Identity"] = {}
+_IDENT_CACHE: dict[tuple, Identity] = {}
 _DECLS_CACHE: dict[tuple, RunDeclarations] = {}  # one lake state and declaration set at a time
 SUBSET_AT_MOST = 0.5  # below this share of the lake's declarations, a run holds only its own
 
@@ -73,7 +73,7 @@ def run_declarations(root_dir: Path | str, buckets: list[int] | None = None) -> 
     return hit
 
 
-def run_buckets(ident: "Identity", buckets: list[int]) -> list[int]:
+def run_buckets(ident: Identity, buckets: list[int]) -> list[int]:
     """The buckets a run of ``buckets`` reads: its own and those its identity links bring
     rows from (an old NIR or NTT usually hashes to another bucket)."""
     run = {int(b) for b in buckets}

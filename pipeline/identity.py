@@ -9,10 +9,8 @@ from pathlib import Path
 
 import polars as pl
 
-from parsers.lake_schema import person_bucket
-from parsers.lake_settings import bucket_count
 from pipeline.contract_keys import KEY_NULL, KEY_SEP, packed_contract_key
-from pipeline.lake_reads import scan_table
+from pipeline.lake_reads import nir_buckets, scan_table
 
 # kind "ntt": NTT-only rows (nir null, bucket 0) whose NTT is ``old_id``; kind "nir": rows
 # declared under the old NIR ``old_id`` (S21.G00.31.008). ``linked_nir`` is the CURRENT NIR
@@ -77,16 +75,6 @@ def resolve_chains(edges: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     conflicts = (conflicts.unique().sort("key", "detail")
                  .group_by("key", maintain_order=True).agg(pl.col("detail").str.join("; ")))
     return resolved.sort("old"), conflicts
-
-
-def nir_buckets(root_dir: Path | str, nirs: pl.Series) -> pl.DataFrame:
-    """(nir, bucket) of some NIRs: the lake's bucket rule (``person_bucket`` with its recorded
-    bucket count), i.e. where their rows are stored. Computed, not looked up: reading every
-    individual of the lake to find a few NIRs cost each crediting process a scan of the whole
-    lake (~0.7 CPU-s per million people, even without any link). A NIR without rows gets
-    the bucket its rows would have: a run reading it finds nothing there."""
-    return (pl.DataFrame({"nir": nirs.drop_nulls().unique()}, schema={"nir": pl.String})
-            .with_columns(person_bucket(bucket_count(root_dir))))
 
 
 def identity_links(root_dir: Path | str, current: pl.LazyFrame) -> Identity:

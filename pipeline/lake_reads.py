@@ -9,7 +9,8 @@ from pathlib import Path
 import polars as pl
 
 from parsers.lake import BUCKET_DIGITS, lake_path, scan, scan_parts
-from parsers.lake_schema import PERSON_TABLES, TABLES
+from parsers.lake_schema import PERSON_TABLES, TABLES, person_bucket
+from parsers.lake_settings import bucket_count
 
 
 def bucket_parts(root_dir: Path | str, table: str, buckets: list[int]) -> list[Path]:
@@ -46,3 +47,14 @@ def lake_signature(root_dir: Path | str, *tables: str) -> tuple:
             st = f.stat()
             out.append((str(f), st.st_size, st.st_mtime_ns))
     return (str(Path(root_dir).resolve()), tuple(out))
+
+
+def nir_buckets(root_dir: Path | str, nirs: pl.Series) -> pl.DataFrame:
+    """(nir, bucket) of some NIRs (identity links, one person's ``cpf explain``): the lake's
+    bucket rule (``person_bucket`` with its recorded bucket count), i.e. where their rows are
+    stored. Computed, not looked up: reading every individual of the lake to find a few NIRs
+    cost each crediting process a scan of the whole lake (~0.7 CPU-s per million people, even
+    without any link). A NIR without rows gets the bucket its rows would have: a run reading
+    it finds nothing there."""
+    return (pl.DataFrame({"nir": nirs.drop_nulls().unique()}, schema={"nir": pl.String})
+            .with_columns(person_bucket(bucket_count(root_dir))))

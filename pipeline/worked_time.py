@@ -40,14 +40,13 @@ from pathlib import Path
 
 import polars as pl
 
-from parsers.lake_schema import person_bucket
-from parsers.lake_settings import bucket_count
 from pipeline.contract_keys import (CONTRACT_KEY, KEY_SHIFT, by_contract, cm_cid, cm_key,
                                     cm_month, contract_dictionary, contract_key_hashes,
                                     contract_link_hashes, dk_key, of_contract, with_cid)
 from pipeline.declaration_ranks import run_declarations, scan_person_table
 from pipeline.fractions import K_MAX, sum_fractions
 from pipeline.identity import Identity
+from pipeline.lake_reads import nir_buckets
 from pipeline.parameters import YearParams
 
 M_SCALE = 377_580  # lcm(28, 29, 30, 31): days-in-month denominators become integers
@@ -765,7 +764,7 @@ def source_declarations(root_dir: Path | str, nir: str, year: int) -> pl.DataFra
     (and of the months whose recalls count for N) in which the person has a contract,
     activity or pay row (also under an NTT linked to the NIR), with the table it was seen in.
     Reads that NIR's bucket only (and the buckets its identity links point to)."""
-    bucket = pl.DataFrame({"nir": [nir]}).select(person_bucket(bucket_count(root_dir))).item()
+    bucket = nir_buckets(root_dir, pl.Series([nir]))["bucket"].item()
     run = run_declarations(root_dir, [bucket])
     links = run.ident.links
     frames = []

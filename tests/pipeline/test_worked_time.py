@@ -13,8 +13,7 @@ import pytest
 
 from pipeline.credits import compute_year
 from pipeline.parameters import params_for_year
-from pipeline.identity import nir_buckets
-from pipeline.lake_reads import bucket_parts, scan_table
+from pipeline.lake_reads import bucket_parts, nir_buckets, scan_table
 from pipeline.worked_time import source_declarations
 
 ROOT = Path(__file__).resolve().parents[2]
