@@ -36,6 +36,10 @@ from parsers import codes
 
 ENC_UTF8 = "utf-8"
 ENC_ASCII = "ascii"
+# UTF-8 with a byte-order mark (Windows tools write one): the mark is an encoding signature,
+# not DSN text, so it is dropped (left in, it made line 1 malformed and rejected the envoi);
+# a body that is not UTF-8 after the mark is decoded as any other file, labelled "<enc>+bom"
+ENC_UTF8_SIG = "utf-8-sig"
 ENC_CP1252 = "cp1252"
 ENC_CP1252_LATIN1 = "cp1252+latin-1"  # cp1252 with undefined bytes taken as Latin-1
 _ERROR_HANDLER = "cpf_latin1_fallback"
@@ -59,6 +63,9 @@ codecs.register_error(_ERROR_HANDLER, _latin1_fallback)
 
 def to_utf8(data: bytes) -> tuple[bytes, str]:
     """UTF-8 bytes of ``data`` and the encoding detected for it."""
+    if data.startswith(codecs.BOM_UTF8):
+        utf8, encoding = to_utf8(data[len(codecs.BOM_UTF8):])
+        return utf8, ENC_UTF8_SIG if encoding in (ENC_ASCII, ENC_UTF8) else f"{encoding}+bom"
     if data.isascii():
         return data, ENC_ASCII
     try:

@@ -111,6 +111,29 @@ def test_encodings_and_line_endings(tmp_path, dsn):
     assert p.lines_quarantined == 0
 
 
+def test_utf8_byte_order_mark_is_not_text(tmp_path, dsn):
+    """A UTF-8 file saved with a BOM (EF BB BF) parses like the same file without it: the mark
+    used to glue onto line 1, which became malformed and took the whole envoi with it."""
+    text = dsn.envoi(dsn.declaration(dsn.EMPLOYEE.replace("'JEAN'", "'JOËL'")))
+    plain = parse_flat_file(dsn.write(tmp_path, "plain.dsn", text, "utf-8", "\r\n"))
+    path = tmp_path / "bom.dsn"
+    path.write_bytes(b"\xef\xbb\xbf" + (tmp_path / "plain.dsn").read_bytes())
+    p = parse_flat_file(path)
+    assert p.files["encoding"][0] == "utf-8-sig"
+    assert p.lines_quarantined == 0 and p.declarations == 1 and p.declarations_rejected == 0
+    assert p.lines_read == plain.lines_read
+    assert p["individuals"]["first_names"][0] == "JOËL"
+    lineage = ["file_sha256", "decl_id", "source_file"]  # which file: nothing else differs
+    for table in ("individuals", "contracts", "declarations"):
+        assert p[table].drop(lineage, strict=False).equals(
+            plain[table].drop(lineage, strict=False)), table
+    # a mark followed by Latin-1 bytes: dropped too, the body decoded as any other file
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("latin-1"))
+    p = parse_flat_file(path)
+    assert p.files["encoding"][0] == "cp1252+bom" and p.lines_quarantined == 0
+    assert p["individuals"]["first_names"][0] == "JOËL"
+
+
 def test_open_neodes_sample_ingests_cleanly(dsn):
     p = parse_flat_file(dsn.SAMPLE)
     _check_accounting(p)
