@@ -167,7 +167,7 @@ def _print_ingest(report: dict) -> None:
     if by_reason:
         q = Table(title="Quarantined, by reason")
         q.add_column("reason")
-        q.add_column("lines", justify="right")
+        q.add_column("quarantine rows", justify="right")  # lines; one per file for file-scope reasons
         for k, v in sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
             q.add_row(str(k), str(v))
         console.print(q)

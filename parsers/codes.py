@@ -131,6 +131,7 @@ class Reason:
     DUPLICATE_NIR = "duplicate_nir"  # S21.G00.30.001 CCH-14
     DUPLICATE_CONTRACT_NUMBER = "duplicate_contract_number"  # S21.G00.40.009 CCH-12
     UNREADABLE_FILE = "unreadable_file"
+    EMPTY_FILE = "empty_file"  # a flat file without a single line (0 bytes or blanks only)
     # warnings only (scope "warning": the line is still parsed)
     DAMAGED_CHARACTERS = "damaged_characters"
     UNKNOWN_NORM_VERSION = "unknown_norm_version"

@@ -127,6 +127,21 @@ def test_lines_outside_envoi_and_blank_lines(tmp_path, dsn):
     assert set(p["quarantine"]["reason"]) == {"malformed_line"}
 
 
+def test_empty_file_is_reported(tmp_path, dsn):
+    """A 0-byte file (a truncated transfer) has no line to quarantine, yet must not pass as
+    merely ingested: one file-scope row says so; the line accounting is untouched."""
+    (tmp_path / "empty.dsn").write_bytes(b"")
+    (tmp_path / "bom_only.dsn").write_bytes(b"\xef\xbb\xbf")
+    for name in ("empty.dsn", "bom_only.dsn"):
+        p = parse_flat_file(tmp_path / name)
+        assert p.lines_read == 0 and p.lines_quarantined == 0 and p.declarations == 0
+        q = p["quarantine"].row(0, named=True)
+        assert p["quarantine"].height == 1 and q["reason"] == "empty_file"
+        assert (q["scope"], q["line_no"], q["source_file"]) == ("file", None, str(tmp_path / name))
+    assert parse_flat_file(dsn.write(tmp_path, "blank.dsn", "\n"))["quarantine"]["reason"].to_list() \
+        == ["malformed_line"]  # a blank line is a line, not an empty file
+
+
 def test_unknown_norm_version_is_a_warning(tmp_path, dsn):
     p = parse(tmp_path, dsn, dsn.envoi(dsn.declaration(), version="P27V01"))
     assert p.lines_quarantined == 0 and p.warnings == 1
