@@ -111,9 +111,15 @@ def _as_of(value: Optional[str]) -> dt.date:
         _usage(f"--as-of {value!r} is not an ISO date (YYYY-MM-DD)")
 
 
-def _lake_dir(lake: Path, must_exist: bool = False) -> Path:
+def _lake_dir(lake: Path, must_exist: bool = False, must_hold_lake: bool = False) -> Path:
+    """Check DIR before any work. ``must_hold_lake`` (crediting from DIR): a mistyped path
+    would otherwise be created and get an empty ledger published in it, exit 0."""
     if lake.exists() and not lake.is_dir():
         _usage(f"--lake {lake} is not a directory")
+    from parsers.lake import LAKE
+    if must_hold_lake and not (lake / LAKE).is_dir():
+        _usage(f"--lake {lake} holds no lake (nothing was ingested there: check the path, or "
+               "run `cpf ingest` first)")
     if must_exist and not (lake / "CURRENT").exists():
         _usage(f"--lake {lake} holds no published run (run `cpf credit` first)")
     return lake
@@ -281,7 +287,7 @@ def credit(
     (a rerun on unchanged data posts nothing), check balances, publish the snapshot and the
     DuckDB catalog atomically."""
     _year(year)
-    _lake_dir(lake)
+    _lake_dir(lake, must_hold_lake=True)
     for p, w in ((holders, "--holders"), (balances, "--balances"), (dotations, "--dotations")):
         _readable(p, w)
     out = _do_credit(year, lake, holders, balances, dotations, _as_of(as_of), buckets)

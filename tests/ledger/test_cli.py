@@ -56,6 +56,8 @@ def test_usage_errors_exit_2_with_one_line(lake, tmp_path):
         ["credit", "--year", "abc", "--lake", str(lake)],
         ["explain", "123", "--year", "2024", "--lake", str(lake)],
         ["replay", "--year", "2024", "--lake", str(tmp_path / "empty")],
+        # a mistyped DIR: refused, not created with an empty ledger published in it
+        ["credit", "--year", "2024", "--lake", str(tmp_path / "typo")],
         ["ingest", str(tmp_path / "missing"), "--lake", str(lake)],
         ["nonsense"],
     ]
@@ -64,6 +66,7 @@ def test_usage_errors_exit_2_with_one_line(lake, tmp_path):
         assert r.exit_code == 2, (args, r.output)
         lines = [x for x in r.output.splitlines() if x.strip()]
         assert len(lines) == 1 and "error" in lines[0], (args, r.output)
+    assert not (tmp_path / "typo").exists()
 
 
 def test_help_on_every_command():
