@@ -87,6 +87,8 @@ def _readable(path: Path | None, what: str) -> Path | None:
         return None
     if not path.exists():
         _usage(f"{what} {path} does not exist")
+    if path.is_dir() and what.startswith("--"):  # a CSV option, not a DSN path (files or folders)
+        _usage(f"{what} {path} is a directory, not a CSV file")
     if path.is_file():
         try:
             with open(path, "rb") as f:
@@ -116,8 +118,8 @@ def _lake_dir(lake: Path, must_exist: bool = False, must_hold_lake: bool = False
     would otherwise be created and get an empty ledger published in it, exit 0."""
     if lake.exists() and not lake.is_dir():
         _usage(f"--lake {lake} is not a directory")
-    from parsers.lake import LAKE
-    if must_hold_lake and not (lake / LAKE).is_dir():
+    from parsers.lake import lake_path
+    if must_hold_lake and not lake_path(lake).is_dir():
         _usage(f"--lake {lake} holds no lake (nothing was ingested there: check the path, or "
                "run `cpf ingest` first)")
     if must_exist and not (lake / "CURRENT").exists():

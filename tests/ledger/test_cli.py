@@ -58,6 +58,7 @@ def test_usage_errors_exit_2_with_one_line(lake, tmp_path):
         ["replay", "--year", "2024", "--lake", str(tmp_path / "empty")],
         # a mistyped DIR: refused, not created with an empty ledger published in it
         ["credit", "--year", "2024", "--lake", str(tmp_path / "typo")],
+        ["credit", "--year", "2024", "--lake", str(lake), "--holders", str(tmp_path)],
         ["ingest", str(tmp_path / "missing"), "--lake", str(lake)],
         ["nonsense"],
     ]
@@ -73,3 +74,16 @@ def test_help_on_every_command():
     for cmd in ([], ["ingest"], ["credit"], ["run"], ["explain"], ["replay"], ["query"]):
         r = runner.invoke(app, cmd + ["--help"])
         assert r.exit_code == 0 and "Usage" in r.output
+
+
+def test_lake_dir_check_follows_the_lake_path_rule(tmp_path):
+    """``--lake X/lake`` IS the lake (``parsers.lake.lake_path``): crediting it is allowed."""
+    import typer
+    from flows.cli import _lake_dir
+
+    (tmp_path / "x" / "lake").mkdir(parents=True)
+    assert _lake_dir(tmp_path / "x" / "lake", must_hold_lake=True) == tmp_path / "x" / "lake"
+    assert _lake_dir(tmp_path / "x", must_hold_lake=True) == tmp_path / "x"
+    with pytest.raises(typer.Exit) as e:
+        _lake_dir(tmp_path / "y", must_hold_lake=True)
+    assert e.value.exit_code == 2
