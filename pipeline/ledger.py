@@ -192,15 +192,41 @@ def balances_by_person(entries: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
     )
 
 
+def before_year(year: int) -> pl.Expr:
+    """The entries that stood on an account when year N was credited, in activity-year order:
+    credits of the years before N, and the other earned entries (opening imports, the hour to
+    euro conversion) dated N or earlier. Not year N's own credits (a rerun of N sees the same
+    starting point), nor the credits of LATER years: re-crediting 2024 after 2025 must not
+    cap 2024 against 2025's credit (that reversed rightly credited money)."""
+    return (pl.when(pl.col("kind").is_in(CREDIT_KINDS)).then(pl.col("year") < year)
+            .otherwise(pl.col("year") <= year))
+
+
 def earned_before_year(entries: pl.LazyFrame, year: int) -> pl.LazyFrame:
-    """Earned balance before crediting ``year``: every earned entry except year N's own credit
-    entries (so a rerun of year N sees the same starting point and posts only the difference)."""
+    """Earned balance before crediting ``year`` (``before_year``): the ceiling of year N is
+    applied to it, so a rerun of N on unchanged data posts nothing, whatever came after."""
     return (
-        entries.filter(pl.col("sub_ledger") == EARNED)
-        .filter(~((pl.col("year") == year) & pl.col("kind").is_in(CREDIT_KINDS)))
+        entries.filter((pl.col("sub_ledger") == EARNED) & before_year(year))
         .group_by("nir")
         .agg(pl.col("amount_cents").sum().cast(pl.Int64).alias("earned_balance_cents"))
     )
+
+
+def earned_now(entries: pl.LazyFrame) -> pl.LazyFrame:
+    """Earned balance today (every earned entry, later years' credits included): what a late
+    increase of year N's credit must still fit under (``cap_late_increase``)."""
+    return (entries.filter(pl.col("sub_ledger") == EARNED).group_by("nir")
+            .agg(pl.col("amount_cents").sum().cast(pl.Int64).alias("earned_now_cents")))
+
+
+def cap_late_increase(target: pl.Expr, posted: pl.Expr, room_now: pl.Expr) -> pl.Expr:
+    """Year N's credit after this run: the target, except that an INCREASE over what N already
+    holds is a crediting made today, so it is capped by today's room under the ceiling (a later
+    year may have filled it since). Without later credits today's room is never smaller than
+    the increase, so this changes nothing then. Decreases (reversals) are never capped."""
+    return (pl.when(target > posted)
+            .then(posted + pl.min_horizontal(target - posted, room_now))
+            .otherwise(target).cast(pl.Int64))
 
 
 def credited_for_year(entries: pl.LazyFrame, year: int) -> pl.LazyFrame:
@@ -303,12 +329,14 @@ def hour_to_euro_conversions(book: pl.LazyFrame, meta: RunMeta) -> pl.DataFrame:
 
 
 def hours_before_year(entries: pl.LazyFrame, year: int) -> pl.LazyFrame:
-    """Hour balance before crediting hour-era ``year``: hour-era credit entries of the other
-    years (conversions excluded: the hour era's ceiling is on the hours earned)."""
-    return (entries.filter((pl.col("sub_ledger") == HOURS) & pl.col("kind").is_in(CREDIT_KINDS)
-                           & (pl.col("year") != year))
-            .group_by("nir")
-            .agg(pl.col("amount_hours").sum().cast(pl.Int64).alias("hours_before")))
+    """Hour balance before crediting hour-era ``year``: hour-era credit entries of the years
+    BEFORE it (``before_year``; conversions excluded: the hour era's ceiling is on the hours
+    earned), and the hours earned today (all years), for ``cap_late_increase``."""
+    credit = (pl.col("sub_ledger") == HOURS) & pl.col("kind").is_in(CREDIT_KINDS)
+    return (entries.filter(credit).group_by("nir")
+            .agg(pl.col("amount_hours").filter(pl.col("year") < year).sum().cast(pl.Int64)
+                 .alias("hours_before"),
+                 pl.col("amount_hours").sum().cast(pl.Int64).alias("hours_now")))
 
 
 def hours_credited_for_year(entries: pl.LazyFrame, year: int) -> pl.LazyFrame:
@@ -330,13 +358,17 @@ def plan_hour_year(book: pl.LazyFrame, amounts: pl.LazyFrame, year: int,
     from pipeline.parameters import params_for_year
 
     p = params_for_year(year)
+    posted = hours_credited_for_year(book, year).collect()
+    room_now = pl.max_horizontal(pl.lit(0, pl.Int64),
+                                 pl.lit(p.hour_ceiling) - pl.col("hours_now").fill_null(0))
     credits = (amounts.join(hours_before_year(book, year), on="nir", how="left")
+               .join(posted.lazy().select("nir", "posted_hours"), on="nir", how="left")
                .with_columns(pl.col("hours_before").fill_null(0).alias("balance_before_hours"))
-               .drop("hours_before")
-               .with_columns(hour_era_credit(
+               .with_columns(cap_late_increase(hour_era_credit(
                    pl.col("annual_amount_hours"), pl.col("annual_amount_hours_second_tier"),
-                   pl.col("balance_before_hours"), p.hour_first_tier_cap, p.hour_ceiling)
-                   .alias("credit_hours"))
+                   pl.col("balance_before_hours"), p.hour_first_tier_cap, p.hour_ceiling),
+                   pl.col("posted_hours").fill_null(0), room_now).alias("credit_hours"))
+               .drop("hours_before", "hours_now", "posted_hours")
                .with_columns((pl.col("balance_before_hours") + pl.col("credit_hours"))
                              .alias("balance_after_hours"))
                .with_columns([pl.lit(None, pl.Int64).alias(c) for c in (
@@ -351,8 +383,7 @@ def plan_hour_year(book: pl.LazyFrame, amounts: pl.LazyFrame, year: int,
     if isinstance(target.schema["source"], pl.List):
         target = target.with_columns(pl.col("source").list.sort().list.join(";"))
     diff = (target.with_columns(pl.col("source").cast(pl.String))
-            .join(hours_credited_for_year(book, year).collect(), on="nir", how="full",
-                  coalesce=True)
+            .join(posted, on="nir", how="full", coalesce=True)
             .with_columns(pl.col("credit_hours").fill_null(0), pl.col("posted_hours").fill_null(0),
                           pl.col("n_posted").fill_null(0),
                           pl.col("param_version").fill_null(meta.param_version),
@@ -426,7 +457,7 @@ def plan_year_postings(
         posting = Posting(entries=new_entries, credits=credits,
                           opening_imported=opening_entries.height, opening_ignored=ignored)
         everything = pl.concat([base, new_entries])
-        posting.errors = check_year(everything, credits, year) + check_hour_year(
+        posting.errors = check_year(everything, credits, year, meta.run_id) + check_hour_year(
             everything, credits, year)
         return posting
     # euro era: convert what the hour era left first (décret 2018-1153), then credit
@@ -435,7 +466,19 @@ def plan_year_postings(
     book = pl.concat([base.lazy(), opening_entries.lazy()])
 
     before = earned_before_year(book, year)
-    credits = apply_ceiling(amounts_lf, before).collect()  # sorted by nir
+    posted = credited_for_year(book, year).collect()
+    room_now = pl.max_horizontal(pl.lit(0, pl.Int64), pl.col("ceiling_cents")
+                                 - pl.col("earned_now_cents").fill_null(0))
+    credits = (apply_ceiling(amounts_lf, before)
+               .join(posted.lazy().select("nir", "posted_cents"), on="nir", how="left")
+               .join(earned_now(book), on="nir", how="left")
+               .with_columns(cap_late_increase(pl.col("credit_cents"),
+                                               pl.col("posted_cents").fill_null(0), room_now)
+                             .alias("credit_cents"))
+               .with_columns((pl.col("balance_before_cents") + pl.col("credit_cents"))
+                             .alias("balance_after_cents"))
+               .drop("posted_cents", "earned_now_cents")
+               .sort("nir").collect())  # a join does not keep row order: restore it
     names = credits.columns
     source = _source_expr(names, meta.default_source)
     target = credits.select(
@@ -449,7 +492,6 @@ def plan_year_postings(
         target = target.with_columns(pl.col("source").list.sort().list.join(";"))
     target = target.with_columns(pl.col("source").cast(pl.String))
 
-    posted = credited_for_year(book, year).collect()
     diff = (
         target.join(posted, on="nir", how="full", coalesce=True)
         .with_columns(
@@ -484,26 +526,35 @@ def plan_year_postings(
     posting = Posting(entries=new_entries, credits=credits,
                       opening_imported=opening_entries.height - conversions.height,
                       opening_ignored=ignored)
-    posting.errors = check_year(pl.concat([base, new_entries]), credits, year)
+    posting.errors = check_year(pl.concat([base, new_entries]), credits, year, meta.run_id)
     return posting
 
 
 # --- assertions ----------------------------------------------------------------------------
 
-def check_year(all_entries: pl.DataFrame, credits: pl.DataFrame, year: int) -> list[str]:
+def check_year(all_entries: pl.DataFrame, credits: pl.DataFrame, year: int,
+               run_id: str | None = None) -> list[str]:
     """Balance assertions after posting year N (beancount's ``balance`` directive, per account).
 
     For every examined person: balance_before + credit = balance_after; the ledger's earned
-    balance (opening + all entries) = balance_before + year N's credit entries = balance_after; the earned
-    balance never exceeds the ceiling after an annual credit (unless the credit is 0 because the
-    balance already stood at or above it); credits are never negative; year N's credit entries of
-    people no longer examined sum to 0; entry ids are unique; dotation lots never go negative.
+    balance up to year N (opening + entries dated N or earlier) = balance_before + year N's
+    credit entries = balance_after; the earned balance never exceeds the ceiling after an
+    annual credit (unless the credit is 0 because the balance already stood at or above it),
+    nor today (later years included) after this run (``run_id``) raised year N's credit;
+    credits are never negative; year N's credit entries of people no longer examined sum to 0;
+    entry ids are unique; dotation lots never go negative.
     """
     lf = all_entries.lazy()
     earned = pl.col("sub_ledger") == EARNED
     # one pass per person over the ledger: earned balance and year N's credit entries
     per_nir = lf.group_by("nir").agg(
-        pl.col("amount_cents").filter(earned).sum().alias("ledger_earned"),
+        pl.col("amount_cents").filter(earned & (pl.col("year") <= year)).sum()
+        .alias("ledger_earned"),
+        pl.col("amount_cents").filter(earned).sum().alias("earned_now"),
+        (pl.col("amount_cents") > 0).filter(earned & (pl.col("run_id") == pl.lit(run_id, pl.String))
+                                            & (pl.col("year") == year)
+                                            & pl.col("kind").is_in(CREDIT_KINDS))
+        .any().alias("raised"),
         pl.col("amount_cents").filter(earned & (pl.col("year") == year)
                                       & pl.col("kind").is_in(CREDIT_KINDS))
         .sum().cast(pl.Int64).alias("posted_cents"))
@@ -511,12 +562,14 @@ def check_year(all_entries: pl.DataFrame, credits: pl.DataFrame, year: int) -> l
         "balance_before + credit != balance_after":
             pl.col("balance_before_cents") + pl.col("credit_cents") != pl.col("balance_after_cents"),
         "year's credit entries != credit": pl.col("posted_cents") != pl.col("credit_cents"),
-        "earned balance (opening + entries) != balance_after":
+        "earned balance up to year N (opening + entries) != balance_after":
             pl.col("ledger_earned") != pl.col("balance_after_cents"),
         "negative credit": pl.col("credit_cents") < 0,
         "credit above annual amount": pl.col("credit_cents") > pl.col("annual_amount_cents"),
         "earned balance above ceiling after annual credit":
             (pl.col("credit_cents") > 0) & (pl.col("balance_after_cents") > pl.col("ceiling_cents")),
+        "earned balance today above ceiling after this run raised year N's credit":
+            pl.col("raised") & (pl.col("earned_now") > pl.col("ceiling_cents")),
     }
     # every assertion is counted in ONE pass (with its first offender), over the few columns
     # they read; the queries below run together (collect_all)
@@ -524,8 +577,9 @@ def check_year(all_entries: pl.DataFrame, credits: pl.DataFrame, year: int) -> l
                   .select("nir", "balance_before_cents", "credit_cents", "balance_after_cents",
                           "annual_amount_cents", "ceiling_cents")
                   .join(per_nir, on="nir", how="left")
-                  .with_columns(pl.col("ledger_earned").fill_null(0),
-                                pl.col("posted_cents").fill_null(0))
+                  .with_columns(pl.col("ledger_earned", "earned_now").fill_null(0),
+                                pl.col("posted_cents").fill_null(0),
+                                pl.col("raised").fill_null(False))
                   .select([e for i, cond in enumerate(checks.values()) for e in (
                       cond.sum().alias(f"n{i}"),
                       pl.col("nir").filter(cond).first().alias(f"e{i}"))]))

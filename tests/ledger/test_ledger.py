@@ -89,6 +89,50 @@ def test_later_year_sees_earlier_year_in_balance_before(lake):
     assert again.manifest["counts"]["entries"] == 0
 
 
+def test_recrediting_an_earlier_year_after_a_later_one(lake, tmp_path):
+    """Balances are in activity-year order: re-crediting 2024 after 2025 caps 2024 against what
+    stood before 2024, not against 2025's credit (that reversed 200 € rightly credited), and a
+    late INCREASE of 2024 is a crediting made today, capped by today's room."""
+    bal = tmp_path / "balances.csv"
+    bal.write_text(f"nir,earned_balance_cents\n{nir(3)},480000\n")
+    y2024 = [(nir(3), 1.0, "standard", 50000, 500000), (nir(5), 0.5, "standard", 50000, 500000)]
+    credit(lake, y2024, balances=bal)  # nir(3): 4 800 + 200 = 5 000 (ceiling hit)
+    y2025 = amounts_frame([(nir(3), 1.0, "low_qualified", 80000, 800000),  # declared in 2025
+                           (nir(5), 1.0, "standard", 50000, 500000)]) \
+        .with_columns(pl.lit(2025, pl.Int32).alias("year"))
+    steps.credit(lake, 2025, compute_fn=FakeEngine(y2025), as_of=AS_OF)  # nir(3): 5 800
+    # unchanged 2024 rerun: nothing posted, the 2024 rows show the balances of their time
+    out = credit(lake, y2024, balances=bal)
+    assert out.manifest["counts"]["entries"] == 0
+    ac = pl.read_parquet(Path(out.run_dir) / "annual_credits.parquet").sort("nir")
+    assert ac.select("balance_before_cents", "credit_cents", "balance_after_cents").rows() == [
+        (480000, 20000, 500000), (0, 50000, 50000)]
+    # a late correction raises nir(3)'s 2024 amount (no room left then, none today: 5 800 ≥
+    # 5 000) and nir(5)'s (room today: 5 000 − 1 000): only nir(5) gets more, in full
+    late = [(nir(3), 1.0, "standard", 60000, 500000), (nir(5), 0.8, "standard", 80000, 500000)]
+    out = credit(lake, late, balances=bal)
+    new = pl.read_parquet(Path(out.run_dir) / "entries.parquet")
+    assert new.select("nir", "kind", "amount_cents").rows() == [(nir(5), "adjustment_credit", 30000)]
+    # once 2025 left little room, a late increase is cut to it (5 000 ceiling, 4 990 held)
+    y2025b = amounts_frame([(nir(5), 1.0, "standard", 50000, 500000)]) \
+        .with_columns(pl.lit(2025, pl.Int32).alias("year"))
+    bal2 = tmp_path / "b2.csv"
+    bal2.write_text(f"nir,earned_balance_cents\n{nir(7)},449000\n")
+    credit(lake, late + [(nir(7), 0.1, "standard", 5000, 500000)], balances=bal2)
+    steps.credit(lake, 2025, compute_fn=FakeEngine(pl.concat([y2025b, amounts_frame(
+        [(nir(7), 1.0, "standard", 50000, 500000)]).with_columns(
+        pl.lit(2025, pl.Int32).alias("year"))])), as_of=AS_OF)  # nir(7): 4 540 + 460 = 5 000
+    out = credit(lake, late + [(nir(7), 0.3, "standard", 15000, 500000)], balances=bal2)
+    new = pl.read_parquet(Path(out.run_dir) / "entries.parquet")
+    assert new.filter(pl.col("nir") == nir(7)).height == 0  # no room today
+    row = pl.read_parquet(Path(out.run_dir) / "annual_credits.parquet") \
+        .filter(pl.col("nir") == nir(7)).row(0, named=True)
+    assert (row["balance_before_cents"], row["credit_cents"]) == (449000, 5000)
+    e = ledger(lake)
+    assert e.filter((pl.col("nir") == nir(7)) & (pl.col("sub_ledger") == "earned"))[
+        "amount_cents"].sum() == 500000
+
+
 @pytest.mark.parametrize("point", ["after_run_dir", "before_current", "after_current"])
 def test_failure_between_entries_written_and_published(lake, monkeypatch, point):
     first = credit(lake, BASE)
@@ -358,6 +402,16 @@ def test_hour_era_ceiling_tiers():
     assert not p.errors
     # 10 h at 24 h/year fill the first tier; the other 14 h are earned at half rate: 7 h
     assert p.credits["credit_hours"].to_list() == [17]
+    # re-crediting 2017 (24 h) after 2018 brought the account to 150 h: the tiers apply to
+    # what stood before 2017, so nothing changes (it used to reverse 12 h)
+    later = conform(pl.concat([hist.with_columns(pl.lit(24).alias("amount_hours"),
+                                                 pl.lit("e17").alias("entry_id")),
+                               hist.with_columns(pl.lit(2018, pl.Int32).alias("year"),
+                                                 pl.lit(126).alias("amount_hours"),
+                                                 pl.lit("e18").alias("entry_id"))]))
+    p = plan_year_postings(later, hour_amounts([(nir(0), 24, 12)], 2017), 2017, meta)
+    assert not p.errors and p.entries.height == 0
+    assert p.credits.select("balance_before_hours", "credit_hours").rows() == [(0, 24)]
 
 
 def test_lake_tables_are_snapshotted_per_month_and_unchanged_months_are_linked(lake):
