@@ -331,8 +331,13 @@ def _quarantine(issues: pl.DataFrame, decl_info: pl.DataFrame, files: pl.DataFra
               .when(pl.col("rubrique").is_in(list(codes.MASKED_RUBRIQUES)))
               .then(pl.col("value").str.slice(0, codes.MASK_KEEP_CHARS) + pl.lit("*"))
               .otherwise(pl.col("value")))
+    # a malformed line still names its rubrique when its first 14 characters are an id
+    # (``S21.G00.30.010,LYON``: quotes missing): the analyst sees which datum was lost
+    readable_id = pl.col("raw").str.head(codes.RUBRIQUE_ID_WIDTH)
+    rubrique = (pl.when(pl.col("malformed") & readable_id.str.contains(codes.RUBRIQUE_ID_PATTERN))
+                .then(readable_id).otherwise(pl.col("rubrique")))
     rows = rows.select(
-        "file_idx", "line_no", "decl_line", "rubrique", masked.alias("value_masked"),
+        "file_idx", "line_no", "decl_line", rubrique.alias("rubrique"), masked.alias("value_masked"),
         pl.coalesce("q_reason", "w_reason").alias("reason"),
         pl.coalesce("q_detail", "w_detail").alias("detail"),
         pl.coalesce("q_scope", pl.lit(Scope.WARNING)).alias("scope"),

@@ -6,6 +6,7 @@ import csv
 import re
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from generator.samples import EMPLOYERS, PEOPLE, luhn_ok, write_samples
@@ -74,6 +75,9 @@ def test_only_deliberate_defects_are_quarantined(tmp_path):
     for name, lines in got.items():
         assert name in allowed, f"unexpected quarantine in {name}: {sorted(lines)[:10]}"
         assert lines <= allowed[name], f"{name}: {sorted(lines - allowed[name])[:10]}"
-    for d in _defects():  # each deliberate defect is caught
+    for d in _defects():  # each deliberate defect is caught, at its line, with its rubrique
         assert int(d["line_no"]) in got.get(d["file"], set()), d
+        row = q.filter(pl.col("source_file").str.ends_with(d["file"])
+                       & (pl.col("line_no") == int(d["line_no"])) & pl.col("is_cause"))
+        assert row["rubrique"].to_list() == [d["rubrique"]], d
     assert report.declarations_rejected == 0
