@@ -75,6 +75,12 @@ STRICT_NATURES = (NATURE_MENSUELLE, NATURE_SUBSTITUTION)
 # Natures whose 51.010 must match a 40.009 of the same individual (CCH-11 on 51.010).
 CONTRACT_LINK_NATURES = (NATURE_MENSUELLE, NATURE_SUBSTITUTION)
 REPLACING_TYPES = ("03", "05")  # annule et remplace intégral / sans individu
+# S20.G00.05.002 CCH-13/14/15: declaration types tied to natures. 04 "déclaration annule" only
+# for 07/08/09 (a DSN mensuelle is never simply cancelled: dsn_format.md §2.1, §3.3); 02/05
+# "sans individu" only for a DSN mensuelle; 03 "annule et remplace intégral" never for 08.
+TYPE_ONLY_FOR_NATURES = {"04": ("07", "08", NATURE_SUBSTITUTION),
+                         "02": (NATURE_MENSUELLE,), "05": (NATURE_MENSUELLE,)}
+TYPE_FORBIDDEN_FOR_NATURES = {"03": ("08",)}
 
 # Blocks validated strictly (format, enumeration, date); others get a length check only.
 STRICT_BLOCKS = (
@@ -130,6 +136,7 @@ class Reason:
     NIR_BIRTH_YEAR_MISMATCH = "nir_birth_year_mismatch"  # on S21.G00.30.006 (CCH-11)
     DUPLICATE_NIR = "duplicate_nir"  # S21.G00.30.001 CCH-14
     DUPLICATE_CONTRACT_NUMBER = "duplicate_contract_number"  # S21.G00.40.009 CCH-12
+    TYPE_NOT_ALLOWED_FOR_NATURE = "type_not_allowed_for_nature"  # S20.G00.05.002 CCH-13/14/15
     UNREADABLE_FILE = "unreadable_file"
     EMPTY_FILE = "empty_file"  # a flat file without a single line (0 bytes or blanks only)
     # warnings only (scope "warning": the line is still parsed)

@@ -66,7 +66,8 @@ _NO_MAX = np.iinfo(np.int64).max  # no upper length bound
 FLAG_BITS = {"known": 1, "_strict": 2, "is_enum": 4, "is_date": 8, "_enrich": 16, "_s10_s90": 32}
 # The rubriques that the envoi, declaration and cross-line rules read: their lines (a few % of
 # a batch) are gathered once into a small table that those rules filter.
-SPECIAL_RUBRIQUES = (codes.ENVOI_NORM_VERSION, codes.ENVOI_TEST_FLAG, codes.DECL_NATURE, codes.NIR,
+SPECIAL_RUBRIQUES = (codes.ENVOI_NORM_VERSION, codes.ENVOI_TEST_FLAG, codes.DECL_NATURE,
+                     codes.DECL_TYPE, codes.NIR,
                      codes.BIRTH_DATE, codes.CONTRACT_NO, codes.PAY_CONTRACT_NO,
                      codes.TOTAL_RUBRIQUES, codes.TOTAL_DECLARATIONS)
 
@@ -282,7 +283,10 @@ def _cross_line_anomalies(special: pl.DataFrame, a: pl.DataFrame, cat: Catalog) 
     - S21.G00.30.001/CCH-14: one NIR at most once per declaration;
     - S21.G00.40.009/CCH-12: one contract number at most once per individual (and
       establishment: one per declaration) in a declaration, compared as
-      ``values.contract_number`` (trimmed, upper case) like the 51.010 link.
+      ``values.contract_number`` (trimmed, upper case) like the 51.010 link;
+    - S20.G00.05.002/CCH-13/14/15: the declaration type is allowed with its nature
+      (``codes.TYPE_ONLY_FOR_NATURES``, ``TYPE_FORBIDDEN_FOR_NATURES``): a "cancel" (04) of a
+      DSN mensuelle is refused, not taken for its month's latest version.
     """
     flagged = a.filter(pl.col("own_reason").is_not_null()).get_column("row").implode()
     nir, birth, cno = (cat.rcode(r) for r in (codes.NIR, codes.BIRTH_DATE, codes.CONTRACT_NO))
@@ -311,7 +315,30 @@ def _cross_line_anomalies(special: pl.DataFrame, a: pl.DataFrame, cat: Catalog) 
                .select("row", pl.lit(Reason.DUPLICATE_CONTRACT_NUMBER).alias("own_reason"),
                        pl.lit("this contract number is already declared for the same individual "
                               "in the declaration").alias("own_detail")))
-    return pl.concat([year, dup_nir, dup_cno]).collect().sort("row")
+    return pl.concat([year, dup_nir, dup_cno, _type_nature_anomalies(special, flagged, cat)]
+                     ).collect().sort("row")
+
+
+def _type_nature_anomalies(special: pl.DataFrame, flagged: pl.Series, cat: Catalog) -> pl.LazyFrame:
+    """S20.G00.05.002 lines whose type is not allowed with the declaration's nature (CCH-13/14/15),
+    flagged on the type line (a key rubrique: the declaration is rejected)."""
+    dtype, nature = cat.rcode(codes.DECL_TYPE), cat.rcode(codes.DECL_NATURE)
+    lines = (special.lazy().filter(pl.col("decl_no").is_not_null() & ~pl.col("malformed")
+                                   & ~pl.col("row").is_in(flagged))
+             .select("row", "rcode", "decl_no", "value"))
+    natures = (lines.filter(pl.col("rcode") == nature)
+               .group_by("decl_no").agg(pl.col("value").first().alias("nature")))
+    t, n = pl.col("value"), pl.col("nature")
+    bad = pl.lit(False)
+    for typ, allowed in codes.TYPE_ONLY_FOR_NATURES.items():
+        bad = bad | ((t == typ) & ~n.is_in(list(allowed)))
+    for typ, forbidden in codes.TYPE_FORBIDDEN_FOR_NATURES.items():
+        bad = bad | ((t == typ) & n.is_in(list(forbidden)))
+    return (lines.filter(pl.col("rcode") == dtype).join(natures, on="decl_no", how="inner")
+            .filter(bad)
+            .select("row", pl.lit(Reason.TYPE_NOT_ALLOWED_FOR_NATURE).alias("own_reason"),
+                    pl.format("declaration type {} is not allowed for nature {} "
+                              "(S20.G00.05.002 CCH-13/14/15)", t, n).alias("own_detail")))
 
 
 def _with_own(a: pl.DataFrame, line_rows, found: pl.DataFrame) -> pl.DataFrame:

@@ -88,3 +88,34 @@ def test_replacement_arriving_before_original(tmp_path, dsn):
     ingest_paths([src], root)
     cur = current_declarations(root).collect()
     assert cur["decl_type"].to_list() == ["03"]
+
+
+def test_a_dsn_mensuelle_cannot_be_simply_cancelled(tmp_path, dsn):
+    """Type 04 ("déclaration annule") is for natures 07/08/09 only (S20.G00.05.002 CCH-13): on
+    a DSN mensuelle it is rejected and quarantined, not taken as the month's latest version
+    (which wiped the month's individuals). 02/05 only for a mensuelle, 03 never for 08."""
+    src = tmp_path / "in"
+    src.mkdir()
+    dsn.write(src, "a.dsn", dsn.envoi(dsn.declaration(order="1")))
+    cancel = dsn.declaration("", type_="04", order="2", built="06022025", replaced="050220251")
+    dsn.write(src, "b.dsn", dsn.envoi(cancel))
+    root = tmp_path / "DIR"
+    ingest_paths([src], root)
+    decls = scan(root, "declarations").collect().sort("order_no")
+    assert decls.select("decl_type", "rejected", "reject_reason").rows() == [
+        ("01", False, None), ("04", True, "type_not_allowed_for_nature")]
+    cur = current_declarations(root).collect()
+    assert cur["decl_type"].to_list() == ["01"]
+    q = scan(root, "quarantine").collect().filter(pl.col("is_cause"))
+    assert q.select("rubrique", "reason").rows() == [("S20.G00.05.002",
+                                                      "type_not_allowed_for_nature")]
+    # the other pairs of the rule, parsed on their own
+    from parsers.flat import parse_flat_file
+    for i, (nature, type_, ok) in enumerate([("01", "05", True), ("07", "04", True),
+                                             ("09", "04", True), ("07", "02", False),
+                                             ("08", "03", False), ("01", "03", True)]):
+        p = parse_flat_file(dsn.write(tmp_path, f"t{i}.dsn", dsn.envoi(dsn.declaration(
+            "" if type_ in ("02", "05") else dsn.EMPLOYEE, nature=nature, type_=type_,
+            replaced="050220251" if type_ in ("03", "04", "05") else None))))
+        reasons = set(p["quarantine"]["reason"])  # (a warning on a signalement: 07, 08)
+        assert ("type_not_allowed_for_nature" not in reasons) == ok, (nature, type_, reasons)
