@@ -285,17 +285,30 @@ def declared_months_without_activity(activities: pl.LazyFrame, versions: pl.Lazy
             .select("cm", pl.lit(True).alias("no_activity")))
 
 
+def not_cancelled(periods: pl.LazyFrame, cancel_motif: str, key: list[str]) -> pl.LazyFrame:
+    """The absence rows that no annulation (60.001 = 99, 65.001 = 998, same contract and start)
+    cancels. An annulation cancels what was declared BEFORE it (declarations of lower
+    ``_drank``, version order), not what comes in its own declaration or after it: "cancel the
+    wrong motif, declare the right one" must keep the right one (it used to drop every period
+    of that start, whenever declared)."""
+    last_cancel = (periods.filter(pl.col("motif") == cancel_motif).group_by(key)
+                   .agg(pl.col("_drank").max().alias("_cancelled_by")))
+    return (periods.filter(pl.col("motif") != cancel_motif)
+            .join(last_cancel, on=key, how="left")
+            .filter(pl.col("_cancelled_by").is_null()
+                    | (pl.col("_drank") >= pl.col("_cancelled_by")))
+            .drop("_cancelled_by"))
+
+
 def absence_days(stoppages: pl.LazyFrame, suspensions: pl.LazyFrame, ends: pl.LazyFrame,
                  p: YearParams) -> pl.LazyFrame:
     """Qualifying absence days per contract and month of year N (L6323-12), deduplicated,
     annulations applied, overlapping periods merged, clipped to the contract and the year."""
     y0, y1 = date(p.year, 1, 1), date(p.year, 12, 31)
     st = stoppages
-    st_cancel = (st.filter(pl.col("motif") == p.stoppage_cancel_motif)
-                 .select("cid", "last_worked_day").unique())
     arrets = (
-        st.filter(pl.col("motif").is_in(list(p.qualifying_stoppages)))
-        .join(st_cancel, on=["cid", "last_worked_day"], how="anti")
+        not_cancelled(st, p.stoppage_cancel_motif, ["cid", "last_worked_day"])
+        .filter(pl.col("motif").is_in(list(p.qualifying_stoppages)))
         .filter(latest(["cid", "motif", "last_worked_day"]))  # the latest declaration
         # of an arrêt carries its reprise date
         .select("cid", "contract_start", "motif",
@@ -304,12 +317,9 @@ def absence_days(stoppages: pl.LazyFrame, suspensions: pl.LazyFrame, ends: pl.La
                 .then(pl.col("resumption_date") - pl.duration(days=1))
                 .otherwise(pl.col("planned_end")).alias("abs_end"))
     )
-    su = suspensions
-    su_cancel = (su.filter(pl.col("motif") == p.suspension_cancel_motif)
-                 .select("cid", "start_date").unique())
     susp = (
-        su.filter(pl.col("motif").is_in(list(p.qualifying_suspension_motifs)))
-        .join(su_cancel, on=["cid", "start_date"], how="anti")
+        not_cancelled(suspensions, p.suspension_cancel_motif, ["cid", "start_date"])
+        .filter(pl.col("motif").is_in(list(p.qualifying_suspension_motifs)))
         .filter(latest(["cid", "motif", "start_date"]))
         .select("cid", "contract_start", "motif",
                 pl.col("start_date").alias("abs_start"), pl.col("end_date").alias("abs_end"))
