@@ -413,14 +413,15 @@ def _contract_month_terms(lake: Path, nir: str, year: int, published: dict | Non
         return
     t = Table(title="Contract-months: counted / monthly reference (recomputed from the lake)")
     for c in ("establishment", "contract", "month", "unit", "paid", "presence", "absence days",
-              "absence credited", "counted", "reference", "term"):
+              "absence credited", "other absence days", "counted", "reference", "term"):
         t.add_column(c, no_wrap=True)
     for r in cm.iter_rows(named=True):
         counted = r["counted_scaled"] / M_SCALE / 100
         t.add_row(r["siret"] or "", r["contract_no"] or "", f"{r['month']:%Y-%m}",
                   r["family"] + ("" if r["own_family"] else " (53.003)"),
                   f"{r['paid_h'] / 100:.2f}", f"{r['presence_h'] / 100:.2f}",
-                  str(r["abs_days"]), f"{r['absence_credited_h'] / 100:.2f}", f"{counted:.2f}",
+                  str(r["abs_days"]), f"{r['absence_credited_h'] / 100:.2f}",
+                  str(r["other_abs_days"]), f"{counted:.2f}",
                   r["ref_label"] or "", f"{r['term_num'] / r['term_den']:.6f}")
     console.print(t)
     if published is None or published.get("ratio12_num") is None:

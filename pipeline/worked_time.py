@@ -275,13 +275,23 @@ def paid_time(activities: pl.LazyFrame, p: YearParams) -> pl.LazyFrame:
 
 
 def declared_months_without_activity(activities: pl.LazyFrame, versions: pl.LazyFrame,
-                                     year: int) -> pl.LazyFrame:
-    """(contract, month) of year N whose month's declaration holds no Activité at all for the
-    contract: candidates for the presence fallback."""
-    with_act = activities.select("dk", "person_occ")
-    return (versions.filter(in_year("decl_month", year))
-            .with_columns(dk_key().alias("dk"))
-            .join(with_act, on=["dk", "person_occ"], how="anti")
+                                     p: YearParams) -> pl.LazyFrame:
+    """(contract, declared month) of year N of the contracts that have NO Activité at all in
+    year N's declarations (cpf_rules.md §2.1: "only when a contract has no Activité at all"):
+    candidates for the presence fallback. An Activité counts whatever its type (01 paid, 02
+    unpaid absence) when it declares hours or days; a unit-40 line (calendar days for the
+    social-security ceiling) is not worked time and does not count. A contract with
+    Activité in some months gets no presence in the others (a month of ordinary sickness
+    without an Activité line was counted as presence)."""
+    year_versions = (versions.filter(in_year("decl_month", p.year))
+                     .with_columns(dk_key().alias("dk")))
+    with_act = (activities.with_columns(pl.coalesce("unit", "contract_unit").alias("_unit"))
+                .filter(unit_family(p, "_unit").is_in(["hours", "days"]))
+                .select("dk", "person_occ")
+                .join(year_versions.select("dk", "person_occ"), on=["dk", "person_occ"],
+                      how="semi")
+                .select((pl.col("dk") // KEY_SHIFT).alias("cid")).unique())
+    return (year_versions.join(with_act, on="cid", how="anti")
             .select("cm", pl.lit(True).alias("no_activity")))
 
 
@@ -302,16 +312,18 @@ def not_cancelled(periods: pl.LazyFrame, cancel_motif: str, key: list[str]) -> p
 
 def absence_days(stoppages: pl.LazyFrame, suspensions: pl.LazyFrame, ends: pl.LazyFrame,
                  p: YearParams) -> pl.LazyFrame:
-    """Qualifying absence days per contract and month of year N (L6323-12), deduplicated,
-    annulations applied, overlapping periods merged, clipped to the contract and the year."""
+    """Absence days per contract and month of year N, deduplicated, annulations applied,
+    overlapping periods merged, clipped to the contract and the year: ``abs_days`` of the
+    qualifying absences (L6323-12, counted as worked time) and ``other_abs_days`` of the others
+    (ordinary sickness, unpaid leave…: never worked time, so a presence fallback month does
+    not count them either, cpf_rules.md §2.2)."""
     y0, y1 = date(p.year, 1, 1), date(p.year, 12, 31)
-    st = stoppages
     arrets = (
-        not_cancelled(st, p.stoppage_cancel_motif, ["cid", "last_worked_day"])
-        .filter(pl.col("motif").is_in(list(p.qualifying_stoppages)))
+        not_cancelled(stoppages, p.stoppage_cancel_motif, ["cid", "last_worked_day"])
         .filter(latest(["cid", "motif", "last_worked_day"]))  # the latest declaration
         # of an arrêt carries its reprise date
-        .select("cid", "contract_start", "motif",
+        .select("cid", "contract_start",
+                pl.col("motif").is_in(list(p.qualifying_stoppages)).alias("counted"),
                 (pl.col("last_worked_day") + pl.duration(days=1)).alias("abs_start"),
                 pl.when(pl.col("resumption_date").is_not_null())
                 .then(pl.col("resumption_date") - pl.duration(days=1))
@@ -319,9 +331,9 @@ def absence_days(stoppages: pl.LazyFrame, suspensions: pl.LazyFrame, ends: pl.La
     )
     susp = (
         not_cancelled(suspensions, p.suspension_cancel_motif, ["cid", "start_date"])
-        .filter(pl.col("motif").is_in(list(p.qualifying_suspension_motifs)))
         .filter(latest(["cid", "motif", "start_date"]))
-        .select("cid", "contract_start", "motif",
+        .select("cid", "contract_start",
+                pl.col("motif").is_in(list(p.qualifying_suspension_motifs)).alias("counted"),
                 pl.col("start_date").alias("abs_start"), pl.col("end_date").alias("abs_end"))
     )
     periods = (
@@ -330,18 +342,23 @@ def absence_days(stoppages: pl.LazyFrame, suspensions: pl.LazyFrame, ends: pl.La
         .with_columns(
             pl.max_horizontal("abs_start", "contract_start", pl.lit(y0)).alias("abs_start"),
             pl.min_horizontal(pl.col("abs_end"), pl.col("contract_end").fill_null(y1),
-                              pl.lit(y1)).alias("abs_end"))
+                              pl.lit(y1)).alias("abs_end"),
+            # merged per contract AND kind: one integer key
+            (pl.col("cid") * 2 + pl.col("counted").cast(pl.Int64)).alias("_ck"))
         .filter(pl.col("abs_start") <= pl.col("abs_end"))
-        .select("cid", "abs_start", "abs_end")
+        .select("_ck", "abs_start", "abs_end")
     )
-    merged = merge_intervals(periods)
+    merged = merge_intervals(periods, key="_ck")
+    days = overlap_days(pl.col("abs_start"), pl.col("abs_end"), pl.col("month"), month_end("month"))
+    counted = (pl.col("_ck") % 2) == 1
     return (
         merged.with_columns(pl.date_ranges(month_start("abs_start"), month_start("abs_end"),
-                                           "1mo").alias("month"))
+                                           "1mo").alias("month"),
+                            (pl.col("_ck") // 2).alias("cid"))
         .explode("month")
-        .with_columns(overlap_days(pl.col("abs_start"), pl.col("abs_end"), pl.col("month"),
-                                   month_end("month")).alias("abs_days"))
-        .group_by(cm_key("month").alias("cm")).agg(pl.col("abs_days").sum())
+        .group_by(cm_key("month").alias("cm"))
+        .agg(days.filter(counted).sum().cast(pl.Int64).alias("abs_days"),
+             days.filter(~counted).sum().cast(pl.Int64).alias("other_abs_days"))
     )
 
 
@@ -484,11 +501,16 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     del contracts
     t = _timed("paid_time", t)
     # 2. presence fallback candidates (declared months without any Activité)
-    no_act = declared_months_without_activity(activities.lazy(), versions.lazy(), year).collect()
+    no_act = declared_months_without_activity(activities.lazy(), versions.lazy(), p).collect()
     del activities
     t = _timed("presence_candidates", t)
     # 3. absences
-    absd = absence_days(stoppages, suspensions, ends.lazy(), p).collect()
+    all_abs = absence_days(stoppages, suspensions, ends.lazy(), p).collect()
+    absd = all_abs.filter(pl.col("abs_days") > 0).select("cm", "abs_days")
+    # days of other absences matter only where presence stands for the time worked
+    no_act = no_act.join(all_abs.filter(pl.col("other_abs_days") > 0)
+                         .select("cm", "other_abs_days"), on="cm", how="left")
+    del all_abs
     t = _timed("absences", t)
 
     bound = int_bound(paid, versions, paid.height + no_act.height + absd.height)
@@ -504,9 +526,14 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
           .with_columns(pl.col("no_activity").fill_null(False), pl.col("abs_days").fill_null(0),
                         pl.col("has_hours").fill_null(False), pl.col("has_days").fill_null(False),
                         days_in_month().alias("dim")))
-    presence = overlap_days(pl.col("contract_start").fill_null(date(year, 1, 1)),
-                            pl.col("contract_end").fill_null(date(year, 12, 31)),
-                            pl.col("month"), month_end("month"))
+    # presence fallback: days under contract, less the days of absences that are not worked
+    # time (a forfait declaring no Activité, on sick leave, is not present)
+    presence = pl.max_horizontal(
+        pl.lit(0, pl.Int64),
+        overlap_days(pl.col("contract_start").fill_null(date(year, 1, 1)),
+                     pl.col("contract_end").fill_null(date(year, 12, 31)),
+                     pl.col("month"), month_end("month"))
+        - pl.col("other_abs_days").fill_null(0))
     cm = cm.with_columns(
         pl.when(pl.col("no_activity"))
         .then(pl.col("quota_h") * presence * (M_SCALE // pl.col("dim")))
@@ -540,7 +567,7 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
                          .alias("counted_scaled")))
     cmf = (cmf.with_columns(*reference_fraction(p, num_t))
            .with_columns(of_contract(keys, "pid"))
-           .select(*(["cid", "month"] if keep_terms else []), "pid", pl.col("month").dt.month().cast(pl.Int8).alias("month_no"),
+           .select(*(["cid", "month", pl.col("other_abs_days").fill_null(0)] if keep_terms else []), "pid", pl.col("month").dt.month().cast(pl.Int8).alias("month_no"),
                    (pl.col("act_family") == "hours").alias("is_hours"), "own_family", "paid_h",
                    "presence_scaled", "abs_days", "absence_credited_scaled", "counted_scaled",
                    "term_num", "term_den", label_code().alias("_lcode"), "decl_min", "decl_max")
@@ -549,7 +576,7 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     terms_detail = None
     if keep_terms:
         terms_detail = contract_month_detail(cmf, keys, p)
-        cmf = cmf.drop("cid", "month")
+        cmf = cmf.drop("cid", "month", "other_abs_days")
 
     # 4. sans-notion: remuneration route (only people with a sans-notion contract version can
     # have a sans-notion month: pay is pre-filtered on them)
@@ -652,7 +679,7 @@ def contract_month_detail(cmf: pl.DataFrame, keys: pl.DataFrame, p: YearParams) 
                     pl.when(pl.col("is_hours")).then(pl.lit("hours")).otherwise(pl.lit("days"))
                     .alias("family"), "own_family", "paid_h",
                     (pl.col("presence_scaled") // M_SCALE).alias("presence_h"),
-                    "abs_days",
+                    "abs_days", "other_abs_days",
                     (pl.col("absence_credited_scaled") // M_SCALE).alias("absence_credited_h"),
                     "counted_scaled", "term_num", "term_den", "ref_label")
             .sort(*CONTRACT_KEY, "month", "family"))
