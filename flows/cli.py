@@ -113,11 +113,20 @@ def _as_of(value: Optional[str]) -> dt.date:
         _usage(f"--as-of {value!r} is not an ISO date (YYYY-MM-DD)")
 
 
-def _lake_dir(lake: Path, must_exist: bool = False, must_hold_lake: bool = False) -> Path:
+def _lake_dir(lake: Path, must_exist: bool = False, must_hold_lake: bool = False,
+              create: bool = False) -> Path:
     """Check DIR before any work. ``must_hold_lake`` (crediting from DIR): a mistyped path
-    would otherwise be created and get an empty ledger published in it, exit 0."""
+    would otherwise be created and get an empty ledger published in it, exit 0. ``create``
+    (ingestion): DIR is made now, so a path that cannot hold it is a usage error up front."""
     if lake.exists() and not lake.is_dir():
         _usage(f"--lake {lake} is not a directory")
+    if create:
+        try:
+            lake.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            _usage(f"--lake {lake} cannot be created ({e.strerror})")
+        if not os.access(lake, os.W_OK):
+            _usage(f"--lake {lake} is not writable")
     from parsers.lake import lake_path
     if must_hold_lake and not lake_path(lake).is_dir():
         _usage(f"--lake {lake} holds no lake (nothing was ingested there: check the path, or "
@@ -191,7 +200,7 @@ def ingest(
     quarantined. Already-ingested files (same sha256) are skipped."""
     for p in paths:
         _readable(p, "DSN path")
-    _lake_dir(lake)
+    _lake_dir(lake, create=True)
     _check_lake_buckets(lake, lake_buckets)
     try:
         report = _do_ingest(paths, lake, lake_buckets)
@@ -325,7 +334,7 @@ def run(
     paths = list(dsn) + list(more or [])
     for p in paths:
         _readable(p, "DSN path")
-    _lake_dir(lake)
+    _lake_dir(lake, create=True)
     for p, w in ((holders, "--holders"), (balances, "--balances"), (dotations, "--dotations")):
         _readable(p, w)
     day = _as_of(as_of)

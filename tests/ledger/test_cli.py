@@ -59,6 +59,7 @@ def test_usage_errors_exit_2_with_one_line(lake, tmp_path):
         # a mistyped DIR: refused, not created with an empty ledger published in it
         ["credit", "--year", "2024", "--lake", str(tmp_path / "typo")],
         ["credit", "--year", "2024", "--lake", str(lake), "--holders", str(tmp_path)],
+        ["ingest", str(tmp_path), "--lake", "/proc/no_lake_here"],  # cannot be created
         ["ingest", str(tmp_path / "missing"), "--lake", str(lake)],
         ["nonsense"],
     ]
