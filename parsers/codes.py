@@ -142,6 +142,7 @@ class Reason:
     # warnings only (scope "warning": the line is still parsed)
     DAMAGED_CHARACTERS = "damaged_characters"
     UNKNOWN_NORM_VERSION = "unknown_norm_version"
+    TEST_ENVOI = "test_envoi"  # S10.G00.00.005 = 01: parsed and kept, never used
 
 
 class Scope:

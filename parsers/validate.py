@@ -626,8 +626,12 @@ def _final_states(df: pl.DataFrame, arrays: dict[str, np.ndarray], special: pl.D
     # Unknown norm versions become warnings in the quarantine (tables._quarantine).
     version_rows = ((pl.col("rcode") == cat.rcode(codes.ENVOI_NORM_VERSION))
                     & ~pl.col("value").is_in(list(KNOWN_VERSIONS))).fill_null(False)
+    # A test envoi (S10.G00.00.005 = 01) is parsed and kept, never used: the quarantine says
+    # so (a warning on that line), as it lists every declaration not used and why.
+    test_rows = ((pl.col("rcode") == cat.rcode(codes.ENVOI_TEST_FLAG))
+                 & (pl.col("value") == codes.TEST_ENVOI)).fill_null(False)
     wanted = (q_code != Q_NONE) | arrays["damaged"]
-    for rows in (a.get_column("row"), special.filter(version_rows).get_column("row")):
+    for rows in (a.get_column("row"), special.filter(version_rows | test_rows).get_column("row")):
         wanted[np.flatnonzero(np.isin(row_np, rows.to_numpy(), kind="table"))] = True
     cols = [c for c in ISSUE_LINE_COLS if c in df.columns]
     rows = df.select(cols)[np.flatnonzero(wanted)]
@@ -671,6 +675,7 @@ def _final_states(df: pl.DataFrame, arrays: dict[str, np.ndarray], special: pl.D
         pl.col("ver").replace_strict(list(range(len(VERSIONS))), list(VERSIONS), default=None,
                                      return_dtype=pl.String).alias("norm_version"),
         version_rows.alias("version_row"),
+        test_rows.alias("test_row"),
     ).with_columns(
         pl.when(pl.col("q_scope").is_not_null()).then(q_reason).alias("q_reason"),
         pl.when(pl.col("q_scope").is_not_null()).then(q_detail).alias("q_detail"),

@@ -73,6 +73,12 @@ def test_annule_et_remplace_fractions_and_test_files(tmp_path, dsn):
     amounts = pay.filter(pl.col("siret") == "12345678200012")["amount_cents"].unique().to_list()
     assert amounts == [260000]
     assert pay.filter(pl.col("decl_month") != dt.date(2025, 1, 1)).height == 0
+    # the test envoi is listed in the quarantine as not used (a warning: its lines are parsed)
+    q = scan(root, "quarantine").collect()
+    test_rows = q.filter(pl.col("reason") == "test_envoi")
+    assert test_rows.select("rubrique", "scope", "is_cause").rows() == [
+        ("S10.G00.00.005", "warning", False)]
+    assert test_rows["source_file"].str.ends_with("d.dsn").all()
 
 
 def test_replacement_arriving_before_original(tmp_path, dsn):
