@@ -274,7 +274,7 @@ def paid_time(activities: pl.LazyFrame, p: YearParams) -> pl.LazyFrame:
     )
 
 
-def declared_months_without_activity(activities: pl.LazyFrame, versions: pl.LazyFrame,
+def declared_months_without_activity(activities: pl.LazyFrame, versions: pl.DataFrame,
                                      p: YearParams) -> pl.LazyFrame:
     """(contract, declared month) of year N of the contracts that have NO Activité at all in
     year N's declarations (cpf_rules.md §2.1: "only when a contract has no Activité at all"):
@@ -283,15 +283,17 @@ def declared_months_without_activity(activities: pl.LazyFrame, versions: pl.Lazy
     social-security ceiling) is not worked time and does not count. A contract with
     Activité in some months gets no presence in the others (a month of ordinary sickness
     without an Activité line was counted as presence)."""
-    year_versions = (versions.filter(in_year("decl_month", p.year))
-                     .with_columns(dk_key().alias("dk")))
-    with_act = (activities.with_columns(pl.coalesce("unit", "contract_unit").alias("_unit"))
-                .filter(unit_family(p, "_unit").is_in(["hours", "days"]))
-                .select("dk", "person_occ")
-                .join(year_versions.select("dk", "person_occ"), on=["dk", "person_occ"],
-                      how="semi")
+    year_versions = versions.filter(in_year("decl_month", p.year))
+    # year N's declarations are a range of ranks (``_drank`` orders by declared month first)
+    lo, hi = year_versions.select(pl.col("_drank").min().alias("lo"),
+                                  pl.col("_drank").max().alias("hi")).row(0)
+    if lo is None:
+        return year_versions.select("cm", pl.lit(True).alias("no_activity")).lazy()
+    with_act = (activities
+                .filter((pl.col("dk") % KEY_SHIFT).is_between(lo, hi)
+                        & pl.coalesce("unit", "contract_unit").is_in(list(p.worked_units)))
                 .select((pl.col("dk") // KEY_SHIFT).alias("cid")).unique())
-    return (year_versions.join(with_act, on="cid", how="anti")
+    return (year_versions.lazy().join(with_act, on="cid", how="anti")
             .select("cm", pl.lit(True).alias("no_activity")))
 
 
@@ -501,7 +503,7 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     del contracts
     t = _timed("paid_time", t)
     # 2. presence fallback candidates (declared months without any Activité)
-    no_act = declared_months_without_activity(activities.lazy(), versions.lazy(), p).collect()
+    no_act = declared_months_without_activity(activities.lazy(), versions, p).collect()
     del activities
     t = _timed("presence_candidates", t)
     # 3. absences
