@@ -374,7 +374,10 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
                      "in_envoi", pl.col("decl_line").is_null().alias("no_decl"),
                      pl.col("decl_no").fill_null(0), "decl_start",
                      pl.col("damaged").fill_null(False),
-                     pl.col("value").str.len_chars().fill_null(0).alias("n_chars"))
+                     pl.col("value").str.len_chars().fill_null(0).alias("n_chars"),
+                     # a blank line is no rubrique: quarantined, but not counted against S90
+                     (pl.col("malformed") & (pl.col("raw").str.strip_chars() == ""))
+                     .fill_null(False).alias("blank"))
     # The line columns every step below reads, converted once (decl_no 0: no declaration).
     arrays = {c: cols.get_column(c).to_numpy() for c in cols.columns}
     rc_np, envelope, seg_np, malformed, in_envoi_np, no_decl, n_chars = (
@@ -526,13 +529,14 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
 
 def _envoi_verdicts(arrays: dict[str, np.ndarray], special: pl.DataFrame, a: pl.DataFrame,
                     envois: pl.DataFrame, cat: Catalog, check_lines: bool) -> pl.DataFrame:
-    """Envoi rejected by an S10/S90 anomaly, an S90 total mismatch or a missing S90.
+    """Envoi rejected by an S10/S90 anomaly, an S90 total mismatch or a missing S90. S90.001
+    counts the rubriques: a blank line (quarantined on its own) is not one.
 
     ``arrays``: the line columns as NumPy (``validate``)."""
     rc_tl, rc_td = cat.rcode(codes.TOTAL_RUBRIQUES), cat.rcode(codes.TOTAL_DECLARATIONS)
     in_envoi = arrays["in_envoi"]
     seg = arrays["seg"][in_envoi]
-    n_lines = np.bincount(seg)
+    n_lines = np.bincount(seg, weights=~arrays["blank"][in_envoi]).astype(np.int64)
     n_decl = np.bincount(seg[arrays["decl_start"][in_envoi]], minlength=len(n_lines))
     has = np.flatnonzero(n_lines)  # the segments with an envoi line
     counts = pl.DataFrame({"seg": pl.Series(has, dtype=pl.Int64),

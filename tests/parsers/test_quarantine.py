@@ -132,6 +132,23 @@ def test_lines_outside_envoi_and_blank_lines(tmp_path, dsn):
     assert set(p["quarantine"]["reason"]) == {"malformed_line"}
 
 
+def test_blank_line_inside_an_envoi_is_not_a_rubrique(tmp_path, dsn):
+    """S90.001 counts rubriques: a blank line inside the envoi (LF or CR-LF, or spaces) is
+    quarantined alone; it used to make the count differ and reject the whole envoi."""
+    text = dsn.envoi(dsn.declaration())
+    lines = text.split("\n")
+    for blank in ("", "   "):
+        holed = "\n".join(lines[:20] + [blank] + lines[20:])
+        p = parse(tmp_path, dsn, holed)
+        assert p.lines_quarantined == 1 and p.declarations_rejected == 0
+        assert p["quarantine"].select("line_no", "reason").rows() == [(21, "malformed_line")]
+        assert p["individuals"].height == 1
+    # a real rubrique too many still rejects the envoi
+    extra = "\n".join(lines[:20] + ["S21.G00.30.019,'M002'"] + lines[20:])
+    assert parse(tmp_path, dsn, extra)["quarantine"]["reason"].unique().to_list() == [
+        "s90_count_mismatch"]
+
+
 def test_empty_file_is_reported(tmp_path, dsn):
     """A 0-byte file (a truncated transfer) has no line to quarantine, yet must not pass as
     merely ingested: one file-scope row says so; the line accounting is untouched."""
