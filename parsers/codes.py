@@ -137,6 +137,7 @@ class Reason:
     DUPLICATE_NIR = "duplicate_nir"  # S21.G00.30.001 CCH-14
     DUPLICATE_CONTRACT_NUMBER = "duplicate_contract_number"  # S21.G00.40.009 CCH-12
     TYPE_NOT_ALLOWED_FOR_NATURE = "type_not_allowed_for_nature"  # S20.G00.05.002 CCH-13/14/15
+    INDIVIDUAL_WITHOUT_IDENTIFIER = "individual_without_identifier"  # no usable NIR nor NTT
     UNREADABLE_FILE = "unreadable_file"
     EMPTY_FILE = "empty_file"  # a flat file without a single line (0 bytes or blanks only)
     # warnings only (scope "warning": the line is still parsed)

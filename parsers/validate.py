@@ -67,7 +67,7 @@ FLAG_BITS = {"known": 1, "_strict": 2, "is_enum": 4, "is_date": 8, "_enrich": 16
 # The rubriques that the envoi, declaration and cross-line rules read: their lines (a few % of
 # a batch) are gathered once into a small table that those rules filter.
 SPECIAL_RUBRIQUES = (codes.ENVOI_NORM_VERSION, codes.ENVOI_TEST_FLAG, codes.DECL_NATURE,
-                     codes.DECL_TYPE, codes.NIR,
+                     codes.DECL_TYPE, codes.NIR, codes.NTT,
                      codes.BIRTH_DATE, codes.CONTRACT_NO, codes.PAY_CONTRACT_NO,
                      codes.TOTAL_RUBRIQUES, codes.TOTAL_DECLARATIONS)
 
@@ -284,6 +284,10 @@ def _cross_line_anomalies(special: pl.DataFrame, a: pl.DataFrame, cat: Catalog) 
     - S21.G00.40.009/CCH-12: one contract number at most once per individual (and
       establishment: one per declaration) in a declaration, compared as
       ``values.contract_number`` (trimmed, upper case) like the 51.010 link;
+    - an individual with neither a usable NIR nor an NTT (30.001 absent or malformed and no
+      30.020: "30.001 absent ⇒ 30.020 mandatory"): its rows cannot be attributed to anyone,
+      so its declaration is rejected like one with an invalid NIR (flagged on the
+      individual's first line without an anomaly of its own);
     - S20.G00.05.002/CCH-13/14/15: the declaration type is allowed with its nature
       (``codes.TYPE_ONLY_FOR_NATURES``, ``TYPE_FORBIDDEN_FOR_NATURES``): a "cancel" (04) of a
       DSN mensuelle is refused, not taken for its month's latest version.
@@ -315,8 +319,18 @@ def _cross_line_anomalies(special: pl.DataFrame, a: pl.DataFrame, cat: Catalog) 
                .select("row", pl.lit(Reason.DUPLICATE_CONTRACT_NUMBER).alias("own_reason"),
                        pl.lit("this contract number is already declared for the same individual "
                               "in the declaration").alias("own_detail")))
-    return pl.concat([year, dup_nir, dup_cno, _type_nature_anomalies(special, flagged, cat)]
-                     ).collect().sort("row")
+    ident = (special.lazy().filter(pl.col("decl_no").is_not_null()
+                                   & pl.col(anc_col(codes.INDIVIDUAL)).is_not_null())
+             .group_by(*person)
+             .agg(((pl.col("rcode").is_in([nir, cat.rcode(codes.NTT)])) & ~pl.col("malformed"))
+                  .any().alias("has_id"),
+                  pl.col("row").filter(~pl.col("row").is_in(flagged)).min().alias("row"))
+             .filter(~pl.col("has_id") & pl.col("row").is_not_null())
+             .select("row", pl.lit(Reason.INDIVIDUAL_WITHOUT_IDENTIFIER).alias("own_reason"),
+                     pl.lit("an individual (S21.G00.30) without a usable NIR (30.001) nor an "
+                            "NTT (30.020): its rows cannot be attributed").alias("own_detail")))
+    return pl.concat([year, dup_nir, dup_cno, ident,
+                      _type_nature_anomalies(special, flagged, cat)]).collect().sort("row")
 
 
 def _type_nature_anomalies(special: pl.DataFrame, flagged: pl.Series, cat: Catalog) -> pl.LazyFrame:
@@ -377,7 +391,11 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
                      pl.col("value").str.len_chars().fill_null(0).alias("n_chars"),
                      # a blank line is no rubrique: quarantined, but not counted against S90
                      (pl.col("malformed") & (pl.col("raw").str.strip_chars() == ""))
-                     .fill_null(False).alias("blank"))
+                     .fill_null(False).alias("blank"),
+                     # a malformed line that still names a key rubrique (a NIR without its
+                     # quotes): its declaration's rows are as unattributable as with a bad NIR
+                     (pl.col("malformed") & pl.col("raw").str.head(codes.RUBRIQUE_ID_WIDTH)
+                      .is_in(list(codes.KEY_RUBRIQUES))).fill_null(False).alias("malformed_key"))
     # The line columns every step below reads, converted once (decl_no 0: no declaration).
     arrays = {c: cols.get_column(c).to_numpy() for c in cols.columns}
     rc_np, envelope, seg_np, malformed, in_envoi_np, no_decl, n_chars = (
@@ -426,7 +444,7 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
     base[at(strict_bad.get_column("row"))] = True
     a_cols = ["row", "file_idx", "line_no", "rcode", "value", "malformed", "unknown", "bad_len",
               "len_min", "len_max", "ver", "seg", "decl_no", "decl_line", "in_envoi", "envelope",
-              "_s10_s90", anc_col(codes.INDIVIDUAL), anc_col(codes.PAY)]
+              "_s10_s90", "malformed_key", anc_col(codes.INDIVIDUAL), anc_col(codes.PAY)]
     from_df = [c for c in a_cols if c in df.columns]
     len_min_g, len_max_g = rules.grid.get_column("len_min"), rules.grid.get_column("len_max")
 
@@ -439,6 +457,7 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
         out = df.select(from_df)[idx].with_columns(
             pl.Series("unknown", unknown_np[idx]), pl.Series("bad_len", bad_len_np[idx]),
             pl.Series("_s10_s90", s10_s90[idx]),
+            pl.Series("malformed_key", arrays["malformed_key"][idx]),
             len_min_g.gather(pl.Series(np.where(has_k, k, 0))).alias("len_min"),
             len_max_g.gather(pl.Series(np.where(has_k, k, 0))).alias("len_max"))
         if not has_k.all():
@@ -507,9 +526,11 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
         pl.when(outside).then(pl.lit(Scope.LINE))
         .when(~has).then(pl.lit(None, pl.String))
         .when(envoi_level).then(pl.lit(Scope.ENVOI))
+        .when(pl.col("malformed_key") & strict_nature).then(pl.lit(Scope.DECLARATION))
         .when(pl.col("malformed")).then(pl.lit(Scope.LINE))
         .when(~strict_nature).then(pl.lit(Scope.WARNING))
-        .when(is_key & (pl.col("own_reason") != Reason.UNKNOWN_CONTRACT_NUMBER))
+        .when((is_key & (pl.col("own_reason") != Reason.UNKNOWN_CONTRACT_NUMBER))
+              | (pl.col("own_reason") == Reason.INDIVIDUAL_WITHOUT_IDENTIFIER))
         .then(pl.lit(Scope.DECLARATION))
         .otherwise(pl.lit(Scope.LINE))
     )

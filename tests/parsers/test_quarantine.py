@@ -149,6 +149,27 @@ def test_blank_line_inside_an_envoi_is_not_a_rubrique(tmp_path, dsn):
         "s90_count_mismatch"]
 
 
+def test_individual_without_a_usable_identifier_rejects_its_declaration(tmp_path, dsn):
+    """A NIR line without its quotes, or no NIR and no NTT at all: the person's rows cannot be
+    attributed, so the declaration is rejected as with an invalid NIR (they used to be parsed
+    with a null NIR and vanish from the crediting without a trace)."""
+    nir = "S21.G00.30.001,'1850775123456'"
+    no_quotes = dsn.EMPLOYEE.replace(nir, "S21.G00.30.001,1850775123456")
+    p = parse(tmp_path, dsn, dsn.envoi(dsn.declaration(no_quotes)))
+    assert p.declarations_rejected == 1 and p["individuals"].height == 0
+    assert causes(p).select("rubrique", "reason").sort("reason").rows() == [
+        ("S21.G00.30.006", "individual_without_identifier"), ("S21.G00.30.001", "malformed_line")]
+    p = parse(tmp_path, dsn, dsn.envoi(dsn.declaration(dsn.EMPLOYEE.replace(nir + "\n", ""))))
+    assert p.declarations_rejected == 1
+    assert causes(p)["reason"].to_list() == ["individual_without_identifier"]
+    assert p["declarations"]["reject_reason"].to_list() == ["individual_without_identifier"]
+    # an NTT alone is an identifier (linked later to a NIR): not rejected
+    ntt = dsn.EMPLOYEE.replace(nir + "\n", "").replace(
+        "S21.G00.30.019,'M001'", "S21.G00.30.019,'M001'\nS21.G00.30.020,'1123456782ABC001'")
+    p = parse(tmp_path, dsn, dsn.envoi(dsn.declaration(ntt)))
+    assert p.declarations_rejected == 0 and p["individuals"]["ntt"].to_list() == ["1123456782ABC001"]
+
+
 def test_empty_file_is_reported(tmp_path, dsn):
     """A 0-byte file (a truncated transfer) has no line to quarantine, yet must not pass as
     merely ingested: one file-scope row says so; the line accounting is untouched."""
