@@ -11,6 +11,7 @@ Without a Prefect server configured, calling a flow runs it in Prefect's local e
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -149,11 +150,18 @@ def credit_year(year: int, lake: str, holders: str | None = None, balances: str 
                 dotations: str | None = None, as_of: str | None = None) -> dict:
     """compute → post (diff + balance assertions) → publish (atomic) for year N."""
     day = as_of or dt.date.today().isoformat()
+    t0, timings = time.perf_counter(), {}
     with pub.run_lock(Path(lake)):
         prepared = prepare_task(lake, year, holders, balances, dotations, day)
+        timings["prepare"] = time.perf_counter() - t0
         computed = compute_task(prepared)
+        timings["compute"] = time.perf_counter() - t0 - sum(timings.values())
         staged = post_task(prepared, computed)
+        timings["post"] = time.perf_counter() - t0 - sum(timings.values())
         run_dir = publish_task(prepared, staged)
+        timings["publish"] = time.perf_counter() - t0 - sum(timings.values())
+    pub.write_json_atomic({"flow_s": time.perf_counter() - t0, "timings_s": timings},
+                          Path(run_dir) / "run_log.json")  # as the plain path writes it
     _artifacts(staged["manifest"], run_dir)
     return {"run_id": staged["run_id"], "run_dir": run_dir, "manifest": staged["manifest"]}
 
@@ -164,7 +172,6 @@ def credit_year_sharded(year: int, lake: str, shards: int, holders: str | None =
                         as_of: str | None = None) -> dict:
     """Bounded-memory crediting: compute and post per bucket shard (mapped tasks, run by the
     flow's task runner: threads, processes or Dask), then stage + publish once."""
-    import time
     day = as_of or dt.date.today().isoformat()
     t0 = time.perf_counter()
     with pub.run_lock(Path(lake)):

@@ -24,6 +24,10 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
+# Ctrl-C and click's abort: typer >= 0.20 raises its own Abort (typer.exceptions), not click's
+_ABORTS = tuple({click.Abort, getattr(typer.exceptions, "Abort", click.Abort),
+                 getattr(_cx, "Abort", click.Abort)})
+
 console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
@@ -46,8 +50,12 @@ class _OneLineErrors(TyperGroup):
         except (_cx.ClickException, click.ClickException) as e:
             click.echo(f"cpf: error: {e.format_message()}", err=True)
             rv = e.exit_code
-        except (_cx.Abort, click.Abort):
+        except _ABORTS:
             click.echo("cpf: aborted", err=True)
+            rv = 1
+        except BrokenPipeError:  # `cpf explain … | head`: the reader left; no traceback
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # Python flushes stdout again at exit
             rv = 1
         return self._exit(rv, standalone_mode)
 

@@ -626,8 +626,7 @@ def credit_sharded(root: Path, year: int, shards: int, holders: Path | None = No
         ids = _lake_bucket_ids(root)
         timings["prepare"] = time.perf_counter() - t
         t = time.perf_counter()
-        for s in range(shards):
-            compute_shard(prep, s, shards, ids)
+        computed = [compute_shard(prep, s, shards, ids) for s in range(shards)]
         timings["compute"] = time.perf_counter() - t
         t = time.perf_counter()
         lots = prepare_lots(prep)
@@ -637,7 +636,10 @@ def credit_sharded(root: Path, year: int, shards: int, holders: Path | None = No
         t = time.perf_counter()
         out = publish(prep, staged)
         timings["publish"] = time.perf_counter() - t
-    pub.write_json_atomic({"timings_s": timings}, Path(out) / "run_log.json")
+    # per shard as the flow writes it (one process here: max_rss_mb is the peak so far)
+    pub.write_json_atomic({"timings_s": timings, "shards": [
+        {**c, **{"post_" + k: p[k] for k in ("seconds", "max_rss_mb")}}
+        for c, p in zip(computed, posted)]}, Path(out) / "run_log.json")
     return CreditOutcome(run_id=prep.run_id, run_dir=out, manifest=staged.manifest,
                          timings=timings)
 

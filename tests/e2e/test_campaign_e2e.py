@@ -33,6 +33,8 @@ def test_campaign_end_to_end(prefect_harness, samples_dir, tmp_path):
     con.close()
     assert n_credits > 0 and n_entries > 0
     assert cats <= {"standard", "low_qualified", "boeth", "esat"}
+    log = json.loads((lake / "runs" / first / "run_log.json").read_text())  # not audited
+    assert set(log["timings_s"]) == {"prepare", "compute", "post", "publish"}
 
     # rerun without Prefect on unchanged data: posts nothing
     r = runner.invoke(app, ["credit"] + args)
