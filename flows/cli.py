@@ -379,6 +379,15 @@ def run(
 
 # --- explain ---------------------------------------------------------------------------------
 
+def _threshold_rounding(row: dict) -> str:
+    """How the year's ½ test reads the ratio (``half_threshold_ratio_decimals``): exact, or
+    rounded to d decimals, as the parameters in force for that year say."""
+    from pipeline.parameters import params_for_year
+    year = row.get("year")
+    d = params_for_year(int(year)).threshold_ratio_decimals if year is not None else None
+    return "" if d is None else f", rounded half-up to {d} decimals,"
+
+
 def _derivation_story(row: dict) -> list[str]:
     """The derivation in words an auditor reads top-down; values only, nothing recomputed."""
     g = row.get
@@ -394,7 +403,8 @@ def _derivation_story(row: dict) -> list[str]:
         f"≈ {float(g('worked_ratio') or 0):.6f}.",
         f"3. Category {g('category')} ({', '.join(flags) or 'no special status'}): annual amount "
         f"{_eur(g('annual_amount_cents') or 0)}, ceiling {_eur(g('ceiling_cents') or 0)} "
-        "(full amount when the ratio, rounded to 4 decimals, is ≥ 0.5; else amount × ratio rounded up to the cent).",
+        f"(full amount when the ratio{_threshold_rounding(row)} is ≥ 0.5; else amount × ratio "
+        "rounded up to the cent).",
     ]
     if g("annual_amount_hours") is not None:  # hour era (2015-2018): amounts in whole hours
         lines[2] = (f"3. Hour era: annual amount {g('annual_amount_hours')} h "

@@ -44,11 +44,11 @@ def ceil_div(a: pl.Expr, b: pl.Expr) -> pl.Expr:
 
 
 def reaches_threshold(p: YearParams) -> pl.Expr:
-    """The ½ test (R6323-1 II + Decision ``half_threshold_ratio_decimals``): the worked ratio
-    rounded half-up to 4 decimals is >= 1/2, i.e. ratio >= t = 9 999/20 000 (see
-    ``YearParams.threshold_test_fraction``). Exact integer test, ratio = num / (12·den):
-    ratio >= t_num/t_den  ⇔  t_den·num >= 12·t_num·den (den > 0). The prorated amount below
-    the threshold still uses the exact ratio."""
+    """The ½ test (R6323-1 II): ratio >= 1/2 on the exact ratio (``half_threshold_ratio_decimals``
+    null, cpf_rules.md §3; a number of decimals d would test the ratio rounded half-up to d
+    decimals: ``YearParams.threshold_test_fraction``). Exact integer test, ratio =
+    num / (12·den): ratio >= t_num/t_den  ⇔  t_den·num >= 12·t_num·den (den > 0). The
+    prorated amount below the threshold uses the exact ratio."""
     t_num, t_den = p.threshold_test_fraction  # type: ignore[misc]
     return pl.col("ratio12_num") * t_den >= pl.col("ratio12_den") * (12 * t_num)
 

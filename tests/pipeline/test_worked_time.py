@@ -28,8 +28,13 @@ def small_lake(tmp_path_factory):
     return root
 
 
-def test_threshold_fraction_is_round_half_up_4_decimals():
-    assert params_for_year(2025).threshold_test_fraction == (9999, 20000)
+def test_threshold_fraction_exact_or_rounded():
+    """The ½ test is on the exact ratio (cpf_rules.md §3); the parameter can still ask for a
+    rounding: half-up to 4 decimals is ratio >= 9 999 / 20 000."""
+    import dataclasses
+    p = params_for_year(2025)
+    assert p.threshold_test_fraction == (1, 2)
+    assert dataclasses.replace(p, threshold_ratio_decimals=4).threshold_test_fraction == (9999, 20000)
     assert params_for_year(2017).threshold_test_fraction is None  # hour era: no threshold
 
 
