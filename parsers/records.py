@@ -308,7 +308,9 @@ def read_split_batch(utf8_files: list[bytes], damaged_files: list[int] | None = 
     # The 16 first bytes of every line (two unaligned 8-byte loads): id, then ",'".
     lo = words[1][starts]
     hi = words[1][starts + 8]
-    shape = ((lens > codes.VALUE_OFFSET) & (pad[np.maximum(ends - 1, 0)] == _QUOTE)
+    # at least one character between the quotes: an empty value is a structure error
+    # (CT2025 §4.4), whatever the rubrique (the enrichment ones have no length bound)
+    shape = ((lens > codes.VALUE_OFFSET + 1) & (pad[np.maximum(ends - 1, 0)] == _QUOTE)
              & ((hi >> np.uint64(48)) == _COMMA_QUOTE))  # bytes 14-15 are ",'"
     # Exact match against the norm's ids (their 14 bytes as two words: bytes 0-7, 8-13).
     hi_id = hi & _ID_HI_MASK
@@ -371,7 +373,7 @@ def split_lines(lines: pl.DataFrame, damaged_files: list[int] | None = None) -> 
     n_chars = raw.str.len_chars()
     rub = raw.str.head(codes.RUBRIQUE_ID_WIDTH)
     shape_ok = (
-        raw.str.ends_with("'") & (n_chars > codes.VALUE_OFFSET)
+        raw.str.ends_with("'") & (n_chars > codes.VALUE_OFFSET + 1)  # non-empty value
         & (n_chars <= codes.MAX_LINE_CHARS)
         & raw.str.head(codes.VALUE_OFFSET).str.ends_with(",'")  # ",'" at characters 15-16
     ).fill_null(False)

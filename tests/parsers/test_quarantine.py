@@ -25,6 +25,9 @@ def causes(p):
     ("S21.G00.30.019,'M001'", "S21.G00.30.019 'M001' (no comma)", "malformed_line", "line"),
     ("S21.G00.30.019,'M001'", "S21.G00.30.019,M001", "malformed_line", "line"),
     ("S21.G00.30.019,'M001'", "S21.G0.30.019,'M001'", "malformed_line", "line"),
+    ("S21.G00.30.019,'M001'", "S21.G00.30.019,''", "malformed_line", "line"),  # empty value
+    # an enrichment rubrique (no length bound in the norm) with an empty value: malformed too
+    ("S21.G00.30.019,'M001'", "S21.G00.30.019,'M001'\nS21.G00.30.300,''", "malformed_line", "line"),
     ("S21.G00.30.019,'M001'", "S21.G00.30.099,'M001'", "unknown_rubrique", "line"),
     ("S21.G00.40.012,'151.67'", "S21.G00.40.012,'151,67'", "bad_format", "line"),
     ("S21.G00.40.007,'01'", "S21.G00.40.007,'77'", "bad_enum", "line"),
@@ -55,8 +58,9 @@ def test_each_reason(tmp_path, dsn, old, new, reason, scope):
         assert p["individuals"].height == 0 and p["pay"].height == 0
         assert set(p["quarantine"]["scope"]) == {"declaration"}
     # the rubrique is kept whenever the line names one (even a malformed line, quotes missing)
-    unreadable_id = {"S21.G0.30.019,'M001'"}
-    assert c["rubrique"].to_list() == [None if new in unreadable_id else new[:14]]
+    named = {"S21.G0.30.019,'M001'": None,  # no readable id
+             "S21.G00.30.019,'M001'\nS21.G00.30.300,''": "S21.G00.30.300"}
+    assert c["rubrique"].to_list() == [named.get(new, new[:14])]
     if reason == "invalid_nir":
         masked = c["value_masked"][0]
         assert masked.endswith("*") and len(masked) == 4
