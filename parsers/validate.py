@@ -664,7 +664,8 @@ def _final_states(df: pl.DataFrame, arrays: dict[str, np.ndarray], special: pl.D
                      how="left", maintain_order="left")
     rows = rows.join(envois.select("seg", pl.col("rejected").alias("envoi_rejected"),
                                    pl.col("reject_reason").alias("envoi_reason"),
-                                   pl.col("reject_detail").alias("envoi_detail")),
+                                   pl.col("reject_detail").alias("envoi_detail"),
+                                   "s90_line_no"),
                      on="seg", how="left", maintain_order="left")
     rows = rows.join(decls.select("decl_no", pl.col("rejected").alias("decl_rejected"),
                                   "decl_reason", "decl_detail"),
@@ -704,7 +705,11 @@ def _final_states(df: pl.DataFrame, arrays: dict[str, np.ndarray], special: pl.D
     ).with_columns(
         pl.when(pl.col("q_scope").is_not_null()).then(q_reason).alias("q_reason"),
         pl.when(pl.col("q_scope").is_not_null()).then(q_detail).alias("q_detail"),
-        (pl.col("q_scope").is_not_null() & has_own.fill_null(False)).alias("is_cause"),
+        (pl.col("q_scope").is_not_null()
+         & (has_own.fill_null(False)  # an S90 total that does not match: the S90 line is the cause
+            | (envoi_r & (pl.col("envoi_reason") == Reason.S90_COUNT_MISMATCH)
+               & (pl.col("line_no") == pl.col("s90_line_no"))).fill_null(False))
+         ).alias("is_cause"),
         pl.when(pl.col("q_scope").is_null()).then(warn_reason).alias("w_reason"),
         pl.when(pl.col("q_scope").is_null()).then(warn_detail).alias("w_detail"),
     )

@@ -95,6 +95,9 @@ def test_s90_mismatch_rejects_whole_envoi(tmp_path, dsn):
     assert set(p["quarantine"]["reason"]) == {"s90_count_mismatch"}
     assert p["declarations"]["rejected"].to_list() == [True, True]
     assert p["individuals"].height == 0
+    # the cause is the S90 total line
+    assert causes(p).select("rubrique", "line_no").rows() == [
+        ("S90.G00.90.001", p.lines_read - 1)]
     wrong_count = dsn.envoi(dsn.declaration(), s90_decls=2)
     p = parse(tmp_path, dsn, wrong_count, "g.dsn")
     assert p.declarations_rejected == 1
