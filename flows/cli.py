@@ -144,6 +144,17 @@ def _lake_dir(lake: Path, must_exist: bool = False, must_hold_lake: bool = False
     return lake
 
 
+def _note_carried_holders(lake: Path, holders: Path | None) -> None:
+    """Say which holders file a run without --holders uses (``publish.latest_input``)."""
+    if holders is not None or not (lake / "CURRENT").exists():
+        return
+    from pipeline.publish import latest_input
+    carried = latest_input(lake, "holders_sha256")
+    if carried is not None:
+        console.print(f"holders: none given, the file of run {carried[0]} is used "
+                      f"(archive/inputs/{carried[1].name[:12]}…); pass --holders to replace it")
+
+
 def _eur(cents: int | None) -> str:
     return "" if cents is None else f"{cents / 100:,.2f} €".replace(",", " ")
 
@@ -309,6 +320,7 @@ def credit(
     _lake_dir(lake, must_hold_lake=True)
     for p, w in ((holders, "--holders"), (balances, "--balances"), (dotations, "--dotations")):
         _readable(p, w)
+    _note_carried_holders(lake, holders)
     out = _do_credit(year, lake, holders, balances, dotations, _as_of(as_of), buckets)
     _print_credit(out)
 
@@ -471,28 +483,37 @@ def _contract_month_terms(lake: Path, nir: str, year: int, published: dict | Non
 
 @app.command()
 def explain(
-    nir: str = typer.Argument(..., help="The person's 13-character NIR."),
+    nir: str = typer.Argument(..., help="The person's 13-character NIR (or the NTT of a "
+                              "person declared without one)."),
     year: int = typer.Option(..., "--year", help="Activity year N."),
     lake: Path = typer.Option(..., "--lake", help="The data directory DIR."),
 ):
     """The derivation of one person's credit, as the engine kept it when the run was published
     (contracts, months, time, absences, ratio, category, amount, ceiling) and the ledger entries.
     The contract-month terms are recomputed for this person's bucket and checked against the
-    published ratio."""
+    published ratio. A person examined but not creditable (NTT only, out of scope…) gets the
+    reason the run reported."""
     import polars as pl
 
     from pipeline import publish as pub
-    if len(nir) != 13:
-        _usage(f"NIR {nir!r} must have 13 characters")
     _year(year)
     _lake_dir(lake, must_exist=True)
     run_id = pub.latest_run_for_year(lake, year)
     if run_id is None:
         _fail(f"no published run for year {year} in {lake}")
+    unc = pl.read_parquet(pub.run_dir(lake, run_id) / "uncreditable.parquet").filter(
+        (pl.col("nir") == nir) | (pl.col("ntt") == nir))
+    if len(nir) != 13 and unc.height == 0:
+        _usage(f"NIR {nir!r} must have 13 characters (or be the NTT of a person the run reported)")
     ac = pl.read_parquet(pub.run_dir(lake, run_id) / "annual_credits.parquet").filter(
         pl.col("nir") == nir)
     entries = pub.published_entries(lake).filter(pl.col("nir") == nir)
+    for r in unc.iter_rows(named=True):  # examined, not creditable: say why
+        console.print(f"[bold]{nir}[/] — year {year} — run {run_id}: not creditable, "
+                      f"{r['reason']} ({r['detail']})")
     if ac.height == 0 and entries.height == 0:
+        if unc.height:
+            return
         _fail(f"{nir} was not examined for year {year} (run {run_id}) and has no entries")
     console.print(f"[bold]{nir}[/] — year {year} — run {run_id}")
     if ac.height:

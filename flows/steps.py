@@ -186,10 +186,14 @@ class Prepared:
 def prepare(root: Path, year: int, holders: Path | None = None, balances: Path | None = None,
             dotations: Path | None = None, as_of: dt.date | None = None) -> Prepared:
     """Validate and archive the CSV inputs, fix the run's identity (sequence + content hash).
+    Without ``holders``, the latest published run's holders file is used (``pub.latest_input``);
+    an empty file (header only) says "no low-qualified declaration" explicitly.
 
     Bad rows of --balances / --dotations fail the run here (InputError, line numbers, exit 1),
     before anything is written."""
     root = Path(root)
+    if holders is None and (carried := pub.latest_input(root, "holders_sha256")) is not None:
+        holders = carried[1]  # the register in force: see ``pub.latest_input``
     frames = {"balances": read_opening_balances(balances) if balances is not None else None,
               "holders": read_holders_input(holders) if holders is not None else None}
     if dotations is not None:

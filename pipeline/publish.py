@@ -310,6 +310,22 @@ def archived_input(root: Path, sha: str | None) -> Path | None:
     return None if sha is None else Path(root) / "archive" / "inputs" / sha
 
 
+def latest_input(root: Path, key: str) -> tuple[str, Path] | None:
+    """(run id, archived file) of the ``key`` input (e.g. ``holders_sha256``) of the latest
+    published run that had one, or None. The holders' declarations are a dated register: a
+    rerun without ``--holders`` carries it over instead of crediting everyone at the standard
+    rate (which reversed every low-qualified credit of a rerun, or of a scheduled campaign)."""
+    for run in reversed(read_current(root)["published"]):
+        manifest = run_dir(root, run["run_id"]) / "manifest.json"
+        if not manifest.exists():
+            continue
+        sha = json.loads(manifest.read_text()).get("inputs", {}).get(key)
+        path = archived_input(root, sha)
+        if path is not None and path.exists():
+            return run["run_id"], path
+    return None
+
+
 # --- lake access (parsers.lake.scan when present) ------------------------------------------
 
 def scan_lake(root: Path, table: str) -> pl.LazyFrame:

@@ -43,6 +43,13 @@ def test_campaign_end_to_end(prefect_harness, samples_dir, tmp_path):
     assert cur["run_id"] != first
     m = json.loads((lake / "runs" / cur["run_id"] / "manifest.json").read_text())
     assert m["counts"]["entries"] == 0
+    # a rerun that forgets --holders carries the register over: no low-qualified reversal
+    r = runner.invoke(app, ["credit", "--year", "2025", "--lake", str(lake), "--as-of", "2026-04-15"])
+    assert r.exit_code == 0, r.output
+    cur = json.loads((lake / "CURRENT").read_text())
+    m2 = json.loads((lake / "runs" / cur["run_id"] / "manifest.json").read_text())
+    assert m2["counts"]["entries"] == 0
+    assert m2["inputs"]["holders_sha256"] == m["inputs"]["holders_sha256"] is not None
 
     # explain someone credited
     ac = pl.read_parquet(lake / "runs" / first / "annual_credits.parquet")
@@ -53,6 +60,12 @@ def test_campaign_end_to_end(prefect_harness, samples_dir, tmp_path):
     # the contract-month terms are recomputed for the person's bucket and agree with the run
     assert "Contract-months" in r.output
     assert "equals the published one" in " ".join(r.output.split())
+
+    # a person examined but not creditable (declared with an NTT only) gets the reason
+    unc = pl.read_parquet(lake / "runs" / first / "uncreditable.parquet")
+    ntt = unc.filter(pl.col("reason") == "ntt_only")["ntt"][0]
+    r = runner.invoke(app, ["explain", ntt, "--year", "2025", "--lake", str(lake)])
+    assert r.exit_code == 0 and "ntt_only" in r.output, r.output
 
     # replay reproduces, byte for byte
     r = runner.invoke(app, ["replay", "--year", "2025", "--lake", str(lake)])
