@@ -26,7 +26,7 @@ OPERATIONS = Path(__file__).with_name("operations.yaml")
 
 
 class WindowClosed(RuntimeError):
-    """The campaign window of the year is over (use force=True to rerun anyway)."""
+    """Outside the campaign window of the year (use force=True / --force to run anyway)."""
 
 
 def operations() -> dict:
@@ -41,11 +41,18 @@ def window_for(year: int, ops: dict | None = None) -> tuple[dt.date, dt.date]:
 
 
 def check_window(year: int, today: dt.date, force: bool = False, ops: dict | None = None) -> None:
-    """Reruns are allowed until the window's end; after it, refused unless ``force``."""
-    _, end = window_for(year, ops)
-    if today > end and not force:
+    """Runs and reruns inside the window only, unless ``force``: after its end the year is
+    closed; before its start the year's DSN are not all in (December's are filed in January,
+    corrections follow)."""
+    start, end = window_for(year, ops)
+    if force:
+        return
+    if today > end:
         raise WindowClosed(f"the campaign window of year {year} closed on {end.isoformat()}; "
-                           f"rerun with force=True to post anyway")
+                           "run with --force (deployment: force=true) to post anyway")
+    if today < start:
+        raise WindowClosed(f"the campaign window of year {year} opens on {start.isoformat()}; "
+                           "run with --force (deployment: force=true) to post before it")
 
 
 def today_paris() -> dt.date:

@@ -364,7 +364,12 @@ def run(
         _usage(f"--runner {runner!r} is not one of {', '.join(RUNNERS)}")
     # local ephemeral mode: a loaded machine may need more than Prefect's default 20 s
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    from flows.campaign import WindowClosed, campaign
+    from flows.campaign import WindowClosed, campaign, check_window
+    if enforce_window:  # refused here at once (the flow checks again, for deployments)
+        try:
+            check_window(year, day, force)
+        except WindowClosed as exc:
+            _fail(str(exc))
     try:
         with err.status("running the campaign flow (Prefect)"):
             result = campaign(year=year, dsn=[str(p) for p in paths], lake=str(lake),

@@ -2,7 +2,7 @@
 
 Schedule, timezone and concurrency come from flows/operations.yaml (operations settings, not
 law). The scheduled run credits the previous calendar year with ``enforce_window=True``: reruns
-until the window's end, refused after unless an operator passes ``force=True``.
+inside the window (15 April - 20 June), refused outside unless an operator passes ``force=True``.
 """
 
 from __future__ import annotations

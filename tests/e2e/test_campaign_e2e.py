@@ -90,6 +90,10 @@ def test_campaign_window_refused_after_end_unless_forced(prefect_harness, tmp_pa
     with pytest.raises(WindowClosed):
         check_window(2025, dt.date(2026, 6, 21))
     check_window(2025, dt.date(2026, 6, 21), force=True)
+    check_window(2025, dt.date(2026, 4, 15))  # the window opens
+    with pytest.raises(WindowClosed, match="opens on 2026-04-15"):
+        check_window(2025, dt.date(2026, 4, 14))
+    check_window(2025, dt.date(2026, 3, 1), force=True)
     with pytest.raises(WindowClosed):
         campaign(year=2025, dsn=[], lake=str(tmp_path / "DIR"), as_of="2026-07-01",
                  enforce_window=True)
