@@ -427,13 +427,18 @@ def read_dsn_inputs(root: Path, run_id: str) -> list[str]:
 # --- snapshot pieces ---------------------------------------------------------------------
 
 def annual_credits_snapshot(credits: pl.DataFrame, year: int, run_id: str) -> pl.DataFrame:
-    """Contract columns first (typed as the contract says), explanation columns after."""
+    """Contract columns first (typed as the contract says), explanation columns after. The
+    exact ratio's Int128 numerator and denominator are written as DECIMAL(38, 0): Parquet has
+    no 128-bit integer, and pyarrow (pandas) could not read the file at all (DuckDB and Polars
+    could); a value beyond 38 digits fails the run rather than being rounded."""
     df = credits
     if "year" not in df.columns:
         df = df.with_columns(pl.lit(year).alias("year"))
     contract = [pl.col(c).cast(t) for c, t in ANNUAL_CREDITS_CONTRACT.items()]
     rest = [c for c in df.columns if c not in ANNUAL_CREDITS_CONTRACT and c != "run_id"]
-    return (df.select(contract + [pl.col(c) for c in rest])
+    wide = {c for c, t in df.schema.items() if t == pl.Int128}
+    return (df.select(contract + [pl.col(c).cast(pl.Decimal(38, 0)) if c in wide else pl.col(c)
+                                  for c in rest])
             .with_columns(pl.lit(run_id).alias("run_id")).sort("nir"))
 
 
