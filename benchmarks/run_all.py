@@ -34,6 +34,11 @@ SCRIPTS = tuple(dict.fromkeys(name for name, _, _ in RUNS))
 
 
 def main(argv: list[str]) -> int:
+    if {"-h", "--help"} & set(argv) or set(argv) - set(SCRIPTS):
+        # an unknown name used to run nothing and overwrite the index with an empty table
+        print(f"usage: python -m benchmarks.run_all [SCRIPT ...]  (scripts: {', '.join(SCRIPTS)};"
+              " none = all)", file=sys.stderr)
+        return 0 if {"-h", "--help"} & set(argv) else 2
     only = set(argv) or set(SCRIPTS)
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, str, float, str]] = []
