@@ -250,7 +250,8 @@ def _print_credit(out) -> None:
     console.print(t)
     root = Path(out.run_dir).parent.parent
     console.print(f"snapshot: {out.run_dir}\nreport:   {Path(out.run_dir) / 'report' / 'index.html'}"
-                  f"\ncatalog:  {root / 'cpf.duckdb'}  (open read-only: duckdb -readonly {root / 'cpf.duckdb'})")
+                  f"\ncatalog:  {root / 'cpf.duckdb'}  (open it read-only; ready queries: "
+                  f"cpf query NAME --lake {root})")
 
 
 def _do_credit(year, lake, holders, balances, dotations, as_of, buckets=None):
