@@ -258,20 +258,31 @@ def paid_time(activities: pl.LazyFrame, p: YearParams) -> pl.LazyFrame:
     act = activities.filter((pl.col("activity_type") == p.worked_activity_type)
                             & (pl.col("pay_type") == p.activity_pay_type)
                             & in_year("period_end", p.year))
+    is_time = pl.col("act_family").is_in(["hours", "days"])
     return (
         act.with_columns(pl.coalesce("unit", "contract_unit").alias("unit"),
                          cm_key(month_start("period_end")).alias("cm"))
         .with_columns(unit_family(p).alias("act_family"))
-        .filter(pl.col("act_family").is_in(["hours", "days"]))
-        .select("cm", "_drank",
+        .filter(pl.col("act_family").is_not_null())
+        .select("cm", "_drank", is_time.alias("_time"),
                 pl.when(pl.col("act_family") == "hours").then(pl.col("measure_h")).alias("_h"),
                 pl.when(pl.col("act_family") == "days").then(pl.col("measure_h")).alias("_d"))
         .group_by("cm")
         .agg(pl.col("_h").sum().alias("paid_hours"), pl.col("_d").sum().alias("paid_days"),
              pl.col("_h").is_not_null().any().alias("has_hours"),
              pl.col("_d").is_not_null().any().alias("has_days"),
-             pl.col("_drank").min().alias("decl_min"), pl.col("_drank").max().alias("decl_max"))
+             pl.col("_drank").filter("_time").min().alias("decl_min"),
+             pl.col("_drank").filter("_time").max().alias("decl_max"))
     )
+
+
+def split_sans_notion_months(paid: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(time months, sans-notion months) of ``paid_time``: a contract-month whose Activité is
+    all in "sans notion" units (53.003 = 31-35, 99 overriding an hour or day contract: a
+    vacation, a task) takes the remuneration route that month, as a sans-notion contract does;
+    it is neither hours nor a presence month (cpf_rules.md §2.1: 53.003 overrides the unit)."""
+    time = pl.col("has_hours") | pl.col("has_days")
+    return paid.filter(time), paid.filter(~time).select("cm")
 
 
 def declared_months_without_activity(activities: pl.LazyFrame, versions: pl.DataFrame,
@@ -279,8 +290,9 @@ def declared_months_without_activity(activities: pl.LazyFrame, versions: pl.Data
     """(contract, declared month) of year N of the contracts that have NO Activité at all in
     year N's declarations (cpf_rules.md §2.1: "only when a contract has no Activité at all"):
     candidates for the presence fallback. An Activité counts whatever its type (01 paid, 02
-    unpaid absence) when it declares hours or days; a unit-40 line (calendar days for the
-    social-security ceiling) is not worked time and does not count. A contract with
+    unpaid absence) when it declares work: hours, days, or a "sans notion" unit (53.003 = 31-35,
+    99: those months take the remuneration route, ``split_sans_notion_months``); a unit-40
+    line (calendar days for the social-security ceiling) does not count. A contract with
     Activité in some months gets no presence in the others (a month of ordinary sickness
     without an Activité line was counted as presence)."""
     year_versions = versions.filter(in_year("decl_month", p.year))
@@ -291,7 +303,8 @@ def declared_months_without_activity(activities: pl.LazyFrame, versions: pl.Data
         return year_versions.select("cm", pl.lit(True).alias("no_activity")).lazy()
     with_act = (activities
                 .filter((pl.col("dk") % KEY_SHIFT).is_between(lo, hi)
-                        & pl.coalesce("unit", "contract_unit").is_in(list(p.worked_units)))
+                        & pl.coalesce("unit", "contract_unit")
+                        .is_in([*p.worked_units, *p.sans_notion_units]))
                 .select((pl.col("dk") // KEY_SHIFT).alias("cid")).unique())
     return (year_versions.lazy().join(with_act, on="cid", how="anti")
             .select("cm", pl.lit(True).alias("no_activity")))
@@ -499,7 +512,7 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
 
     # 1. paid time by pay-period month (one row per contract-month, one column per family)
     activities = with_contract_unit(activities, contracts, keys.height)
-    paid = paid_time(activities.lazy(), p).collect()
+    paid, sn_months = split_sans_notion_months(paid_time(activities.lazy(), p).collect())
     del contracts
     t = _timed("paid_time", t)
     # 2. presence fallback candidates (declared months without any Activité)
@@ -582,7 +595,8 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
 
     # 4. sans-notion: remuneration route (only people with a sans-notion contract version can
     # have a sans-notion month: pay is pre-filtered on them)
-    sn_cids = versions.filter(pl.col("family") == "sans_notion").select("cid").unique()
+    sn_cids = pl.concat([versions.filter(pl.col("family") == "sans_notion").select("cid"),
+                         sn_months.select(cm_cid().alias("cid"))]).unique()
     sn_nirs = keys.join(sn_cids, on="cid", how="semi")["nir"].unique()
     rem_sn = pl.DataFrame(schema={"pid": pl.Int64, "amount_cents": pl.Int64,
                                   "decl_min": pl.Int64, "decl_max": pl.Int64})
@@ -596,7 +610,8 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
             rem.group_by(cm_key(month_start("period_end")).alias("cm")).agg(
                 pl.col("amount_cents").sum(), pl.col("_drank").min().alias("decl_min"),
                 pl.col("_drank").max().alias("decl_max")).collect(), versions.lazy())
-        rem_sn = (rem_attr.filter((pl.col("family") == "sans_notion")
+        rem_sn = (rem_attr.filter(((pl.col("family") == "sans_notion")
+                                   | pl.col("cm").is_in(sn_months["cm"].implode()))
                                   & pl.col("oos_reason").is_null())
                   .with_columns(cm_cid().alias("cid"))
                   .with_columns(of_contract(keys, "pid"))

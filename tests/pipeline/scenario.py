@@ -1,7 +1,8 @@
 """Thin scenario layer: a compact, lawyer-readable person description (cases.yaml) -> real DSN
 envois (generator.builder) -> lake (the real parser) -> ready for pipeline.credits.
 
-Month keys: "1-12", "3", or "YYYY-MM" (another year). Quantities in the contract's unit.
+Month keys: "1-12", "3", or "YYYY-MM" (another year). Quantities in the contract's unit, or in
+``activity_unit`` (53.003 on the Activité lines) when a contract gives one.
 ``nir_from_month: M`` (with ``ntt``): the months before M are declared under the NTT alone,
 M and later carry both the NIR and the NTT (the DSN that links the NTT to the NIR).
 
@@ -152,7 +153,7 @@ def build_declarations(case: dict) -> list[Declaration]:
                 rems = [Remuneration(max(first, con.start), last, con.number, t, gross)
                         for t in ("001", "002", "003", "010")]
             else:
-                rems = monthly_pay(con, month, gross, w)
+                rems = monthly_pay(con, month, gross, w, unit=c.get("activity_unit"))  # 53.003
             p.payments.append(payment_for(month, rems, gross))
         for r in c.get("recalls", []):  # a later DSN carries a past period's signed difference
             dm = _d(str(r["declared_in"]) + "-01")
