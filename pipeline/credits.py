@@ -19,7 +19,7 @@ import polars as pl
 
 from pipeline.parameters import YearParams, params_for_year
 from pipeline.fractions import K_MAX
-from pipeline.worked_time import UNCREDITABLE_SCHEMA, worked_time
+from pipeline.worked_time import UNCREDITABLE_SCHEMA, under_age, worked_time
 
 CATEGORY_PRIORITY = ("esat", "low_qualified", "boeth", "standard")  # tie-break, most favourable first
 
@@ -174,7 +174,7 @@ def compute_year(root_dir: Path, year: int, holders: Path | None = None,
     hold, errors = _holders_frame(holders)
     flags = low_qualified_flags(hold, year)  # boeth/esat come with wt.persons (per person)
     creditable = wt.persons.filter(pl.col("n_references") <= K_MAX) \
-        .filter(pl.col("ratio12_num") >= 0)
+        .filter(pl.col("ratio12_num") >= 0).filter(~under_age(p))  # reported: uncreditable_rows
     if wt.withheld is not None and wt.withheld.height:  # identity conflicts: never guessed
         creditable = creditable.filter(~pl.col("nir").is_in(wt.withheld["nir"].implode()))
     amounts = (annual_amounts(creditable, flags, p)

@@ -114,6 +114,9 @@ class YearParams:
     trainee_mandate_natures: tuple[str, ...]
     public_employment_statuses: tuple[str, ...]
     esat_contract_nature: str
+    min_age: int
+    min_age_apprentice: int
+    apprentice_policy_schemes: tuple[str, ...]
     # decisions
     low_qualified_boeth_stacked: bool
     esat_prorated: bool
@@ -122,6 +125,7 @@ class YearParams:
     other_unit_reference: str
     absence_cap: str
     hour_era_forfait_jours_basis: str
+    min_age_reference: str
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples as lists) for manifests and explanations."""
@@ -228,6 +232,9 @@ def params_for_year(year: int) -> YearParams:
         trainee_mandate_natures=_codes(v("trainee_mandate_natures")),
         public_employment_statuses=_codes(v("public_employment_statuses")),
         esat_contract_nature=str(v("esat_contract_nature")),
+        min_age=int(v("min_age")),
+        min_age_apprentice=int(v("min_age_apprentice")),
+        apprentice_policy_schemes=_codes(v("apprentice_policy_schemes")),
         low_qualified_boeth_stacked=bool(v("low_qualified_boeth_stacked")),
         esat_prorated=bool(v("esat_prorated")),
         prorate_low_qualified_and_boeth=bool(v("prorate_low_qualified_and_boeth")),
@@ -235,6 +242,7 @@ def params_for_year(year: int) -> YearParams:
         other_unit_reference=str(v("other_unit_reference")),
         absence_cap=str(v("absence_cap")),
         hour_era_forfait_jours_basis=str(v("hour_era_forfait_jours_basis")),
+        min_age_reference=str(v("min_age_reference")),
     )
 
 

@@ -127,7 +127,7 @@ def contract_versions(contracts: pl.LazyFrame, p: YearParams) -> pl.LazyFrame:
         .with_columns(unit_family(p).alias("family"), out_of_scope_reason(p).alias("oos_reason"))
         .select("cid", "cm", "decl_month", "_drank", "person_occ", "contract_start",
                 pl.col("unit").cast(pl.Categorical), "family", "ref_quota_h", "quota_h",
-                "contract_nature", "employment_status", "boeth", "oos_reason")
+                "contract_nature", "employment_status", "boeth", "policy_scheme", "oos_reason")
     )
 
 
@@ -426,7 +426,7 @@ INT64_SAFE = 9 * 10 ** 18  # below 2**63: bound on Σ |terms| for Int64 contract
 
 CONTRACT_COLS = ["decl_id", "line_no", "decl_month", "siret", "person_occ", "nir", "ntt",
                  "contract_no", "contract_start", "contract_nature", "unit", "ref_quota_h",
-                 "quota_h", "employment_status", "boeth"]
+                 "quota_h", "employment_status", "boeth", "policy_scheme"]
 ACTIVITY_COLS = ["decl_id", "person_occ", "nir", "siret", "contract_no", "period_end",
                  "pay_type", "activity_type", "measure_h", "unit"]
 
@@ -630,14 +630,14 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     t = _timed("sum_fractions", t)
 
     persons = (person_explanations(cmf, rem_sn, fractions, versions, keys, decls, p)
-               .with_columns(pl.col("boeth").fill_null(False), pl.col("esat").fill_null(False))
-               .select(pl.exclude("boeth", "esat"), "boeth", "esat")
+               .with_columns(pl.col("boeth", "esat", "apprentice").fill_null(False))
+               .select(pl.exclude("boeth", "esat", "apprentice"), "boeth", "esat", "apprentice")
                .sort("pid").drop("pid"))
     persons = persons.collect().lazy()
     t = _timed("persons", t)
 
     # 6. what is examined but cannot be credited
-    unc = pl.concat([uncreditable_rows(versions, persons, keys, ntt_rows, year),
+    unc = pl.concat([uncreditable_rows(versions, persons, keys, ntt_rows, p),
                      identity_uncreditable(persons, ident, year)])
     return WorkedTime(persons=persons, uncreditable=unc,
                       employments=employments(versions, keys, year),
@@ -707,7 +707,26 @@ def category_flags(p: YearParams) -> list[pl.Expr]:
     (``person_explanations``): boeth (40.072 present), esat (40.007 = 70) — cpf_rules.md
     §2.1, §3."""
     return [pl.col("boeth").is_not_null().any().alias("boeth"),
-            (pl.col("contract_nature") == p.esat_contract_nature).any().alias("esat")]
+            (pl.col("contract_nature") == p.esat_contract_nature).any().alias("esat"),
+            pl.col("policy_scheme").is_in(list(p.apprentice_policy_schemes)).any()
+            .alias("apprentice")]
+
+
+def birth_year_from_nir(year: int) -> pl.Expr:
+    """Year of birth from the NIR (characters 2-3; the century giving an age under 100 in
+    ``year``), null when not digits."""
+    yy = pl.col("nir").str.slice(1, 2).cast(pl.Int32, strict=False)
+    return pl.when(yy + 2000 <= year).then(yy + 2000).otherwise(yy + 1900)
+
+
+def under_age(p: YearParams) -> pl.Expr:
+    """Below the account-opening age at the end of year N (L5151-2: 16, 15 with an
+    apprenticeship contract in N; Decision ``min_age_reference`` = end_of_year), on the
+    persons' ``nir`` and ``apprentice``; false when the NIR gives no year."""
+    age = p.year - birth_year_from_nir(p.year)
+    floor = pl.when(pl.col("apprentice").fill_null(False)).then(p.min_age_apprentice) \
+        .otherwise(p.min_age)
+    return (age < floor).fill_null(False)
 
 
 def person_explanations(cmf: pl.DataFrame, rem_sn: pl.DataFrame, fractions: pl.DataFrame,
@@ -760,7 +779,7 @@ def person_explanations(cmf: pl.DataFrame, rem_sn: pl.DataFrame, fractions: pl.D
     # aggregation per person
     expl_c = (versions.lazy().filter(pl.col("oos_reason").is_null()
                                      & in_year("decl_month", p.year))
-              .select("cid", "_drank", "boeth", "contract_nature")
+              .select("cid", "_drank", "boeth", "contract_nature", "policy_scheme")
               .with_columns(*[of_contract(keys, c) for c in ("pid", "siret_code", "siren_code")])
               .group_by("pid").agg(
                   pl.col("cid").n_unique().cast(pl.Int64).alias("contracts_count"),
@@ -889,11 +908,12 @@ def reference_label(p: YearParams) -> pl.Expr:
 
 
 def uncreditable_rows(versions: pl.DataFrame, persons: pl.LazyFrame, keys: pl.DataFrame,
-                      ntt_rows: pl.DataFrame, year: int) -> pl.LazyFrame:
+                      ntt_rows: pl.DataFrame, p: YearParams) -> pl.LazyFrame:
     """Examined people the run does not credit, with a reason (never silently dropped):
     ntt_only (NTT never linked to a NIR, see ``identity_links``), out_of_scope (every contract of
     the year out of scope), out_of_scope_contract (excluded contract of a credited person),
-    too_many_references, negative_worked_time."""
+    too_many_references, negative_worked_time, under_age (``under_age``)."""
+    year = p.year
     ntt_only = (ntt_rows.lazy().group_by("ntt")
                 .agg(pl.col("siret").unique().sort().str.join(",").alias("detail"))
                 .select(pl.lit(None, pl.String).alias("nir"), "ntt",
@@ -914,12 +934,18 @@ def uncreditable_rows(versions: pl.DataFrame, persons: pl.LazyFrame, keys: pl.Da
                         .otherwise(pl.lit("out_of_scope")).alias("reason"),
                         pl.format("{} (contracts {})", "oos_reason", "contract_no")
                         .alias("detail")))
+    young = persons.filter(under_age(p)).select(
+        "nir", pl.lit(None, pl.String).alias("ntt"), pl.lit("under_age").alias("reason"),
+        pl.format("born in {} (NIR): {} at the end of {}; the account opens at {} ({} with an "
+                  "apprenticeship contract), L5151-2", birth_year_from_nir(year),
+                  pl.lit(year) - birth_year_from_nir(year), pl.lit(year), pl.lit(p.min_age),
+                  pl.lit(p.min_age_apprentice)).alias("detail"))
     bad = persons.filter((pl.col("n_references") > K_MAX) | (pl.col("ratio12_num") < 0)).select(
         "nir", pl.lit(None, pl.String).alias("ntt"),
         pl.when(pl.col("n_references") > K_MAX).then(pl.lit("too_many_references"))
         .otherwise(pl.lit("negative_worked_time")).alias("reason"),
         pl.format("ratio12 = {}/{}; {} distinct references", pl.col("ratio12_num").cast(pl.String),
                   pl.col("ratio12_den").cast(pl.String), "n_references").alias("detail"))
-    return (pl.concat([ntt_only, oos_rows, bad], how="vertical_relaxed")
+    return (pl.concat([ntt_only, oos_rows, young, bad], how="vertical_relaxed")
             .with_columns(pl.lit(year, pl.Int32).alias("year"))
             .select(list(UNCREDITABLE_SCHEMA)))

@@ -100,8 +100,8 @@ def build_declarations(case: dict) -> list[Declaration]:
             if p.nir == who:
                 break
         else:
-            p = Person(nir=who, last_name="DUPONT", first_names="MARIE", birth_date="01011985",
-                       ntt=case.get("ntt"))
+            p = Person(nir=who, last_name="DUPONT", first_names="MARIE",
+                       birth_date=str(case.get("birth_date", "01011985")), ntt=case.get("ntt"))
             d.people.append(p)
         if change is not None and not p.changes:
             p.changes.append(change)
@@ -127,6 +127,7 @@ def build_declarations(case: dict) -> list[Declaration]:
                            unit=str(c.get("unit", "10")), ref_quota=str(c.get("reference", "151.67")),
                            quota=str(c.get("quota", c.get("reference", "151.67"))),
                            modality=c.get("modality", "10"), boeth=c.get("boeth"),
+                           policy=str(c.get("policy", "99")),
                            employment_status=c.get("employment_status"),
                            planned_end=_d(c["planned_end"]) if c.get("planned_end") else
                            (_d(c["end"]) if c.get("end") and c.get("nature", "01") in ("02", "70")
