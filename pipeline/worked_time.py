@@ -272,7 +272,9 @@ def paid_time(activities: pl.LazyFrame, p: YearParams) -> pl.LazyFrame:
              pl.col("_h").is_not_null().any().alias("has_hours"),
              pl.col("_d").is_not_null().any().alias("has_days"),
              pl.col("_drank").filter("_time").min().alias("decl_min"),
-             pl.col("_drank").filter("_time").max().alias("decl_max"))
+             pl.col("_drank").filter("_time").max().alias("decl_max"),
+             # any hour/day line, even one whose measure was quarantined (null)
+             pl.col("_time").any().alias("_has_time"))
     )
 
 
@@ -281,8 +283,8 @@ def split_sans_notion_months(paid: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataF
     all in "sans notion" units (53.003 = 31-35, 99 overriding an hour or day contract: a
     vacation, a task) takes the remuneration route that month, as a sans-notion contract does;
     it is neither hours nor a presence month (cpf_rules.md §2.1: 53.003 overrides the unit)."""
-    time = pl.col("has_hours") | pl.col("has_days")
-    return paid.filter(time), paid.filter(~time).select("cm")
+    time = pl.col("_has_time")
+    return paid.filter(time).drop("_has_time"), paid.filter(~time).select("cm")
 
 
 def declared_months_without_activity(activities: pl.LazyFrame, versions: pl.DataFrame,

@@ -252,3 +252,22 @@ def test_current_declarations_are_kept_per_lake_state_and_held_per_bucket(small_
     second = dr.current_declarations_path(lake)
     assert second != first and not first.exists()
     assert dr.scan_current(second).collect().height < every.height
+
+
+def test_quarantined_hours_do_not_send_a_month_to_the_remuneration_route():
+    """An hour line whose 53.002 was quarantined (null measure) still makes its month an hour
+    month (0 usable hours); only a month whose Activité is all in sans-notion units takes the
+    remuneration route (``split_sans_notion_months``)."""
+    from datetime import date
+    from pipeline.worked_time import paid_time, split_sans_notion_months
+    p = params_for_year(2025)
+    rows = {"cm": [1, 2, 3], "unit": ["10", "32", "10"], "measure_h": [None, 800, 6067]}
+    act = pl.DataFrame({
+        "activity_type": ["01"] * 3, "pay_type": ["002"] * 3,
+        "period_end": [date(2025, 6, 30), date(2025, 7, 31), date(2025, 8, 31)],
+        "unit": rows["unit"], "contract_unit": ["10"] * 3, "measure_h": rows["measure_h"],
+        "cid": [7, 8, 9], "_drank": [0, 1, 2]}, schema_overrides={"measure_h": pl.Int64})
+    time, sans_notion = split_sans_notion_months(paid_time(act.lazy(), p).collect())
+    assert sorted(time["cm"] // (1 << 32)) == [7, 9]  # cid 7: null hours, still an hour month
+    assert (sans_notion["cm"] // (1 << 32)).to_list() == [8]
+    assert "_has_time" not in time.columns
