@@ -80,13 +80,19 @@ def lake_buckets(root: Path) -> dict[int, int]:
 
 
 def lake_rows(root: Path, table: str) -> int:
-    """Rows of a lake table (Parquet metadata only)."""
+    """Rows of a lake table (Parquet metadata only), for sizing. Read before the run takes the
+    DIR lock, so a part a crashed ingestion left unfinished is skipped here (the run removes
+    it under the lock, ``parsers.ingest.repair_lake``) instead of failing with a traceback."""
+    import pyarrow.parquet as pq
+
     from parsers.lake import lake_path
-    parts = sorted((lake_path(root) / table).rglob("*.parquet"))
-    if not parts:
-        return 0
-    import polars as pl
-    return int(pl.scan_parquet(parts, hive_partitioning=False).select(pl.len()).collect().item())
+    rows = 0
+    for part in sorted((lake_path(root) / table).rglob("*.parquet")):
+        try:
+            rows += pq.ParquetFile(part).metadata.num_rows
+        except Exception:  # unreadable leftover: not the lake's (see above)
+            continue
+    return rows
 
 
 def declarations_share(people_per_declaration: float, shards: int) -> float:

@@ -55,6 +55,7 @@ MAX_DEFAULT_WORKERS = 2  # the target machine has 2 cores; Polars' work here is 
 POOL_POLARS_THREADS = 1
 MIN_IDLE_CPUS_FOR_POOL = 1.0  # default pool only when the load average leaves a CPU idle
 XML_SUFFIX = ".xml"
+FLAT_SUFFIXES = tuple(x for x in codes.INPUT_SUFFIXES if x != XML_SUFFIX)
 XML_MAGIC = b"<"
 
 
@@ -165,7 +166,15 @@ def _batches(files: list[Path]) -> Iterator[list[Path]]:
 
 
 def _is_xml(src: SourceBytes) -> bool:
-    return src.source_file.lower().endswith(XML_SUFFIX) or src.data.lstrip()[:1] == XML_MAGIC
+    """N4DS XML when named .xml; a flat suffix (.dsn, .txt, .edi) is flat text whatever its
+    first byte (a stray '<' before line 1 sent a DSN file to the XML reader, whose lines were
+    then neither parsed nor quarantined); any other name is sniffed."""
+    name = src.source_file.lower()
+    if name.endswith(XML_SUFFIX):
+        return True
+    if name.endswith(FLAT_SUFFIXES):
+        return False
+    return src.data.lstrip()[:1] == XML_MAGIC
 
 
 def parse_sources(sources: list[SourceBytes], n_buckets: int = DEFAULT_BUCKETS) -> ParsedFile:

@@ -308,7 +308,10 @@ def _declarations(v: Validated, files: pl.DataFrame) -> pl.DataFrame:
          + pl.col("decl_line").cast(pl.String)).alias("decl_id"),
         pl.col("decl_line").alias("line_no"),
         (pl.col("test_flag") == codes.TEST_ENVOI).fill_null(False).alias("envoi_is_test"),
-        to_date(pl.col("decl_month_raw")).alias("decl_month"),
+        # the declared MONTH (S20.G00.05.005 = 01MMAAAA): a day other than 01 is an
+        # invalid_date anomaly (the declaration is rejected), and its rows still belong to one
+        # month partition (two days of one month made two partitions of one path collide)
+        to_date(pl.col("decl_month_raw")).dt.month_start().alias("decl_month"),
         to_date(pl.col("constitution_raw")).alias("constitution_date"),
         (pl.col("constitution_raw") + pl.col("order_no")).alias("self_id"),
         (pl.col("siren") + pl.col("nic")).alias("siret"),

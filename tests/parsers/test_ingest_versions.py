@@ -125,3 +125,34 @@ def test_a_dsn_mensuelle_cannot_be_simply_cancelled(tmp_path, dsn):
             replaced="050220251" if type_ in ("03", "04", "05") else None))))
         reasons = set(p["quarantine"]["reason"])  # (a warning on a signalement: 07, 08)
         assert ("type_not_allowed_for_nature" not in reasons) == ok, (nature, type_, reasons)
+
+
+def test_a_declared_month_not_on_the_1st_does_not_break_the_batch(tmp_path, dsn):
+    """S20.G00.05.005 = 15042025 is an invalid_date (the declaration is rejected) but its rows
+    belong to April like the others: two days of one month used to make two partitions of one
+    path collide, fail the whole ingestion and leave an unreadable part (found by fuzzing)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    dsn.write(src, "a.dsn", dsn.envoi(dsn.declaration(month="01042025")))
+    dsn.write(src, "b.dsn", dsn.envoi(dsn.declaration(month="15042025", siren="552100554")))
+    root = tmp_path / "DIR"
+    report = ingest_paths([src], root)
+    assert report.declarations == 2 and report.declarations_rejected == 1
+    decls = scan(root, "declarations").collect()
+    assert decls["decl_month"].unique().to_list() == [dt.date(2025, 4, 1)]
+    q = scan(root, "quarantine").collect().filter(pl.col("is_cause"))
+    assert q.select("rubrique", "reason").rows() == [("S20.G00.05.005", "invalid_date")]
+
+
+def test_a_flat_file_starting_with_a_stray_angle_bracket_stays_flat(tmp_path, dsn):
+    """The suffix decides: a .dsn file is flat text whatever its first byte (it was sent to
+    the XML reader, and none of its lines were accounted for)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "lt.dsn").write_text("<" + dsn.envoi(dsn.declaration()), encoding="latin-1")
+    report = ingest_paths([src], tmp_path / "DIR")
+    files = scan(tmp_path / "DIR", "files").collect()
+    assert files["format"].to_list() == ["flat"]
+    assert report.lines_read == dsn.envoi(dsn.declaration()).count("\n")
+    assert report.lines_read == report.lines_parsed + report.lines_quarantined
+    assert report.lines_quarantined > 0  # line 1 malformed: the S10 part, so the envoi

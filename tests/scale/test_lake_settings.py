@@ -81,3 +81,16 @@ def test_memory_plan_counts_the_declarations_a_shard_refers_to(tmp_path):
         2 * PROCESS_GB_PER_MILLION_DECLARATIONS, abs=0.01)
     assert declarations_share(10, 128) == pytest.approx(0.0754, abs=1e-3)
     assert declarations_share(100, 16) > 0.99
+
+
+def test_lake_rows_skips_a_part_a_crashed_ingestion_left(tmp_path):
+    """Sizing reads the lake before the run takes the DIR lock: an unfinished part (not
+    Parquet) is skipped there, not a traceback; the run removes it under the lock."""
+    import polars as pl
+
+    from flows.runners import lake_rows
+    d = tmp_path / "lake" / "declarations" / "month=2025-04"
+    d.mkdir(parents=True)
+    pl.DataFrame({"x": [1, 2, 3]}).write_parquet(d / "part-a.parquet")
+    (d / "part-b.parquet").write_bytes(b"PAR1 truncated")
+    assert lake_rows(tmp_path, "declarations") == 3
