@@ -68,6 +68,9 @@ def _atomic_write(df: pl.DataFrame, target: Path) -> None:
     os.replace(tmp, target)
 
 
+_PART_MONTH = "_part_month"  # write_parsed's partition key (dropped before writing)
+
+
 def month_dir(month: object) -> str:
     """A month partition's folder name (``month=YYYY-MM``; no month: ``NO_MONTH``)."""
     return f"month={month:%Y-%m}" if month is not None else f"month={NO_MONTH}"
@@ -86,16 +89,19 @@ def write_parsed(parsed: ParsedFile, root_dir: Path | str, batch_id: str,
         df = parsed[table]
         if df.height == 0:
             continue
-        month_col = "decl_month"
+        # grouped by the month the folder names (``month_dir``), not by the date itself: two
+        # dates of one month must never make two parts of one path
+        df = df.with_columns(pl.col("decl_month").dt.month_start().alias(_PART_MONTH))
         if table in PERSON_TABLES:
             df = df.with_columns(person_bucket(n_buckets))
-            groups = df.partition_by([month_col, "bucket"], as_dict=True, maintain_order=True)
+            groups = df.partition_by([_PART_MONTH, "bucket"], as_dict=True, maintain_order=True)
             for (month, bucket), g in groups.items():
-                jobs.append((g, lake / table / month_dir(month)
+                jobs.append((g.drop(_PART_MONTH), lake / table / month_dir(month)
                              / f"bucket={bucket:0{BUCKET_DIGITS}d}" / part))
         else:
-            for (month,), g in df.partition_by([month_col], as_dict=True, maintain_order=True).items():
-                jobs.append((g, lake / table / month_dir(month) / part))
+            for (month,), g in df.partition_by([_PART_MONTH], as_dict=True,
+                                               maintain_order=True).items():
+                jobs.append((g.drop(_PART_MONTH), lake / table / month_dir(month) / part))
         written[table] = df.height
     with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
         list(pool.map(lambda job: _atomic_write(*job), jobs))  # re-raises any write error
