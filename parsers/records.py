@@ -361,6 +361,15 @@ def read_split_batch(utf8_files: list[bytes], damaged_files: list[int] | None = 
     ])
 
 
+def named_id() -> pl.Expr:
+    """The rubrique id a MALFORMED line still names (its first 14 characters, when they are an
+    id: ``S21.G00.30.010,LYON`` lost its quotes, not its id), else null; on ``raw``, which is
+    kept for malformed lines only. Read by validation (a key rubrique's line rejects the
+    declaration) and by the quarantine (its ``rubrique`` column)."""
+    head = pl.col("raw").str.head(codes.RUBRIQUE_ID_WIDTH)
+    return pl.when(pl.col("malformed") & head.str.contains(codes.RUBRIQUE_ID_PATTERN)).then(head)
+
+
 def split_lines(lines: pl.DataFrame, damaged_files: list[int] | None = None) -> pl.DataFrame:
     """Add ``rubrique``, ``value`` (null when malformed), ``malformed``, ``damaged`` and
     ``static_code`` (the id's code in ``norm.rubrique_enum()``, null when not a norm id).

@@ -24,6 +24,7 @@ from parsers import codes
 from parsers.codes import Reason, Scope
 from parsers.lake_schema import DEFAULT_BUCKETS, TABLES, person_bucket
 from parsers.structure import TABLE_ANCESTORS, Catalog, anc_col, nullable
+from parsers.records import named_id
 from parsers.validate import Validated
 from parsers.values import contract_number, to_cents, to_date, to_hundredths
 
@@ -338,11 +339,9 @@ def _quarantine(issues: pl.DataFrame, decl_info: pl.DataFrame, files: pl.DataFra
               .when(pl.col("rubrique").is_in(list(codes.MASKED_RUBRIQUES)))
               .then(pl.col("value").str.slice(0, codes.MASK_KEEP_CHARS) + pl.lit("*"))
               .otherwise(pl.col("value")))
-    # a malformed line still names its rubrique when its first 14 characters are an id
-    # (``S21.G00.30.010,LYON``: quotes missing): the analyst sees which datum was lost
-    readable_id = pl.col("raw").str.head(codes.RUBRIQUE_ID_WIDTH)
-    rubrique = (pl.when(pl.col("malformed") & readable_id.str.contains(codes.RUBRIQUE_ID_PATTERN))
-                .then(readable_id).otherwise(pl.col("rubrique")))
+    # a malformed line still names its rubrique when it starts with an id: the analyst sees
+    # which datum was lost
+    rubrique = pl.coalesce(named_id(), pl.col("rubrique"))
     rows = rows.select(
         "file_idx", "line_no", "decl_line", rubrique.alias("rubrique"), masked.alias("value_masked"),
         pl.coalesce("q_reason", "w_reason").alias("reason"),

@@ -48,6 +48,7 @@ import polars as pl
 from parsers import codes
 from parsers.codes import Reason, Scope
 from parsers.norm import KNOWN_VERSIONS, enumeration_table, nearest_version, validation_table
+from parsers.records import named_id
 from parsers.structure import Catalog, anc_col, build_catalog
 from parsers.values import contract_number, to_date
 
@@ -394,8 +395,8 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
                      .fill_null(False).alias("blank"),
                      # a malformed line that still names a key rubrique (a NIR without its
                      # quotes): its declaration's rows are as unattributable as with a bad NIR
-                     (pl.col("malformed") & pl.col("raw").str.head(codes.RUBRIQUE_ID_WIDTH)
-                      .is_in(list(codes.KEY_RUBRIQUES))).fill_null(False).alias("malformed_key"))
+                     named_id().is_in(list(codes.KEY_RUBRIQUES)).fill_null(False)
+                     .alias("malformed_key"))
     # The line columns every step below reads, converted once (decl_no 0: no declaration).
     arrays = {c: cols.get_column(c).to_numpy() for c in cols.columns}
     rc_np, envelope, seg_np, malformed, in_envoi_np, no_decl, n_chars = (
