@@ -203,20 +203,18 @@ def before_year(year: int) -> pl.Expr:
 
 
 def earned_before_year(entries: pl.LazyFrame, year: int) -> pl.LazyFrame:
-    """Earned balance before crediting ``year`` (``before_year``): the ceiling of year N is
-    applied to it, so a rerun of N on unchanged data posts nothing, whatever came after."""
+    """Per account, in one pass: ``earned_balance_cents``, the earned balance before crediting
+    ``year`` (``before_year``: the ceiling of year N is applied to it, so a rerun of N on
+    unchanged data posts nothing, whatever came after), and ``earned_now_cents``, today's
+    (later years' credits included: what a late increase of N must still fit under,
+    ``cap_late_increase``)."""
     return (
-        entries.filter((pl.col("sub_ledger") == EARNED) & before_year(year))
+        entries.filter(pl.col("sub_ledger") == EARNED)
         .group_by("nir")
-        .agg(pl.col("amount_cents").sum().cast(pl.Int64).alias("earned_balance_cents"))
+        .agg(pl.col("amount_cents").filter(before_year(year)).sum().cast(pl.Int64)
+             .alias("earned_balance_cents"),
+             pl.col("amount_cents").sum().cast(pl.Int64).alias("earned_now_cents"))
     )
-
-
-def earned_now(entries: pl.LazyFrame) -> pl.LazyFrame:
-    """Earned balance today (every earned entry, later years' credits included): what a late
-    increase of year N's credit must still fit under (``cap_late_increase``)."""
-    return (entries.filter(pl.col("sub_ledger") == EARNED).group_by("nir")
-            .agg(pl.col("amount_cents").sum().cast(pl.Int64).alias("earned_now_cents")))
 
 
 def cap_late_increase(target: pl.Expr, posted: pl.Expr, room_now: pl.Expr) -> pl.Expr:
@@ -465,13 +463,13 @@ def plan_year_postings(
     opening_entries = conform(pl.concat([opening_entries, conversions]))
     book = pl.concat([base.lazy(), opening_entries.lazy()])
 
-    before = earned_before_year(book, year)
+    balances = earned_before_year(book, year).collect()
     posted = credited_for_year(book, year).collect()
     room_now = pl.max_horizontal(pl.lit(0, pl.Int64), pl.col("ceiling_cents")
                                  - pl.col("earned_now_cents").fill_null(0))
-    credits = (apply_ceiling(amounts_lf, before)
+    credits = (apply_ceiling(amounts_lf, balances.lazy())
                .join(posted.lazy().select("nir", "posted_cents"), on="nir", how="left")
-               .join(earned_now(book), on="nir", how="left")
+               .join(balances.lazy().select("nir", "earned_now_cents"), on="nir", how="left")
                .with_columns(cap_late_increase(pl.col("credit_cents"),
                                                pl.col("posted_cents").fill_null(0), room_now)
                              .alias("credit_cents"))
