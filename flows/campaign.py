@@ -157,17 +157,17 @@ def credit_year(year: int, lake: str, holders: str | None = None, balances: str 
                 dotations: str | None = None, as_of: str | None = None) -> dict:
     """compute → post (diff + balance assertions) → publish (atomic) for year N."""
     day = as_of or dt.date.today().isoformat()
-    t0, timings = time.perf_counter(), {}
+    t0, lap = time.perf_counter(), steps.Laps()
     with pub.run_lock(Path(lake)):
         prepared = prepare_task(lake, year, holders, balances, dotations, day)
-        timings["prepare"] = time.perf_counter() - t0
+        lap("prepare")
         computed = compute_task(prepared)
-        timings["compute"] = time.perf_counter() - t0 - sum(timings.values())
+        lap("compute")
         staged = post_task(prepared, computed)
-        timings["post"] = time.perf_counter() - t0 - sum(timings.values())
+        lap("post")
         run_dir = publish_task(prepared, staged)
-        timings["publish"] = time.perf_counter() - t0 - sum(timings.values())
-    pub.write_json_atomic({"flow_s": time.perf_counter() - t0, "timings_s": timings},
+        lap("publish")
+    pub.write_json_atomic({"flow_s": time.perf_counter() - t0, "timings_s": lap.seconds},
                           Path(run_dir) / "run_log.json")  # as the plain path writes it
     _artifacts(staged["manifest"], run_dir)
     return {"run_id": staged["run_id"], "run_dir": run_dir, "manifest": staged["manifest"]}
@@ -197,8 +197,7 @@ def credit_year_sharded(year: int, lake: str, shards: int, holders: str | None =
     tasks_s = {"compute": sum(c["seconds"] for c in computed),
                "post": sum(p["seconds"] for p in posted)}
     pub.write_json_atomic({"flow_s": flow_s, "task_body_s": tasks_s,
-                           "shards": [{**c, **{"post_" + k: p[k] for k in ("seconds", "max_rss_mb")}}
-                                      for c, p in zip(computed, posted)]},
+                           "shards": steps.shard_log(computed, posted)},
                           Path(run_dir) / "run_log.json")
     _artifacts(staged["manifest"], run_dir)
     return {"run_id": staged["run_id"], "run_dir": run_dir, "manifest": staged["manifest"]}

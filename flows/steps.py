@@ -303,35 +303,53 @@ class CreditOutcome:
     timings: dict = field(default_factory=dict)
 
 
+class Laps:
+    """Wall seconds of a run's consecutive steps (``run_log.json``, not audited): call it with
+    a step's name when the step ends."""
+
+    def __init__(self) -> None:
+        import time
+        self._clock = time.perf_counter
+        self.seconds: dict[str, float] = {}
+        self._t = self._clock()
+
+    def __call__(self, step: str) -> None:
+        now = self._clock()
+        self.seconds[step] = now - self._t
+        self._t = now
+
+
+def shard_log(computed: list[dict], posted: list[dict]) -> list[dict]:
+    """``run_log.json``'s per-shard figures: each shard's compute summary with its post
+    seconds and peak RSS."""
+    return [{**c, **{"post_" + k: p[k] for k in ("seconds", "max_rss_mb")}}
+            for c, p in zip(computed, posted)]
+
+
 def credit(root: Path, year: int, holders: Path | None = None, balances: Path | None = None,
            dotations: Path | None = None, as_of: dt.date | None = None,
            compute_fn: ComputeFn | None = None, on_step: Callable[[str], None] | None = None
            ) -> CreditOutcome:
     """compute → post → publish, under the DIR lock. Raises on failure (nothing published)."""
-    import time
     root = Path(root)
     say = on_step or (lambda s: None)
-    timings = {}
     with pub.run_lock(root):
-        t = time.perf_counter()
+        lap = Laps()
         say("preparing the run")
         prep = prepare(root, year, holders, balances, dotations, as_of)
-        timings["prepare"] = time.perf_counter() - t
-        t = time.perf_counter()
+        lap("prepare")
         say(f"computing year {year}")
         computed = compute(prep, compute_fn)
-        timings["compute"] = time.perf_counter() - t
-        t = time.perf_counter()
+        lap("compute")
         say("posting to the ledger and writing the snapshot")
         staged = post(prep, computed)
-        timings["post"] = time.perf_counter() - t
-        t = time.perf_counter()
+        lap("post")
         say("publishing")
         out = publish(prep, staged)
-        timings["publish"] = time.perf_counter() - t
-    pub.write_json_atomic({"timings_s": timings}, Path(out) / "run_log.json")
+        lap("publish")
+    pub.write_json_atomic({"timings_s": lap.seconds}, Path(out) / "run_log.json")
     return CreditOutcome(run_id=prep.run_id, run_dir=out, manifest=staged.manifest,
-                         timings=timings)
+                         timings=lap.seconds)
 
 
 # --- replay --------------------------------------------------------------------------------
@@ -621,31 +639,25 @@ def credit_sharded(root: Path, year: int, shards: int, holders: Path | None = No
                    balances: Path | None = None, dotations: Path | None = None,
                    as_of: dt.date | None = None) -> CreditOutcome:
     """The sharded run as plain sequential functions (no Prefect): same bytes as the flow."""
-    import time
     root = Path(root)
-    timings = {}
     with pub.run_lock(root):
-        t = time.perf_counter()
+        lap = Laps()
         prep = prepare(root, year, holders, balances, dotations, as_of)
         ids = _lake_bucket_ids(root)
-        timings["prepare"] = time.perf_counter() - t
-        t = time.perf_counter()
+        lap("prepare")
         computed = [compute_shard(prep, s, shards, ids) for s in range(shards)]
-        timings["compute"] = time.perf_counter() - t
-        t = time.perf_counter()
+        lap("compute")
         lots = prepare_lots(prep)
         posted = [post_shard(prep, s, shards, lots) for s in range(shards)]
         staged = finalize_sharded(prep, posted, lots, shards)
-        timings["post"] = time.perf_counter() - t
-        t = time.perf_counter()
+        lap("post")
         out = publish(prep, staged)
-        timings["publish"] = time.perf_counter() - t
+        lap("publish")
     # per shard as the flow writes it (one process here: max_rss_mb is the peak so far)
-    pub.write_json_atomic({"timings_s": timings, "shards": [
-        {**c, **{"post_" + k: p[k] for k in ("seconds", "max_rss_mb")}}
-        for c, p in zip(computed, posted)]}, Path(out) / "run_log.json")
+    pub.write_json_atomic({"timings_s": lap.seconds, "shards": shard_log(computed, posted)},
+                          Path(out) / "run_log.json")
     return CreditOutcome(run_id=prep.run_id, run_dir=out, manifest=staged.manifest,
-                         timings=timings)
+                         timings=lap.seconds)
 
 
 def replay_sharded(prep: Prepared, manifest: dict, lake_root: Path) -> tuple[str, pl.DataFrame,
