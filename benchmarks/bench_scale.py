@@ -8,7 +8,7 @@ Every stage runs in its OWN subprocess (peak RSS = that process's ru_maxrss):
   gen      generator.lake.generate_lake (crediting inputs) / generator.year (DSN text), not timed
   ingest   flows.steps.ingest_files on the generated DSN text           → MB/s
   compute  prepare + compute_shard for every shard, one after the other → persons/s
-  post     prepare_lots + post_shard per shard + stage + publish + catalog (timed apart),
+  post     prepare_posting + post_shard per shard + stage + publish + catalog (timed apart),
            then a RERUN of the same year on top of that published ledger (diff against
            an existing journal; each shard reads its row groups of the history)
   flat     (sizes ≤ --flat-max) the unsharded whole-year compute, to show what sharding saves
@@ -114,7 +114,7 @@ def _post_stage_publish(prep_dict: dict, shards: int) -> dict:
     from pipeline.catalog import build_catalog
     prep = steps.Prepared.from_dict(prep_dict)
     out: dict = {}
-    lots = steps.prepare_lots(prep)
+    lots = steps.prepare_posting(prep)
     cpu = time.process_time()
     t = time.perf_counter()
     posted = [steps.post_shard(prep, s, shards, lots) for s in range(shards)]

@@ -100,9 +100,9 @@ def compute_shard_task(prepared: dict, shard: int, shards: int, lake_buckets: li
     return steps.compute_shard(steps.Prepared.from_dict(prepared), shard, shards, lake_buckets)
 
 
-@task(name="prepare-lots")
-def prepare_lots_task(prepared: dict) -> str:
-    return steps.prepare_lots(steps.Prepared.from_dict(prepared))
+@task(name="prepare-posting")
+def prepare_posting_task(prepared: dict) -> str:
+    return steps.prepare_posting(steps.Prepared.from_dict(prepared))
 
 
 @task(name="post-shard")
@@ -186,7 +186,7 @@ def credit_year_sharded(year: int, lake: str, shards: int, holders: str | None =
         ids = steps._lake_bucket_ids(Path(lake))
         computed = compute_shard_task.map(unmapped(prepared), list(range(shards)),
                                           unmapped(shards), unmapped(ids))
-        lots = prepare_lots_task(prepared)
+        lots = prepare_posting_task(prepared)
         posted = post_shard_task.map(unmapped(prepared), computed, unmapped(shards),
                                      unmapped(lots))
         posted = [f.result() for f in posted]

@@ -433,11 +433,17 @@ def _derivation_story(row: dict) -> list[str]:
         lines.append(
             f"4. Ceiling: balance {g('balance_before_hours')} h + credit {g('credit_hours')} h "
             f"= {g('balance_after_hours')} h (converted at 15 €/h on 1 January 2019).")
+        if g("former_nirs_balance_hours") is not None:
+            lines[-1] += (f" The balance includes {g('former_nirs_balance_hours')} h held under "
+                          "this person's former NIR(s) (S21.G00.31.008).")
     elif g("credit_cents") is not None:
         lines.append(
             f"4. Ceiling: min({_eur(g('annual_amount_cents') or 0)}, max(0, {_eur(g('ceiling_cents') or 0)} − "
             f"balance {_eur(g('balance_before_cents') or 0)})) = credit {_eur(g('credit_cents'))}; "
             f"balance after {_eur(g('balance_after_cents') or 0)}.")
+        if g("former_nirs_balance_cents") is not None:
+            lines[-1] += (f" The balance includes {_eur(g('former_nirs_balance_cents'))} held "
+                          "under this person's former NIR(s) (S21.G00.31.008).")
     return lines
 
 

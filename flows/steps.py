@@ -23,9 +23,10 @@ from parsers.lake import lake_path
 from parsers.lake_settings import bucket_count, fix_bucket_count
 from pipeline import publish as pub
 from pipeline.parameters import params_for_year
-from pipeline.declaration_ranks import current_declarations_path
+from pipeline.declaration_ranks import current_declarations_path, lake_identity
 from pipeline.dotations import merge_lots, plan_dotations, read_dotations
-from pipeline.ledger import RunMeta, conform, ensure, plan_year_postings
+from pipeline.ledger import (RunMeta, conform, ensure, former_nir_balances,
+                             plan_year_postings)
 
 # (amounts, uncreditable[, employments]): an engine that knows no employments (a test's
 # stand-in) returns two frames and the snapshot's employments table is empty
@@ -255,8 +256,37 @@ def load_lots(root: Path, current: dict, inputs: pub.RunInputs,
     return merge_lots(prev, new_lots)
 
 
+def run_meta(prep: Prepared) -> RunMeta:
+    """What every entry of this run carries."""
+    inputs = prep.run_inputs()
+    return RunMeta(run_id=prep.run_id, code_version=inputs.code_version,
+                   param_version=inputs.param_version, default_source=f"run-inputs:{prep.run_id}")
+
+
+NIR_LINKS_SCHEMA = {"old_nir": pl.String, "nir": pl.String}
+# in the work folder, written by ``prepare_posting`` for every ``post_shard``
+FORMER_NIRS, NIR_LINKS = "former_nirs.parquet", "nir_links.parquet"
+
+
+def nir_links(lake_root: Path) -> pl.DataFrame:
+    """(old_nir, nir): the lake's resolved old-NIR links (S21.G00.31.008, current declarations,
+    chains followed, conflicts left out: ``identity.identity_links``)."""
+    if not (lake_path(lake_root) / "declarations").exists():
+        return pl.DataFrame(schema=NIR_LINKS_SCHEMA)
+    links = lake_identity(lake_root).links.filter(pl.col("kind") == "nir")
+    return links.select(pl.col("old_id").alias("old_nir"), pl.col("linked_nir").alias("nir"))
+
+
+def former_nirs(prep: Prepared, ledger: pl.LazyFrame, links: pl.DataFrame) -> pl.DataFrame:
+    """What each examined person's former NIRs hold (``ledger.former_nir_balances``), from the
+    published ledger and this run's --balances: their ceiling is the person's, not the NIR's."""
+    return former_nir_balances(links, ledger, bucketed_input(prep, "balances"), prep.year,
+                               run_meta(prep))
+
+
 def post(prep: Prepared, computed: dict[str, str], ledger_upto: str | None = None,
-         report: bool = True, stage: bool = True, verify: bool = True) -> pub.Staged | tuple:
+         report: bool = True, stage: bool = True, verify: bool = True,
+         lake_root: Path | None = None) -> pub.Staged | tuple:
     """Plan the entries (diff against the published ledger), check balances, stage the run."""
     root = Path(prep.root)
     inputs = prep.run_inputs()
@@ -264,13 +294,13 @@ def post(prep: Prepared, computed: dict[str, str], ledger_upto: str | None = Non
     if verify:
         ensure_published_ledger(root, current)
     ledger = pub.published_entries(root, current, upto_run=ledger_upto)
-    meta = RunMeta(run_id=prep.run_id, code_version=inputs.code_version,
-                   param_version=inputs.param_version,
-                   default_source=f"run-inputs:{prep.run_id}")
+    meta = run_meta(prep)
     opening = bucketed_input(prep, "balances")  # validated once, by prepare
     amounts = pl.read_parquet(computed["amounts"])
+    links = nir_links(Path(lake_root or prep.root))
     posting = plan_year_postings(ledger, amounts, prep.year, meta, opening=opening,
-                                 opening_source=f"balances:{inputs.balances_sha256}")
+                                 opening_source=f"balances:{inputs.balances_sha256}",
+                                 former=former_nirs(prep, ledger.lazy(), links))
     ensure(posting.errors)
     # dotations: the lot register of the previous publication + this run's CSV
     lots = load_lots(root, current, inputs, ledger_upto)
@@ -286,7 +316,7 @@ def post(prep: Prepared, computed: dict[str, str], ledger_upto: str | None = Non
     return pub.stage_run(root, prep.run_id, prep.seq, inputs, new_entries=new_entries,
                          credits=posting.credits, uncreditable=uncreditable,
                          employments=employments, lots=lots, ledger_before=ledger, notes=notes,
-                         report=report)
+                         nir_links=links, report=report)
 
 
 def publish(prep: Prepared, staged: pub.Staged) -> str:
@@ -430,7 +460,7 @@ def replay(root: Path, year: int, compute_fn: ComputeFn | None = None,
         computed = compute(prep, compute_fn, lake_root=tmp)
         try:
             entries, credits, *_ = post(prep, computed, ledger_upto=run_id, stage=False,
-                                      verify=False)
+                                      verify=False, lake_root=tmp)
         except Exception as exc:  # a failing balance check is a difference too
             diffs.append(f"recomputation failed: {exc}")
             return ReplayResult(False, run_id, diffs, notes)
@@ -550,10 +580,14 @@ def ensure_published_ledger(root: Path, current: dict) -> None:
         raise InputError(["the published ledger does not match CURRENT: " + p for p in problems])
 
 
-def prepare_lots(prep: Prepared, ledger_upto: str | None = None) -> str:
-    """The dotation lot register of this run (previous publication + this run's CSV). Runs
-    once before the shards post: it first checks the published ledger (as ``post`` does for
-    an unsharded run); a replay (``ledger_upto``) has checked it already."""
+def prepare_posting(prep: Prepared, ledger_upto: str | None = None,
+                    lake_root: Path | None = None) -> str:
+    """What every shard's posting needs from outside its shard, computed once before the
+    shards post: the dotation lot register of this run (previous publication + this run's
+    CSV; its path is returned) and the former NIRs' balances (``former_nirs``, written to
+    ``FORMER_NIRS``: a former NIR may hash to another shard than its person). It first checks
+    the published ledger (as ``post`` does for an unsharded run); a replay (``ledger_upto``)
+    has checked it already."""
     root = Path(prep.root)
     current = pub.read_current(root)
     if ledger_upto is None:
@@ -562,6 +596,10 @@ def prepare_lots(prep: Prepared, ledger_upto: str | None = None) -> str:
     lots = load_lots(root, current, inputs, ledger_upto)
     out = Path(prep.work_dir) / "lots.parquet"
     lots.write_parquet(out)
+    ledger = pub.scan_published_entries(root, current, upto_run=ledger_upto)
+    links = nir_links(Path(lake_root or prep.root))
+    links.write_parquet(Path(prep.work_dir) / NIR_LINKS)
+    former_nirs(prep, ledger, links).write_parquet(Path(prep.work_dir) / FORMER_NIRS)
     return str(out)
 
 
@@ -584,19 +622,21 @@ def post_shard(prep: Prepared, shard: int, shards: int, lots_path: str,
     n_lake = bucket_count(root)
     mine = shard_expr(shards, n_lake) == shard
     ledger = pub.shard_entries(root, shard, shards, mine, current, upto_run=ledger_upto)
-    meta = RunMeta(run_id=prep.run_id, code_version=inputs.code_version,
-                   param_version=inputs.param_version, default_source=f"run-inputs:{prep.run_id}")
+    meta = run_meta(prep)
     opening = bucketed_input(prep, "balances", shard_buckets(list(range(n_lake)), shards, shard))
     d = shard_dir(prep, shard)
     amounts = pl.read_parquet(d / "amounts.parquet")
+    former = pl.read_parquet(Path(prep.work_dir) / FORMER_NIRS).filter(mine)
     posting = plan_year_postings(ledger, amounts, prep.year, meta, opening=opening,
-                                 opening_source=f"balances:{inputs.balances_sha256}")
+                                 opening_source=f"balances:{inputs.balances_sha256}",
+                                 former=former)
     lots = pl.read_parquet(lots_path)
     lots = lots.filter(mine) if lots.height else lots
     dot = plan_dotations(pl.concat([ledger, posting.entries]), lots, inputs.as_of, meta)
     entries = conform(pl.concat([posting.entries, dot])) if dot.height else posting.entries
     ac = pub.annual_credits_snapshot(posting.credits, prep.year, prep.run_id)
-    balances = balances_by_person(pl.concat([ledger, entries])).collect()
+    links = pl.read_parquet(Path(prep.work_dir) / NIR_LINKS)
+    balances = balances_by_person(pl.concat([ledger, entries]), links).collect()
     pub.write_part(entries, d, "entries")
     pub.write_part(ac, d, "annual_credits")
     pub.write_part(balances, d, "balances")
@@ -647,7 +687,7 @@ def credit_sharded(root: Path, year: int, shards: int, holders: Path | None = No
         lap("prepare")
         computed = [compute_shard(prep, s, shards, ids) for s in range(shards)]
         lap("compute")
-        lots = prepare_lots(prep)
+        lots = prepare_posting(prep)
         posted = [post_shard(prep, s, shards, lots) for s in range(shards)]
         staged = finalize_sharded(prep, posted, lots, shards)
         lap("post")
@@ -667,7 +707,7 @@ def replay_sharded(prep: Prepared, manifest: dict, lake_root: Path) -> tuple[str
     ids = manifest.get("lake_buckets") or _lake_bucket_ids(lake_root)
     for s in range(shards):
         compute_shard(prep, s, shards, ids, lake_root=str(lake_root))
-    lots = prepare_lots(prep, ledger_upto=prep.run_id)
+    lots = prepare_posting(prep, ledger_upto=prep.run_id, lake_root=lake_root)
     posted = [post_shard(prep, s, shards, lots, ledger_upto=prep.run_id)
               for s in range(shards)]
     errors = [e for p in posted for e in p["errors"]]

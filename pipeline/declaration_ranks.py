@@ -50,11 +50,7 @@ def run_declarations(root_dir: Path | str, buckets: list[int] | None = None) -> 
     all, once for all its runs."""
     sig = lake_signature(root_dir, "declarations", "individuals", *CHANGE_TABLES)
     path = current_declarations_path(root_dir)
-    ident = _IDENT_CACHE.get(sig)
-    if ident is None:
-        ident = identity_links(root_dir, scan_current(path).select("decl_id"))
-        _IDENT_CACHE.clear()
-        _IDENT_CACHE[sig] = ident
+    ident = lake_identity(root_dir)
     own = None
     if buckets is not None:
         read = run_buckets(ident, buckets)
@@ -71,6 +67,19 @@ def run_declarations(root_dir: Path | str, buckets: list[int] | None = None) -> 
         _DECLS_CACHE.clear()
         _DECLS_CACHE[key] = hit
     return hit
+
+
+def lake_identity(root_dir: Path | str) -> Identity:
+    """The lake's identity links (``identity_links`` over its current declarations), computed
+    once per process and lake state."""
+    sig = lake_signature(root_dir, "declarations", "individuals", *CHANGE_TABLES)
+    ident = _IDENT_CACHE.get(sig)
+    if ident is None:
+        path = current_declarations_path(root_dir)
+        ident = identity_links(root_dir, scan_current(path).select("decl_id"))
+        _IDENT_CACHE.clear()
+        _IDENT_CACHE[sig] = ident
+    return ident
 
 
 def run_buckets(ident: Identity, buckets: list[int]) -> list[int]:

@@ -165,10 +165,17 @@ def _with_entry_ids(df: pl.DataFrame) -> pl.DataFrame:
 
 # --- balances --------------------------------------------------------------------------------
 
-def balances_by_person(entries: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
-    """Current balance per account: earned, dotation, total (all published entries), and the
-    hour-era balance not yet converted (``earned_hours``, 0 once converted)."""
+def balances_by_person(entries: pl.LazyFrame | pl.DataFrame,
+                       nir_links: pl.DataFrame | None = None) -> pl.LazyFrame:
+    """Current balance per account: earned, dotation, total (all published entries), the
+    hour-era balance not yet converted (``earned_hours``, 0 once converted), and, for a former
+    NIR (``nir_links``: old_nir, nir), ``current_nir``, the NIR the person is now declared
+    under: the journal keeps the former NIR's entries where they were posted, and a person's
+    balance is the sum over ``coalesce(current_nir, nir)`` (the ceiling is applied to it,
+    ``former_nir_balances``)."""
     lf = entries.lazy() if isinstance(entries, pl.DataFrame) else entries
+    links = (nir_links if nir_links is not None
+             else pl.DataFrame(schema={"old_nir": pl.String, "nir": pl.String}))
     return (
         lf.group_by("nir")
         .agg(
@@ -186,8 +193,10 @@ def balances_by_person(entries: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
             (pl.col("earned_balance_cents") + pl.col("dotation_balance_cents"))
             .alias("total_balance_cents")
         )
+        .join(links.lazy().select(pl.col("old_nir").alias("nir"),
+                                  pl.col("nir").alias("current_nir")), on="nir", how="left")
         .select("nir", "earned_balance_cents", "dotation_balance_cents", "total_balance_cents",
-                "last_credited_year", "n_entries", "earned_hours")
+                "last_credited_year", "n_entries", "earned_hours", "current_nir")
         .sort("nir")
     )
 
@@ -236,6 +245,71 @@ def credited_for_year(entries: pl.LazyFrame, year: int) -> pl.LazyFrame:
         .agg(pl.col("amount_cents").sum().cast(pl.Int64).alias("posted_cents"),
              pl.len().alias("n_posted"))
     )
+
+
+# --- former NIRs (S21.G00.31.008): one person, several NIRs, one ceiling -------------------
+
+FORMER_NIRS_SCHEMA: dict[str, pl.DataType] = {
+    "nir": pl.String(),  # the CURRENT NIR (end of the identity chain)
+    "former_before_cents": pl.Int64(),  # former NIRs' earned balance before year N
+    "former_now_cents": pl.Int64(),  # ... today, after this run (their year N credits reversed)
+    "former_hours_before": pl.Int64(),  # hour era: the same on the hour sub-ledger
+    "former_hours_now": pl.Int64(),
+}
+
+
+def empty_former_nirs() -> pl.DataFrame:
+    return pl.DataFrame(schema=FORMER_NIRS_SCHEMA)
+
+
+def former_nir_balances(links: pl.DataFrame, ledger: pl.LazyFrame, opening: pl.LazyFrame | None,
+                        year: int, meta: RunMeta) -> pl.DataFrame:
+    """What a person's FORMER NIRs hold, per current NIR: the ceiling applies to the person,
+    whatever NIRs the journal keys their entries by (cpf_rules.md §4, dsn_format.md §1.5).
+
+    ``links``: (old_nir, nir) resolved identity links (``Identity.links`` of kind "nir").
+    The journal is keyed by NIR and never rewritten, so a former NIR keeps its entries; once
+    the link is declared its rows count for the current NIR, so the former NIR is no longer
+    examined and this run reverses its year-N credits. Its balance after this run is therefore
+    what its own shard will compute: published entries + this run's opening import (--balances,
+    ``opening_imports``) + the hour-to-euro conversion (euro era) − its year-N credits. Returned
+    as ``former_before_cents`` (``before_year``: added to the current NIR's balance before N)
+    and ``former_now_cents`` (added to today's balance, ``cap_late_increase``); the hour era
+    likewise. Computed once per run (a former NIR may sit in another shard than its person)."""
+    from pipeline.parameters import params_for_year
+
+    if links.height == 0:
+        return empty_former_nirs()
+    olds = links["old_nir"].implode()
+    base = typed_entries(ledger.filter(pl.col("nir").is_in(olds))).collect()
+    op = None if opening is None else opening.filter(pl.col("nir").cast(pl.String).is_in(olds))
+    imports, _ = opening_imports(base.lazy(), op, year, meta, "")
+    book = pl.concat([base, imports])
+    if params_for_year(year).era == "euros":
+        book = pl.concat([book, hour_to_euro_conversions(book.lazy(), meta)])
+    lf = book.lazy()
+    per_old = (links.lazy().select(pl.col("old_nir").alias("nir"), pl.col("nir").alias("_current"))
+               .join(earned_before_year(lf, year), on="nir", how="left")
+               .join(credited_for_year(lf, year).select("nir", "posted_cents"), on="nir",
+                     how="left")
+               .join(hours_before_year(lf, year), on="nir", how="left")
+               .join(hours_credited_for_year(lf, year).select("nir", "posted_hours"), on="nir",
+                     how="left")
+               .with_columns(pl.col("earned_balance_cents", "earned_now_cents", "posted_cents",
+                                    "hours_before", "hours_now", "posted_hours").fill_null(0)))
+    return (per_old.group_by("_current")
+            .agg(pl.col("earned_balance_cents").sum().alias("former_before_cents"),
+                 (pl.col("earned_now_cents") - pl.col("posted_cents")).sum()
+                 .alias("former_now_cents"),
+                 pl.col("hours_before").sum().alias("former_hours_before"),
+                 (pl.col("hours_now") - pl.col("posted_hours")).sum().alias("former_hours_now"))
+            .rename({"_current": "nir"})
+            .select([pl.col(c).cast(t) for c, t in FORMER_NIRS_SCHEMA.items()])
+            .sort("nir").collect())
+
+
+def _former(former: pl.DataFrame | None) -> pl.LazyFrame:
+    return (former if former is not None else empty_former_nirs()).lazy()
 
 
 # --- planning ----------------------------------------------------------------------------------
@@ -346,27 +420,36 @@ def hours_credited_for_year(entries: pl.LazyFrame, year: int) -> pl.LazyFrame:
                  pl.len().alias("n_posted")))
 
 
-def plan_hour_year(book: pl.LazyFrame, amounts: pl.LazyFrame, year: int,
-                   meta: RunMeta) -> tuple[pl.DataFrame, pl.DataFrame]:
+def plan_hour_year(book: pl.LazyFrame, amounts: pl.LazyFrame, year: int, meta: RunMeta,
+                   former: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Hour-era year (2015-2018): credit = ``hour_era_credit`` (24 h/year to 120 h, then 12 h/year
     to 150 h) against the hour balance, posted as the difference with what year N already holds
     on the ``earned_hours`` sub-ledger. Returns (entries, credits); credits carry
-    balance_before_hours / credit_hours / balance_after_hours (the cents columns stay null)."""
+    balance_before_hours / credit_hours / balance_after_hours (the cents columns stay null).
+    ``former``: the person's former NIRs' hours (``former_nir_balances``), counted in the
+    balance (``former_nirs_balance_hours``)."""
     from pipeline.ceiling import hour_era_credit
     from pipeline.parameters import params_for_year
 
     p = params_for_year(year)
     posted = hours_credited_for_year(book, year).collect()
     room_now = pl.max_horizontal(pl.lit(0, pl.Int64),
-                                 pl.lit(p.hour_ceiling) - pl.col("hours_now").fill_null(0))
+                                 pl.lit(p.hour_ceiling) - pl.col("hours_now").fill_null(0)
+                                 - pl.col("former_hours_now").fill_null(0))
     credits = (amounts.join(hours_before_year(book, year), on="nir", how="left")
                .join(posted.lazy().select("nir", "posted_hours"), on="nir", how="left")
-               .with_columns(pl.col("hours_before").fill_null(0).alias("balance_before_hours"))
+               .join(_former(former).select("nir", "former_hours_before", "former_hours_now"),
+                     on="nir", how="left")
+               .with_columns(pl.col("former_hours_before").alias("former_nirs_balance_hours"))
+               .with_columns((pl.col("hours_before").fill_null(0)
+                              + pl.col("former_hours_before").fill_null(0))
+                             .alias("balance_before_hours"))
                .with_columns(cap_late_increase(hour_era_credit(
                    pl.col("annual_amount_hours"), pl.col("annual_amount_hours_second_tier"),
                    pl.col("balance_before_hours"), p.hour_first_tier_cap, p.hour_ceiling),
                    pl.col("posted_hours").fill_null(0), room_now).alias("credit_hours"))
-               .drop("hours_before", "hours_now", "posted_hours")
+               .drop("hours_before", "hours_now", "posted_hours", "former_hours_before",
+                     "former_hours_now")
                .with_columns((pl.col("balance_before_hours") + pl.col("credit_hours"))
                              .alias("balance_after_hours"))
                .with_columns([pl.lit(None, pl.Int64).alias(c) for c in (
@@ -428,17 +511,20 @@ def plan_year_postings(
     meta: RunMeta,
     opening: pl.LazyFrame | None = None,
     opening_source: str = "",
+    former: pl.DataFrame | None = None,
 ) -> Posting:
     """Plan the entries of one run of year N's campaign.
 
     ``ledger``: every published entry (ENTRY_SCHEMA). ``amounts``: one row per examined person
     (nir, annual_amount_cents, ceiling_cents, … as ``pipeline.credits.compute_year`` gives).
-    ``opening``: the ``--balances`` CSV (nir, earned_balance_cents).
+    ``opening``: the ``--balances`` CSV (nir, earned_balance_cents). ``former``: what the
+    examined people's former NIRs hold (``former_nir_balances``), counted in their balance.
 
     1. import opening balances of accounts the ledger does not hold yet; in the euro era,
        convert any hour balance left by the hour era (``hour_to_euro_conversions``); an
        hour-era year is planned by ``plan_hour_year`` instead of steps 2-4;
-    2. balance before = earned entries except year N's credit entries;
+    2. balance before = earned entries except year N's credit entries (the person's former
+       NIRs' included);
     3. target credit = ``apply_ceiling``; 4. post target − already posted (people who vanished
     from year N get a reversal of what they hold); 5. run the balance assertions.
     """
@@ -450,26 +536,37 @@ def plan_year_postings(
     base = typed_entries(ledger_lf).collect()  # only aggregated below: no sort needed
     book = pl.concat([base.lazy(), opening_entries.lazy()])
     if params_for_year(year).era == "hours":
-        hour_entries, credits = plan_hour_year(book, amounts_lf, year, meta)
+        hour_entries, credits = plan_hour_year(book, amounts_lf, year, meta, former)
         new_entries = conform(pl.concat([opening_entries, hour_entries]))
         posting = Posting(entries=new_entries, credits=credits,
                           opening_imported=opening_entries.height, opening_ignored=ignored)
         everything = pl.concat([base, new_entries])
-        posting.errors = check_year(everything, credits, year, meta.run_id) + check_hour_year(
-            everything, credits, year)
+        posting.errors = check_year(everything, credits, year, meta.run_id, former) + \
+            check_hour_year(everything, credits, year)
         return posting
     # euro era: convert what the hour era left first (décret 2018-1153), then credit
     conversions = hour_to_euro_conversions(book, meta)
     opening_entries = conform(pl.concat([opening_entries, conversions]))
     book = pl.concat([base.lazy(), opening_entries.lazy()])
 
-    balances = earned_before_year(book, year).collect()
+    # the person's former NIRs' balances count too (``former_nir_balances``)
+    balances = (earned_before_year(book, year)
+                .join(_former(former).select("nir", "former_before_cents", "former_now_cents"),
+                      on="nir", how="full", coalesce=True)
+                .select("nir",
+                        (pl.col("earned_balance_cents").fill_null(0)
+                         + pl.col("former_before_cents").fill_null(0)).alias("earned_balance_cents"),
+                        (pl.col("earned_now_cents").fill_null(0)
+                         + pl.col("former_now_cents").fill_null(0)).alias("earned_now_cents"),
+                        pl.col("former_before_cents").alias("former_nirs_balance_cents"))
+                .collect())
     posted = credited_for_year(book, year).collect()
     room_now = pl.max_horizontal(pl.lit(0, pl.Int64), pl.col("ceiling_cents")
                                  - pl.col("earned_now_cents").fill_null(0))
     credits = (apply_ceiling(amounts_lf, balances.lazy())
                .join(posted.lazy().select("nir", "posted_cents"), on="nir", how="left")
-               .join(balances.lazy().select("nir", "earned_now_cents"), on="nir", how="left")
+               .join(balances.lazy().select("nir", "earned_now_cents", "former_nirs_balance_cents"),
+                     on="nir", how="left")
                .with_columns(cap_late_increase(pl.col("credit_cents"),
                                                pl.col("posted_cents").fill_null(0), room_now)
                              .alias("credit_cents"))
@@ -524,14 +621,15 @@ def plan_year_postings(
     posting = Posting(entries=new_entries, credits=credits,
                       opening_imported=opening_entries.height - conversions.height,
                       opening_ignored=ignored)
-    posting.errors = check_year(pl.concat([base, new_entries]), credits, year, meta.run_id)
+    posting.errors = check_year(pl.concat([base, new_entries]), credits, year, meta.run_id,
+                                former)
     return posting
 
 
 # --- assertions ----------------------------------------------------------------------------
 
 def check_year(all_entries: pl.DataFrame, credits: pl.DataFrame, year: int,
-               run_id: str | None = None) -> list[str]:
+               run_id: str | None = None, former: pl.DataFrame | None = None) -> list[str]:
     """Balance assertions after posting year N (beancount's ``balance`` directive, per account).
 
     For every examined person: balance_before + credit = balance_after; the ledger's earned
@@ -540,7 +638,8 @@ def check_year(all_entries: pl.DataFrame, credits: pl.DataFrame, year: int,
     annual credit (unless the credit is 0 because the balance already stood at or above it),
     nor today (later years included) after this run (``run_id``) raised year N's credit;
     credits are never negative; year N's credit entries of people no longer examined sum to 0;
-    entry ids are unique; dotation lots never go negative.
+    entry ids are unique; dotation lots never go negative. A person's balances are their NIR's
+    entries plus what their former NIRs hold after this run (``former``).
     """
     lf = all_entries.lazy()
     earned = pl.col("sub_ledger") == EARNED
@@ -575,7 +674,12 @@ def check_year(all_entries: pl.DataFrame, credits: pl.DataFrame, year: int,
                   .select("nir", "balance_before_cents", "credit_cents", "balance_after_cents",
                           "annual_amount_cents", "ceiling_cents")
                   .join(per_nir, on="nir", how="left")
-                  .with_columns(pl.col("ledger_earned", "earned_now").fill_null(0),
+                  .join(_former(former).select("nir", "former_before_cents", "former_now_cents"),
+                        on="nir", how="left")
+                  .with_columns((pl.col("ledger_earned").fill_null(0)
+                                 + pl.col("former_before_cents").fill_null(0)).alias("ledger_earned"),
+                                (pl.col("earned_now").fill_null(0)
+                                 + pl.col("former_now_cents").fill_null(0)).alias("earned_now"),
                                 pl.col("posted_cents").fill_null(0),
                                 pl.col("raised").fill_null(False))
                   .select([e for i, cond in enumerate(checks.values()) for e in (

@@ -543,9 +543,10 @@ def staging_dir(root: Path, run_id: str) -> Path:
 def stage_run(root: Path, run_id: str, seq: int, inputs: RunInputs, *,
               new_entries: pl.DataFrame, credits: pl.DataFrame, uncreditable: pl.DataFrame,
               employments: pl.DataFrame, lots: pl.DataFrame, ledger_before: pl.DataFrame,
-              notes: dict | None = None,
+              notes: dict | None = None, nir_links: pl.DataFrame | None = None,
               report: bool = True) -> Staged:
-    """Write a complete snapshot into runs/.staging-<run_id>/ (nothing published yet)."""
+    """Write a complete snapshot into runs/.staging-<run_id>/ (nothing published yet).
+    ``nir_links`` (old_nir, nir): former NIRs, named in the balances (``balances_by_person``)."""
     root = Path(root)
     st = staging_dir(root, run_id)
     st.mkdir(parents=True, exist_ok=True)
@@ -554,7 +555,7 @@ def stage_run(root: Path, run_id: str, seq: int, inputs: RunInputs, *,
     entries = conform(new_entries)
     ledger_after = conform(pl.concat([ledger_before, entries]))
     ac = annual_credits_snapshot(credits, year, run_id)
-    balances = balances_by_person(ledger_after).collect()
+    balances = balances_by_person(ledger_after, nir_links).collect()
     shas = {}
     shas["entries.parquet"] = write_parquet(entries, st / "entries.parquet")
     shas["annual_credits.parquet"] = write_parquet(ac, st / "annual_credits.parquet")

@@ -235,7 +235,7 @@ def test_replay_identical_then_detects_tampering(lake):
         credit(lake, BASE)
     prep = steps.prepare(lake, 2024, as_of=AS_OF)
     with pytest.raises(steps.InputError, match="tampered"):
-        steps.prepare_lots(prep)
+        steps.prepare_posting(prep)
 
 
 def test_balance_assertion_fails_on_broken_ledger():
