@@ -544,6 +544,16 @@ def explain(
         console.print(t)
     else:
         console.print(f"not examined for {year} in run {run_id}")
+    bal = pl.read_parquet(pub.run_dir(lake, run_id) / "balances.parquet")
+    if "current_nir" in bal.columns:  # one person, several NIRs (S21.G00.31.008)
+        now = bal.filter(pl.col("nir") == nir)["current_nir"].drop_nulls()
+        if now.len():
+            console.print(f"former NIR of {now[0]} (S21.G00.31.008): its DSN rows count for "
+                          f"{now[0]}, and its balance counts in that person's ceiling "
+                          f"(cpf explain {now[0]} --year {year})")
+        for r in bal.filter(pl.col("current_nir") == nir).iter_rows(named=True):
+            console.print(f"former NIR {r['nir']} (S21.G00.31.008) holds earned "
+                          f"{_eur(r['earned_balance_cents'])}, counted in this person's ceiling")
     _contract_month_terms(lake, nir, year, ac.row(0, named=True) if ac.height else None)
     emp = pl.read_parquet(pub.run_dir(lake, run_id) / "employments.parquet").filter(
         pl.col("nir") == nir)

@@ -141,6 +141,11 @@ def test_explain_names_the_former_nirs_balance(nia_lake, tmp_path):
     text = " ".join(r.output.split())
     assert "4,800.00" in text or "4 800.00" in text or "4800.00" in text, text
     assert "former NIR" in text, text
+    assert f"former NIR {OLD}" in text, text
+    r = CliRunner().invoke(app, ["explain", OLD, "--lake", str(root), "--year", "2025"],
+                           env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert f"former NIR of {NEW}" in " ".join(r.output.split()), r.output
 
 
 def test_unlinked_people_are_unchanged(tmp_path):
