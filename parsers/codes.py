@@ -139,6 +139,7 @@ class Reason:
     TYPE_NOT_ALLOWED_FOR_NATURE = "type_not_allowed_for_nature"  # S20.G00.05.002 CCH-13/14/15
     INDIVIDUAL_WITHOUT_IDENTIFIER = "individual_without_identifier"  # no usable NIR nor NTT
     UNREADABLE_FILE = "unreadable_file"
+    NOT_N4DS_XML = "not_n4ds_xml"  # an XML document whose root is not in the N4DS namespace
     EMPTY_FILE = "empty_file"  # a flat file without a single line (0 bytes or blanks only)
     # warnings only (scope "warning": the line is still parsed)
     DAMAGED_CHARACTERS = "damaged_characters"

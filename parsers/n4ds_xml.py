@@ -11,6 +11,11 @@ start element forces a new occurrence (``force_new``) instead of relying on rubr
 Differences from flat input: ``line_no`` is ``originLineNumber`` when present, else the
 rank of the rubrique element in the document; the S90 *line* total is not checked (the XML
 may be a subset of the flat file), the S90 declaration count is.
+
+Nothing is dropped unseen: a leaf element that is not named like a rubrique (a misspelt
+``S21_G00_53_02``) is a record like any other, so the norm's checks quarantine it
+(``unknown_rubrique``) as they would the flat line; a document whose root is not in the N4DS
+namespace is not read as one (``not_n4ds_xml``, file scope); a syntax error names its line.
 """
 
 from __future__ import annotations
@@ -48,6 +53,14 @@ REASON_XSD_SKIPPED = "xsd_not_checked"
 _XSD_ELEMENT = re.compile(r"Element '(?:\{[^}]*\})?(S\d{2}_G\d{2}_\d{2}(?:_\d{3})?)'")
 
 
+class NotN4DS(ValueError):
+    """The document's root element is not in the N4DS namespace."""
+
+    def __init__(self, tag: str, line: int | None):
+        super().__init__(f"root element {tag} is not in the N4DS namespace {N4DS_NS}")
+        self.line = line
+
+
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
@@ -73,13 +86,20 @@ def _records(events, stream: bool) -> pl.DataFrame:
     force_new: list[bool] = []
     pending_block = False
     rank = 0
+    root = True
     for event, elem in events:
         name = _local(elem.tag) if isinstance(elem.tag, str) else ""
         if event == "start":
+            if root and not (isinstance(elem.tag, str) and elem.tag.startswith(f"{{{N4DS_NS}}}")):
+                raise NotN4DS(str(elem.tag), elem.sourceline)
+            root = False
             if _BLOCK_TAG.match(name):
                 pending_block = True
             continue
-        if _RUBRIQUE_TAG.match(name):
+        if _RUBRIQUE_TAG.match(name) or (name and len(elem) == 0
+                                         and not _BLOCK_TAG.match(name)):
+            # a rubrique, or a leaf element named like none (misspelt): a record all the
+            # same, which the norm's checks quarantine (unknown_rubrique), never dropped
             rank += 1
             origin = elem.get(ORIGIN_LINE)
             raw = elem.get(ORIGINAL_VALUE)
@@ -163,11 +183,13 @@ def parse_xml_sources(sources: list[SourceBytes], n_buckets: int = DEFAULT_BUCKE
                      "size_bytes": len(src.data), "encoding": "xml", "format": FORMAT_XML})
         try:
             rec, findings = read_checked(src)
-        except etree.XMLSyntaxError as exc:
+        except (etree.XMLSyntaxError, NotN4DS) as exc:
+            syntax = isinstance(exc, etree.XMLSyntaxError)
             broken.append({"source_file": src.source_file, "file_sha256": src.sha256,
-                           "reason": Reason.UNREADABLE_FILE, "detail": f"XML syntax error: {exc}",
-                           "scope": Scope.FILE, "is_cause": True, "line_no": None,
-                           "rubrique": None})
+                           "reason": Reason.UNREADABLE_FILE if syntax else Reason.NOT_N4DS_XML,
+                           "detail": f"XML syntax error: {exc}" if syntax else str(exc),
+                           "scope": Scope.FILE, "is_cause": True,
+                           "line_no": exc.lineno if syntax else exc.line, "rubrique": None})
             continue
         broken.extend(findings)
         frames.append(rec.sort("line_no", maintain_order=True)

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import polars as pl
 
+from parsers.account_inputs import NIR_RE  # the same NIR rule as --holders / --balances
+
 from pipeline.ledger import (DOTATION, DOTATION_EXPIRY, DOTATION_KIND, DOTATION_REFUND,
                              RunMeta, _with_entry_ids, conform, empty_entries)
 
@@ -80,7 +82,7 @@ def read_dotations(path: Path, sha256: str = "") -> tuple[pl.DataFrame, list[str
     )
     problems = [
         (pl.col("funder_id") == "", "empty funder_id"),
-        (pl.col("nir").str.len_chars() != 13, "nir must have 13 characters"),
+        (~pl.col("nir").str.contains(NIR_RE), "invalid NIR (13 characters, no key)"),
         (pl.col("_amount").is_null(), "amount_cents is not an integer"),
         (pl.col("_amount") <= 0, "amount_cents must be positive"),
         (pl.col("_received").is_null(), "received_date is not an ISO date"),

@@ -26,13 +26,17 @@ CSV = (
 
 def test_read_dotations_reports_bad_lines(tmp_path):
     p = tmp_path / "d.csv"
-    p.write_text(CSV + f"X,{nir(4)},abc,2025-01-01,,,\nY,123,100,2025-13-01,,,maybe\n")
+    p.write_text(CSV + f"X,{nir(4)},abc,2025-01-01,,,\nY,123,100,2025-13-01,,,maybe\n"
+                 "Z,ABCDEFGHIJKLM,100,2025-01-01,,,\nZ,1 00469123011,100,2025-01-01,,,\n")
     lots, errors = read_dotations(p, "sha")
     assert lots.height == 5
     assert lots["lot_id"].n_unique() == 5  # two identical allocations are two lots
-    assert len(errors) == 2
+    assert len(errors) == 4
     assert "line 7" in errors[0] and "amount_cents" in errors[0]
-    assert "line 8" in errors[1] and "nir" in errors[1] and "refund" in errors[1]
+    assert "line 8" in errors[1] and "NIR" in errors[1] and "refund" in errors[1]
+    # 13 characters are not enough: the NIR rule of --holders / --balances
+    assert "line 9" in errors[2] and "invalid NIR" in errors[2]
+    assert "line 10" in errors[3] and "invalid NIR" in errors[3]
 
 
 def test_dotation_lots_expiry_and_refund(tmp_path):

@@ -119,3 +119,34 @@ def test_xsd_is_not_checked_on_huge_files_and_says_so(tmp_path, monkeypatch):
     q = parse_xml_file(path)["quarantine"]
     assert q.filter(pl.col("reason") == "xsd_not_checked").height == 1
     assert q.filter(pl.col("reason") == "xsd_violation").height == 0
+
+
+def test_broken_xml_names_its_line(tmp_path):
+    path = tmp_path / "broken.xml"
+    path.write_text(N4DS.replace("</S21_G00_30_002>", "</S21_G00_30_0X2>"), encoding="utf-8")
+    q = parse_xml_file(path)["quarantine"].row(0, named=True)
+    line = next(i for i, t in enumerate(N4DS.splitlines(), 1) if "S21_G00_30_002" in t)
+    assert (q["reason"], q["scope"], q["line_no"]) == ("unreadable_file", "file", line)
+
+
+def test_xml_outside_the_n4ds_namespace_is_not_read_as_a_dsn(tmp_path):
+    for name, text in (("other.xml", N4DS.replace("http://www.cnav.fr/n4ds", "urn:example:x")),
+                       ("none.xml", N4DS.replace(' xmlns="http://www.cnav.fr/n4ds"', ""))):
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        p = parse_xml_file(path)
+        q = p["quarantine"]
+        assert q.select("reason", "scope", "line_no").rows() == [("not_n4ds_xml", "file", 2)]
+        assert p["individuals"].height == 0 and p["declarations"].height == 0
+
+
+def test_a_misspelt_rubrique_element_is_quarantined_not_dropped(tmp_path):
+    path = tmp_path / "typo.xml"
+    path.write_text(N4DS.replace('<S21_G00_53_002 originLineNumber="27">75.84</S21_G00_53_002>',
+                                 '<S21_G00_53_02 originLineNumber="27">75.84</S21_G00_53_02>'),
+                    encoding="utf-8")
+    p = parse_xml_file(path)
+    assert p.lines_read == 30 and p.lines_read == p.lines_parsed + p.lines_quarantined
+    q = p["quarantine"].filter(pl.col("scope") != "warning")
+    assert q.select("line_no", "rubrique", "reason").rows() == [
+        (27, "S21.G00.53.02", "unknown_rubrique")]
