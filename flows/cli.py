@@ -406,6 +406,12 @@ def _threshold_rounding(row: dict) -> str:
     return "" if d is None else f", rounded half-up to {d} decimals,"
 
 
+def _esat_prorated(row: dict) -> bool:
+    """Whether the year's parameters prorate the ESAT amount (``esat_prorated``)."""
+    from pipeline.parameters import params_for_year
+    return bool(params_for_year(int(row["year"])).esat_prorated)
+
+
 def _derivation_story(row: dict) -> list[str]:
     """The derivation in words an auditor reads top-down; values only, nothing recomputed."""
     g = row.get
@@ -424,6 +430,10 @@ def _derivation_story(row: dict) -> list[str]:
         f"(full amount when the ratio{_threshold_rounding(row)} is ≥ 0.5; else amount × ratio "
         "rounded up to the cent).",
     ]
+    if g("category") == "esat" and not _esat_prorated(row):
+        lines[2] = (f"3. Category esat ({', '.join(flags)}): annual amount "
+                    f"{_eur(g('annual_amount_cents') or 0)}, full or part time, never prorated "
+                    f"(L6323-33, R6323-29), ceiling {_eur(g('ceiling_cents') or 0)}.")
     if g("annual_amount_hours") is not None:  # hour era (2015-2018): amounts in whole hours
         lines[2] = (f"3. Hour era: annual amount {g('annual_amount_hours')} h "
                     f"({g('annual_amount_hours_second_tier')} h at the second-tier rate), "

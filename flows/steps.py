@@ -407,9 +407,14 @@ def replay(root: Path, year: int, compute_fn: ComputeFn | None = None,
     if run_id is None:
         return ReplayResult(False, None, [f"no published run for year {year} in {root}"])
     diffs = list(pub.verify_ledger(root, current))
+    diffs += [f"run {r} is on disk with its manifest but not listed in CURRENT (removed from "
+              f"the journal, or a publication that crashed before its commit)"
+              for r in pub.unlisted_runs(root, current)]
     notes = []
     if diffs:  # the posted ledger is not what was published: no need to recompute
         return ReplayResult(False, run_id, diffs, notes)
+    record = next(r for r in current["published"] if r["run_id"] == run_id)
+    diffs += pub.verify_snapshot(root, record)
     manifest = pub.read_manifest(root, run_id)
     inputs = pub.RunInputs.from_dict(manifest["inputs"])
     if pub.derive_run_id(inputs, manifest["seq"]) != run_id:
@@ -455,7 +460,7 @@ def replay(root: Path, year: int, compute_fn: ComputeFn | None = None,
             except Exception as exc:
                 diffs.append(f"recomputation failed: {exc}")
                 return ReplayResult(False, run_id, diffs, notes)
-            diffs += _differences(root, run_id, manifest, entries, sha, ac)
+            diffs += _differences(root, run_id, manifest, entries, sha, ac, tmp)
             return ReplayResult(not diffs, run_id, diffs, notes)
         computed = compute(prep, compute_fn, lake_root=tmp)
         try:
@@ -466,14 +471,16 @@ def replay(root: Path, year: int, compute_fn: ComputeFn | None = None,
             return ReplayResult(False, run_id, diffs, notes)
         sha = pub.write_parquet(entries, tmp / "entries.parquet")
         ac = pub.annual_credits_snapshot(credits, year, run_id)
-        diffs += _differences(root, run_id, manifest, entries, sha, ac)
+        diffs += _differences(root, run_id, manifest, entries, sha, ac, tmp)
     return ReplayResult(not diffs, run_id, diffs, notes)
 
 
 def _differences(root: Path, run_id: str, manifest: dict, entries: pl.DataFrame,
-                 entries_sha: str, annual_credits: pl.DataFrame) -> list[str]:
+                 entries_sha: str, annual_credits: pl.DataFrame, lake_root: Path) -> list[str]:
     """What a replay found different from the published run: entry rows, the entries file's
-    sha256 and the annual_credits snapshot."""
+    sha256, the annual_credits snapshot and the balances (recomputed from the ledger up to and
+    including the recomputed entries)."""
+    from pipeline.ledger import balances_by_person
     posted = pl.read_parquet(pub.entries_path(root, run_id), hive_partitioning=False)
     diffs = pub.compare_frames(conform(entries), conform(posted), key=["entry_id"])
     posted_sha = manifest["files_sha256"]["entries.parquet"]
@@ -484,6 +491,15 @@ def _differences(root: Path, run_id: str, manifest: dict, entries: pl.DataFrame,
     if ac_diffs:
         diffs.append(f"annual_credits snapshot differs ({len(ac_diffs)} shown below)")
         diffs += ["annual_credits: " + d for d in ac_diffs]
+    before = pub.published_entries(root, upto_run=run_id)
+    balances = balances_by_person(pl.concat([before, conform(entries)]),
+                                  nir_links(lake_root)).collect()
+    published = pl.read_parquet(pub.run_dir(root, run_id) / "balances.parquet").sort("nir")
+    bal_diffs = pub.compare_frames(balances, published, key=["nir"], limit=5)
+    if bal_diffs:
+        diffs.append(f"balances snapshot differs from the ledger's sums ({len(bal_diffs)} "
+                     f"shown below)")
+        diffs += ["balances: " + d for d in bal_diffs]
     return diffs
 
 

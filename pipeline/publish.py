@@ -174,6 +174,45 @@ def verify_ledger(root: Path, current: dict | None = None) -> list[str]:
     return errors
 
 
+def verify_snapshot(root: Path, record: dict) -> list[str]:
+    """A published run's snapshot against its checksums: the manifest against CURRENT's
+    ``manifest_sha256``, then every file the manifest lists (balances, runs, declarations,
+    quarantine…) against its sha256. A replay recomputes the entries and annual_credits; this
+    covers the files it does not recompute."""
+    run_id = record["run_id"]
+    d = run_dir(root, run_id)
+    mpath = d / "manifest.json"
+    if not mpath.exists():
+        return [f"run {run_id}: manifest missing ({mpath})"]
+    errors = []
+    want = record.get("manifest_sha256")
+    if want and sha256_file(mpath) != want:
+        errors.append(f"run {run_id}: manifest.json does not match its sha256 in CURRENT "
+                      f"(tampered?)")
+    files = json.loads(mpath.read_text()).get("files_sha256", {})
+    for name, sha in sorted(files.items()):
+        p = d / name
+        if not p.exists():
+            errors.append(f"run {run_id}: snapshot file {name} missing")
+        elif sha256_file(p) != sha:
+            errors.append(f"run {run_id}: snapshot file {name} does not match its sha256 in "
+                          f"the manifest (tampered?)")
+    return errors
+
+
+def unlisted_runs(root: Path, current: dict) -> list[str]:
+    """Published-looking run folders (a manifest, not a staging folder) that CURRENT does not
+    list: a run removed from the journal, or a publication that crashed between its folder's
+    rename and its commit (``publish_run``; the next run sweeps such a folder)."""
+    listed = {r["run_id"] for r in current["published"]}
+    runs = Path(root) / "runs"
+    if not runs.exists():
+        return []
+    return sorted(p.name for p in runs.iterdir() if p.is_dir()
+                  and not p.name.startswith(".") and p.name not in listed
+                  and (p / "manifest.json").exists())
+
+
 def published_entries(root: Path, current: dict | None = None,
                       upto_run: str | None = None) -> pl.DataFrame:
     """The ledger: entries of the published runs (optionally only those before ``upto_run``)."""
@@ -540,6 +579,33 @@ def staging_dir(root: Path, run_id: str) -> Path:
     return Path(root) / "runs" / f".staging-{run_id}"
 
 
+RUNS_SCHEMA = {"run_id": pl.String, "year": pl.Int32, "seq": pl.Int64, "as_of": pl.String,
+               "param_version": pl.String, "code_version": pl.String, "n_entries": pl.Int64,
+               "entries_sha256": pl.String}
+
+
+def run_row(run_id: str, seq: int, inputs: RunInputs, n_entries: int,
+            entries_sha256: str) -> dict:
+    """One row of the ``runs`` table: what a run was made of and what it posted."""
+    return {"run_id": run_id, "year": inputs.year, "seq": seq, "as_of": inputs.as_of.isoformat(),
+            "param_version": inputs.param_version, "code_version": inputs.code_version,
+            "n_entries": n_entries, "entries_sha256": entries_sha256}
+
+
+def runs_history(root: Path, current: dict, new: dict) -> pl.DataFrame:
+    """The ``runs`` table of a snapshot: every published run, then ``new``. CURRENT keeps only
+    what the journal needs (id, year, sequence, checksums); the rest of a run's row (as-of
+    date, parameter and code versions, entries posted) is read from its manifest, so every
+    run keeps its metadata in every later snapshot, not only the latest."""
+    rows = []
+    for r in current["published"]:
+        m = read_manifest(root, r["run_id"])
+        rows.append(run_row(r["run_id"], r["seq"], RunInputs.from_dict(m["inputs"]),
+                            int(m["counts"]["entries"]), r["entries_sha256"]))
+    return (pl.DataFrame(rows + [new], schema=RUNS_SCHEMA)
+            .with_columns(pl.col("as_of").str.to_date()))
+
+
 def stage_run(root: Path, run_id: str, seq: int, inputs: RunInputs, *,
               new_entries: pl.DataFrame, credits: pl.DataFrame, uncreditable: pl.DataFrame,
               employments: pl.DataFrame, lots: pl.DataFrame, ledger_before: pl.DataFrame,
@@ -567,14 +633,8 @@ def stage_run(root: Path, run_id: str, seq: int, inputs: RunInputs, *,
     shas[DSN_INPUTS] = write_dsn_inputs(root, inputs, st / DSN_INPUTS)
     by_kind = (entries.group_by("kind").agg(pl.len().alias("n"), pl.col("amount_cents").sum())
                .sort("kind"))
-    history = current["published"] + [{
-        "run_id": run_id, "year": year, "seq": seq, "as_of": inputs.as_of.isoformat(),
-        "param_version": inputs.param_version, "code_version": inputs.code_version,
-        "n_entries": entries.height, "entries_sha256": shas["entries.parquet"]}]
-    runs_df = pl.DataFrame(history, schema={
-        "run_id": pl.String, "year": pl.Int32, "seq": pl.Int64, "as_of": pl.String,
-        "param_version": pl.String, "code_version": pl.String, "n_entries": pl.Int64,
-        "entries_sha256": pl.String}).with_columns(pl.col("as_of").str.to_date())
+    runs_df = runs_history(root, current, run_row(run_id, seq, inputs, entries.height,
+                                                  shas["entries.parquet"]))
     shas["runs.parquet"] = write_parquet(runs_df, st / "runs.parquet")
     manifest = {
         "run_id": run_id, "seq": seq, "year": year, "inputs": inputs.to_dict(),
@@ -760,14 +820,8 @@ def stage_run_sharded(root: Path, run_id: str, seq: int, inputs: RunInputs, *,
     shas = {name: sha for name, sha in done.items() if name not in ("report", "lake tables")}
     shas.update(done["lake tables"])
     shas[DSN_INPUTS] = write_dsn_inputs(root, inputs, st / DSN_INPUTS)
-    history = current["published"] + [{
-        "run_id": run_id, "year": year, "seq": seq, "as_of": inputs.as_of.isoformat(),
-        "param_version": inputs.param_version, "code_version": inputs.code_version,
-        "n_entries": tot("entries"), "entries_sha256": shas["entries.parquet"]}]
-    runs_df = pl.DataFrame(history, schema={
-        "run_id": pl.String, "year": pl.Int32, "seq": pl.Int64, "as_of": pl.String,
-        "param_version": pl.String, "code_version": pl.String, "n_entries": pl.Int64,
-        "entries_sha256": pl.String}).with_columns(pl.col("as_of").str.to_date())
+    runs_df = runs_history(root, current, run_row(run_id, seq, inputs, tot("entries"),
+                                                  shas["entries.parquet"]))
     shas["runs.parquet"] = write_parquet(runs_df, st / "runs.parquet")
     manifest["files_sha256"] = shas
     (st / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -88,3 +88,16 @@ def test_lake_dir_check_follows_the_lake_path_rule(tmp_path):
     with pytest.raises(typer.Exit) as e:
         _lake_dir(tmp_path / "y", must_hold_lake=True)
     assert e.value.exit_code == 2
+
+
+def test_explain_story_says_esat_is_never_prorated():
+    """cpf_rules.md §3: ESAT 800 € full or part time (L6323-33): the story must not state the
+    ½ rule next to a 0.30 ratio; a standard person's story does."""
+    from flows.cli import _derivation_story
+    row = {"year": 2025, "category": "esat", "esat": True, "worked_ratio": 0.3,
+           "ratio_exact": "3/10", "annual_amount_cents": 80000, "ceiling_cents": 800000,
+           "credit_cents": 80000, "balance_before_cents": 0, "balance_after_cents": 80000}
+    story = " ".join(_derivation_story(row))
+    assert "never prorated" in story and "≥ 0.5" not in story
+    std = " ".join(_derivation_story({**row, "category": "standard", "esat": False}))
+    assert "≥ 0.5" in std and "never prorated" not in std

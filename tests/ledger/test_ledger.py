@@ -209,10 +209,7 @@ def _fake_ingest(paths, root):
 def test_replay_identical_then_detects_tampering(lake):
     eng = FakeEngine(amounts_frame(BASE))
     steps.credit(lake, 2024, compute_fn=eng, as_of=AS_OF)
-    for sha in pub.lake_file_checksums(lake)["file_sha256"]:  # the fixture lake has no real files to archive
-        p = lake / "archive" / "dsn" / sha
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text("x")
+    _archive_fixture_files(lake)
     res = steps.replay(lake, 2024, compute_fn=eng, ingest_fn=_fake_ingest)
     assert res.ok, res.differences
     # recomputation with different results is reported
@@ -236,6 +233,56 @@ def test_replay_identical_then_detects_tampering(lake):
     prep = steps.prepare(lake, 2024, as_of=AS_OF)
     with pytest.raises(steps.InputError, match="tampered"):
         steps.prepare_posting(prep)
+
+
+def _archive_fixture_files(lake):
+    for sha in pub.lake_file_checksums(lake)["file_sha256"]:  # no real files to archive
+        p = lake / "archive" / "dsn" / sha
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("x")
+
+
+def test_replay_detects_a_changed_snapshot_and_a_run_dropped_from_current(lake, tmp_path):
+    """Found by an acceptance pass: replay recomputed entries and annual_credits only, so an
+    altered balances snapshot, or a last run removed from CURRENT, passed."""
+    import shutil
+    eng = FakeEngine(amounts_frame(BASE))
+    steps.credit(lake, 2024, compute_fn=eng, as_of=AS_OF)
+    steps.credit(lake, 2024, compute_fn=FakeEngine(amounts_frame(BASE[:-1])), as_of=AS_OF)
+    _archive_fixture_files(lake)
+    assert steps.replay(lake, 2024, compute_fn=FakeEngine(amounts_frame(BASE[:-1])),
+                        ingest_fn=_fake_ingest).ok
+    # the balances snapshot altered: its sha256 in the manifest no longer matches
+    bad = tmp_path / "bal"
+    shutil.copytree(lake, bad)
+    run_id = pub.latest_run_for_year(bad, 2024)
+    p = pub.run_dir(bad, run_id) / "balances.parquet"
+    pl.read_parquet(p).with_columns(pl.col("earned_balance_cents") + 10000).write_parquet(p)
+    res = steps.replay(bad, 2024, compute_fn=FakeEngine(amounts_frame(BASE[:-1])),
+                       ingest_fn=_fake_ingest)
+    assert not res.ok and any("balances.parquet does not match" in d for d in res.differences)
+    assert any(d.startswith("balances: ") for d in res.differences)  # and the sums disagree
+    # the last run dropped from CURRENT: replaying 2024 now checks the first run, and says so
+    cur = json.loads((lake / "CURRENT").read_text())
+    dropped = cur["published"][-1]["run_id"]
+    cur["published"] = cur["published"][:-1]
+    cur["latest_by_year"]["2024"] = cur["published"][-1]["run_id"]
+    cur["run_id"] = cur["published"][-1]["run_id"]
+    (lake / "CURRENT").write_text(json.dumps(cur))
+    res = steps.replay(lake, 2024, compute_fn=eng, ingest_fn=_fake_ingest)
+    assert not res.ok and any(dropped in d and "not listed in CURRENT" in d
+                              for d in res.differences)
+
+
+def test_runs_view_keeps_every_runs_metadata(lake):
+    """Found by an acceptance pass: the runs table lost the as-of date, versions and entry
+    count of every run but the latest (CURRENT does not keep them; the manifests do)."""
+    credit(lake, BASE)
+    out = credit(lake, BASE[:-1], as_of=AS_OF + dt.timedelta(days=1))
+    runs = pl.read_parquet(Path(out.run_dir) / "runs.parquet")
+    assert runs.height == 2 and runs.null_count().sum_horizontal().item() == 0, runs
+    assert runs["as_of"].to_list() == [AS_OF, AS_OF + dt.timedelta(days=1)]
+    assert runs["n_entries"].to_list() == [len(BASE), 1]
 
 
 def test_balance_assertion_fails_on_broken_ledger():
