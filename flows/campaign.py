@@ -66,7 +66,18 @@ def ingest_task(paths: list[str], lake: str, lake_buckets: int | None = None) ->
     return steps.ingest_files([Path(p) for p in paths], Path(lake), n_buckets=lake_buckets)
 
 
-@task(name="prepare-run", retries=2, retry_delay_seconds=5)
+def _transient(task, task_run, state) -> bool:
+    """Retry a failed task only when a second try may pass: never bad input."""
+    try:
+        state.result()
+    except steps.InputError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+@task(name="prepare-run", retries=2, retry_delay_seconds=5, retry_condition_fn=_transient)
 def prepare_task(lake: str, year: int, holders: str | None, balances: str | None,
                  dotations: str | None, as_of: str) -> dict:
     return steps.prepare(Path(lake), year, _p(holders), _p(balances), _p(dotations),

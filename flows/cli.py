@@ -112,13 +112,20 @@ def _year(year: int) -> int:
     return year
 
 
-def _as_of(value: Optional[str]) -> dt.date:
+def _as_of(value: Optional[str], year: int | None = None) -> dt.date:
+    """The run date (default today). With ``year``: year N is credited once it is over, in the
+    campaign of N+1 (cpf_rules.md §1), so a run date inside or before N is a usage error."""
     if not value:
-        return dt.date.today()
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        _usage(f"--as-of {value!r} is not an ISO date (YYYY-MM-DD)")
+        day = dt.date.today()
+    else:
+        try:
+            day = dt.date.fromisoformat(value)
+        except ValueError:
+            _usage(f"--as-of {value!r} is not an ISO date (YYYY-MM-DD)")
+    if year is not None and day.year <= year:
+        _usage(f"year {year} is not over on {day.isoformat()} (the run date, --as-of): year N "
+               f"is credited in the campaign of N+1")
+    return day
 
 
 def _lake_dir(lake: Path, must_exist: bool = False, must_hold_lake: bool = False,
@@ -243,6 +250,9 @@ def _print_credit(out) -> None:
     t.add_row("entries posted by this run", str(c["entries"]))
     for k, n in c["entries_by_kind"].items():
         t.add_row(f"  {k}", f"{n} ({_eur(tot['entries_by_kind'][k])})")
+    ignored = m.get("notes", {}).get("opening_ignored_already_held")
+    if ignored:  # the contract: --balances is for accounts the ledger does not hold yet
+        t.add_row("--balances rows ignored (account already in the ledger)", str(ignored))
     t.add_row("accounts", str(c["accounts"]))
     t.add_row("earned balance (all accounts)", _eur(tot["earned_balance"]))
     if c.get("dotation_lots"):
@@ -322,7 +332,7 @@ def credit(
     for p, w in ((holders, "--holders"), (balances, "--balances"), (dotations, "--dotations")):
         _readable(p, w)
     _note_carried_holders(lake, holders)
-    out = _do_credit(year, lake, holders, balances, dotations, _as_of(as_of), buckets)
+    out = _do_credit(year, lake, holders, balances, dotations, _as_of(as_of, year), buckets)
     _print_credit(out)
 
 
@@ -358,7 +368,7 @@ def run(
     _lake_dir(lake, create=True)
     for p, w in ((holders, "--holders"), (balances, "--balances"), (dotations, "--dotations")):
         _readable(p, w)
-    day = _as_of(as_of)
+    day = _as_of(as_of, year)
     _check_lake_buckets(lake, lake_buckets)
     from flows.runners import RUNNERS
     if runner is not None and runner not in RUNNERS:
@@ -371,6 +381,12 @@ def run(
             check_window(year, day, force)
         except WindowClosed as exc:
             _fail(str(exc))
+    from flows import steps
+    try:  # bad CSV rows fail here, in seconds, before the DSN are ingested
+        with err.status("checking the CSV inputs"):
+            steps.check_inputs(holders, balances, dotations)
+    except steps.InputError as exc:
+        _fail("bad input", exc.errors)
     try:
         with err.status("running the campaign flow (Prefect)"):
             result = campaign(year=year, dsn=[str(p) for p in paths], lake=str(lake),

@@ -94,6 +94,25 @@ def param_version(year: int) -> str:
     return params_for_year(year).version
 
 
+def check_dotations(path: Path | None) -> None:
+    """--dotations: any bad row fails the run (line numbers)."""
+    if path is not None:
+        _, errors = read_dotations(Path(path))
+        if errors:
+            raise InputError(errors)
+
+
+def check_inputs(holders: Path | None, balances: Path | None, dotations: Path | None) -> None:
+    """Every CSV input validated (InputError, line numbers) without running anything: ``cpf
+    run`` checks them before ingesting, so a bad row fails in seconds rather than after the
+    month's ingestion (``prepare`` validates them again when it archives them)."""
+    if holders is not None:
+        read_holders_input(holders)
+    if balances is not None:
+        read_opening_balances(balances)
+    check_dotations(dotations)
+
+
 def read_opening_balances(path: Path) -> pl.DataFrame:
     """--balances as (nir, earned_balance_cents); any bad row fails the run (line numbers)."""
     df, errors = read_balances(Path(path))
@@ -197,10 +216,7 @@ def prepare(root: Path, year: int, holders: Path | None = None, balances: Path |
         holders = carried[1]  # the register in force: see ``pub.latest_input``
     frames = {"balances": read_opening_balances(balances) if balances is not None else None,
               "holders": read_holders_input(holders) if holders is not None else None}
-    if dotations is not None:
-        _, errors = read_dotations(dotations)
-        if errors:
-            raise InputError(errors)
+    check_dotations(dotations)
     current = pub.read_current(root)
     pub.sweep_unpublished(root, current)
     shutil.rmtree(root / "work", ignore_errors=True)

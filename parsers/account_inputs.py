@@ -9,6 +9,7 @@ Rows come back in file order (consumers join on the NIR).
 holders:  header ``nir,low_qualified_declared_on,low_qualified_withdrawn_on`` (ISO dates,
           withdrawal optional)
 balances: header ``nir,earned_balance_cents`` (integer cents, >= 0)
+(--dotations, read by ``pipeline.dotations.read_dotations``, goes through the same reader.)
 """
 
 from __future__ import annotations
@@ -21,8 +22,12 @@ from pathlib import Path
 import polars as pl
 
 from parsers.records import read_lines
+from parsers.validate import nir_valid
 
-NIR_RE = r"^[12][0-9]{4}(?:[0-9]{2}|2A|2B)[0-9]{6}$"
+# Not a legal figure: an overflow guard. Amounts are summed in Int64 cents; with this bound
+# 92 million rows still sum below 2**63 (a national file holds 37 M), where a value near 2**63
+# wrapped around to a negative balance.
+MAX_AMOUNT_CENTS = 10**11  # 1 billion euros
 HOLDERS_HEADER = ["nir", "low_qualified_declared_on", "low_qualified_withdrawn_on"]
 BALANCES_HEADER = ["nir", "earned_balance_cents"]
 
@@ -37,11 +42,38 @@ class InputError:
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line_no}" if self.line_no else self.path
-        return f"{where}: {self.field or ''} {self.value!r}: {self.reason}"
+        what = " ".join(x for x in (self.field, None if self.value is None else repr(self.value))
+                        if x)
+        return f"{where}: {what + ': ' if what else ''}{self.reason}"
 
 
 CHUNK_BYTES = 64 << 20  # text parsed at a time: memory follows the valid rows, not the lines
 Check = tuple[str, pl.Expr, str]  # (field reported, bad-row predicate, reason)
+NIR_CHECK: Check = ("nir", ~nir_valid(pl.col("nir")),
+                    "invalid NIR (13 characters as in DSN, no key: S21.G00.30.001's pattern)")
+
+
+def amount_guard(field: str, typed: str) -> Check:
+    """An amount in cents (``typed``: its Int64 cast) within ``MAX_AMOUNT_CENTS``."""
+    return (field, pl.col(typed).abs() > MAX_AMOUNT_CENTS,
+            f"beyond {MAX_AMOUNT_CENTS} cents (an overflow guard, not a legal limit)")
+
+
+class UnreadableLine(ValueError):
+    """Bytes that are not UTF-8, located: the line an operator must fix."""
+
+    def __init__(self, line_no: int, reason: str):
+        super().__init__(reason)
+        self.line_no = line_no
+
+
+def _first_bad_utf8_line(text: bytes, first: int) -> UnreadableLine | None:
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return UnreadableLine(first + text.count(b"\n", 0, exc.start),
+                              f"not UTF-8 (byte 0x{text[exc.start]:02x}); save the file as UTF-8")
+    return None
 
 
 def _line_chunks(path: Path) -> Iterator[pl.DataFrame]:
@@ -59,6 +91,8 @@ def _line_chunks(path: Path) -> Iterator[pl.DataFrame]:
             cut = text.rfind(b"\n") + 1 if block else len(text)  # at EOF: the last line too
             rest = text[cut:]
             if cut:
+                if (bad := _first_bad_utf8_line(text[:cut], first)) is not None:
+                    raise bad
                 lines = read_lines(text[:cut])
                 yield lines.with_columns(pl.col("line_no") + (first - 1))
                 first += lines.height
@@ -66,15 +100,16 @@ def _line_chunks(path: Path) -> Iterator[pl.DataFrame]:
                 return
 
 
-def _read_checked(path: Path, header: list[str], typed: list[pl.Expr], checks: list[Check],
-                  keep: list[str]) -> tuple[pl.DataFrame | None, list[InputError]]:
-    """Rows of a CSV input that pass every check, as ``keep`` columns (None when the file is
-    unreadable or its header wrong), and the errors with their line numbers, sorted.
+def read_checked(path: Path, header: list[str], typed: list[pl.Expr], checks: list[Check],
+                  keep: list[str], unique: str | None = "nir"
+                  ) -> tuple[pl.DataFrame | None, list[InputError]]:
+    """Rows of a CSV input that pass every check, as ``line_no`` + ``keep`` columns (None when
+    the file is unreadable or its header wrong), and the errors with their line numbers, sorted.
 
     Per chunk of text: split the fields (stripped, quotes removed), add the ``typed``
     columns, apply the row-local ``checks``; only ``line_no``, the ``keep`` columns and the
-    verdict stay. Then, over the whole file, a NIR seen on an earlier line is a duplicate
-    (first occurrence kept, whatever else is wrong with it)."""
+    verdict stay. Then, over the whole file, a value of ``unique`` (the NIR) seen on an
+    earlier line is a duplicate (first occurrence kept, whatever else is wrong with it)."""
     p = str(path)
     errors: list[InputError] = []
     kept: list[pl.DataFrame] = []
@@ -107,15 +142,19 @@ def _read_checked(path: Path, header: list[str], typed: list[pl.Expr], checks: l
                            .iter_rows()]
                 bad_any = bad_any | bad
             kept.append(df.select("line_no", *keep, bad_any.alias("_bad")))
+    except UnreadableLine as exc:
+        return None, [InputError(p, exc.line_no, None, None, f"unreadable line: {exc}")]
     except (OSError, UnicodeDecodeError, pl.exceptions.ComputeError) as exc:
         return None, [InputError(p, None, None, None, f"unreadable file: {exc}")]
     if not kept:  # an empty file: no header
         return None, [InputError(p, 1, "header", "", f"expected header {','.join(header)}")]
-    df = pl.concat(kept, rechunk=False).with_columns(_dup_check().alias("_dup"))
+    df = pl.concat(kept, rechunk=False).with_columns(
+        (_dup_check(unique) if unique else pl.lit(False)).alias("_dup"))
     del kept
-    errors += [InputError(p, r[0], "nir", r[1], "duplicate NIR (first occurrence kept)")
-               for r in df.filter("_dup").select("line_no", "nir").iter_rows()]
-    good = df.filter(~pl.col("_bad") & ~pl.col("_dup")).select(keep)
+    if unique:
+        errors += [InputError(p, r[0], unique, r[1], "duplicate NIR (first occurrence kept)")
+                   for r in df.filter("_dup").select("line_no", unique).iter_rows()]
+    good = df.filter(~pl.col("_bad") & ~pl.col("_dup")).select("line_no", *keep)
     return good, sorted(errors, key=lambda e: (e.line_no or 0, e.field or ""))
 
 
@@ -132,12 +171,12 @@ def read_holders(path: Path) -> tuple[pl.DataFrame, list[InputError]]:
               "low_qualified_withdrawn_on": pl.Date}
     withdrawn = pl.when(pl.col("low_qualified_withdrawn_on") == "").then(None) \
         .otherwise(pl.col("low_qualified_withdrawn_on"))
-    good, errors = _read_checked(Path(path), HOLDERS_HEADER, typed=[
+    good, errors = read_checked(Path(path), HOLDERS_HEADER, typed=[
         pl.col("low_qualified_declared_on").str.to_date("%Y-%m-%d", strict=False).alias("_d"),
         withdrawn.alias("low_qualified_withdrawn_on"),
         withdrawn.str.to_date("%Y-%m-%d", strict=False).alias("_w"),
     ], checks=[
-        ("nir", ~pl.col("nir").str.contains(NIR_RE), "invalid NIR (13 characters, no key)"),
+        NIR_CHECK,
         ("low_qualified_declared_on", pl.col("_d").is_null(),
          "missing or invalid date (YYYY-MM-DD)"),
         ("low_qualified_withdrawn_on",
@@ -155,13 +194,14 @@ def read_holders(path: Path) -> tuple[pl.DataFrame, list[InputError]]:
 def read_balances(path: Path) -> tuple[pl.DataFrame, list[InputError]]:
     """nir (String), earned_balance_cents (Int64, >= 0), in file order."""
     schema = {"nir": pl.String, "earned_balance_cents": pl.Int64}
-    good, errors = _read_checked(Path(path), BALANCES_HEADER, typed=[
+    good, errors = read_checked(Path(path), BALANCES_HEADER, typed=[
         pl.col("earned_balance_cents").str.strip_chars().cast(pl.Int64, strict=False)
         .alias("_b"),
     ], checks=[
-        ("nir", ~pl.col("nir").str.contains(NIR_RE), "invalid NIR (13 characters, no key)"),
+        NIR_CHECK,
         ("earned_balance_cents", pl.col("_b").is_null(), "not an integer number of cents"),
         ("earned_balance_cents", pl.col("_b") < 0, "negative balance"),
+        amount_guard("earned_balance_cents", "_b"),
     ], keep=["nir", "_b"])
     if good is None:
         return pl.DataFrame(schema=schema), errors

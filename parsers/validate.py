@@ -198,6 +198,16 @@ def _nir_ok(value: pl.Expr, birth_year: pl.Expr, pattern: pl.Expr) -> pl.Expr:
             & ~dept96_too_young.fill_null(False))
 
 
+def nir_valid(value: pl.Expr) -> pl.Expr:
+    """A NIR given outside a DSN (the --holders / --balances / --dotations CSV inputs) checked
+    like S21.G00.30.001: the newest norm's pattern and CCH-13/16 (``_nir_ok``). The Corsica
+    rules of CCH-11 need the birth date (30.006), which those inputs do not carry."""
+    from parsers.norm import KNOWN_VERSIONS, load_norm
+    rub = load_norm(KNOWN_VERSIONS[-1]).rubriques.filter(pl.col("rubrique") == codes.NIR)
+    pattern = f"^(?:{rub['regexp'].item()})$"
+    return _nir_ok(value, pl.lit(None, pl.Int32), pl.lit(pattern)).fill_null(False)
+
+
 def _strict_anomalies(sub: pl.DataFrame, special: pl.DataFrame, cat: Catalog,
                       rules: _Rules) -> pl.DataFrame:
     """row -> bad_enum, bad_regexp, bad_date, bad_nir (True or null) for the strict lines

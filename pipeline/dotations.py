@@ -32,7 +32,7 @@ from pathlib import Path
 
 import polars as pl
 
-from parsers.account_inputs import NIR_RE  # the same NIR rule as --holders / --balances
+from parsers.account_inputs import NIR_CHECK, Check, amount_guard, read_checked
 
 from pipeline.ledger import (DOTATION, DOTATION_EXPIRY, DOTATION_KIND, DOTATION_REFUND,
                              RunMeta, _with_entry_ids, conform, empty_entries)
@@ -59,43 +59,33 @@ def empty_lots() -> pl.DataFrame:
 
 
 def read_dotations(path: Path, sha256: str = "") -> tuple[pl.DataFrame, list[str]]:
-    """Read the dotations CSV → (lots, errors "line N: …"). Vectorised checks."""
-    try:
-        raw = pl.read_csv(path, infer_schema=False).fill_null("")
-    except Exception as exc:  # unreadable / not a CSV
-        return empty_lots(), [f"{path}: cannot read dotations CSV ({exc})"]
-    missing = [c for c in HEADER if c not in raw.columns and c not in
-               ("certification_codes", "deadline", "refund")]
-    if missing:
-        return empty_lots(), [f"{path}: missing column(s) {', '.join(missing)}"]
-    for c in ("certification_codes", "deadline", "refund"):
-        if c not in raw.columns:
-            raw = raw.with_columns(pl.lit("").alias(c))
-    df = raw.with_row_index("line_no", offset=2).with_columns(
-        pl.col(c).str.strip_chars() for c in HEADER
-    ).with_columns(
+    """Read the dotations CSV → (lots, errors "path:line: field 'value': reason"), through the
+    reader of --holders / --balances (``parsers.account_inputs.read_checked``): the exact
+    header, the field count of every line, UTF-8 located to the line, the NIR rule and the
+    amount guard are the same; a NIR may hold several lots (no duplicate check)."""
+    checks: list[Check] = [
+        ("funder_id", pl.col("funder_id") == "", "empty funder_id"),
+        NIR_CHECK,
+        ("amount_cents", pl.col("_amount").is_null(), "not an integer number of cents"),
+        ("amount_cents", pl.col("_amount") <= 0, "must be positive"),
+        amount_guard("amount_cents", "_amount"),
+        ("received_date", pl.col("_received").is_null(), "not an ISO date (YYYY-MM-DD)"),
+        ("deadline", (pl.col("deadline") != "") & pl.col("_deadline").is_null(),
+         "not an ISO date (YYYY-MM-DD)"),
+        ("refund", ~pl.col("_refund_raw").is_in(list(_TRUE | _FALSE)), "must be true or false"),
+        ("deadline", pl.col("_deadline") < pl.col("_received"), "before received_date"),
+    ]
+    good, errors = read_checked(Path(path), HEADER, typed=[
         pl.col("amount_cents").cast(pl.Int64, strict=False).alias("_amount"),
         pl.col("received_date").str.to_date("%Y-%m-%d", strict=False).alias("_received"),
         pl.when(pl.col("deadline") == "").then(None)
         .otherwise(pl.col("deadline")).str.to_date("%Y-%m-%d", strict=False).alias("_deadline"),
         pl.col("refund").str.to_lowercase().alias("_refund_raw"),
-    )
-    problems = [
-        (pl.col("funder_id") == "", "empty funder_id"),
-        (~pl.col("nir").str.contains(NIR_RE), "invalid NIR (13 characters, no key)"),
-        (pl.col("_amount").is_null(), "amount_cents is not an integer"),
-        (pl.col("_amount") <= 0, "amount_cents must be positive"),
-        (pl.col("_received").is_null(), "received_date is not an ISO date"),
-        ((pl.col("deadline") != "") & pl.col("_deadline").is_null(), "deadline is not an ISO date"),
-        (~pl.col("_refund_raw").is_in(list(_TRUE | _FALSE)), "refund must be true or false"),
-        (pl.col("_deadline") < pl.col("_received"), "deadline before received_date"),
-    ]
-    reason = pl.concat_str([pl.when(cond.fill_null(False)).then(pl.lit(msg)) for cond, msg in problems],
-                           separator="; ", ignore_nulls=True)
-    df = df.with_columns(reason.alias("_reason"))
-    bad = df.filter(pl.col("_reason") != "")
-    errors = [f"{path}: line {ln}: {r}" for ln, r in zip(bad["line_no"], bad["_reason"])]
-    good = df.filter(pl.col("_reason") == "")
+    ], checks=checks, keep=["funder_id", "nir", "_amount", "_received", "certification_codes",
+                            "_deadline", "_refund_raw"], unique=None)
+    messages = [str(e) for e in errors]
+    if good is None:
+        return empty_lots(), messages
     lots = good.select(
         pl.col("funder_id"), pl.col("nir"), pl.col("_amount").alias("amount_cents"),
         pl.col("_received").alias("received_date"),
@@ -107,7 +97,7 @@ def read_dotations(path: Path, sha256: str = "") -> tuple[pl.DataFrame, list[str
         pl.concat_str([pl.lit(f"dotations:{sha256}:"), pl.col("line_no").cast(pl.String)])
         .alias("source"),
     )
-    return with_lot_ids(lots), errors
+    return with_lot_ids(lots), messages
 
 
 def with_lot_ids(lots: pl.DataFrame) -> pl.DataFrame:

@@ -15,7 +15,9 @@ AS_OF = dt.date(2025, 5, 2)
 
 
 def nir(i: int) -> str:
-    return f"1850{i % 10}75{i:06d}"[:13].ljust(13, "0")
+    """The i-th test NIR, valid under S21.G00.30.001's pattern (month 01-09, commune and order
+    numbers never 000), increasing with i for i < 9 990."""
+    return f"1850{i // 999 % 9 + 1}75{i % 999 // 100 + 1:03d}{i % 999 % 100 + 1:03d}"
 
 
 def amounts_frame(rows: list[tuple]) -> pl.DataFrame:

@@ -62,6 +62,9 @@ def test_usage_errors_exit_2_with_one_line(lake, tmp_path):
         ["ingest", str(tmp_path), "--lake", "/proc/no_lake_here"],  # cannot be created
         ["ingest", str(tmp_path / "missing"), "--lake", str(lake)],
         ["nonsense"],
+        # year N is credited once it is over (cpf_rules.md §1): not before or during it
+        ["credit", "--year", "2027", "--lake", str(lake), "--as-of", "2026-04-20"],
+        ["credit", "--year", "2026", "--lake", str(lake), "--as-of", "2026-04-20"],
     ]
     for args in cases:
         r = runner.invoke(app, args)
@@ -101,3 +104,34 @@ def test_explain_story_says_esat_is_never_prorated():
     assert "never prorated" in story and "≥ 0.5" not in story
     std = " ".join(_derivation_story({**row, "category": "standard", "esat": False}))
     assert "≥ 0.5" in std and "never prorated" not in std
+
+
+def test_balances_rows_of_accounts_already_held_are_reported(lake, tmp_path, fake_engine):
+    """The contract: --balances is for accounts the ledger does not hold yet; a row for one it
+    holds is not applied, and the run says how many were left out."""
+    bal = tmp_path / "b.csv"
+    bal.write_text(f"nir,earned_balance_cents\n{nir(3)},480000\n")
+    args = ["credit", "--year", "2024", "--lake", str(lake), "--balances", str(bal),
+            "--as-of", "2025-05-02"]
+    assert "ignored" not in runner.invoke(app, args).output
+    bal.write_text(f"nir,earned_balance_cents\n{nir(3)},100000\n")
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "--balances rows ignored (account already in the ledger)" in r.output
+    assert r.output.split("account already in the ledger)")[1].split()[1] == "1", r.output
+
+
+def test_run_checks_the_csv_inputs_before_ingesting(tmp_path):
+    """A bad --holders row fails `cpf run` at once (exit 1, its line), before Prefect starts
+    and before any DSN is ingested, without a traceback."""
+    from pathlib import Path
+    samples = Path(__file__).resolve().parents[2] / "data" / "samples"
+    holders = tmp_path / "h.csv"
+    holders.write_text("nir,low_qualified_declared_on,low_qualified_withdrawn_on\n"
+                       f"{nir(1)},2024-13-01,\n")
+    r = runner.invoke(app, ["run", "--year", "2025", "--dsn", str(samples), "--lake",
+                            str(tmp_path / "DIR"), "--holders", str(holders), "--as-of",
+                            "2026-04-20"])
+    assert r.exit_code == 1, r.output
+    assert "h.csv:2" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "DIR" / "lake").exists()

@@ -141,4 +141,24 @@ def test_account_inputs_read_in_chunks_keep_line_numbers(tmp_path, monkeypatch):
     assert read_balances(empty)[1][0].field == "header"
     latin = tmp_path / "l.csv"
     latin.write_bytes("nir,earned_balance_cents\n1850175123456,é\n".encode("latin-1"))
-    assert "unreadable file" in read_balances(latin)[1][0].reason
+    e = read_balances(latin)[1][0]
+    assert "not UTF-8" in e.reason and e.line_no == 2
+
+
+def test_account_inputs_nir_rule_overflow_guard_and_bad_bytes(tmp_path):
+    """The NIR rule is S21.G00.30.001's ("13-character NIR as in DSN"): month 13 and the
+    all-nines placeholder are refused; an amount beyond the overflow guard is refused (near
+    2**63 it wrapped to a negative balance); a non-UTF-8 byte names its line."""
+    f = tmp_path / "b.csv"
+    f.write_text("nir,earned_balance_cents\n1850175123456,480000\n1851375123456,1\n"
+                 "1999999999999,1\n2900175123457,9223372036854775807\n")
+    df, errors = read_balances(f)
+    assert df["nir"].to_list() == ["1850175123456"]
+    assert [(e.line_no, e.field) for e in errors] == [
+        (3, "nir"), (4, "nir"), (5, "earned_balance_cents")]
+    assert "overflow guard" in errors[-1].reason
+    h = tmp_path / "h.csv"
+    h.write_bytes(b"nir,low_qualified_declared_on,low_qualified_withdrawn_on\n"
+                  b"1850175123456,2024-01-01,\n2900175123457,2024-01-01,\xa0\n")
+    df, errors = read_holders(h)
+    assert [(e.line_no, "not UTF-8" in e.reason) for e in errors] == [(3, True)]

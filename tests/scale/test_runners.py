@@ -126,7 +126,7 @@ def test_sharded_rerun_reads_history_by_shard_and_posts_only_differences(ingeste
     # shard, and one account with no DSN at all
     from pipeline.lake_reads import scan_table
     nirs = (scan_table(sharded, "contracts").select("nir").drop_nulls().unique().sort("nir")
-            .collect()["nir"].to_list()[:12]) + ["2990175999999"]
+            .collect()["nir"].to_list()[:12]) + ["2990175999998"]
     bal = tmp_path / "balances.csv"
     bal.write_text("nir,earned_balance_cents\n"
                    + "".join(f"{n},{10000 * (i + 1)}\n" for i, n in enumerate(nirs)))
