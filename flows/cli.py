@@ -122,9 +122,10 @@ def _as_of(value: Optional[str], year: int | None = None) -> dt.date:
             day = dt.date.fromisoformat(value)
         except ValueError:
             _usage(f"--as-of {value!r} is not an ISO date (YYYY-MM-DD)")
-    if year is not None and day.year <= year:
-        _usage(f"year {year} is not over on {day.isoformat()} (the run date, --as-of): year N "
-               f"is credited in the campaign of N+1")
+    if year is not None:
+        from flows.steps import year_not_over
+        if (msg := year_not_over(year, day)) is not None:
+            _usage(msg)
     return day
 
 

@@ -94,6 +94,16 @@ def param_version(year: int) -> str:
     return params_for_year(year).version
 
 
+def year_not_over(year: int, day: dt.date) -> str | None:
+    """Why year N cannot be credited on ``day``, or None: a year is credited once it is over,
+    in the campaign of N+1 (cpf_rules.md §1); a run dated in N or before would credit a year
+    whose DSN are not all declared."""
+    if day.year <= year:
+        return (f"year {year} is not over on {day.isoformat()} (the run date, --as-of): year N "
+                f"is credited in the campaign of N+1")
+    return None
+
+
 def check_dotations(path: Path | None) -> None:
     """--dotations: any bad row fails the run (line numbers)."""
     if path is not None:
@@ -212,6 +222,8 @@ def prepare(root: Path, year: int, holders: Path | None = None, balances: Path |
     Bad rows of --balances / --dotations fail the run here (InputError, line numbers, exit 1),
     before anything is written."""
     root = Path(root)
+    if (msg := year_not_over(year, as_of or dt.date.today())) is not None:
+        raise InputError([msg])
     if holders is None and (carried := pub.latest_input(root, "holders_sha256")) is not None:
         holders = carried[1]  # the register in force: see ``pub.latest_input``
     frames = {"balances": read_opening_balances(balances) if balances is not None else None,

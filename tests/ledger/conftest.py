@@ -12,6 +12,7 @@ import pytest
 from parsers.lake_schema import TABLES
 
 AS_OF = dt.date(2025, 5, 2)
+AS_OF_2025 = dt.date(2026, 5, 2)  # year 2025 is credited in 2026's campaign
 
 
 def nir(i: int) -> str:

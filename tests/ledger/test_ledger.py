@@ -16,7 +16,7 @@ from pipeline.catalog import queries
 from pipeline.ledger import (LedgerCheckError, RunMeta, check_year, conform, ensure,
                              plan_year_postings)
 
-from .conftest import AS_OF, BASE, FakeEngine, amounts_frame, nir
+from .conftest import AS_OF, AS_OF_2025, BASE, FakeEngine, amounts_frame, nir
 
 
 def credit(root, rows, **kw):
@@ -81,7 +81,7 @@ def test_later_year_sees_earlier_year_in_balance_before(lake):
     credit(lake, BASE)
     rows = [(r[0], 1.0, r[2], r[3], r[4]) for r in BASE]
     out = steps.credit(lake, 2025, compute_fn=FakeEngine(
-        amounts_frame(rows).with_columns(pl.lit(2025, pl.Int32).alias("year"))), as_of=AS_OF)
+        amounts_frame(rows).with_columns(pl.lit(2025, pl.Int32).alias("year"))), as_of=AS_OF_2025)
     ac = pl.read_parquet(Path(out.run_dir) / "annual_credits.parquet")
     assert ac.filter(pl.col("nir") == nir(1))["balance_before_cents"].item() == 12500
     # the 2024 rerun must not count 2024 itself in its balance before
@@ -100,7 +100,7 @@ def test_recrediting_an_earlier_year_after_a_later_one(lake, tmp_path):
     y2025 = amounts_frame([(nir(3), 1.0, "low_qualified", 80000, 800000),  # declared in 2025
                            (nir(5), 1.0, "standard", 50000, 500000)]) \
         .with_columns(pl.lit(2025, pl.Int32).alias("year"))
-    steps.credit(lake, 2025, compute_fn=FakeEngine(y2025), as_of=AS_OF)  # nir(3): 5 800
+    steps.credit(lake, 2025, compute_fn=FakeEngine(y2025), as_of=AS_OF_2025)  # nir(3): 5 800
     # unchanged 2024 rerun: nothing posted, the 2024 rows show the balances of their time
     out = credit(lake, y2024, balances=bal)
     assert out.manifest["counts"]["entries"] == 0
@@ -121,7 +121,7 @@ def test_recrediting_an_earlier_year_after_a_later_one(lake, tmp_path):
     credit(lake, late + [(nir(7), 0.1, "standard", 5000, 500000)], balances=bal2)
     steps.credit(lake, 2025, compute_fn=FakeEngine(pl.concat([y2025b, amounts_frame(
         [(nir(7), 1.0, "standard", 50000, 500000)]).with_columns(
-        pl.lit(2025, pl.Int32).alias("year"))])), as_of=AS_OF)  # nir(7): 4 540 + 460 = 5 000
+        pl.lit(2025, pl.Int32).alias("year"))])), as_of=AS_OF_2025)  # nir(7): 4 540 + 460 = 5 000
     out = credit(lake, late + [(nir(7), 0.3, "standard", 15000, 500000)], balances=bal2)
     new = pl.read_parquet(Path(out.run_dir) / "entries.parquet")
     assert new.filter(pl.col("nir") == nir(7)).height == 0  # no room today
@@ -327,7 +327,7 @@ def test_catalog_views_follow_contract_and_queries_run(lake, tmp_path):
     bal.write_text(f"nir,earned_balance_cents\n{nir(0)},500000\n")
     credit(lake, rows, balances=bal)
     steps.credit(lake, 2025, compute_fn=FakeEngine(amounts_frame(rows).with_columns(
-        pl.lit(2025, pl.Int32).alias("year"))), as_of=AS_OF)
+        pl.lit(2025, pl.Int32).alias("year"))), as_of=AS_OF_2025)
     con = duckdb.connect(str(lake / "cpf.duckdb"), read_only=True)
     desc = {r[0]: r[1] for r in con.execute("describe annual_credits").fetchall()}
     assert desc["nir"] == "VARCHAR" and desc["year"] == "INTEGER"
@@ -515,3 +515,12 @@ def test_file_checksums_sorted_range_by_range_are_the_sorted_list(tmp_path, monk
     assert len(chunks) > 3
     assert pl.concat(chunks)["file_sha256"].to_list() == whole
     assert pub.lake_inputs_digest(tmp_path) == (40, pub.checksums_digest(whole))
+
+
+def test_a_year_is_credited_once_it_is_over(lake):
+    """cpf_rules.md §1: year N is credited in the campaign of N+1. The CLI refuses it as a
+    usage error; the steps (a deployment, an API caller) refuse it too, nothing written."""
+    with pytest.raises(steps.InputError, match="not over"):
+        steps.credit(lake, 2025, compute_fn=FakeEngine(amounts_frame(BASE)),
+                     as_of=dt.date(2025, 12, 31))
+    assert pub.read_current(lake)["published"] == []
