@@ -16,7 +16,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import yaml
-from prefect import flow, task, unmapped
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from flows import steps
@@ -80,6 +80,8 @@ def _transient(task, task_run, state) -> bool:
 @task(name="prepare-run", retries=2, retry_delay_seconds=5, retry_condition_fn=_transient)
 def prepare_task(lake: str, year: int, holders: str | None, balances: str | None,
                  dotations: str | None, as_of: str) -> dict:
+    if holders is None and (note := steps.carried_holders_note(Path(lake))) is not None:
+        get_run_logger().info(note)  # a deployment's parameters name no holders file
     return steps.prepare(Path(lake), year, _p(holders), _p(balances), _p(dotations),
                          dt.date.fromisoformat(as_of)).to_dict()
 

@@ -154,13 +154,10 @@ def _lake_dir(lake: Path, must_exist: bool = False, must_hold_lake: bool = False
 
 def _note_carried_holders(lake: Path, holders: Path | None) -> None:
     """Say which holders file a run without --holders uses (``publish.latest_input``)."""
-    if holders is not None or not (lake / "CURRENT").exists():
-        return
-    from pipeline.publish import latest_input
-    carried = latest_input(lake, "holders_sha256")
-    if carried is not None:
-        console.print(f"holders: none given, the file of run {carried[0]} is used "
-                      f"(archive/inputs/{carried[1].name[:12]}…); pass --holders to replace it")
+    if holders is None:
+        from flows.steps import carried_holders_note
+        if (note := carried_holders_note(lake)) is not None:
+            console.print(note)
 
 
 def _eur(cents: int | None) -> str:
@@ -376,12 +373,17 @@ def run(
         _usage(f"--runner {runner!r} is not one of {', '.join(RUNNERS)}")
     # local ephemeral mode: a loaded machine may need more than Prefect's default 20 s
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    # no anonymous usage heartbeat from the temporary server: this machine has no internet,
+    # and on a first run its write raced the flow's on the new SQLite file ("database is
+    # locked" tracebacks on a run that succeeded)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.campaign import WindowClosed, campaign, check_window
     if enforce_window:  # refused here at once (the flow checks again, for deployments)
         try:
             check_window(year, day, force)
         except WindowClosed as exc:
             _fail(str(exc))
+    _note_carried_holders(lake, holders)
     from flows import steps
     try:  # bad CSV rows fail here, in seconds, before the DSN are ingested
         with err.status("checking the CSV inputs"):
@@ -657,6 +659,38 @@ def query(
         t.add_column(c)
     for r in rows:
         t.add_row(*["" if v is None else str(v) for v in r])
+    console.print(t)
+
+
+@app.command(name="flow-runs")
+def flow_runs(
+    run_id: Optional[str] = typer.Argument(None, help="A flow run id: print its log lines."),
+    limit: int = typer.Option(20, "--limit", min=1, help="How many runs (or log lines)."),
+):
+    """The campaign's flow runs on the configured Prefect server (PREFECT_API_URL), newest
+    first, or one run's log lines: what `prefect flow-run ls` / `logs` would show, which the
+    pinned Prefect/FastAPI pair answers with 422 (flows/prefect_status.py)."""
+    from prefect.settings import PREFECT_API_URL
+    if not PREFECT_API_URL.value():
+        _usage("no Prefect server configured (PREFECT_API_URL); a local `cpf run` writes "
+               "runs/<id>/run_log.json and the `runs` view instead")
+    from flows import prefect_status
+    try:
+        if run_id:
+            rows = prefect_status.flow_run_logs(run_id, limit)
+            cols = ["time", "level", "message"]
+        else:
+            rows = prefect_status.recent_flow_runs(limit)
+            cols = ["id", "flow", "name", "state", "start", "end"]
+    except ValueError:
+        _usage(f"{run_id!r} is not a flow run id")
+    except Exception as exc:  # unreachable server, unknown id
+        _fail(f"Prefect server {PREFECT_API_URL.value()}: {exc}")
+    t = Table(title="Flow runs" if not run_id else f"Flow run {run_id}")
+    for c in cols:
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(*["" if r[c] is None else str(r[c]) for c in cols])
     console.print(t)
 
 

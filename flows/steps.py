@@ -94,6 +94,19 @@ def param_version(year: int) -> str:
     return params_for_year(year).version
 
 
+def carried_holders_note(root: Path) -> str | None:
+    """What a run without --holders says (the CLI prints it, the flow logs it): the holders
+    register it carries over from the latest published run that had one
+    (``pub.latest_input``), or None."""
+    if not (Path(root) / pub.CURRENT).exists():
+        return None
+    carried = pub.latest_input(Path(root), "holders_sha256")
+    if carried is None:
+        return None
+    return (f"holders: none given, the file of run {carried[0]} is used "
+            f"(archive/inputs/{carried[1].name[:12]}…); pass --holders to replace it")
+
+
 def year_not_over(year: int, day: dt.date) -> str | None:
     """Why year N cannot be credited on ``day``, or None: a year is credited once it is over,
     in the campaign of N+1 (cpf_rules.md §1); a run dated in N or before would credit a year

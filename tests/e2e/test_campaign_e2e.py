@@ -35,6 +35,14 @@ def test_campaign_end_to_end(prefect_harness, samples_dir, tmp_path):
     assert cats <= {"standard", "low_qualified", "boeth", "esat"}
     log = json.loads((lake / "runs" / first / "run_log.json").read_text())  # not audited
     assert set(log["timings_s"]) == {"prepare", "compute", "post", "publish"}
+    # watching progress: the flow runs on the server and one run's log lines (the pinned
+    # Prefect/FastAPI pair answers `prefect flow-run ls` with 422)
+    from flows.prefect_status import recent_flow_runs
+    runs = recent_flow_runs(50)
+    assert any(r["flow"] == "cpf-campaign" and r["state"] == "Completed" for r in runs), runs
+    r = runner.invoke(app, ["flow-runs", next(r["id"] for r in runs
+                                              if r["flow"] == "cpf-campaign"), "--limit", "5"])
+    assert r.exit_code == 0 and "Beginning flow run" in " ".join(r.output.split()), r.output
 
     # rerun without Prefect on unchanged data: posts nothing
     r = runner.invoke(app, ["credit"] + args)

@@ -75,7 +75,8 @@ def test_usage_errors_exit_2_with_one_line(lake, tmp_path):
 
 
 def test_help_on_every_command():
-    for cmd in ([], ["ingest"], ["credit"], ["run"], ["explain"], ["replay"], ["query"]):
+    for cmd in ([], ["ingest"], ["credit"], ["run"], ["explain"], ["replay"], ["query"],
+                ["flow-runs"]):
         r = runner.invoke(app, cmd + ["--help"])
         assert r.exit_code == 0 and "Usage" in r.output
 
