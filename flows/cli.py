@@ -416,24 +416,18 @@ def run(
 
 # --- explain ---------------------------------------------------------------------------------
 
-def _threshold_rounding(row: dict) -> str:
+def _threshold_rounding(p) -> str:
     """How the year's ½ test reads the ratio (``half_threshold_ratio_decimals``): exact, or
-    rounded to d decimals, as the parameters in force for that year say."""
-    from pipeline.parameters import params_for_year
-    year = row.get("year")
-    d = params_for_year(int(year)).threshold_ratio_decimals if year is not None else None
+    rounded to d decimals, as the parameters in force for that year (``p``) say."""
+    d = p.threshold_ratio_decimals if p is not None else None
     return "" if d is None else f", rounded half-up to {d} decimals,"
-
-
-def _esat_prorated(row: dict) -> bool:
-    """Whether the year's parameters prorate the ESAT amount (``esat_prorated``)."""
-    from pipeline.parameters import params_for_year
-    return bool(params_for_year(int(row["year"])).esat_prorated)
 
 
 def _derivation_story(row: dict) -> list[str]:
     """The derivation in words an auditor reads top-down; values only, nothing recomputed."""
+    from pipeline.parameters import params_for_year
     g = row.get
+    p = params_for_year(int(g("year"))) if g("year") is not None else None
     hours = (g("paid_hours_h") or 0) / 100
     days = (g("paid_days_h") or 0) / 100
     flags = [k for k in ("low_qualified", "boeth", "esat") if g(k)]
@@ -446,10 +440,10 @@ def _derivation_story(row: dict) -> list[str]:
         f"≈ {float(g('worked_ratio') or 0):.6f}.",
         f"3. Category {g('category')} ({', '.join(flags) or 'no special status'}): annual amount "
         f"{_eur(g('annual_amount_cents') or 0)}, ceiling {_eur(g('ceiling_cents') or 0)} "
-        f"(full amount when the ratio{_threshold_rounding(row)} is ≥ 0.5; else amount × ratio "
+        f"(full amount when the ratio{_threshold_rounding(p)} is ≥ 0.5; else amount × ratio "
         "rounded up to the cent).",
     ]
-    if g("category") == "esat" and not _esat_prorated(row):
+    if g("category") == "esat" and p is not None and not p.esat_prorated:
         lines[2] = (f"3. Category esat ({', '.join(flags)}): annual amount "
                     f"{_eur(g('annual_amount_cents') or 0)}, full or part time, never prorated "
                     f"(L6323-33, R6323-29), ceiling {_eur(g('ceiling_cents') or 0)}.")

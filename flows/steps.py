@@ -25,8 +25,8 @@ from pipeline import publish as pub
 from pipeline.parameters import params_for_year
 from pipeline.declaration_ranks import current_declarations_path, lake_identity
 from pipeline.dotations import merge_lots, plan_dotations, read_dotations
-from pipeline.ledger import (RunMeta, conform, ensure, former_nir_balances,
-                             plan_year_postings)
+from pipeline.ledger import (NIR_LINKS_SCHEMA, RunMeta, conform, ensure,
+                             former_nir_balances, plan_year_postings)
 
 # (amounts, uncreditable[, employments]): an engine that knows no employments (a test's
 # stand-in) returns two frames and the snapshot's employments table is empty
@@ -304,7 +304,6 @@ def run_meta(prep: Prepared) -> RunMeta:
                    param_version=inputs.param_version, default_source=f"run-inputs:{prep.run_id}")
 
 
-NIR_LINKS_SCHEMA = {"old_nir": pl.String, "nir": pl.String}
 # in the work folder, written by ``prepare_posting`` for every ``post_shard``
 FORMER_NIRS, NIR_LINKS = "former_nirs.parquet", "nir_links.parquet"
 

@@ -202,9 +202,9 @@ def nir_valid(value: pl.Expr) -> pl.Expr:
     """A NIR given outside a DSN (the --holders / --balances / --dotations CSV inputs) checked
     like S21.G00.30.001: the newest norm's pattern and CCH-13/16 (``_nir_ok``). The Corsica
     rules of CCH-11 need the birth date (30.006), which those inputs do not carry."""
-    from parsers.norm import KNOWN_VERSIONS, load_norm
-    rub = load_norm(KNOWN_VERSIONS[-1]).rubriques.filter(pl.col("rubrique") == codes.NIR)
-    pattern = f"^(?:{rub['regexp'].item()})$"
+    pattern = (validation_table()
+               .filter((pl.col("norm_version") == KNOWN_VERSIONS[-1])
+                       & (pl.col("rubrique") == codes.NIR))["regexp_anchored"].item())
     return _nir_ok(value, pl.lit(None, pl.Int32), pl.lit(pattern)).fill_null(False)
 
 

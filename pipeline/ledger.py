@@ -165,6 +165,9 @@ def _with_entry_ids(df: pl.DataFrame) -> pl.DataFrame:
 
 # --- balances --------------------------------------------------------------------------------
 
+NIR_LINKS_SCHEMA = {"old_nir": pl.String, "nir": pl.String}  # former NIR -> current NIR
+
+
 def balances_by_person(entries: pl.LazyFrame | pl.DataFrame,
                        nir_links: pl.DataFrame | None = None) -> pl.LazyFrame:
     """Current balance per account: earned, dotation, total (all published entries), the
@@ -174,8 +177,7 @@ def balances_by_person(entries: pl.LazyFrame | pl.DataFrame,
     balance is the sum over ``coalesce(current_nir, nir)`` (the ceiling is applied to it,
     ``former_nir_balances``)."""
     lf = entries.lazy() if isinstance(entries, pl.DataFrame) else entries
-    links = (nir_links if nir_links is not None
-             else pl.DataFrame(schema={"old_nir": pl.String, "nir": pl.String}))
+    links = nir_links if nir_links is not None else pl.DataFrame(schema=NIR_LINKS_SCHEMA)
     return (
         lf.group_by("nir")
         .agg(
@@ -312,6 +314,11 @@ def _former(former: pl.DataFrame | None) -> pl.LazyFrame:
     return (former if former is not None else empty_former_nirs()).lazy()
 
 
+def _with_former(own: str, former_col: str) -> pl.Expr:
+    """A person's quantity: their NIR's ``own`` plus their former NIRs' (0 when none)."""
+    return pl.col(own).fill_null(0) + pl.col(former_col).fill_null(0)
+
+
 # --- planning ----------------------------------------------------------------------------------
 
 def opening_imports(ledger: pl.LazyFrame, opening: pl.LazyFrame | None, year: int,
@@ -434,15 +441,14 @@ def plan_hour_year(book: pl.LazyFrame, amounts: pl.LazyFrame, year: int, meta: R
     p = params_for_year(year)
     posted = hours_credited_for_year(book, year).collect()
     room_now = pl.max_horizontal(pl.lit(0, pl.Int64),
-                                 pl.lit(p.hour_ceiling) - pl.col("hours_now").fill_null(0)
-                                 - pl.col("former_hours_now").fill_null(0))
+                                 pl.lit(p.hour_ceiling)
+                                 - _with_former("hours_now", "former_hours_now"))
     credits = (amounts.join(hours_before_year(book, year), on="nir", how="left")
                .join(posted.lazy().select("nir", "posted_hours"), on="nir", how="left")
                .join(_former(former).select("nir", "former_hours_before", "former_hours_now"),
                      on="nir", how="left")
                .with_columns(pl.col("former_hours_before").alias("former_nirs_balance_hours"))
-               .with_columns((pl.col("hours_before").fill_null(0)
-                              + pl.col("former_hours_before").fill_null(0))
+               .with_columns(_with_former("hours_before", "former_hours_before")
                              .alias("balance_before_hours"))
                .with_columns(cap_late_increase(hour_era_credit(
                    pl.col("annual_amount_hours"), pl.col("annual_amount_hours_second_tier"),
@@ -554,10 +560,10 @@ def plan_year_postings(
                 .join(_former(former).select("nir", "former_before_cents", "former_now_cents"),
                       on="nir", how="full", coalesce=True)
                 .select("nir",
-                        (pl.col("earned_balance_cents").fill_null(0)
-                         + pl.col("former_before_cents").fill_null(0)).alias("earned_balance_cents"),
-                        (pl.col("earned_now_cents").fill_null(0)
-                         + pl.col("former_now_cents").fill_null(0)).alias("earned_now_cents"),
+                        _with_former("earned_balance_cents", "former_before_cents")
+                        .alias("earned_balance_cents"),
+                        _with_former("earned_now_cents", "former_now_cents")
+                        .alias("earned_now_cents"),
                         pl.col("former_before_cents").alias("former_nirs_balance_cents"))
                 .collect())
     posted = credited_for_year(book, year).collect()
@@ -676,10 +682,9 @@ def check_year(all_entries: pl.DataFrame, credits: pl.DataFrame, year: int,
                   .join(per_nir, on="nir", how="left")
                   .join(_former(former).select("nir", "former_before_cents", "former_now_cents"),
                         on="nir", how="left")
-                  .with_columns((pl.col("ledger_earned").fill_null(0)
-                                 + pl.col("former_before_cents").fill_null(0)).alias("ledger_earned"),
-                                (pl.col("earned_now").fill_null(0)
-                                 + pl.col("former_now_cents").fill_null(0)).alias("earned_now"),
+                  .with_columns(_with_former("ledger_earned", "former_before_cents")
+                                .alias("ledger_earned"),
+                                _with_former("earned_now", "former_now_cents").alias("earned_now"),
                                 pl.col("posted_cents").fill_null(0),
                                 pl.col("raised").fill_null(False))
                   .select([e for i, cond in enumerate(checks.values()) for e in (
