@@ -41,6 +41,7 @@ import polars as pl
 
 from parsers.lake import lake_path, scan, scan_parts, table_parts
 from pipeline.ledger import ENTRY_SCHEMA, balances_by_person, conform, typed_entries
+from pipeline.run_report import write_report
 
 REPO = Path(__file__).resolve().parents[1]
 CURRENT = "CURRENT"
@@ -926,101 +927,3 @@ def compare_frames(expected: pl.DataFrame, actual: pl.DataFrame, key: list[str],
     if not diffs:
         diffs.append("same rows, different order or duplicates")
     return diffs
-
-
-# --- the run report (HTML + two PNG charts) --------------------------------------------------
-
-RATIO_BINS = 30
-
-
-def ratio_histogram(credits: pl.LazyFrame, bins: int = RATIO_BINS) -> tuple[list[int], list[float]]:
-    """(counts, edges) of the worked ratio clipped to [0, 1.5], ``bins`` equal bins between its
-    min and max (as matplotlib's ``hist`` would draw them), aggregated by Polars: memory does
-    not grow with the number of people."""
-    x = pl.col("worked_ratio").cast(pl.Float64).clip(0, 1.5)
-    lo, hi = credits.select(x.min().alias("lo"), x.max().alias("hi")).collect().row(0)
-    if lo is None:
-        return [], []
-    if hi == lo:
-        lo, hi = lo - 0.5, hi + 0.5
-    width = (hi - lo) / bins
-    per_bin = (credits.select(((x - lo) / width).floor().clip(0, bins - 1).cast(pl.Int64)
-                              .alias("b"))
-               .drop_nulls().group_by("b").agg(pl.len().alias("n")).collect())
-    counts = [0] * bins
-    for b, n in per_bin.iter_rows():  # at most ``bins`` rows
-        counts[b] = int(n)
-    return counts, [lo + i * width for i in range(bins + 1)]
-
-
-def write_report(out: Path, manifest: dict, credits: pl.DataFrame | pl.LazyFrame) -> Path:
-    """report/index.html with the totals and two charts: ratio distribution, credits by category.
-
-    ``credits`` (worked_ratio, category, credit_cents) may be lazy: only aggregates are
-    collected."""
-    import html
-
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {"Software": None}  # no version/time metadata: same data, same bytes
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    counts, edges = ratio_histogram(credits.lazy())
-    if counts:
-        ax.stairs(counts, edges, fill=True, color="#3060a0")
-    ax.axvline(0.5, color="#c04040", linestyle="--", linewidth=1)
-    ax.set_xlabel("worked-time ratio")
-    ax.set_ylabel("people")
-    ax.set_title(f"Worked-time ratio, year {manifest['year']}")
-    fig.tight_layout()
-    fig.savefig(out / "ratio_distribution.png", metadata=meta)
-    plt.close(fig)
-    by_cat = (credits.lazy().group_by("category")
-              .agg(pl.col("credit_cents").sum().alias("credit_cents"), pl.len().alias("people"))
-              .sort("category").collect())
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.bar([str(c) for c in by_cat["category"].to_list()],
-           [c / 100 for c in by_cat["credit_cents"].to_list()], color="#40a070")
-    ax.set_ylabel("credited (EUR)")
-    ax.set_title(f"Credits by category, year {manifest['year']}")
-    fig.tight_layout()
-    fig.savefig(out / "credits_by_category.png", metadata=meta)
-    plt.close(fig)
-
-    def eur(c: int) -> str:
-        return f"{c / 100:,.2f} €".replace(",", " ")
-
-    rows = "".join(
-        f"<tr><td>{html.escape(str(c))}</td><td>{p}</td><td>{eur(a)}</td></tr>"
-        for c, p, a in zip(by_cat["category"], by_cat["people"], by_cat["credit_cents"]))
-    kinds = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{manifest['counts']['entries_by_kind'][k]}</td>"
-        f"<td>{eur(v)}</td></tr>" for k, v in manifest["totals_cents"]["entries_by_kind"].items())
-    c, t = manifest["counts"], manifest["totals_cents"]
-    page = f"""<!doctype html><html><head><meta charset="utf-8">
-<title>CPF run {manifest['run_id']}</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:right}}</style>
-</head><body>
-<h1>CPF crediting — year {manifest['year']}</h1>
-<p>Run <code>{manifest['run_id']}</code> (sequence {manifest['seq']}), run date
-{manifest['inputs']['as_of']}, parameters <code>{html.escape(str(manifest['inputs']['param_version']))}</code>,
-code <code>{manifest['inputs']['code_version']}</code>, {manifest['inputs'].get('dsn_files', len(manifest['inputs'].get('dsn_sha256', [])))} DSN file(s).</p>
-<table><tr><th>people examined</th><td>{c['examined']}</td></tr>
-<tr><th>people credited</th><td>{c['credited']}</td></tr>
-<tr><th>not creditable</th><td>{c['uncreditable']}</td></tr>
-<tr><th>credited this year</th><td>{eur(t['credit'])}</td></tr>
-<tr><th>entries posted by this run</th><td>{c['entries']} ({eur(t['entries'])})</td></tr></table>
-<h2>Entries posted by this run</h2>
-<table><tr><th>kind</th><th>entries</th><th>amount</th></tr>{kinds}</table>
-<h2>Credits by category</h2>
-<table><tr><th>category</th><th>people</th><th>credited</th></tr>{rows}</table>
-<img src="credits_by_category.png" alt="credits by category">
-<h2>Worked-time ratio</h2>
-<img src="ratio_distribution.png" alt="ratio distribution">
-</body></html>
-"""
-    (out / "index.html").write_text(page)
-    return out / "index.html"

@@ -1,0 +1,41 @@
+"""The run report: its figures come from the credits, and its bytes from the data only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.run_report import RATIO_BINS, ratio_histogram, write_report
+
+CREDITS = pl.DataFrame({
+    "worked_ratio": [0.0, 0.25, 0.5, 1.0, 2.0, None],
+    "category": ["standard", "standard", "boeth", "standard", "esat", "standard"],
+    "credit_cents": [0, 12_500, 80_000, 50_000, 80_000, 0],
+})
+MANIFEST = {
+    "run_id": "r1", "year": 2025, "seq": 1,
+    "inputs": {"as_of": "2026-05-02", "param_version": "p", "code_version": "c", "dsn_files": 3},
+    "counts": {"examined": 6, "credited": 4, "uncreditable": 0, "entries": 4,
+               "entries_by_kind": {"annual_credit": 4}},
+    "totals_cents": {"credit": 222_500, "entries": 222_500,
+                     "entries_by_kind": {"annual_credit": 222_500}},
+}
+
+
+def test_histogram_counts_every_ratio_once_clipped_to_one_and_a_half():
+    counts, edges = ratio_histogram(CREDITS.lazy())
+    assert len(counts) == RATIO_BINS and len(edges) == RATIO_BINS + 1
+    assert sum(counts) == 5  # the null ratio is not drawn
+    assert edges[0] == 0.0 and edges[-1] == 1.5  # 2.0 is clipped to 1.5
+    assert counts[-1] == 1 and counts[0] == 1
+
+
+def test_report_states_the_totals_and_is_byte_identical_when_redrawn(tmp_path: Path):
+    a = write_report(tmp_path / "a", MANIFEST, CREDITS)
+    b = write_report(tmp_path / "b", MANIFEST, CREDITS.lazy())
+    page = a.read_text()
+    assert "2 225.00 €" in page  # credited this year
+    assert "<td>boeth</td><td>1</td><td>800.00 €</td>" in page
+    for name in ("index.html", "ratio_distribution.png", "credits_by_category.png"):
+        assert (a.parent / name).read_bytes() == (b.parent / name).read_bytes(), name
