@@ -107,6 +107,27 @@ def carried_holders_note(root: Path) -> str | None:
             f"(archive/inputs/{carried[1].name[:12]}…); pass --holders to replace it")
 
 
+def undeclared_note(run_dir: Path | str) -> str | None:
+    """What operators must know after a run (CLI prints it, the flow logs it and adds it to
+    its artifact): people under contract in months that no current DSN declares
+    (``worked_time.undeclared_month_sets``), whose time there counts nothing yet; or None."""
+    f = Path(run_dir) / "employments.parquet"
+    if not f.exists():
+        return None
+    u = (pl.scan_parquet(f).filter(pl.col("months_undeclared") > 0)
+         .select(pl.col("nir").n_unique().alias("people"), pl.col("siret").n_unique().alias("sirets"),
+                 pl.col("months_undeclared").sum().alias("months"), pl.col("year").first())
+         .collect().row(0, named=True))
+    if not u["people"]:
+        return None
+    root = Path(run_dir).parent.parent
+    people = "1 person was" if u["people"] == 1 else f"{u['people']} people were"
+    return (f"undeclared months: {u['months']} month(s) of {u['year']} in which {people} "
+            f"under contract at {u['sirets']} establishment(s) but no current DSN "
+            f"declares them; they count no time until their DSN arrive (a rerun then credits "
+            f"the difference). List: cpf query undeclared_months --lake {root}")
+
+
 def year_not_over(year: int, day: dt.date) -> str | None:
     """Why year N cannot be credited on ``day``, or None: a year is credited once it is over,
     in the campaign of N+1 (cpf_rules.md §1); a run dated in N or before would credit a year

@@ -125,7 +125,7 @@ def contract_versions(contracts: pl.LazyFrame, p: YearParams) -> pl.LazyFrame:
         contracts.with_columns(cm_key("decl_month").alias("cm"))
         .filter(latest(pl.col("cm")))
         .with_columns(unit_family(p).alias("family"), out_of_scope_reason(p).alias("oos_reason"))
-        .select("cid", "cm", "decl_month", "_drank", "person_occ", "contract_start",
+        .select("cid", "cm", "decl_month", "_drank", "person_occ", "contract_start", "planned_end",
                 pl.col("unit").cast(pl.Categorical), "family", "ref_quota_h", "quota_h",
                 "contract_nature", "employment_status", "boeth", "policy_scheme", "oos_reason")
     )
@@ -427,8 +427,8 @@ def _timed(name: str, t0: float) -> float:
 INT64_SAFE = 9 * 10 ** 18  # below 2**63: bound on Σ |terms| for Int64 contract-month arithmetic
 
 CONTRACT_COLS = ["decl_id", "line_no", "decl_month", "siret", "person_occ", "nir", "ntt",
-                 "contract_no", "contract_start", "contract_nature", "unit", "ref_quota_h",
-                 "quota_h", "employment_status", "boeth", "policy_scheme"]
+                 "contract_no", "contract_start", "planned_end", "contract_nature", "unit",
+                 "ref_quota_h", "quota_h", "employment_status", "boeth", "policy_scheme"]
 ACTIVITY_COLS = ["decl_id", "person_occ", "nir", "siret", "contract_no", "period_end",
                  "pay_type", "activity_type", "measure_h", "unit"]
 
@@ -642,33 +642,89 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     unc = pl.concat([uncreditable_rows(versions, persons, keys, ntt_rows, p),
                      identity_uncreditable(persons, ident, year)])
     return WorkedTime(persons=persons, uncreditable=unc,
-                      employments=employments(versions, keys, year),
+                      employments=employments(versions, keys, ends, year),
                       contract_months=terms_detail, withheld=ident.conflicts.select("nir"))
 
 
 EMPLOYMENTS_SCHEMA = {"nir": pl.String, "year": pl.Int32, "siren": pl.String, "siret": pl.String,
-                      "first_contract_start": pl.Date, "months_declared": pl.Int64}
+                      "first_contract_start": pl.Date, "months_declared": pl.Int64,
+                      "months_undeclared": pl.Int64, "undeclared_months": pl.String}
 
 
-def employments(versions: pl.DataFrame, keys: pl.DataFrame, year: int) -> pl.LazyFrame:
+def month_bits(month: pl.Expr) -> pl.Expr:
+    """Bit (m - 1) of a 12-bit month set for a date in month m."""
+    return pl.lit(2, pl.Int64).pow(month.dt.month().cast(pl.Int64) - 1)
+
+
+def contract_year_months(versions: pl.DataFrame, keys: pl.DataFrame, ends: pl.DataFrame,
+                         year: int) -> pl.LazyFrame:
+    """Per contract (``cid``) seen up to December of N: the months of N that a current
+    declaration carries it (``declared``, a 12-bit set), the earliest 40.001 of those versions
+    (``start_in_year``), and the months of N it was under contract without any (``undeclared``;
+    in-scope contracts only).
+
+    Under contract: from the month of its start (earliest 40.001) to the month of its end —
+    the declared end (62.001, ``contract_ends``), else the latest planned end (40.010), else
+    open — clipped to N. A month counts as declared when a current declaration of that month
+    holds the contract (its block is repeated every month while it runs, dsn_format.md §2). A
+    month left undeclared (an establishment that did not file, or filed without the contract)
+    adds no time: operators see it before rerunning once the DSN arrive."""
+    first, last = date(year, 1, 1), date(year, 12, 31)
+    end = pl.coalesce(pl.col("contract_end"), pl.col("planned_end"))
+    start = pl.col("contract_start").fill_null(first)
+    from_m = pl.when(start < first).then(1).otherwise(start.dt.month().cast(pl.Int64))
+    to_m = pl.when(end.is_null() | (end > last)).then(12).otherwise(end.dt.month().cast(pl.Int64))
+    under = pl.lit(2, pl.Int64).pow(to_m) - pl.lit(2, pl.Int64).pow(from_m - 1)
+    open_in_year = pl.col("in_scope") & (start <= last) & (end.is_null() | (end >= first))
+    this_year = in_year("decl_month", year)
+    return (versions.lazy().filter(pl.col("decl_month") <= date(year, 12, 1))
+            .group_by("cid").agg(
+                pl.when(this_year).then(month_bits(pl.col("decl_month"))).otherwise(0)
+                .bitwise_or().alias("declared"),
+                pl.col("contract_start").filter(this_year).min().alias("start_in_year"),
+                pl.col("contract_start").min(), pl.col("planned_end").max(),
+                pl.col("oos_reason").is_null().any().alias("in_scope"))
+            .with_columns(by_contract(ends, "contract_end", keys.height))
+            .select("cid", "declared", "start_in_year", "contract_start",
+                    pl.when(open_in_year).then(under - (under & pl.col("declared")))
+                    .otherwise(0).alias("undeclared"))
+            .filter((pl.col("declared") > 0) | (pl.col("undeclared") > 0)))
+
+
+def employments(versions: pl.DataFrame, keys: pl.DataFrame, ends: pl.DataFrame,
+                year: int) -> pl.LazyFrame:
     """Who employed whom in year N, for analysts (the snapshot's ``employments``): one row per
-    (nir, siret) with a contract declared in a month of N — from the contract versions the
-    run credits from (current declarations, identity links applied, out-of-scope contracts
-    included), so it costs an integer aggregation, not a second read of the lake.
-    ``first_contract_start``: earliest 40.001 of those versions; ``months_declared``: distinct
-    declared months. Sorted by (nir, siret)."""
-    return (versions.lazy().filter(in_year("decl_month", year))
-            .select("contract_start", "decl_month", of_contract(keys, "pid"),
-                    of_contract(keys, "siret_code"))
-            .group_by("pid", "siret_code")
-            .agg(pl.col("contract_start").min().alias("first_contract_start"),
-                 pl.col("decl_month").n_unique().cast(pl.Int64).alias("months_declared"))
+    (nir, siret) with a contract declared in a month of N, or under contract in N without
+    being declared — from the contract versions the run credits from (current declarations,
+    identity links applied, out-of-scope contracts included), so it costs one integer
+    aggregation per contract, not a second read of the lake.
+    ``first_contract_start``: earliest 40.001 of the versions declared in N (else of the
+    undeclared contracts); ``months_declared``: distinct declared months;
+    ``months_undeclared`` / ``undeclared_months`` ("YYYY-MM …"): months of N under an
+    in-scope contract that no current declaration carries (``contract_year_months``).
+    Sorted by (nir, siret)."""
+    months = [pl.when(pl.col("undeclared") & (1 << (m - 1)) > 0).then(pl.lit(f"{year}-{m:02d}"))
+              for m in range(1, 13)]
+    return (contract_year_months(versions, keys, ends, year)
+            .with_columns(of_contract(keys, "pid"), of_contract(keys, "siret_code"))
+            .group_by("pid", "siret_code").agg(
+                pl.col("declared", "undeclared").bitwise_or(),
+                pl.coalesce(pl.col("start_in_year").min(),
+                            pl.col("contract_start").filter(pl.col("undeclared") > 0).min())
+                .alias("first_contract_start"))
             .join(keys.lazy().select("pid", "siret_code", "nir", "siret")
                   .unique(["pid", "siret_code"]), on=["pid", "siret_code"], how="left",
                   nulls_equal=True)
             .select("nir", pl.lit(year, pl.Int32).alias("year"),
                     pl.col("siret").str.slice(0, 9).alias("siren"), "siret",
-                    "first_contract_start", "months_declared")
+                    "first_contract_start",
+                    pl.col("declared").bitwise_count_ones().cast(pl.Int64)
+                    .alias("months_declared"),
+                    pl.col("undeclared").bitwise_count_ones().cast(pl.Int64)
+                    .alias("months_undeclared"),
+                    pl.when(pl.col("undeclared") > 0)
+                    .then(pl.concat_str(months, separator=" ", ignore_nulls=True))
+                    .alias("undeclared_months"))
             .sort("nir", "siret"))
 
 

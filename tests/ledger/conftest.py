@@ -87,7 +87,9 @@ def fake_employments(root: Path, year: int) -> pl.LazyFrame:
                  pl.col("decl_month").n_unique().cast(pl.Int64).alias("months_declared"))
             .select("nir", pl.lit(year, pl.Int32).alias("year"),
                     pl.col("siret").str.slice(0, 9).alias("siren"), "siret",
-                    "first_contract_start", "months_declared")
+                    "first_contract_start", "months_declared",
+                    pl.lit(0, pl.Int64).alias("months_undeclared"),
+                    pl.lit(None, pl.String).alias("undeclared_months"))
             .sort("nir", "siret"))
 
 

@@ -342,13 +342,15 @@ def test_catalog_views_follow_contract_and_queries_run(lake, tmp_path):
     con.close()
     assert set(results) >= {"credits_by_category", "credits_by_hiring_month",
                             "ratio_distribution", "people_at_ceiling", "totals_by_employer",
-                            "quarantine_by_employer", "year_over_year", "low_qualified_2024"}
+                            "quarantine_by_employer", "year_over_year", "low_qualified_2024",
+                            "undeclared_months"}
     assert results["low_qualified_2024"][0][:2] == (2, 160000)
     assert results["people_at_ceiling"][0][1] == nir(0)
     assert results["quarantine_by_employer"][0][:3] == ("123456780", "invalid_date", 1)
     assert results["totals_by_employer"]
     assert results["credits_by_hiring_month"]
     assert results["year_over_year"][-1][4] is not None  # 2025 rows see 2024
+    assert results["undeclared_months"] == []  # every month under contract is declared
 
 
 def test_catalog_paths_are_absolute(lake):

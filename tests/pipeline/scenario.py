@@ -9,6 +9,8 @@ M and later carry both the NIR and the NTT (the DSN that links the NTT to the NI
 Identity changes (dsn_format.md §1.5), on the case or on one contract:
 ``old_nir: X, nir_change_month: M``: months before M are declared under NIR X; month M
 declares the current NIR with an S21.G00.31 block (31.001 = 1st of M, 31.008 = X).
+``undeclared: [M, …]`` on a contract: those months' DSN never carry it (an establishment
+that did not file, or filed without the contract).
 ``renumbered: {month: M, old_number: X}`` / ``transferred: {month: M, old_siret: S}``: the
 contract is declared as number X / at establishment S before M; month M carries an
 S21.G00.41 block (41.001 = 1st of M, 41.014 = X / 41.012 = S).
@@ -116,8 +118,9 @@ def build_declarations(case: dict) -> list[Declaration]:
     for c in contracts:
         worked = expand_months(c.get("worked"), year)
         remun = expand_months(c.get("remuneration"), year)
-        months = sorted({date(year, m, 1) for m in range(1, 13) if _active(c, date(year, m, 1))}
-                        | set(worked) | set(remun))
+        skipped = {date(year, int(m), 1) for m in c.get("undeclared", [])}  # DSN never filed
+        months = sorted(({date(year, m, 1) for m in range(1, 13) if _active(c, date(year, m, 1))}
+                         | set(worked) | set(remun)) - skipped)
         for month in months:
             siret, number, cchange = declared_contract(c, month)
             d = decl(siret, month)

@@ -271,3 +271,63 @@ def test_quarantined_hours_do_not_send_a_month_to_the_remuneration_route():
     assert sorted(time["cm"] // (1 << 32)) == [7, 9]  # cid 7: null hours, still an hour month
     assert (sans_notion["cm"] // (1 << 32)).to_list() == [8]
     assert "_has_time" not in time.columns
+
+
+UNDECLARED = {
+    "name": "months under contract that no DSN declares", "year": 2025,
+    "contracts": [
+        {"start": "2020-01-01", "quota": "50.00", "undeclared": [10, 11, 12]},  # open, never filed
+        {"start": "2025-01-01", "siret": "12345678200025", "quota": "40.00", "undeclared": [7]},
+        # ended by its declared end (62.001): nothing to declare after June
+        {"start": "2025-01-01", "end": "2025-06-30", "siret": "98765432100014", "quota": "20.00"},
+        # a CDD that ran to its planned end (40.010), no 62 block: nothing after June either
+        {"start": "2025-01-01", "nature": "02", "planned_end": "2025-06-30", "number": "CDD01",
+         "quota": "20.00", "undeclared": [7, 8, 9, 10, 11, 12]},
+    ],
+}
+
+
+def test_employments_list_months_under_contract_that_no_dsn_declares(tmp_path):
+    """An open contract whose DSN stop (Oct–Dec), a one-month gap (July): those months are
+    reported per (person, establishment); a contract ended by 62.001 or run to its planned
+    end (40.010) has nothing undeclared. Bucket runs give the same rows."""
+    import copy
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from scenario import ingest_case
+    ingest_case(copy.deepcopy(UNDECLARED), tmp_path)
+    whole = compute_year(tmp_path, 2025).employments.collect()
+    rows = {r["siret"]: r for r in whole.iter_rows(named=True)}
+    first = rows["12345678200017"]  # CTR001 (3 undeclared) and CDD01 (to its planned end)
+    assert (first["months_declared"], first["months_undeclared"], first["undeclared_months"]) \
+        == (9, 3, "2025-10 2025-11 2025-12")
+    assert (rows["12345678200025"]["months_undeclared"],
+            rows["12345678200025"]["undeclared_months"]) == (1, "2025-07")
+    assert (rows["98765432100014"]["months_declared"],
+            rows["98765432100014"]["months_undeclared"],
+            rows["98765432100014"]["undeclared_months"]) == (6, 0, None)
+    parts = pl.concat([compute_year(tmp_path, 2025, buckets=[b]).employments.collect()
+                       for b in range(16)])
+    assert parts.sort("nir", "siret").equals(whole)
+
+
+def test_the_run_says_how_many_months_no_dsn_declares(tmp_path):
+    """The operators' note (CLI, flow log, artifact) counts people, establishments and
+    months from the run's employments; silent when every month under contract is declared."""
+    from flows.steps import undeclared_note
+    from pipeline.worked_time import EMPLOYMENTS_SCHEMA
+    run = tmp_path / "DIR" / "runs" / "r1"
+    run.mkdir(parents=True)
+    rows = [("1850175123456", 2025, "123456782", "12345678200017", date(2020, 1, 1), 9, 3,
+             "2025-10 2025-11 2025-12"),
+            ("1850175123456", 2025, "123456782", "12345678200025", date(2025, 1, 1), 11, 1,
+             "2025-07"),
+            ("2850175123457", 2025, "123456782", "12345678200017", date(2021, 1, 1), 12, 0, None)]
+    pl.DataFrame(rows, schema=EMPLOYMENTS_SCHEMA, orient="row").write_parquet(
+        run / "employments.parquet")
+    note = undeclared_note(run)
+    assert note.startswith("undeclared months: 4 month(s) of 2025 in which 1 person was under "
+                           "contract at 2 establishment(s)")
+    assert f"--lake {tmp_path / 'DIR'}" in note
+    pl.DataFrame(rows[2:], schema=EMPLOYMENTS_SCHEMA, orient="row").write_parquet(
+        run / "employments.parquet")
+    assert undeclared_note(run) is None
