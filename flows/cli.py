@@ -274,9 +274,9 @@ def _do_credit(year, lake, holders, balances, dotations, as_of, buckets=None):
         shards = plan(lake, runner="thread", buckets=buckets).shards
         with err.status("crediting") as status:
             if shards > 1:  # bounded memory, one shard after the other, no Prefect
-                status.update(f"crediting year {year} in {shards} bucket shards")
-                out = steps.credit_sharded(lake, year, shards, holders=holders,
-                                           balances=balances, dotations=dotations, as_of=as_of)
+                out = steps.credit_sharded(
+                    lake, year, shards, holders=holders, balances=balances, dotations=dotations,
+                    as_of=as_of, on_step=lambda s: status.update(f"year {year}: {s}"))
             else:
                 out = steps.credit(lake, year, holders=holders, balances=balances,
                                    dotations=dotations, as_of=as_of,

@@ -754,20 +754,33 @@ def finalize_sharded(prep: Prepared, posted: list[dict], lots_path: str, shards:
 
 def credit_sharded(root: Path, year: int, shards: int, holders: Path | None = None,
                    balances: Path | None = None, dotations: Path | None = None,
-                   as_of: dt.date | None = None) -> CreditOutcome:
-    """The sharded run as plain sequential functions (no Prefect): same bytes as the flow."""
+                   as_of: dt.date | None = None,
+                   on_step: Callable[[str], None] | None = None) -> CreditOutcome:
+    """The sharded run as plain sequential functions (no Prefect): same bytes as the flow.
+    ``on_step`` hears each step and shard as it starts (the CLI's status line)."""
     root = Path(root)
+    say = on_step or (lambda s: None)
     with pub.run_lock(root):
         lap = Laps()
+        say("preparing")
         prep = prepare(root, year, holders, balances, dotations, as_of)
         ids = _lake_bucket_ids(root)
         lap("prepare")
-        computed = [compute_shard(prep, s, shards, ids) for s in range(shards)]
+        computed = []
+        for s in range(shards):
+            say(f"computing shard {s + 1}/{shards}")
+            computed.append(compute_shard(prep, s, shards, ids))
         lap("compute")
+        say("preparing the posting")
         lots = prepare_posting(prep)
-        posted = [post_shard(prep, s, shards, lots) for s in range(shards)]
+        posted = []
+        for s in range(shards):
+            say(f"posting shard {s + 1}/{shards}")
+            posted.append(post_shard(prep, s, shards, lots))
+        say("staging the snapshot")
         staged = finalize_sharded(prep, posted, lots, shards)
         lap("post")
+        say("publishing")
         out = publish(prep, staged)
         lap("publish")
     # per shard as the flow writes it (one process here: max_rss_mb is the peak so far)

@@ -130,7 +130,12 @@ def test_sharded_rerun_reads_history_by_shard_and_posts_only_differences(ingeste
     bal = tmp_path / "balances.csv"
     bal.write_text("nir,earned_balance_cents\n"
                    + "".join(f"{n},{10000 * (i + 1)}\n" for i, n in enumerate(nirs)))
-    first = steps.credit_sharded(sharded, 2025, shards=4, as_of=as_of, balances=bal)
+    heard: list[str] = []
+    first = steps.credit_sharded(sharded, 2025, shards=4, as_of=as_of, balances=bal,
+                                 on_step=heard.append)
+    assert [h for h in heard if "shard" in h] == (
+        [f"computing shard {s}/4" for s in range(1, 5)]
+        + [f"posting shard {s}/4" for s in range(1, 5)])  # what the CLI's status line shows
     first_flat = steps.credit(flat, 2025, as_of=as_of, balances=bal)
     e = conform(pl.read_parquet(pub.entries_path(sharded, first.run_id)))
     assert e.equals(conform(pl.read_parquet(pub.entries_path(flat, first_flat.run_id))))
