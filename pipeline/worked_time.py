@@ -675,7 +675,8 @@ def contract_year_months(versions: pl.DataFrame, keys: pl.DataFrame, ends: pl.Da
     from_m = pl.when(start < first).then(1).otherwise(start.dt.month().cast(pl.Int64))
     to_m = pl.when(end.is_null() | (end > last)).then(12).otherwise(end.dt.month().cast(pl.Int64))
     under = pl.lit(2, pl.Int64).pow(to_m) - pl.lit(2, pl.Int64).pow(from_m - 1)
-    open_in_year = pl.col("in_scope") & (start <= last) & (end.is_null() | (end >= first))
+    open_in_year = (pl.col("in_scope") & (start <= last) & (end.is_null() | (end >= first))
+                    & (end.is_null() | (end >= start)))  # an end before the start: no months
     this_year = in_year("decl_month", year)
     return (versions.lazy().filter(pl.col("decl_month") <= date(year, 12, 1))
             .group_by("cid").agg(

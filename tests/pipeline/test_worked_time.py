@@ -283,6 +283,10 @@ UNDECLARED = {
         # a CDD that ran to its planned end (40.010), no 62 block: nothing after June either
         {"start": "2025-01-01", "nature": "02", "planned_end": "2025-06-30", "number": "CDD01",
          "quota": "20.00", "undeclared": [7, 8, 9, 10, 11, 12]},
+        # dirty data: a planned end before the start (40.010 < 40.001) is no month at all
+        {"start": "2025-06-10", "nature": "02", "planned_end": "2025-03-31", "number": "CDD02",
+         "siret": "98765432100014", "quota": "10.00", "undeclared": [6, 7, 8, 9, 10, 11, 12],
+         "worked": {"1-5": 10}},
     ],
 }
 
@@ -304,7 +308,7 @@ def test_employments_list_months_under_contract_that_no_dsn_declares(tmp_path):
             rows["12345678200025"]["undeclared_months"]) == (1, "2025-07")
     assert (rows["98765432100014"]["months_declared"],
             rows["98765432100014"]["months_undeclared"],
-            rows["98765432100014"]["undeclared_months"]) == (6, 0, None)
+            rows["98765432100014"]["undeclared_months"]) == (6, 0, None)  # CTR003 and CDD02
     parts = pl.concat([compute_year(tmp_path, 2025, buckets=[b]).employments.collect()
                        for b in range(16)])
     assert parts.sort("nir", "siret").equals(whole)
