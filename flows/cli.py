@@ -590,6 +590,12 @@ def explain(
         for r in emp.iter_rows():
             t.add_row(*[str(x) for x in r[2:]])
         console.print(t)
+        undeclared = (emp.filter(pl.col("months_undeclared") > 0)
+                      if "months_undeclared" in emp.columns else emp.clear())  # older runs
+        for r in undeclared.iter_rows(named=True):
+            console.print(f"Under contract at {r['siret']} in {r['undeclared_months']} but no "
+                          f"current DSN declares it: those months count no time until their DSN "
+                          f"arrive (a rerun then credits the difference).")
     t = Table(title="Ledger entries (all years)")
     for c in ("year", "kind", "sub_ledger", "amount", "run_id", "entry_id"):
         t.add_column(c, no_wrap=True)

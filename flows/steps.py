@@ -112,8 +112,8 @@ def undeclared_note(run_dir: Path | str) -> str | None:
     its artifact): people under contract in months that no current DSN declares
     (``worked_time.undeclared_month_sets``), whose time there counts nothing yet; or None."""
     f = Path(run_dir) / "employments.parquet"
-    if not f.exists():
-        return None
+    if not f.exists() or "months_undeclared" not in pl.read_parquet_schema(f):
+        return None  # a run published before the column existed
     u = (pl.scan_parquet(f).filter(pl.col("months_undeclared") > 0)
          .select(pl.col("nir").n_unique().alias("people"), pl.col("siret").n_unique().alias("sirets"),
                  pl.col("months_undeclared").sum().alias("months"), pl.col("year").first())

@@ -312,6 +312,21 @@ def test_employments_list_months_under_contract_that_no_dsn_declares(tmp_path):
     parts = pl.concat([compute_year(tmp_path, 2025, buckets=[b]).employments.collect()
                        for b in range(16)])
     assert parts.sort("nir", "siret").equals(whole)
+    # through the product: `cpf credit` warns, `cpf explain` says it for the person
+    from typer.testing import CliRunner
+    from flows.cli import app
+    cli = CliRunner()
+    r = cli.invoke(app, ["credit", "--year", "2025", "--lake", str(tmp_path),
+                         "--as-of", "2026-05-02"], env={"COLUMNS": "250"})
+    assert r.exit_code == 0, r.output
+    assert "undeclared months: 4 month(s) of 2025 in which 1 person was under contract at 2 " \
+           "establishment(s)" in r.output
+    r = cli.invoke(app, ["explain", first["nir"], "--year", "2025", "--lake", str(tmp_path)],
+                   env={"COLUMNS": "250"})
+    assert r.exit_code == 0, r.output
+    assert "Under contract at 12345678200017 in 2025-10 2025-11 2025-12 but no current DSN " \
+           "declares it" in r.output
+    assert "Under contract at 12345678200025 in 2025-07" in r.output
 
 
 def test_the_run_says_how_many_months_no_dsn_declares(tmp_path):
