@@ -244,10 +244,14 @@ def _print_credit(out) -> None:
     t.add_row("people examined", str(c["examined"]))
     t.add_row("people credited", str(c["credited"]))
     t.add_row("not creditable", str(c["uncreditable"]))
-    t.add_row("credited for the year", _eur(tot["credit"]))
+    hours = m.get("totals_hours", {})  # an hour-era year (2015-2018) credits hours
+    t.add_row("credited for the year",
+              f"{hours['credit']} h" if hours.get("credit") else _eur(tot["credit"]))
     t.add_row("entries posted by this run", str(c["entries"]))
     for k, n in c["entries_by_kind"].items():
-        t.add_row(f"  {k}", f"{n} ({_eur(tot['entries_by_kind'][k])})")
+        amount = (f"{hours['entries_by_kind'][k]} h" if k in hours.get("entries_by_kind", {})
+                  and not tot["entries_by_kind"].get(k) else _eur(tot["entries_by_kind"][k]))
+        t.add_row(f"  {k}", f"{n} ({amount})")
     ignored = m.get("notes", {}).get("opening_ignored_already_held")
     if ignored:  # the contract: --balances is for accounts the ledger does not hold yet
         t.add_row("--balances rows ignored (account already in the ledger)", str(ignored))
@@ -349,8 +353,9 @@ def run(
     balances: Optional[Path] = BALANCES,
     dotations: Optional[Path] = DOTATIONS,
     as_of: Optional[str] = AS_OF,
-    enforce_window: bool = typer.Option(False, "--enforce-window", help="Refuse runs after the "
-                                        "campaign window (flows/operations.yaml)."),
+    enforce_window: bool = typer.Option(False, "--enforce-window", help="Refuse runs outside "
+                                        "the campaign window (15 April - 20 June of N+1, "
+                                        "flows/operations.yaml) unless --force."),
     force: bool = typer.Option(False, "--force", help="Run even outside the campaign window."),
     runner: Optional[str] = RUNNER,
     dask_address: Optional[str] = DASK_ADDRESS,
@@ -358,7 +363,8 @@ def run(
     max_workers: Optional[int] = MAX_WORKERS,
     max_memory_gb: Optional[float] = MAX_MEMORY,
     lake_buckets: Optional[int] = LAKE_BUCKETS,
-    more: List[Path] = typer.Argument(None, hidden=True),
+    more: List[Path] = typer.Argument(None, hidden=True, metavar="PATH",
+                                      help="More DSN files or folders after --dsn."),
 ):
     """Ingest + credit as ONE Prefect flow run (local ephemeral mode when no Prefect server is
     configured; then Prefect starts a temporary server, which costs some seconds)."""
@@ -519,6 +525,32 @@ def _contract_month_terms(lake: Path, nir: str, year: int, published: dict | Non
                       "since the run (late corrections); `cpf credit` posts the difference.[/]")
 
 
+def _source_declarations(lake: Path, nir: str, year: int) -> None:
+    """The current declarations the person's rows come from (``worked_time.source_declarations``,
+    this NIR's bucket only), with the name of the file each came in (full path: the
+    ``declarations`` view's source_file): where an auditor looks next."""
+    import polars as pl
+
+    from pipeline.lake_reads import scan_table
+    from pipeline.worked_time import source_declarations
+
+    src = source_declarations(lake, nir, year)
+    if src.height == 0:
+        return
+    files = (scan_table(lake, "declarations").filter(pl.col("decl_id").is_in(src["decl_id"].implode()))
+             .select("decl_id", "source_file", "decl_type").unique("decl_id").collect())
+    rows = (src.group_by("decl_id", "decl_month", "siret")
+            .agg(pl.col("table").unique().sort().str.join(", "))
+            .join(files, on="decl_id", how="left").sort("decl_month", "siret", "decl_id"))
+    t = Table(title="Declarations used (current versions; the rows seen in each)")
+    for c in ("month", "establishment", "decl_id", "type", "rows", "file"):
+        t.add_column(c, no_wrap=True)
+    for r in rows.iter_rows(named=True):
+        t.add_row(f"{r['decl_month']:%Y-%m}", r["siret"] or "", r["decl_id"], r["decl_type"] or "",
+                  r["table"], Path(r["source_file"]).name if r["source_file"] else "")
+    console.print(t)
+
+
 @app.command()
 def explain(
     nir: str = typer.Argument(..., help="The person's 13-character NIR (or the NTT of a "
@@ -581,6 +613,7 @@ def explain(
             console.print(f"former NIR {r['nir']} (S21.G00.31.008) holds earned "
                           f"{_eur(r['earned_balance_cents'])}, counted in this person's ceiling")
     _contract_month_terms(lake, nir, year, ac.row(0, named=True) if ac.height else None)
+    _source_declarations(lake, nir, year)
     emp = pl.read_parquet(pub.run_dir(lake, run_id) / "employments.parquet").filter(
         pl.col("nir") == nir)
     if emp.height:

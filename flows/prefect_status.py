@@ -1,7 +1,7 @@
 """Watching the campaign's flow runs on a Prefect server, for operators.
 
 Why not ``prefect flow-run ls`` / ``prefect flow-run logs``: with the pinned pair this machine can
-install (prefect 3.8.8, fastapi < 0.155, see DEVELOPERS.md) the server answers those commands
+install (prefect 3.8.8, fastapi < 0.155: pyproject.toml) the server answers those commands
 with 422 Unprocessable Entity: the Prefect client sends unset filters as ``null`` and this
 FastAPI refuses null for them (an empty filter object instead would join the deployments and
 hide every run started without one). These readers leave unset keys out of the request body,

@@ -110,7 +110,7 @@ def carried_holders_note(root: Path) -> str | None:
 def undeclared_note(run_dir: Path | str) -> str | None:
     """What operators must know after a run (CLI prints it, the flow logs it and adds it to
     its artifact): people under contract in months that no current DSN declares
-    (``worked_time.undeclared_month_sets``), whose time there counts nothing yet; or None."""
+    (``worked_time.contract_year_months``), whose time there counts nothing yet; or None."""
     f = Path(run_dir) / "employments.parquet"
     if not f.exists() or "months_undeclared" not in pl.read_parquet_schema(f):
         return None  # a run published before the column existed
@@ -718,9 +718,10 @@ def post_shard(prep: Prepared, shard: int, shards: int, lots_path: str,
     pub.write_part(ac, d, "annual_credits")
     pub.write_part(balances, d, "balances")
     by_kind = entries.group_by("kind").agg(pl.len().alias("n"), pl.col("amount_cents").sum())
+    hours = pub.hour_totals(ac, entries)
     return {
         "shard": shard, "dir": str(d), "errors": posting.errors,
-        "examined": ac.height, "credited": ac.filter(pl.col("credit_cents") > 0).height,
+        "examined": ac.height, "credited": pub.credited_count(ac),
         "entries": entries.height, "ledger_entries_after": ledger.height + entries.height,
         "accounts": balances.height,
         "by_kind_n": {k: int(n) for k, n in zip(by_kind["kind"], by_kind["n"])},
@@ -731,6 +732,7 @@ def post_shard(prep: Prepared, shard: int, shards: int, lots_path: str,
         "earned_balance": int(balances["earned_balance_cents"].sum() or 0),
         "dotation_balance": int(balances["dotation_balance_cents"].sum() or 0),
         "opening_imported": posting.opening_imported, "opening_ignored": posting.opening_ignored,
+        "credit_hours": hours.get("credit", 0), "by_kind_hours": hours.get("entries_by_kind", {}),
         "seconds": time.perf_counter() - t0, "max_rss_mb": _max_rss_mb(),
     }
 

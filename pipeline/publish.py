@@ -466,6 +466,26 @@ def read_dsn_inputs(root: Path, run_id: str) -> list[str]:
 
 # --- snapshot pieces ---------------------------------------------------------------------
 
+def credited_count(ac: pl.DataFrame) -> int:
+    """People credited something for the year: cents, or hours in the hour era (2015-2018)."""
+    got = pl.col("credit_cents").fill_null(0) > 0
+    if "credit_hours" in ac.columns:
+        got = got | (pl.col("credit_hours").fill_null(0) > 0)
+    return int(ac.filter(got).height)
+
+
+def hour_totals(ac: pl.DataFrame, entries: pl.DataFrame) -> dict:
+    """Hours credited and posted by kind on the hour sub-ledger (hour-era years), {} when none:
+    the manifest's ``totals_hours``, so a year credited in hours does not read as 0.00 €."""
+    credit = int(ac["credit_hours"].sum() or 0) if "credit_hours" in ac.columns else 0
+    by_kind = (entries.filter(pl.col("amount_hours").is_not_null())
+               .group_by("kind").agg(pl.col("amount_hours").sum()).sort("kind"))
+    if not credit and by_kind.height == 0:
+        return {}
+    return {"credit": credit,
+            "entries_by_kind": {k: int(h) for k, h in zip(by_kind["kind"], by_kind["amount_hours"])}}
+
+
 def annual_credits_snapshot(credits: pl.DataFrame, year: int, run_id: str) -> pl.DataFrame:
     """Contract columns first (typed as the contract says), explanation columns after. The
     exact ratio's Int128 numerator and denominator are written as DECIMAL(38, 0): Parquet has
@@ -493,7 +513,7 @@ def quarantine_rows(q: pl.LazyFrame) -> pl.DataFrame:
 def declarations_rows(d: pl.LazyFrame) -> pl.DataFrame:
     """The snapshot form of declarations (employer identity of each decl_id), by decl_id."""
     return (d.select("decl_id", "file_sha256", "source_file", "siren", "siret", "decl_month",
-                     "decl_type", "envoi_is_test", "rejected")
+                     "decl_type", "envoi_is_test", "rejected", "nature")
             .unique("decl_id", keep="first").sort("decl_id").collect())
 
 
@@ -502,7 +522,7 @@ def declarations_rows(d: pl.LazyFrame) -> pl.DataFrame:
 # per declared month, and a run links the months whose lake partition did not change since
 # the previous publication instead of re-sorting and re-encoding them.
 LAKE_SNAPSHOTS = {"declarations": declarations_rows, "quarantine": quarantine_rows}
-LAKE_SNAPSHOT_FORMAT = 1  # bump when a *_rows function changes: every month is rewritten
+LAKE_SNAPSHOT_FORMAT = 2  # bump when a *_rows function changes: every month is rewritten
 SNAPSHOT_SOURCES = "snapshot_sources.json"  # per month file, the lake partition it was made of
 
 
@@ -642,7 +662,7 @@ def stage_run(root: Path, run_id: str, seq: int, inputs: RunInputs, *,
         "previous_run_id": current.get("run_id"),
         "counts": {
             "examined": ac.height,
-            "credited": int(ac.filter(pl.col("credit_cents") > 0).height),
+            "credited": credited_count(ac),
             "uncreditable": uncreditable.height,
             "entries": entries.height,
             "entries_by_kind": {k: int(n) for k, n in zip(by_kind["kind"], by_kind["n"])},
@@ -661,6 +681,8 @@ def stage_run(root: Path, run_id: str, seq: int, inputs: RunInputs, *,
         "files_sha256": shas,
         "notes": notes or {},
     }
+    if hours := hour_totals(ac, entries):
+        manifest["totals_hours"] = hours
     if report:
         write_report(st / "report", manifest, ac)
     (st / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -808,6 +830,12 @@ def stage_run_sharded(root: Path, run_id: str, seq: int, inputs: RunInputs, *,
         "notes": {"opening_imported": tot("opening_imported"),
                   "opening_ignored_already_held": tot("opening_ignored")},
     }
+    hour_kinds = sorted({k for s in summaries for k in s.get("by_kind_hours", {})})
+    if hour_kinds or tot("credit_hours"):
+        manifest["totals_hours"] = {
+            "credit": tot("credit_hours"),
+            "entries_by_kind": {k: sum(s["by_kind_hours"].get(k, 0) for s in summaries)
+                                for k in hour_kinds}}
 
     def draw_report() -> None:  # from the parts: the aggregates do not depend on row order
         ac = pl.concat([_scan_part(part_path(d, "annual_credits"))

@@ -77,9 +77,15 @@ def write_report(out: Path, manifest: dict, credits: pl.DataFrame | pl.LazyFrame
     rows = "".join(
         f"<tr><td>{html.escape(str(c))}</td><td>{p}</td><td>{eur(a)}</td></tr>"
         for c, p, a in zip(by_cat["category"], by_cat["people"], by_cat["credit_cents"]))
+    hours = manifest.get("totals_hours", {})  # an hour-era year (2015-2018) credits hours
+
+    def amount(cents: int, h: int | None) -> str:
+        return f"{h} h" if h and not cents else eur(cents)
+
     kinds = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{manifest['counts']['entries_by_kind'][k]}</td>"
-        f"<td>{eur(v)}</td></tr>" for k, v in manifest["totals_cents"]["entries_by_kind"].items())
+        f"<td>{amount(v, hours.get('entries_by_kind', {}).get(k))}</td></tr>"
+        for k, v in manifest["totals_cents"]["entries_by_kind"].items())
     c, t = manifest["counts"], manifest["totals_cents"]
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>CPF run {manifest['run_id']}</title>
@@ -93,7 +99,7 @@ code <code>{manifest['inputs']['code_version']}</code>, {manifest['inputs'].get(
 <table><tr><th>people examined</th><td>{c['examined']}</td></tr>
 <tr><th>people credited</th><td>{c['credited']}</td></tr>
 <tr><th>not creditable</th><td>{c['uncreditable']}</td></tr>
-<tr><th>credited this year</th><td>{eur(t['credit'])}</td></tr>
+<tr><th>credited this year</th><td>{amount(t['credit'], hours.get('credit'))}</td></tr>
 <tr><th>entries posted by this run</th><td>{c['entries']} ({eur(t['entries'])})</td></tr></table>
 <h2>Entries posted by this run</h2>
 <table><tr><th>kind</th><th>entries</th><th>amount</th></tr>{kinds}</table>

@@ -389,6 +389,9 @@ def test_hour_era_then_2019_posts_an_explicit_conversion(lake):
     e = ledger(lake)
     assert e.filter(pl.col("sub_ledger") == HOURS)["amount_hours"].sum() == 96 + 20
     assert e["amount_cents"].sum() == 0  # nothing in euros before 2019
+    # the run's summary counts in hours, not 0.00 € (2018: nir(0) 24 h)
+    assert out.manifest["counts"]["credited"] == 1
+    assert out.manifest["totals_hours"] == {"credit": 24, "entries_by_kind": {"annual_credit": 24}}
     # a rerun of 2017 on unchanged data posts nothing (hours are diffed like cents)
     assert run(2017, hour_amounts([(nir(0), 24, 12), (nir(1), 20, 10)], 2017)) \
         .manifest["counts"]["entries"] == 0

@@ -39,3 +39,13 @@ def test_report_states_the_totals_and_is_byte_identical_when_redrawn(tmp_path: P
     assert "<td>boeth</td><td>1</td><td>800.00 €</td>" in page
     for name in ("index.html", "ratio_distribution.png", "credits_by_category.png"):
         assert (a.parent / name).read_bytes() == (b.parent / name).read_bytes(), name
+
+
+def test_an_hour_era_year_reports_hours_not_zero_euros(tmp_path: Path):
+    hour_year = {**MANIFEST, "year": 2017,
+                 "totals_cents": {"credit": 0, "entries": 0,
+                                  "entries_by_kind": {"annual_credit": 0}},
+                 "totals_hours": {"credit": 148, "entries_by_kind": {"annual_credit": 148}}}
+    page = write_report(tmp_path, hour_year, CREDITS).read_text()
+    assert "<tr><th>credited this year</th><td>148 h</td></tr>" in page
+    assert "<td>annual_credit</td><td>4</td><td>148 h</td>" in page

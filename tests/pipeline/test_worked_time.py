@@ -278,6 +278,8 @@ UNDECLARED = {
     "contracts": [
         {"start": "2020-01-01", "quota": "50.00", "undeclared": [10, 11, 12]},  # open, never filed
         {"start": "2025-01-01", "siret": "12345678200025", "quota": "40.00", "undeclared": [7]},
+        # declared every month at that establishment: its July DSN exists but omits CTR002
+        {"start": "2024-01-01", "siret": "12345678200025", "number": "CTR0B", "quota": "10.00"},
         # ended by its declared end (62.001): nothing to declare after June
         {"start": "2025-01-01", "end": "2025-06-30", "siret": "98765432100014", "quota": "20.00"},
         # a CDD that ran to its planned end (40.010), no 62 block: nothing after June either
@@ -304,8 +306,8 @@ def test_employments_list_months_under_contract_that_no_dsn_declares(tmp_path):
     first = rows["12345678200017"]  # CTR001 (3 undeclared) and CDD01 (to its planned end)
     assert (first["months_declared"], first["months_undeclared"], first["undeclared_months"]) \
         == (9, 3, "2025-10 2025-11 2025-12")
-    assert (rows["12345678200025"]["months_undeclared"],
-            rows["12345678200025"]["undeclared_months"]) == (1, "2025-07")
+    assert (rows["12345678200025"]["months_declared"], rows["12345678200025"]["months_undeclared"],
+            rows["12345678200025"]["undeclared_months"]) == (12, 1, "2025-07")
     assert (rows["98765432100014"]["months_declared"],
             rows["98765432100014"]["months_undeclared"],
             rows["98765432100014"]["undeclared_months"]) == (6, 0, None)  # CTR003 and CDD02
@@ -327,6 +329,17 @@ def test_employments_list_months_under_contract_that_no_dsn_declares(tmp_path):
     assert "Under contract at 12345678200017 in 2025-10 2025-11 2025-12 but no current DSN " \
            "declares it" in r.output
     assert "Under contract at 12345678200025 in 2025-07" in r.output
+    assert "Declarations used" in r.output  # the lineage, with each declaration's file:
+    assert "12345678200017_202509_1.dsn" in r.output and "12345678200017_202510" not in r.output
+    # the analysts' query tells a missing DSN (Oct-Dec at ...017) from one omitting the contract
+    import duckdb
+    from pipeline.catalog import queries
+    con = duckdb.connect(str(tmp_path / "cpf.duckdb"), read_only=True)
+    got = con.execute(queries()["undeclared_months"]).fetchall()
+    con.close()
+    assert [(r[2], r[3], r[4], r[5]) for r in got] == [
+        ("12345678200017", "2025-10", 1, False), ("12345678200017", "2025-11", 1, False),
+        ("12345678200017", "2025-12", 1, False), ("12345678200025", "2025-07", 1, True)]
 
 
 def test_the_run_says_how_many_months_no_dsn_declares(tmp_path):
