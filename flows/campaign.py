@@ -144,6 +144,8 @@ def _artifacts(manifest: dict, run_dir: str) -> None:
     rows = [("people examined", c["examined"]), ("people credited", c["credited"]),
             ("not creditable", c["uncreditable"]),
             ("credited for the year (EUR)", f"{t['credit'] / 100:.2f}"),
+            *([("credited for the year (hours, 2015-2018)", manifest["totals_hours"]["credit"])]
+              if manifest.get("totals_hours") else []),
             ("entries posted", c["entries"])]
     rows += [(f"entries: {k}", f"{n} ({t['entries_by_kind'][k] / 100:.2f} EUR)")
              for k, n in c["entries_by_kind"].items()]
