@@ -198,13 +198,77 @@ def attributes_at(rows: pl.LazyFrame | pl.DataFrame, versions: pl.LazyFrame) -> 
     return pl.concat([hit, filled.select(hit.columns)]).lazy()
 
 
-def contract_ends(ends: pl.LazyFrame, p: YearParams) -> pl.LazyFrame:
-    """Effective end per contract (``cid``) from 62.001; a 62.002 = 099 row cancels the end it
-    names."""
+@dataclass
+class ContractEnds:
+    """Effective contract ends (``contract_ends``): ``per_cid`` (cid, contract_end) for the
+    contracts with one episode; ``per_start`` (cid, contract_start, episode_start,
+    contract_end) for the few whose number was reused for a new contract (usually empty)."""
+    per_cid: pl.DataFrame
+    per_start: pl.DataFrame
+
+
+def contract_ends(ends: pl.LazyFrame, versions: pl.DataFrame, p: YearParams) -> ContractEnds:
+    """Effective end per contract from 62.001; a 62.002 = 099 row cancels the end it names.
+
+    cpf_rules.md §2.1: a contract is its number AND its start date (40.001). A number reused
+    for a new contract of the same person at the same establishment keeps one ``cid`` (pay and
+    Activités carry no start date; Decision in docs/rules_traceability.md), but a start date
+    after a declared end begins a new **episode** with its own end: the first contract's end
+    never clips the second. Starts with no end between them are one episode (a corrected
+    40.001 is not a new contract). Each end belongs to the episode it falls in (an end before
+    the first start, to the first)."""
     cancel = ends.filter(pl.col("end_reason") == p.contract_end_cancel_reason)
-    real = ends.filter(pl.col("end_reason") != p.contract_end_cancel_reason)
-    return (real.join(cancel.select("cid", "end_date"), on=["cid", "end_date"], how="anti")
-            .group_by("cid").agg(pl.col("end_date").max().alias("contract_end")))
+    real = (ends.filter(pl.col("end_reason") != p.contract_end_cancel_reason)
+            .join(cancel.select("cid", "end_date"), on=["cid", "end_date"], how="anti")
+            .select("cid", "end_date").unique().collect())
+    bounds = (versions.lazy().filter(pl.col("cid").is_in(real["cid"].implode()))
+              .group_by("cid").agg(pl.col("contract_start").min().alias("_s0"),
+                                   pl.col("contract_start").max().alias("_s1")))
+    multi = (real.lazy().join(bounds, on="cid")
+             .filter((pl.col("end_date") >= pl.col("_s0")) & (pl.col("end_date") < pl.col("_s1")))
+             .select("cid").unique().collect()["cid"])
+    per_cid = (real.lazy().filter(~pl.col("cid").is_in(multi.implode()))
+               .group_by("cid").agg(pl.col("end_date").max().alias("contract_end")).collect())
+    if multi.len() == 0:
+        return ContractEnds(per_cid, pl.DataFrame(schema={
+            "cid": pl.Int64, "contract_start": pl.Date, "episode_start": pl.Date,
+            "contract_end": pl.Date}))
+    e = real.filter(pl.col("cid").is_in(multi.implode())).sort("end_date")
+    starts = (versions.lazy().filter(pl.col("cid").is_in(multi.implode()))
+              .select("cid", "contract_start").drop_nulls().unique()
+              .sort("cid", "contract_start").collect()
+              .with_columns(pl.col("contract_start").shift(1).over("cid").alias("_prev")))
+    starts = (starts.join_asof(e.rename({"end_date": "_end_before"}), left_on="contract_start",
+                               right_on="_end_before", by="cid", strategy="backward",
+                               allow_exact_matches=False, check_sortedness=False)
+              .with_columns(pl.when(pl.col("_prev").is_null()
+                                    | (pl.col("_end_before") >= pl.col("_prev")).fill_null(False))
+                            .then(pl.col("contract_start")).alias("episode_start"))
+              .with_columns(pl.col("episode_start").forward_fill().over("cid")))
+    firsts = starts.select("cid", "episode_start").unique().sort("episode_start")
+    ep_end = (e.join_asof(firsts.rename({"episode_start": "_ep"}), left_on="end_date",
+                          right_on="_ep", by="cid", strategy="backward", check_sortedness=False)
+              .join(firsts.group_by("cid").agg(pl.col("episode_start").min().alias("_first")),
+                    on="cid")
+              .group_by("cid", pl.coalesce("_ep", "_first").alias("episode_start"))
+              .agg(pl.col("end_date").max().alias("contract_end")))
+    per_start = (starts.select("cid", "contract_start", "episode_start")
+                 .join(ep_end, on=["cid", "episode_start"], how="left")
+                 .sort("cid", "contract_start"))
+    return ContractEnds(per_cid, per_start)
+
+
+def with_contract_end(lf: pl.LazyFrame, ends: ContractEnds, n_contracts: int) -> pl.LazyFrame:
+    """Rows with ``cid`` (and ``contract_start``) get the end of their contract's episode
+    (``contract_ends``): a gather by cid, plus a join on (cid, start) for reused numbers."""
+    lf = lf.with_columns(by_contract(ends.per_cid, "contract_end", n_contracts))
+    if ends.per_start.height == 0:
+        return lf
+    return (lf.join(ends.per_start.lazy().select("cid", "contract_start",
+                                                 pl.col("contract_end").alias("_ep_end")),
+                    on=["cid", "contract_start"], how="left")
+            .with_columns(pl.coalesce("_ep_end", "contract_end").alias("contract_end"))
+            .drop("_ep_end"))
 
 
 # --- paid time, presence, absences --------------------------------------------------------------
@@ -327,8 +391,8 @@ def not_cancelled(periods: pl.LazyFrame, cancel_motif: str, key: list[str]) -> p
             .drop("_cancelled_by"))
 
 
-def absence_days(stoppages: pl.LazyFrame, suspensions: pl.LazyFrame, ends: pl.LazyFrame,
-                 p: YearParams) -> pl.LazyFrame:
+def absence_days(stoppages: pl.LazyFrame, suspensions: pl.LazyFrame, ends: ContractEnds,
+                 n_contracts: int, p: YearParams) -> pl.LazyFrame:
     """Absence days per contract and month of year N, deduplicated, annulations applied,
     overlapping periods merged, clipped to the contract and the year: ``abs_days`` of the
     qualifying absences (L6323-12, counted as worked time) and ``other_abs_days`` of the others
@@ -354,8 +418,7 @@ def absence_days(stoppages: pl.LazyFrame, suspensions: pl.LazyFrame, ends: pl.La
                 pl.col("start_date").alias("abs_start"), pl.col("end_date").alias("abs_end"))
     )
     periods = (
-        pl.concat([arrets, susp])
-        .join(ends, on="cid", how="left")
+        with_contract_end(pl.concat([arrets, susp]), ends, n_contracts)
         .with_columns(
             pl.max_horizontal("abs_start", "contract_start", pl.lit(y0)).alias("abs_start"),
             pl.min_horizontal(pl.col("abs_end"), pl.col("contract_end").fill_null(y1),
@@ -509,7 +572,7 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
 
     versions = contract_versions(contracts.lazy(), p).collect()
     t = _timed("contract_versions", t)
-    ends = contract_ends(ends_raw, p).collect()
+    ends = contract_ends(ends_raw, versions, p)
     t = _timed("contract_ends", t)
 
     # 1. paid time by pay-period month (one row per contract-month, one column per family)
@@ -522,7 +585,7 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     del activities
     t = _timed("presence_candidates", t)
     # 3. absences
-    all_abs = absence_days(stoppages, suspensions, ends.lazy(), p).collect()
+    all_abs = absence_days(stoppages, suspensions, ends, keys.height, p).collect()
     absd = all_abs.filter(pl.col("abs_days") > 0).select("cm", "abs_days")
     # days of other absences matter only where presence stands for the time worked
     no_act = no_act.join(all_abs.filter(pl.col("other_abs_days") > 0)
@@ -536,10 +599,10 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     # grid of (contract, month) rows that carry something, with paid time and flags
     grid = (paid.lazy().join(no_act.lazy(), on="cm", how="full", coalesce=True)
             .join(absd.lazy(), on="cm", how="full", coalesce=True))
-    cm = (attributes_at(grid, versions.lazy())
-          .filter(pl.col("oos_reason").is_null() & pl.col("family").is_in(["hours", "days"]))
-          .with_columns(cm_cid().alias("cid"), cm_month().alias("month"))
-          .with_columns(by_contract(ends, "contract_end", keys.height))
+    cm = (with_contract_end(
+            attributes_at(grid, versions.lazy())
+            .filter(pl.col("oos_reason").is_null() & pl.col("family").is_in(["hours", "days"]))
+            .with_columns(cm_cid().alias("cid"), cm_month().alias("month")), ends, keys.height)
           .with_columns(pl.col("no_activity").fill_null(False), pl.col("abs_days").fill_null(0),
                         pl.col("has_hours").fill_null(False), pl.col("has_days").fill_null(False),
                         days_in_month().alias("dim")))
@@ -656,7 +719,7 @@ def month_bits(month: pl.Expr) -> pl.Expr:
     return pl.lit(2, pl.Int64).pow(month.dt.month().cast(pl.Int64) - 1)
 
 
-def contract_year_months(versions: pl.DataFrame, keys: pl.DataFrame, ends: pl.DataFrame,
+def contract_year_months(versions: pl.DataFrame, keys: pl.DataFrame, ends: ContractEnds,
                          year: int) -> pl.LazyFrame:
     """Per contract (``cid``) seen up to December of N: the months of N that a current
     declaration carries it (``declared``, a 12-bit set), the earliest 40.001 of those versions
@@ -665,7 +728,7 @@ def contract_year_months(versions: pl.DataFrame, keys: pl.DataFrame, ends: pl.Da
 
     Under contract: from the month of its start (earliest 40.001) to the month of its end —
     the declared end (62.001, ``contract_ends``), else the latest planned end (40.010), else
-    open — clipped to N. A month counts as declared when a current declaration of that month
+    open — clipped to N; per episode when the number was reused (``ContractEnds``). A month counts as declared when a current declaration of that month
     holds the contract (its block is repeated every month while it runs, dsn_format.md §2). A
     month left undeclared (an establishment that did not file, or filed without the contract)
     adds no time: operators see it before rerunning once the DSN arrive."""
@@ -678,21 +741,35 @@ def contract_year_months(versions: pl.DataFrame, keys: pl.DataFrame, ends: pl.Da
     open_in_year = (pl.col("in_scope") & (start <= last) & (end.is_null() | (end >= first))
                     & (end.is_null() | (end >= start)))  # an end before the start: no months
     this_year = in_year("decl_month", year)
-    return (versions.lazy().filter(pl.col("decl_month") <= date(year, 12, 1))
-            .group_by("cid").agg(
+    v = versions.lazy().filter(pl.col("decl_month") <= date(year, 12, 1))
+    episodes = ends.per_start.height > 0
+    if episodes:  # reused numbers: one row per episode first, with the episode's own end
+        v = v.join(ends.per_start.lazy().select("cid", "contract_start", "episode_start",
+                                                pl.col("contract_end").alias("_ep_end")),
+                   on=["cid", "contract_start"], how="left")
+    rows = (v.group_by(["cid", "episode_start"] if episodes else ["cid"]).agg(
                 pl.when(this_year).then(month_bits(pl.col("decl_month"))).otherwise(0)
                 .bitwise_or().alias("declared"),
                 pl.col("contract_start").filter(this_year).min().alias("start_in_year"),
                 pl.col("contract_start").min(), pl.col("planned_end").max(),
-                pl.col("oos_reason").is_null().any().alias("in_scope"))
-            .with_columns(by_contract(ends, "contract_end", keys.height))
-            .select("cid", "declared", "start_in_year", "contract_start",
-                    pl.when(open_in_year).then(under - (under & pl.col("declared")))
-                    .otherwise(0).alias("undeclared"))
+                pl.col("oos_reason").is_null().any().alias("in_scope"),
+                *([pl.col("_ep_end").first()] if episodes else []))
+            .with_columns(by_contract(ends.per_cid, "contract_end", keys.height)))
+    if episodes:
+        rows = rows.with_columns(pl.when(pl.col("episode_start").is_not_null())
+                                 .then(pl.col("_ep_end")).otherwise(pl.col("contract_end"))
+                                 .alias("contract_end"))
+    rows = rows.with_columns(pl.when(open_in_year).then(under).otherwise(0).alias("under"))
+    if episodes:  # a month is declared if any episode's version declares it
+        rows = rows.group_by("cid").agg(pl.col("declared", "under").bitwise_or(),
+                                        pl.col("start_in_year", "contract_start").min())
+    return (rows.select("cid", "declared", "start_in_year", "contract_start",
+                        (pl.col("under") - (pl.col("under") & pl.col("declared")))
+                        .alias("undeclared"))
             .filter((pl.col("declared") > 0) | (pl.col("undeclared") > 0)))
 
 
-def employments(versions: pl.DataFrame, keys: pl.DataFrame, ends: pl.DataFrame,
+def employments(versions: pl.DataFrame, keys: pl.DataFrame, ends: ContractEnds,
                 year: int) -> pl.LazyFrame:
     """Who employed whom in year N, for analysts (the snapshot's ``employments``): one row per
     (nir, siret) with a contract declared in a month of N, or under contract in N without
