@@ -145,6 +145,7 @@ class Reason:
     DAMAGED_CHARACTERS = "damaged_characters"
     UNKNOWN_NORM_VERSION = "unknown_norm_version"
     TEST_ENVOI = "test_envoi"  # S10.G00.00.005 = 01: parsed and kept, never used
+    NOT_A_DSN_MENSUELLE = "not_a_dsn_mensuelle"  # S20.G00.05.001 != 01: kept, never credited
 
 
 class Scope:

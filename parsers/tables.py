@@ -324,13 +324,19 @@ def _declarations(v: Validated, files: pl.DataFrame) -> pl.DataFrame:
 def _quarantine(issues: pl.DataFrame, decl_info: pl.DataFrame, files: pl.DataFrame) -> pl.DataFrame:
     version_warning = pl.col("version_row") & pl.col("q_scope").is_null()
     test_warning = pl.col("test_row") & pl.col("q_scope").is_null()
+    nature_warning = (pl.col("nature_row") & pl.col("q_scope").is_null()
+                      & pl.col("w_reason").is_null())
     lines = issues.with_columns(
         pl.when(version_warning).then(pl.lit(Reason.UNKNOWN_NORM_VERSION))
-        .when(test_warning).then(pl.lit(Reason.TEST_ENVOI)).otherwise(pl.col("w_reason"))
+        .when(test_warning).then(pl.lit(Reason.TEST_ENVOI))
+        .when(nature_warning).then(pl.lit(Reason.NOT_A_DSN_MENSUELLE)).otherwise(pl.col("w_reason"))
         .alias("w_reason"),
         pl.when(version_warning).then(pl.lit("unknown norm version, validated with ") + pl.col("norm_version"))
         .when(test_warning).then(pl.lit("test envoi (S10.G00.00.005 = 01): its declarations are "
                                         "kept for audit, never used"))
+        .when(nature_warning).then(pl.format(
+            "declaration of nature {} (S20.G00.05.001), not a DSN mensuelle (01): kept for "
+            "audit, never credited", pl.col("value")))
         .otherwise(pl.col("w_detail")).alias("w_detail"),
     )
     rows = lines.filter(pl.col("q_scope").is_not_null() | pl.col("w_reason").is_not_null())

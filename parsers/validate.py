@@ -666,8 +666,13 @@ def _final_states(df: pl.DataFrame, arrays: dict[str, np.ndarray], special: pl.D
     # so (a warning on that line), as it lists every declaration not used and why.
     test_rows = ((pl.col("rcode") == cat.rcode(codes.ENVOI_TEST_FLAG))
                  & (pl.col("value") == codes.TEST_ENVOI)).fill_null(False)
+    # So is a declaration of another nature than the DSN mensuelle (a signalement: FCTU,
+    # arrêt de travail, reprise…, or a substitution DSN): a warning on its S20.G00.05.001 line.
+    nature_rows = ((pl.col("rcode") == cat.rcode(codes.DECL_NATURE))
+                   & (pl.col("value") != codes.NATURE_MENSUELLE)).fill_null(False)
     wanted = (q_code != Q_NONE) | arrays["damaged"]
-    for rows in (a.get_column("row"), special.filter(version_rows | test_rows).get_column("row")):
+    for rows in (a.get_column("row"),
+                 special.filter(version_rows | test_rows | nature_rows).get_column("row")):
         wanted[np.flatnonzero(np.isin(row_np, rows.to_numpy(), kind="table"))] = True
     cols = [c for c in ISSUE_LINE_COLS if c in df.columns]
     rows = df.select(cols)[np.flatnonzero(wanted)]
@@ -713,6 +718,7 @@ def _final_states(df: pl.DataFrame, arrays: dict[str, np.ndarray], special: pl.D
                                      return_dtype=pl.String).alias("norm_version"),
         version_rows.alias("version_row"),
         test_rows.alias("test_row"),
+        nature_rows.alias("nature_row"),
     ).with_columns(
         pl.when(pl.col("q_scope").is_not_null()).then(q_reason).alias("q_reason"),
         pl.when(pl.col("q_scope").is_not_null()).then(q_detail).alias("q_detail"),

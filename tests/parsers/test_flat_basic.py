@@ -144,7 +144,11 @@ def test_open_neodes_sample_ingests_cleanly(dsn):
     assert p.lines_read == sum(1 for _ in dsn.SAMPLE.open("rb"))
     # the anonymised NIR '1234567890123' (month 45) is reported, not rejected: signalement
     reasons = set(p["quarantine"]["reason"])
-    assert reasons == {"invalid_nir", "damaged_characters"}
+    assert reasons == {"invalid_nir", "damaged_characters", "not_a_dsn_mensuelle"}
+    # every declaration not used says why (contract.md): three FCTU, on their nature line
+    fctu = p["quarantine"].filter(pl.col("reason") == "not_a_dsn_mensuelle")
+    assert fctu.height == 3 and set(fctu["rubrique"]) == {"S20.G00.05.001"}
+    assert set(fctu["scope"]) == {"warning"} and "nature 07" in fctu["detail"][0]
     assert set(p["quarantine"]["value_masked"].filter(p["quarantine"]["reason"] == "invalid_nir")) == {"123*"}
 
 
