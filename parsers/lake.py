@@ -35,10 +35,23 @@ _PART_RE = re.compile(r"^part-(?P<batch>.+)\.parquet$")
 MONTH_TABLES = ("declarations", "employers", "quarantine")
 
 
+LAKE_MARKERS = ("files", "settings.json")  # what only a lake folder holds (commit log, settings)
+
+
 def lake_path(lake_dir_or_root: Path | str) -> Path:
-    """Accept either ``DIR`` or ``DIR/lake``."""
+    """The lake folder of ``DIR`` (``DIR/lake``), or ``DIR/lake`` itself when given.
+
+    Decided by what the folder holds, never by its name: a data directory that happens to be
+    called ``lake`` used to hold its tables at its top (so a copy or a rename of it lost its
+    lake, and ingesting into the copy started an empty one). A folder that already holds lake
+    tables at its top (such a directory written before, or ``DIR/lake`` passed directly) is
+    used as it is."""
     p = Path(lake_dir_or_root)
-    return p if p.name == LAKE else p / LAKE
+    if (p / LAKE).is_dir():
+        return p / LAKE
+    if any((p / m).exists() for m in LAKE_MARKERS):
+        return p
+    return p / LAKE
 
 
 # Cheap compression: zstd level 1 is ~3x faster to write than the default level, for files a

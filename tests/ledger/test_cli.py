@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -82,16 +85,46 @@ def test_help_on_every_command():
 
 
 def test_lake_dir_check_follows_the_lake_path_rule(tmp_path):
-    """``--lake X/lake`` IS the lake (``parsers.lake.lake_path``): crediting it is allowed."""
+    """``parsers.lake.lake_path`` decides by content, never by name: ``DIR`` holding ``lake/``,
+    or a folder holding lake tables itself, is a lake; an empty folder called ``lake`` is not."""
     import typer
     from flows.cli import _lake_dir
 
     (tmp_path / "x" / "lake").mkdir(parents=True)
-    assert _lake_dir(tmp_path / "x" / "lake", must_hold_lake=True) == tmp_path / "x" / "lake"
     assert _lake_dir(tmp_path / "x", must_hold_lake=True) == tmp_path / "x"
-    with pytest.raises(typer.Exit) as e:
-        _lake_dir(tmp_path / "y", must_hold_lake=True)
-    assert e.value.exit_code == 2
+    (tmp_path / "old" / "files").mkdir(parents=True)  # tables at its top (older layout)
+    assert _lake_dir(tmp_path / "old", must_hold_lake=True) == tmp_path / "old"
+    for empty in (tmp_path / "y", tmp_path / "x" / "lake"):
+        with pytest.raises(typer.Exit) as e:
+            _lake_dir(empty, must_hold_lake=True)
+        assert e.value.exit_code == 2
+
+
+def test_a_data_directory_named_lake_can_be_copied_and_replayed(tmp_path):
+    """A DIR called ``lake`` holds its tables in ``DIR/lake/`` like any other (it used to hold
+    them at its top, so a copy under another name lost its lake: replay reported the archive
+    missing, and an ingestion into the copy started an empty lake whose credit reversed the
+    year)."""
+    import shutil
+    from parsers.lake import lake_path
+    samples = Path(__file__).resolve().parents[2] / "data" / "samples"
+    d = tmp_path / "lake"
+    r = runner.invoke(app, ["ingest", str(samples), "--lake", str(d)])
+    assert r.exit_code == 0, r.output
+    assert (d / "lake" / "files").is_dir() and lake_path(d) == d / "lake"
+    r = runner.invoke(app, ["credit", "--year", "2025", "--lake", str(d), "--as-of", "2026-05-02"])
+    assert r.exit_code == 0, r.output
+    copy = tmp_path / "copy"
+    shutil.copytree(d, copy, symlinks=True)
+    r = runner.invoke(app, ["replay", "--year", "2025", "--lake", str(copy)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["ingest", str(samples / "73282932000017_202512_11.dsn"),
+                            "--lake", str(copy)])
+    assert r.exit_code == 0, r.output
+    assert re.search(r"files skipped duplicate\s*│\s*1\s*│", r.output), r.output  # known
+    r = runner.invoke(app, ["credit", "--year", "2025", "--lake", str(copy), "--as-of", "2026-05-03"])
+    assert r.exit_code == 0, r.output
+    assert "reversal" not in r.output  # nothing changed: nothing reversed
 
 
 def test_explain_story_says_esat_is_never_prorated():
