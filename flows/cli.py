@@ -442,11 +442,18 @@ def _derivation_story(row: dict) -> list[str]:
     flags = [k for k in ("low_qualified", "boeth", "esat") if g(k)]
     lines = [
         f"1. Time: {g('months_counted')} month(s) counted over {g('contracts_count')} contract(s) at "
-        f"{g('employers_count')} employer(s); paid {hours:,.2f} h / {days:,.2f} days; "
+        f"{g('employers_count')} employer(s)"
+        + (" declared in the year (the time counted comes from DSN of other years: an absence "
+           "or a recall dated in the year)" if not g("contracts_count") and g("months_counted")
+           else "")
+        + f"; paid {hours:,.2f} h / {days:,.2f} days; "
         f"assimilated absence days {g('absence_days')}; presence-fallback months {g('presence_months')}; "
         f"monthly reference(s) {g('references')}.",
-        f"2. Ratio = Σ months (counted / monthly reference) / 12 = {g('ratio_exact')} "
-        f"≈ {float(g('worked_ratio') or 0):.6f}.",
+        "2. Ratio = Σ months (counted / monthly reference) / 12"
+        + (f" + sans-notion remuneration {_eur(g('sans_notion_remuneration_cents'))} / (2 080 × "
+           f"SMIC = {_eur(round(g('smic_reference_cents') or 0))})"
+           if g("sans_notion_remuneration_cents") else "")
+        + f" = {g('ratio_exact')} ≈ {float(g('worked_ratio') or 0):.6f}.",
         f"3. Category {g('category')} ({', '.join(flags) or 'no special status'}): annual amount "
         f"{_eur(g('annual_amount_cents') or 0)}, ceiling {_eur(g('ceiling_cents') or 0)} "
         f"(full amount when the ratio{_threshold_rounding(p)} is ≥ 0.5; else amount × ratio "
@@ -469,10 +476,16 @@ def _derivation_story(row: dict) -> list[str]:
             lines[-1] += (f" The balance includes {g('former_nirs_balance_hours')} h held under "
                           "this person's former NIR(s) (S21.G00.31.008).")
     elif g("credit_cents") is not None:
+        withheld = g("late_increase_withheld_cents")
+        by_ceiling = (g("credit_cents") or 0) + (withheld or 0)
         lines.append(
             f"4. Ceiling: min({_eur(g('annual_amount_cents') or 0)}, max(0, {_eur(g('ceiling_cents') or 0)} − "
-            f"balance {_eur(g('balance_before_cents') or 0)})) = credit {_eur(g('credit_cents'))}; "
-            f"balance after {_eur(g('balance_after_cents') or 0)}.")
+            f"balance {_eur(g('balance_before_cents') or 0)})) = "
+            + (f"{_eur(by_ceiling)}, of which {_eur(withheld)} found after later years were "
+               f"credited exceeds today's room under the ceiling (an increase is a crediting made "
+               f"today, docs/operations.md): credit {_eur(g('credit_cents'))}"
+               if withheld else f"credit {_eur(g('credit_cents'))}")
+            + f"; balance after {_eur(g('balance_after_cents') or 0)}.")
         if g("former_nirs_balance_cents") is not None:
             lines[-1] += (f" The balance includes {_eur(g('former_nirs_balance_cents'))} held "
                           "under this person's former NIR(s) (S21.G00.31.008).")
@@ -584,6 +597,10 @@ def explain(
     if ac.height == 0 and entries.height == 0:
         if unc.height:
             return
+        from parsers.validate import nir_valid
+        if not pl.select(nir_valid(pl.lit(nir))).item():  # a typo, not an unknown person
+            _usage(f"{nir!r} is not a NIR (S21.G00.30.001: the norm's pattern, no all-nines "
+                   "placeholder) nor the NTT of a person the run reported")
         _fail(f"{nir} was not examined for year {year} (run {run_id}) and has no entries")
     console.print(f"[bold]{nir}[/] — year {year} — run {run_id}")
     if ac.height:
@@ -627,8 +644,9 @@ def explain(
                       if "months_undeclared" in emp.columns else emp.clear())  # older runs
         for r in undeclared.iter_rows(named=True):
             console.print(f"Under contract at {r['siret']} in {r['undeclared_months']} but no "
-                          f"current DSN declares it: those months count no time until their DSN "
-                          f"arrive (a rerun then credits the difference).")
+                          f"current DSN declares it: those months count only what other DSN date "
+                          f"in them (an absence, a pay recall) until their DSN arrive (a rerun "
+                          f"then credits the difference).")
     t = Table(title="Ledger entries (all years)")
     for c in ("year", "kind", "sub_ledger", "amount", "run_id", "entry_id"):
         t.add_column(c, no_wrap=True)

@@ -124,8 +124,8 @@ def undeclared_note(run_dir: Path | str) -> str | None:
     people = "1 person was" if u["people"] == 1 else f"{u['people']} people were"
     return (f"undeclared months: {u['months']} month(s) of {u['year']} in which {people} "
             f"under contract at {u['sirets']} establishment(s) but no current DSN "
-            f"declares them; they count no time until their DSN arrive (a rerun then credits "
-            f"the difference). List: cpf query undeclared_months --lake {root}")
+            f"declares them; they count only what other DSN date in them (an absence, a pay "
+            f"recall) until their DSN arrive (a rerun then credits the difference). List: cpf query undeclared_months --lake {root}")
 
 
 def year_not_over(year: int, day: dt.date) -> str | None:

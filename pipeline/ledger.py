@@ -575,10 +575,16 @@ def plan_year_postings(
                      on="nir", how="left")
                .with_columns(cap_late_increase(pl.col("credit_cents"),
                                                pl.col("posted_cents").fill_null(0), room_now)
-                             .alias("credit_cents"))
+                             .alias("_capped"))
+               # what today's room withheld from the ceiling's credit (a late increase after
+               # later years filled the room): the derivation states it, null when nothing
+               .with_columns(pl.when(pl.col("_capped") < pl.col("credit_cents"))
+                             .then(pl.col("credit_cents") - pl.col("_capped"))
+                             .cast(pl.Int64).alias("late_increase_withheld_cents"))
+               .with_columns(pl.col("_capped").alias("credit_cents"))
                .with_columns((pl.col("balance_before_cents") + pl.col("credit_cents"))
                              .alias("balance_after_cents"))
-               .drop("posted_cents", "earned_now_cents")
+               .drop("posted_cents", "earned_now_cents", "_capped")
                .sort("nir").collect())  # a join does not keep row order: restore it
     names = credits.columns
     source = _source_expr(names, meta.default_source)

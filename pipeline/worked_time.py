@@ -721,8 +721,7 @@ def month_bits(month: pl.Expr) -> pl.Expr:
 
 def contract_year_months(versions: pl.DataFrame, keys: pl.DataFrame, ends: ContractEnds,
                          year: int) -> pl.LazyFrame:
-    """Per contract (``cid``) seen up to December of N: the months of N that a current
-    declaration carries it (``declared``, a 12-bit set), the earliest 40.001 of those versions
+    """Per contract (``cid``) the run read: the months of N that a current declaration carries it (``declared``, a 12-bit set), the earliest 40.001 of those versions
     (``start_in_year``), and the months of N it was under contract without any (``undeclared``;
     in-scope contracts only).
 
@@ -741,7 +740,10 @@ def contract_year_months(versions: pl.DataFrame, keys: pl.DataFrame, ends: Contr
     open_in_year = (pl.col("in_scope") & (start <= last) & (end.is_null() | (end >= first))
                     & (end.is_null() | (end >= start)))  # an end before the start: no months
     this_year = in_year("decl_month", year)
-    v = versions.lazy().filter(pl.col("decl_month") <= date(year, 12, 1))
+    # every version the run read (from December N-1 on): a contract under contract in N that
+    # only a later DSN declares (a late hire, an absence dated in N declared in N+1) is one
+    # whose months of N no DSN of N declares
+    v = versions.lazy()
     episodes = ends.per_start.height > 0
     if episodes:  # reused numbers: one row per episode first, with the episode's own end
         v = v.join(ends.per_start.lazy().select("cid", "contract_start", "episode_start",

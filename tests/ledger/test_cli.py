@@ -169,3 +169,26 @@ def test_run_checks_the_csv_inputs_before_ingesting(tmp_path):
     assert r.exit_code == 1, r.output
     assert "h.csv:2" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "DIR" / "lake").exists()
+
+
+def test_explain_refuses_what_is_not_a_nir_as_a_usage_error(lake, fake_engine):
+    """A typo is a usage error (exit 2, one line), an unknown but valid NIR a failed look-up."""
+    r = runner.invoke(app, ["credit", "--year", "2024", "--lake", str(lake), "--as-of", "2025-05-02"])
+    assert r.exit_code == 0, r.output
+    for typo in ("ABCDEFGHIJKLM", "9999999999999"):
+        r = runner.invoke(app, ["explain", typo, "--year", "2024", "--lake", str(lake)])
+        assert r.exit_code == 2 and "is not a NIR" in r.output, r.output
+    r = runner.invoke(app, ["explain", "1999999999998", "--year", "2024", "--lake", str(lake)])
+    assert r.exit_code == 1 and "was not examined" in r.output, r.output
+
+
+def test_explain_story_names_the_sans_notion_term():
+    """A sans-notion person's ratio is remuneration / (2 080 × SMIC): the story says so."""
+    from flows.cli import _derivation_story
+    row = {"year": 2025, "category": "standard", "worked_ratio": 0.7, "ratio_exact": "7/10",
+           "annual_amount_cents": 50000, "ceiling_cents": 500000, "credit_cents": 50000,
+           "balance_before_cents": 0, "balance_after_cents": 50000,
+           "sans_notion_remuneration_cents": 1729728, "smic_reference_cents": 2471040.0}
+    story = " ".join(_derivation_story(row))
+    assert "+ sans-notion remuneration 17 297.28 € / (2 080 × SMIC = 24 710.40 €)" in story
+    assert "sans-notion" not in " ".join(_derivation_story({**row, "sans_notion_remuneration_cents": 0}))

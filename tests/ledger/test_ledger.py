@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from flows import steps
+from flows.cli import _derivation_story
 from pipeline import publish as pub
 from pipeline.catalog import queries
 from pipeline.ledger import (LedgerCheckError, RunMeta, check_year, conform, ensure,
@@ -128,6 +129,14 @@ def test_recrediting_an_earlier_year_after_a_later_one(lake, tmp_path):
     row = pl.read_parquet(Path(out.run_dir) / "annual_credits.parquet") \
         .filter(pl.col("nir") == nir(7)).row(0, named=True)
     assert (row["balance_before_cents"], row["credit_cents"]) == (449000, 5000)
+    # the row states the second cap: the ceiling alone gives min(150, 5 000 − 4 490) = 150 €,
+    # today's room withheld 100 € of it (an auditor reads min(...) = 150 − 100 = credit 50)
+    assert row["late_increase_withheld_cents"] == 10000
+    story = " ".join(_derivation_story(row))
+    assert "= 150.00 €, of which 100.00 € found after later years were credited exceeds " \
+           "today's room under the ceiling" in story and "credit 50.00 €" in story
+    assert pl.read_parquet(Path(out.run_dir) / "annual_credits.parquet").filter(
+        pl.col("nir") != nir(7))["late_increase_withheld_cents"].null_count() > 0  # else null
     e = ledger(lake)
     assert e.filter((pl.col("nir") == nir(7)) & (pl.col("sub_ledger") == "earned"))[
         "amount_cents"].sum() == 500000

@@ -363,3 +363,20 @@ def test_the_run_says_how_many_months_no_dsn_declares(tmp_path):
     pl.DataFrame(rows[2:], schema=EMPLOYMENTS_SCHEMA, orient="row").write_parquet(
         run / "employments.parquet")
     assert undeclared_note(run) is None
+
+
+def test_a_contract_only_a_later_dsn_declares_has_its_months_of_n_listed(tmp_path):
+    """A hire of 15 November 2025 that the employer first declares in its January 2026 DSN:
+    November and December 2025 are months under contract that no DSN of 2025 declares, and the
+    person has an employments row for 2025 (months_declared 0)."""
+    import copy
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from scenario import ingest_case
+    case = {"name": "late hire", "year": 2025,
+            "contracts": [{"start": "2025-11-15", "undeclared": [11, 12],
+                           "worked": {"2026-01": 151.67}}]}
+    ingest_case(copy.deepcopy(case), tmp_path)
+    emp = compute_year(tmp_path, 2025).employments.collect()
+    assert emp.select("months_declared", "months_undeclared", "undeclared_months",
+                      "first_contract_start").rows() == [(0, 2, "2025-11 2025-12",
+                                                          date(2025, 11, 15))]
