@@ -30,7 +30,8 @@ def amounts_frame(rows: list[tuple]) -> pl.DataFrame:
     ).with_columns(pl.lit(2024, pl.Int32).alias("year"),
                    pl.lit("params-test").alias("param_version"),
                    pl.lit(["d1", "d2"]).alias("source_decl_ids"),
-                   pl.lit("12 months full time").alias("explain_months"))
+                   pl.lit("12 months full time").alias("explain_months"),
+                   (pl.col("category") == "low_qualified").alias("low_qualified"))
 
 
 def write_table(root: Path, table: str, rows: list[dict]) -> None:
