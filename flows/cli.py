@@ -448,7 +448,8 @@ def _derivation_story(row: dict) -> list[str]:
            else "")
         + f"; paid {hours:,.2f} h / {days:,.2f} days; "
         f"assimilated absence days {g('absence_days')}; presence-fallback months {g('presence_months')}; "
-        f"monthly reference(s) {g('references')}.",
+        + (f"monthly reference(s) {g('references')}." if g("references")
+           else "no monthly reference (remuneration route only)."),
         "2. Ratio = Σ months (counted / monthly reference) / 12"
         + (f" + sans-notion remuneration {_eur(g('sans_notion_remuneration_cents'))} / (2 080 × "
            f"SMIC = {_eur(round(g('smic_reference_cents') or 0))})"
@@ -505,21 +506,21 @@ def _contract_month_terms(lake: Path, nir: str, year: int, published: dict | Non
     bucket = nir_buckets(lake, pl.Series([nir]))["bucket"].item()
     wt = worked_time(lake, year, params_for_year(year), buckets=[bucket], keep_terms=True)
     cm = wt.contract_months.filter(pl.col("nir") == nir)
-    if cm.height == 0:
-        return
-    t = Table(title="Contract-months: counted / monthly reference (recomputed from the lake)")
-    for c in ("establishment", "contract", "month", "unit", "paid", "presence", "absence days",
-              "absence credited", "other absence days", "counted", "reference", "term"):
-        t.add_column(c, no_wrap=True)
-    for r in cm.iter_rows(named=True):
-        counted = r["counted_scaled"] / M_SCALE / 100
-        t.add_row(r["siret"] or "", r["contract_no"] or "", f"{r['month']:%Y-%m}",
-                  r["family"] + ("" if r["own_family"] else " (53.003)"),
-                  f"{r['paid_h'] / 100:.2f}", f"{r['presence_h'] / 100:.2f}",
-                  str(r["abs_days"]), f"{r['absence_credited_h'] / 100:.2f}",
-                  str(r["other_abs_days"]), f"{counted:.2f}",
-                  r["ref_label"] or "", f"{r['term_num'] / r['term_den']:.6f}")
-    console.print(t)
+    if cm.height:  # a sans-notion-only person has none: the ratio check below still runs
+        t = Table(title="Contract-months: counted / monthly reference (recomputed from the lake)")
+        for c in ("establishment", "contract", "month", "unit", "paid", "presence",
+                  "absence days", "absence credited", "other absence days", "counted",
+                  "reference", "term"):
+            t.add_column(c, no_wrap=True)
+        for r in cm.iter_rows(named=True):
+            counted = r["counted_scaled"] / M_SCALE / 100
+            t.add_row(r["siret"] or "", r["contract_no"] or "", f"{r['month']:%Y-%m}",
+                      r["family"] + ("" if r["own_family"] else " (53.003)"),
+                      f"{r['paid_h'] / 100:.2f}", f"{r['presence_h'] / 100:.2f}",
+                      str(r["abs_days"]), f"{r['absence_credited_h'] / 100:.2f}",
+                      str(r["other_abs_days"]), f"{counted:.2f}",
+                      r["ref_label"] or "", f"{r['term_num'] / r['term_den']:.6f}")
+        console.print(t)
     if published is None or published.get("ratio12_num") is None:
         return
     again = wt.persons.filter(pl.col("nir") == nir).collect()
