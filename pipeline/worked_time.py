@@ -714,29 +714,32 @@ EMPLOYMENTS_SCHEMA = {"nir": pl.String, "year": pl.Int32, "siren": pl.String, "s
                       "months_undeclared": pl.Int64, "undeclared_months": pl.String}
 
 
-def month_bits(month: pl.Expr) -> pl.Expr:
-    """Bit (m - 1) of a 12-bit month set for a date in month m."""
-    return pl.lit(2, pl.Int64).pow(month.dt.month().cast(pl.Int64) - 1)
+def month_bit(month_no: pl.Expr) -> pl.Expr:
+    """Bit (m - 1) of a 12-bit set of months, for month number m (1-12): sets of months are
+    unions by ``bitwise_or`` and counts by ``bitwise_count_ones``, on integers."""
+    return pl.lit(2, pl.Int64).pow(month_no.cast(pl.Int64) - 1)
 
 
 def contract_year_months(versions: pl.DataFrame, keys: pl.DataFrame, ends: ContractEnds,
                          year: int) -> pl.LazyFrame:
-    """Per contract (``cid``) the run read: the months of N that a current declaration carries it (``declared``, a 12-bit set), the earliest 40.001 of those versions
-    (``start_in_year``), and the months of N it was under contract without any (``undeclared``;
-    in-scope contracts only).
+    """Per contract (``cid``) the run read: the months of N that a current declaration carries
+    it (``declared``, a 12-bit set, ``month_bit``), the earliest 40.001 of those versions
+    (``start_in_year``), and the months of N it was under contract without any
+    (``undeclared``; in-scope contracts only).
 
     Under contract: from the month of its start (earliest 40.001) to the month of its end —
     the declared end (62.001, ``contract_ends``), else the latest planned end (40.010), else
-    open — clipped to N; per episode when the number was reused (``ContractEnds``). A month counts as declared when a current declaration of that month
-    holds the contract (its block is repeated every month while it runs, dsn_format.md §2). A
-    month left undeclared (an establishment that did not file, or filed without the contract)
-    adds no time: operators see it before rerunning once the DSN arrive."""
+    open — clipped to N; per episode when the number was reused (``ContractEnds``). A month
+    counts as declared when a current declaration of that month holds the contract (its block
+    is repeated every month while it runs, dsn_format.md §2). A month left undeclared (an
+    establishment that did not file, or filed without the contract) counts no time of its own:
+    operators see it before rerunning once the DSN arrive."""
     first, last = date(year, 1, 1), date(year, 12, 31)
     end = pl.coalesce(pl.col("contract_end"), pl.col("planned_end"))
     start = pl.col("contract_start").fill_null(first)
     from_m = pl.when(start < first).then(1).otherwise(start.dt.month().cast(pl.Int64))
     to_m = pl.when(end.is_null() | (end > last)).then(12).otherwise(end.dt.month().cast(pl.Int64))
-    under = pl.lit(2, pl.Int64).pow(to_m) - pl.lit(2, pl.Int64).pow(from_m - 1)
+    under = month_bit(to_m + 1) - month_bit(from_m)  # the months from_m..to_m
     open_in_year = (pl.col("in_scope") & (start <= last) & (end.is_null() | (end >= first))
                     & (end.is_null() | (end >= start)))  # an end before the start: no months
     this_year = in_year("decl_month", year)
@@ -750,7 +753,7 @@ def contract_year_months(versions: pl.DataFrame, keys: pl.DataFrame, ends: Contr
                                                 pl.col("contract_end").alias("_ep_end")),
                    on=["cid", "contract_start"], how="left")
     rows = (v.group_by(["cid", "episode_start"] if episodes else ["cid"]).agg(
-                pl.when(this_year).then(month_bits(pl.col("decl_month"))).otherwise(0)
+                pl.when(this_year).then(month_bit(pl.col("decl_month").dt.month())).otherwise(0)
                 .bitwise_or().alias("declared"),
                 pl.col("contract_start").filter(this_year).min().alias("start_in_year"),
                 pl.col("contract_start").min(), pl.col("planned_end").max(),
@@ -877,11 +880,11 @@ def person_explanations(cmf: pl.DataFrame, rem_sn: pl.DataFrame, fractions: pl.D
     is_h = pl.col("is_hours")
     # row expressions first, then plain aggregations: Polars evaluates an expression inside
     # ``agg`` group by group (when/then and lookups there cost 2-4x more, measured)
-    month_bit = pl.lit(2, pl.Int32).pow(pl.col("month_no").cast(pl.Int32) - 1)
     expl_cm = (cmf_l.select(
         "pid",
         # months of year N with counted time: a 12-bit set (bitwise or), then its popcount
-        pl.when(pl.col("counted_scaled") > 0).then(month_bit).otherwise(0).alias("_months"),
+        pl.when(pl.col("counted_scaled") > 0).then(month_bit(pl.col("month_no"))).otherwise(0)
+        .alias("_months"),
         pl.when(is_h).then(pl.col("paid_h")).otherwise(0).alias("paid_hours_h"),
         pl.when(is_h).then(0).otherwise(pl.col("paid_h")).alias("paid_days_h"),
         (pl.col("presence_scaled") > 0).cast(pl.Int64).alias("presence_months"),
