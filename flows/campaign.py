@@ -248,8 +248,9 @@ def campaign(year: int | None = None, dsn: list[str] | None = None, lake: str = 
              max_workers: int | None = None, max_memory_gb: float | None = None,
              lake_buckets: int | None = None) -> dict:
     """The yearly campaign: ingest the DSN received so far, then credit year N (default: the
-    previous calendar year). With ``enforce_window`` (the scheduled deployment), a run outside the
-    window (before its opening or after its end) is refused unless ``force``. ``runner``/``buckets``/…: see flows.runners."""
+    previous calendar year). With ``enforce_window`` (the scheduled deployment), a run outside
+    the window (before its opening or after its end) is refused unless ``force``.
+    ``runner``/``buckets``/…: see flows.runners."""
     day = dt.date.fromisoformat(as_of) if as_of else today_paris()
     year = year or day.year - 1
     if enforce_window:

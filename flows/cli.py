@@ -161,7 +161,10 @@ def _note_carried_holders(lake: Path, holders: Path | None) -> None:
 
 
 def _eur(cents: int | None) -> str:
-    return "" if cents is None else f"{cents / 100:,.2f} €".replace(",", " ")
+    """``pipeline.run_report.eur``: one way to show cents, in the terminal and the HTML report
+    (imported here, not at the top: ``cpf --help`` does not load Polars)."""
+    from pipeline.run_report import eur
+    return eur(cents)
 
 
 # --- ingest --------------------------------------------------------------------------------
@@ -244,13 +247,12 @@ def _print_credit(out) -> None:
     t.add_row("people examined", str(c["examined"]))
     t.add_row("people credited", str(c["credited"]))
     t.add_row("not creditable", str(c["uncreditable"]))
+    from pipeline.run_report import amount_text
     hours = m.get("totals_hours", {})  # an hour-era year (2015-2018) credits hours
-    t.add_row("credited for the year",
-              f"{hours['credit']} h" if hours.get("credit") else _eur(tot["credit"]))
+    t.add_row("credited for the year", amount_text(tot["credit"], hours.get("credit")))
     t.add_row("entries posted by this run", str(c["entries"]))
     for k, n in c["entries_by_kind"].items():
-        amount = (f"{hours['entries_by_kind'][k]} h" if k in hours.get("entries_by_kind", {})
-                  and not tot["entries_by_kind"].get(k) else _eur(tot["entries_by_kind"][k]))
+        amount = amount_text(tot["entries_by_kind"][k], hours.get("entries_by_kind", {}).get(k))
         t.add_row(f"  {k}", f"{n} ({amount})")
     ignored = m.get("notes", {}).get("opening_ignored_already_held")
     if ignored:  # the contract: --balances is for accounts the ledger does not hold yet
@@ -551,7 +553,8 @@ def _source_declarations(lake: Path, nir: str, year: int) -> None:
     src = source_declarations(lake, nir, year)
     if src.height == 0:
         return
-    files = (scan_table(lake, "declarations").filter(pl.col("decl_id").is_in(src["decl_id"].implode()))
+    files = (scan_table(lake, "declarations")
+             .filter(pl.col("decl_id").is_in(src["decl_id"].implode()))
              .select("decl_id", "source_file", "decl_type").unique("decl_id").collect())
     rows = (src.group_by("decl_id", "decl_month", "siret")
             .agg(pl.col("table").unique().sort().str.join(", "))
@@ -643,11 +646,10 @@ def explain(
         console.print(t)
         undeclared = (emp.filter(pl.col("months_undeclared") > 0)
                       if "months_undeclared" in emp.columns else emp.clear())  # older runs
+        from flows.steps import UNDECLARED_COUNTS
         for r in undeclared.iter_rows(named=True):
             console.print(f"Under contract at {r['siret']} in {r['undeclared_months']} but no "
-                          f"current DSN declares it: those months count only what other DSN date "
-                          f"in them (an absence, a pay recall) until their DSN arrive (a rerun "
-                          f"then credits the difference).")
+                          f"current DSN declares it: those months {UNDECLARED_COUNTS}.")
     t = Table(title="Ledger entries (all years)")
     for c in ("year", "kind", "sub_ledger", "amount", "run_id", "entry_id"):
         t.add_column(c, no_wrap=True)

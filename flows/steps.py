@@ -107,6 +107,11 @@ def carried_holders_note(root: Path) -> str | None:
             f"(archive/inputs/{carried[1].name[:12]}…); pass --holders to replace it")
 
 
+# what a month that no DSN declares counts, said by the run's note and by ``cpf explain``
+UNDECLARED_COUNTS = ("count only what other DSN date in them (an absence, a pay recall) until "
+                     "their DSN arrive (a rerun then credits the difference)")
+
+
 def undeclared_note(run_dir: Path | str) -> str | None:
     """What operators must know after a run (CLI prints it, the flow logs it and adds it to
     its artifact): people under contract in months that no current DSN declares
@@ -123,9 +128,8 @@ def undeclared_note(run_dir: Path | str) -> str | None:
     root = Path(run_dir).parent.parent
     people = "1 person was" if u["people"] == 1 else f"{u['people']} people were"
     return (f"undeclared months: {u['months']} month(s) of {u['year']} in which {people} "
-            f"under contract at {u['sirets']} establishment(s) but no current DSN "
-            f"declares them; they count only what other DSN date in them (an absence, a pay "
-            f"recall) until their DSN arrive (a rerun then credits the difference). List: cpf query undeclared_months --lake {root}")
+            f"under contract at {u['sirets']} establishment(s) but no current DSN declares "
+            f"them; they {UNDECLARED_COUNTS}. List: cpf query undeclared_months --lake {root}")
 
 
 def year_not_over(year: int, day: dt.date) -> str | None:

@@ -15,6 +15,17 @@ import polars as pl
 RATIO_BINS = 30
 
 
+def eur(cents: int | None) -> str:
+    """Cents as euros for people ("1 234.56 €"); empty for None."""
+    return "" if cents is None else f"{cents / 100:,.2f} €".replace(",", " ")
+
+
+def amount_text(cents: int, hours: int | None) -> str:
+    """A run's amount: whole hours when it is in hours (an hour-era year, 2015-2018, posts
+    no cents), else euros."""
+    return f"{hours} h" if hours and not cents else eur(cents)
+
+
 def ratio_histogram(credits: pl.LazyFrame, bins: int = RATIO_BINS) -> tuple[list[int], list[float]]:
     """(counts, edges) of the worked ratio clipped to [0, 1.5], ``bins`` equal bins between its
     min and max (as matplotlib's ``hist`` would draw them), aggregated by Polars: memory does
@@ -71,20 +82,13 @@ def write_report(out: Path, manifest: dict, credits: pl.DataFrame | pl.LazyFrame
     fig.savefig(out / "credits_by_category.png", metadata=meta)
     plt.close(fig)
 
-    def eur(c: int) -> str:
-        return f"{c / 100:,.2f} €".replace(",", " ")
-
     rows = "".join(
         f"<tr><td>{html.escape(str(c))}</td><td>{p}</td><td>{eur(a)}</td></tr>"
         for c, p, a in zip(by_cat["category"], by_cat["people"], by_cat["credit_cents"]))
     hours = manifest.get("totals_hours", {})  # an hour-era year (2015-2018) credits hours
-
-    def amount(cents: int, h: int | None) -> str:
-        return f"{h} h" if h and not cents else eur(cents)
-
     kinds = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{manifest['counts']['entries_by_kind'][k]}</td>"
-        f"<td>{amount(v, hours.get('entries_by_kind', {}).get(k))}</td></tr>"
+        f"<td>{amount_text(v, hours.get('entries_by_kind', {}).get(k))}</td></tr>"
         for k, v in manifest["totals_cents"]["entries_by_kind"].items())
     c, t = manifest["counts"], manifest["totals_cents"]
     page = f"""<!doctype html><html><head><meta charset="utf-8">
@@ -99,7 +103,7 @@ code <code>{manifest['inputs']['code_version']}</code>, {manifest['inputs'].get(
 <table><tr><th>people examined</th><td>{c['examined']}</td></tr>
 <tr><th>people credited</th><td>{c['credited']}</td></tr>
 <tr><th>not creditable</th><td>{c['uncreditable']}</td></tr>
-<tr><th>credited this year</th><td>{amount(t['credit'], hours.get('credit'))}</td></tr>
+<tr><th>credited this year</th><td>{amount_text(t['credit'], hours.get('credit'))}</td></tr>
 <tr><th>entries posted by this run</th><td>{c['entries']} ({eur(t['entries'])})</td></tr></table>
 <h2>Entries posted by this run</h2>
 <table><tr><th>kind</th><th>entries</th><th>amount</th></tr>{kinds}</table>
