@@ -149,12 +149,14 @@ def _artifacts(manifest: dict, run_dir: str) -> None:
             ("entries posted", c["entries"])]
     rows += [(f"entries: {k}", f"{n} ({t['entries_by_kind'][k] / 100:.2f} EUR)")
              for k, n in c["entries_by_kind"].items()]
-    note = steps.undeclared_note(run_dir)
+    note, superseded = steps.undeclared_note(run_dir), steps.superseded_note(run_dir)
     if note is not None:
         get_run_logger().warning(note)
+    if superseded is not None:
+        get_run_logger().info(superseded)
     md = (f"# CPF year {manifest['year']} — run `{manifest['run_id']}`\n\n| | |\n|---|---:|\n"
           + "".join(f"| {a} | {b} |\n" for a, b in rows)
-          + (f"\n{note}\n" if note else "") + f"\nSnapshot: `{run_dir}`\n")
+          + "".join(f"\n{n}\n" for n in (note, superseded) if n) + f"\nSnapshot: `{run_dir}`\n")
     key = f"cpf-run-{manifest['year']}"
     create_markdown_artifact(markdown=md, key=key, description="CPF campaign run summary")
     create_link_artifact(link=(Path(run_dir) / "report" / "index.html").resolve().as_uri(),

@@ -262,9 +262,10 @@ def _print_credit(out) -> None:
     if c.get("dotation_lots"):
         t.add_row("dotation balance", _eur(tot["dotation_balance"]))
     console.print(t)
-    from flows.steps import undeclared_note
-    if (note := undeclared_note(out.run_dir)) is not None:
-        console.print(note)
+    from flows.steps import superseded_note, undeclared_note
+    for note in (undeclared_note(out.run_dir), superseded_note(out.run_dir)):
+        if note is not None:
+            console.print(note)
     root = Path(out.run_dir).parent.parent
     console.print(f"snapshot: {out.run_dir}\nreport:   {Path(out.run_dir) / 'report' / 'index.html'}"
                   f"\ncatalog:  {root / 'cpf.duckdb'}  (open it read-only; ready queries: "

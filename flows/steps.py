@@ -132,6 +132,28 @@ def undeclared_note(run_dir: Path | str) -> str | None:
             f"them; they {UNDECLARED_COUNTS}. List: cpf query undeclared_months --lake {root}")
 
 
+def superseded_note(run_dir: Path | str) -> str | None:
+    """How many declarations of the published lake a later version supersedes (the catalog's
+    quarantine view lists each, scope 'version'), or None when none is: they were ingested
+    and parsed, so ingestion's counts do not tell an operator they are not used."""
+    from parsers.codes import Reason
+    files = pub.snapshot_table_files(Path(run_dir), "declarations")
+    if not files or "superseded_reason" not in pl.read_parquet_schema(files[0]):
+        return None  # a run published before the column existed
+    n = (pl.scan_parquet(files).filter(pl.col("superseded_reason").is_not_null())
+         .group_by("superseded_reason").len().collect())
+    counts = dict(zip(n["superseded_reason"].to_list(), n["len"].to_list()))
+    if not counts:
+        return None
+    root = Path(run_dir).parent.parent
+    kinds = [f"{n} {what}" for n, what in (
+        (counts.get(Reason.REPLACED_DECLARATION), "replaced by an annule-et-remplace"),
+        (counts.get(Reason.OLDER_VERSION), "older version(s) of a (SIRET, month, fraction) "
+                                           "declared again")) if n]
+    return (f"declarations not used: {', '.join(kinds)}; each is in the quarantine view "
+            f"(scope 'version', in {root / 'cpf.duckdb'})")
+
+
 def year_not_over(year: int, day: dt.date) -> str | None:
     """Why year N cannot be credited on ``day``, or None: a year is credited once it is over,
     in the campaign of N+1 (cpf_rules.md §1); a run dated in N or before would credit a year

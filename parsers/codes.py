@@ -146,6 +146,10 @@ class Reason:
     UNKNOWN_NORM_VERSION = "unknown_norm_version"
     TEST_ENVOI = "test_envoi"  # S10.G00.00.005 = 01: parsed and kept, never used
     NOT_A_DSN_MENSUELLE = "not_a_dsn_mensuelle"  # S20.G00.05.001 != 01: kept, never credited
+    # scope "version": decided at publication for the whole lake (pipeline.versions), listed by
+    # the catalog's quarantine view, not written by ingestion
+    REPLACED_DECLARATION = "replaced_declaration"  # named by a later A&R's S20.G00.05.006
+    OLDER_VERSION = "older_version"  # another version of its (SIRET, month, fraction) is used
 
 
 class Scope:
@@ -154,6 +158,7 @@ class Scope:
     ENVOI = "envoi"
     FILE = "file"
     WARNING = "warning"  # not a rejection: counted in IngestReport.warnings
+    VERSION = "version"  # parsed and kept, not used: a later version of the declaration is
 
 
 QUARANTINED_SCOPES = (Scope.LINE, Scope.DECLARATION, Scope.ENVOI, Scope.FILE)

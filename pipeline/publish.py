@@ -511,10 +511,16 @@ def quarantine_rows(q: pl.LazyFrame) -> pl.DataFrame:
 
 
 def declarations_rows(d: pl.LazyFrame) -> pl.DataFrame:
-    """The snapshot form of declarations (employer identity of each decl_id), by decl_id."""
-    return (d.select("decl_id", "file_sha256", "source_file", "siren", "siret", "decl_month",
-                     "decl_type", "envoi_is_test", "rejected", "nature")
-            .unique("decl_id", keep="first").sort("decl_id").collect())
+    """The snapshot form of declarations (employer identity of each decl_id, and whether it
+    is the version used: ``versions.version_status``), by decl_id. A month partition holds
+    every version of its (SIRET, month, fraction) keys, so it resolves alone."""
+    from pipeline.versions import version_status
+    d = (d.select("decl_id", "file_sha256", "source_file", "line_no", "siren", "siret",
+                  "decl_month", "fraction", "decl_type", "order_no", "constitution_date",
+                  "replaced_id", "self_id", "envoi_is_test", "rejected", "nature")
+         .unique("decl_id", keep="first"))
+    return (version_status(d).drop("order_no", "constitution_date", "replaced_id", "self_id")
+            .sort("decl_id").collect())
 
 
 # The lake tables a snapshot keeps (not person tables: no shard writes them). They hold the
@@ -522,7 +528,7 @@ def declarations_rows(d: pl.LazyFrame) -> pl.DataFrame:
 # per declared month, and a run links the months whose lake partition did not change since
 # the previous publication instead of re-sorting and re-encoding them.
 LAKE_SNAPSHOTS = {"declarations": declarations_rows, "quarantine": quarantine_rows}
-LAKE_SNAPSHOT_FORMAT = 2  # bump when a *_rows function changes: every month is rewritten
+LAKE_SNAPSHOT_FORMAT = 3  # bump when a *_rows function changes: every month is rewritten
 SNAPSHOT_SOURCES = "snapshot_sources.json"  # per month file, the lake partition it was made of
 
 

@@ -26,45 +26,90 @@ from parsers.lake import scan
 
 KEY = ["siret", "decl_month", "fraction"]
 
+# The order in which the latest of several unreplaced versions of one key wins.
+LATEST_ORDER = [pl.col("constitution_date"), pl.col("order_no").cast(pl.Int64, strict=False),
+                pl.col("decl_id")]
+
+
+def is_usable() -> pl.Expr:
+    """A declaration eligible to be current: mensuelle, real, accepted, keyed."""
+    return ((pl.col("nature") == codes.NATURE_MENSUELLE)
+            & ~pl.col("envoi_is_test").fill_null(False)
+            & ~pl.col("rejected").fill_null(False)
+            & pl.col("siret").is_not_null() & pl.col("decl_month").is_not_null())
+
 
 def usable_declarations(lake_dir: Path | str, month: date | None = None) -> pl.LazyFrame:
-    """Declarations eligible to be current (mensuelle, real, accepted, keyed), of one declared
-    month only when ``month`` is given."""
+    """Declarations eligible to be current, of one declared month only when ``month`` is
+    given."""
     decls = scan(lake_dir, "declarations")
     if month is not None:
         decls = decls.filter(pl.col("decl_month") == month)
-    return decls.filter(
-        (pl.col("nature") == codes.NATURE_MENSUELLE)
-        & ~pl.col("envoi_is_test").fill_null(False)
-        & ~pl.col("rejected").fill_null(False)
-        & pl.col("siret").is_not_null() & pl.col("decl_month").is_not_null()
-    )
+    return decls.filter(is_usable())
 
 
-def current_declarations(lake_dir: Path | str, month: date | None = None) -> pl.LazyFrame:
-    """decl_id (plus key and version columns) of the declarations to use downstream (of one
-    declared month when ``month`` is given: the month is part of the key, so months resolve
-    independently and a caller can bound its memory to one month at a time).
+def _keyed(usable: pl.LazyFrame) -> pl.LazyFrame:
+    return usable.with_columns(pl.col("fraction").fill_null("11"))
+
+
+def _named(keyed: pl.LazyFrame) -> pl.LazyFrame:
+    """(KEY, self_id) named by an annule-et-remplace's S20.G00.05.006, with the latest such
+    replacing declaration (``named_by``)."""
+    return (keyed.filter(pl.col("decl_type").is_in(list(codes.REPLACING_TYPES))
+                         & pl.col("replaced_id").is_not_null())
+            .sort([*KEY, "replaced_id", *LATEST_ORDER], nulls_last=False)
+            .group_by([*KEY, "replaced_id"], maintain_order=True)
+            .agg(pl.col("decl_id").last().alias("named_by"))
+            .rename({"replaced_id": "self_id"}))
+
+
+def resolve_current(usable: pl.LazyFrame) -> pl.LazyFrame:
+    """The current version of each key among ``usable`` declarations (see the module doc).
 
     Nearly every key has a single unreplaced version, and a national year holds some 24
     million declarations: only the keys that may hold several (a duplicated 64-bit hash of the
     key: a collision merely adds a key to this exact path) are sorted to pick their latest
     version; the others pass through without a sort of the whole table."""
-    decls = (usable_declarations(lake_dir, month)
-             .with_columns(pl.col("fraction").fill_null("11")))
-    replaced = (decls.filter(pl.col("decl_type").is_in(list(codes.REPLACING_TYPES))
-                             & pl.col("replaced_id").is_not_null())
-                .select(*KEY, pl.col("replaced_id").alias("self_id")).unique())
-    alive = (decls.join(replaced, on=[*KEY, "self_id"], how="anti", nulls_equal=False)
+    decls = _keyed(usable)
+    alive = (decls.join(_named(decls).select(*KEY, "self_id"), on=[*KEY, "self_id"], how="anti",
+                        nulls_equal=False)
              .select("decl_id", *KEY, "decl_type", "order_no", "constitution_date",
                      "file_sha256", pl.struct(*KEY).hash().is_duplicated().alias("_several")))
-    several = (alive.filter("_several")
-               .sort([*KEY, pl.col("constitution_date"),
-                      pl.col("order_no").cast(pl.Int64, strict=False), pl.col("decl_id")],
-                     nulls_last=False)
+    several = (alive.filter("_several").sort([*KEY, *LATEST_ORDER], nulls_last=False)
                .group_by(KEY, maintain_order=True).last())
     return pl.concat([alive.filter(~pl.col("_several")), several],
                      how="diagonal").drop("_several")
+
+
+def current_declarations(lake_dir: Path | str, month: date | None = None) -> pl.LazyFrame:
+    """decl_id (plus key and version columns) of the declarations to use downstream (of one
+    declared month when ``month`` is given: the month is part of the key, so months resolve
+    independently and a caller can bound its memory to one month at a time)."""
+    return resolve_current(usable_declarations(lake_dir, month))
+
+
+def version_status(decls: pl.LazyFrame) -> pl.LazyFrame:
+    """``decls`` (one row per decl_id) with ``current`` and, for a usable declaration that is
+    not current, ``superseded_by`` (decl_id) and ``superseded_reason``: REPLACED_DECLARATION
+    when an annule-et-remplace of its key names it (superseded_by = that A&R), else
+    OLDER_VERSION (superseded_by = the current version of its key). Its lines stay in the
+    lake for audit; the quarantine view lists it, so every declaration not used has a why."""
+    keyed = _keyed(decls.filter(is_usable()))
+    cur = resolve_current(keyed).select(*KEY, pl.col("decl_id").alias("_current"))
+    status = (keyed.select("decl_id", *KEY, "self_id")
+              .join(cur, on=KEY, how="left", nulls_equal=False)
+              .join(_named(keyed), on=[*KEY, "self_id"], how="left", nulls_equal=False)
+              .select("decl_id",
+                      (pl.col("decl_id") == pl.col("_current")).fill_null(False).alias("current"),
+                      pl.when(pl.col("decl_id") == pl.col("_current")).then(None)
+                      .when(pl.col("named_by").is_not_null()).then(pl.col("named_by"))
+                      .otherwise(pl.col("_current")).alias("superseded_by"),
+                      pl.when(pl.col("decl_id") == pl.col("_current")).then(None)
+                      .when(pl.col("named_by").is_not_null())
+                      .then(pl.lit(codes.Reason.REPLACED_DECLARATION))
+                      .otherwise(pl.lit(codes.Reason.OLDER_VERSION)).alias("superseded_reason")))
+    return (decls.join(status, on="decl_id", how="left")
+            .with_columns(pl.col("current").fill_null(False)))
 
 
 def only_current(table: pl.LazyFrame, lake_dir: Path | str) -> pl.LazyFrame:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+from pathlib import Path
 
 import duckdb
 import polars as pl
@@ -30,7 +31,13 @@ def test_campaign_end_to_end(prefect_harness, samples_dir, tmp_path):
     n_credits = con.execute("select count(*) from annual_credits where year = 2025").fetchone()[0]
     n_entries = con.execute("select count(*) from ledger_entries").fetchone()[0]
     cats = {r[0] for r in con.execute("select distinct category from annual_credits").fetchall()}
+    # the samples' annule-et-remplace: the version it replaces is listed as not used, by whom
+    replaced = con.execute("select q.source_file, q.detail from quarantine q "
+                           "where q.scope = 'version'").fetchall()
     con.close()
+    assert [(Path(f).name, Path(d.split()[4]).name) for f, d in replaced] == [
+        ("73282932000017_202503_11.dsn", "73282932000017_202503_11_v2.dsn")], replaced
+    assert "declarations not used: 1 replaced by an annule-et-remplace" in " ".join(r.output.split())
     assert n_credits > 0 and n_entries > 0
     assert cats <= {"standard", "low_qualified", "boeth", "esat"}
     log = json.loads((lake / "runs" / first / "run_log.json").read_text())  # not audited

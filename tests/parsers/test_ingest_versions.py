@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import polars as pl
 
@@ -10,7 +11,7 @@ from parsers.archive import bundle_batch_id
 from parsers.ingest import ingest_paths
 from parsers.lake import scan
 from parsers.lake_schema import TABLES
-from pipeline.versions import current_declarations, only_current
+from pipeline.versions import current_declarations, only_current, version_status
 
 
 def test_ingest_lake_layout_and_reingest_noop(tmp_path, dsn):
@@ -94,6 +95,36 @@ def test_replacement_arriving_before_original(tmp_path, dsn):
     ingest_paths([src], root)
     cur = current_declarations(root).collect()
     assert cur["decl_type"].to_list() == ["03"]
+
+
+def test_every_declaration_version_not_used_says_why(tmp_path, dsn):
+    """Contract: the quarantine lists every declaration not used, and why. A version
+    superseded by a later one is decided for the whole lake (the A&R may arrive first), so
+    ``version_status`` names, per usable declaration not current, who supersedes it: the A&R
+    that names it (a chain A <- B <- C: each by the next), else the key's current version."""
+    src = tmp_path / "in"
+    src.mkdir()
+    first = dsn.declaration(order="1", built="05022025")  # self id 050220251
+    amended = dsn.declaration(type_="03", order="2", built="06022025", replaced="050220251")
+    again = dsn.declaration(type_="03", order="3", built="07022025", replaced="060220252")
+    older = dsn.declaration(siren="552100554", order="1")  # the same key sent twice, no link:
+    newer = dsn.declaration(siren="552100554", order="5")  # the latest order number wins
+    for name, decl in [("a", first), ("c", again), ("b", amended), ("o", older), ("n", newer)]:
+        dsn.write(src, f"{name}.dsn", dsn.envoi(decl))
+    dsn.write(src, "t.dsn", dsn.envoi(dsn.declaration(siren="732829320"), test=True))
+    root = tmp_path / "DIR"
+    ingest_paths([src], root)
+    st = version_status(scan(root, "declarations")).collect()
+    name = {d: Path(f).stem for d, f in zip(st["decl_id"], st["source_file"])}
+    got = {name[d]: (c, name.get(by), why) for d, c, by, why in
+           st.select("decl_id", "current", "superseded_by", "superseded_reason").rows()}
+    assert got == {"a": (False, "b", "replaced_declaration"),
+                   "b": (False, "c", "replaced_declaration"),
+                   "c": (True, None, None),
+                   "o": (False, "n", "older_version"),
+                   "n": (True, None, None),
+                   "t": (False, None, None)}  # the test envoi: a test_envoi warning already
+    assert set(st.filter("current")["decl_id"]) == set(current_declarations(root).collect()["decl_id"])
 
 
 def test_a_dsn_mensuelle_cannot_be_simply_cancelled(tmp_path, dsn):
