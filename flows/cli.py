@@ -504,7 +504,8 @@ def _contract_month_terms(lake: Path, nir: str, year: int, published: dict | Non
 
     from pipeline.lake_reads import nir_buckets
     from pipeline.parameters import params_for_year
-    from pipeline.worked_time import M_SCALE, worked_time
+    from pipeline.months import M_SCALE
+    from pipeline.worked_time import worked_time
 
     bucket = nir_buckets(lake, pl.Series([nir]))["bucket"].item()
     wt = worked_time(lake, year, params_for_year(year), buckets=[bucket], keep_terms=True)
@@ -543,13 +544,13 @@ def _contract_month_terms(lake: Path, nir: str, year: int, published: dict | Non
 
 
 def _source_declarations(lake: Path, nir: str, year: int) -> None:
-    """The current declarations the person's rows come from (``worked_time.source_declarations``,
+    """The current declarations the person's rows come from (``explanations.source_declarations``,
     this NIR's bucket only), with the name of the file each came in (full path: the
     ``declarations`` view's source_file): where an auditor looks next."""
     import polars as pl
 
     from pipeline.lake_reads import scan_table
-    from pipeline.worked_time import source_declarations
+    from pipeline.explanations import source_declarations
 
     src = source_declarations(lake, nir, year)
     if src.height == 0:

@@ -74,7 +74,7 @@ def write_engine_outputs(out_dir: Path, outputs: tuple) -> tuple[dict[str, str],
     """The engine's frames as ``amounts``, ``uncreditable`` and ``employments`` Parquet files
     in ``out_dir`` (sorted: amounts by nir, uncreditable by every column): their paths, and
     the amounts as written."""
-    from pipeline.worked_time import EMPLOYMENTS_SCHEMA
+    from pipeline.employments import EMPLOYMENTS_SCHEMA
     amounts, unc, *rest = outputs
     emp = rest[0] if rest and rest[0] is not None else pl.DataFrame(schema=EMPLOYMENTS_SCHEMA)
     frames = {name: f.collect() if isinstance(f, pl.LazyFrame) else f
@@ -115,7 +115,7 @@ UNDECLARED_COUNTS = ("count only what other DSN date in them (an absence, a pay 
 def undeclared_note(run_dir: Path | str) -> str | None:
     """What operators must know after a run (CLI prints it, the flow logs it and adds it to
     its artifact): people under contract in months that no current DSN declares
-    (``worked_time.contract_year_months``), whose time there counts nothing yet; or None."""
+    (``employments.contract_year_months``), whose time there counts nothing yet; or None."""
     f = Path(run_dir) / "employments.parquet"
     if not f.exists() or "months_undeclared" not in pl.read_parquet_schema(f):
         return None  # a run published before the column existed

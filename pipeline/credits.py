@@ -17,9 +17,10 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.parameters import YearParams, params_for_year
 from pipeline.fractions import K_MAX
-from pipeline.worked_time import UNCREDITABLE_SCHEMA, under_age, worked_time
+from pipeline.parameters import YearParams, params_for_year
+from pipeline.uncreditable import UNCREDITABLE_SCHEMA, under_age
+from pipeline.worked_time import worked_time
 
 CATEGORY_PRIORITY = ("esat", "low_qualified", "boeth", "standard")  # tie-break, most favourable first
 
@@ -32,7 +33,7 @@ class YearResult:
     amounts: pl.LazyFrame
     uncreditable: pl.LazyFrame
     params: YearParams
-    employments: pl.LazyFrame | None = None  # who employed whom (worked_time.employments)
+    employments: pl.LazyFrame | None = None  # who employed whom (employments.employments)
     input_errors: list | None = None
 
 
@@ -167,7 +168,7 @@ def compute_year(root_dir: Path, year: int, holders: Path | None = None,
 
     amounts: one row per credited-or-examined nir, columns ``AMOUNT_COLUMNS`` (sorted by nir).
     ratio = ratio12_num / (12 × ratio12_den) exactly (Int128); ratio_exact is that fraction as
-    text. uncreditable: nir, ntt, year, reason, detail (see worked_time.uncreditable_rows).
+    text. uncreditable: nir, ntt, year, reason, detail (see uncreditable.uncreditable_rows).
     """
     p = params_for_year(year)
     wt = worked_time(root_dir, year, p, buckets)

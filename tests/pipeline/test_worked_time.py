@@ -14,7 +14,7 @@ import pytest
 from pipeline.credits import compute_year
 from pipeline.parameters import params_for_year
 from pipeline.lake_reads import bucket_parts, nir_buckets, scan_table
-from pipeline.worked_time import source_declarations
+from pipeline.explanations import source_declarations
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -207,7 +207,7 @@ def test_activity_unit_is_its_contracts_in_the_same_declaration():
     read by cid when the contract's unit never changed, through the (declaration, person
     block) lookup when it did (hours in one declaration, forfait days in the next)."""
     from pipeline.contract_keys import KEY_SHIFT
-    from pipeline.worked_time import with_contract_unit
+    from pipeline.contract_attributes import with_contract_unit
     contracts = pl.DataFrame({  # cid 0 always "10"; cid 1 "10" in decl 5, "20" in decl 6
         "cid": [0, 0, 1, 1], "_drank": [5, 6, 5, 6], "person_occ": [1, 1, 1, 1],
         "_ord": [50, 60, 51, 61], "unit": ["10", "10", "10", "20"]})
@@ -346,7 +346,7 @@ def test_the_run_says_how_many_months_no_dsn_declares(tmp_path):
     """The operators' note (CLI, flow log, artifact) counts people, establishments and
     months from the run's employments; silent when every month under contract is declared."""
     from flows.steps import undeclared_note
-    from pipeline.worked_time import EMPLOYMENTS_SCHEMA
+    from pipeline.employments import EMPLOYMENTS_SCHEMA
     run = tmp_path / "DIR" / "runs" / "r1"
     run.mkdir(parents=True)
     rows = [("1850175123456", 2025, "123456782", "12345678200017", date(2020, 1, 1), 9, 3,

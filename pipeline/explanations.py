@@ -1,0 +1,167 @@
+"""The explanation columns kept with each person's result (months, hours, absences, references,
+category flags, lineage), so ``cpf explain`` and auditors show the derivation without
+recomputing; and the full lineage of one person.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.contract_keys import CONTRACT_KEY, of_contract
+from pipeline.declaration_ranks import run_declarations, scan_person_table
+from pipeline.lake_reads import nir_buckets
+from pipeline.months import M_SCALE, in_year, month_bit
+from pipeline.parameters import YearParams
+from pipeline.references import label_table
+
+
+def contract_month_detail(cmf: pl.DataFrame, keys: pl.DataFrame, p: YearParams) -> pl.DataFrame:
+    """The contract-month terms with their contract identity and readable quantities (hours or
+    days in hundredths, reference label): what ``cpf explain`` shows row by row."""
+    lab = label_table(cmf.select(pl.col("_lcode").unique()), p)
+    return (cmf.join(keys.select("cid", *CONTRACT_KEY), on="cid", how="left")
+            .join(lab, on="_lcode", how="left")
+            .select(*CONTRACT_KEY, "month",
+                    pl.when(pl.col("is_hours")).then(pl.lit("hours")).otherwise(pl.lit("days"))
+                    .alias("family"), "own_family", "paid_h",
+                    (pl.col("presence_scaled") // M_SCALE).alias("presence_h"),
+                    "abs_days", "other_abs_days",
+                    (pl.col("absence_credited_scaled") // M_SCALE).alias("absence_credited_h"),
+                    "counted_scaled", "term_num", "term_den", "ref_label")
+            .sort(*CONTRACT_KEY, "month", "family"))
+
+
+def category_flags(p: YearParams) -> list[pl.Expr]:
+    """Per person aggregations over the in-scope contract versions of year N
+    (``person_explanations``): boeth (40.072 present), esat (40.007 = 70) — cpf_rules.md
+    §2.1, §3."""
+    return [pl.col("boeth").is_not_null().any().alias("boeth"),
+            (pl.col("contract_nature") == p.esat_contract_nature).any().alias("esat"),
+            pl.col("policy_scheme").is_in(list(p.apprentice_policy_schemes)).any()
+            .alias("apprentice")]
+
+
+def person_explanations(cmf: pl.DataFrame, rem_sn: pl.DataFrame, fractions: pl.DataFrame,
+                        versions: pl.DataFrame, keys: pl.DataFrame, decls: pl.DataFrame,
+                        p: YearParams) -> pl.LazyFrame:
+    """One row per examined person: the exact fraction and the explanation columns. Counts
+    and lineage bounds are integer aggregates on ``pid``; strings (nir, references,
+    source_decl_ids) are built once per person (labels once per distinct reference)."""
+    cmf_l = cmf.lazy()
+    is_h = pl.col("is_hours")
+    # row expressions first, then plain aggregations: Polars evaluates an expression inside
+    # ``agg`` group by group (when/then and lookups there cost 2-4x more, measured)
+    expl_cm = (cmf_l.select(
+        "pid",
+        # months of year N with counted time: a 12-bit set (bitwise or), then its popcount
+        pl.when(pl.col("counted_scaled") > 0).then(month_bit(pl.col("month_no"))).otherwise(0)
+        .alias("_months"),
+        pl.when(is_h).then(pl.col("paid_h")).otherwise(0).alias("paid_hours_h"),
+        pl.when(is_h).then(0).otherwise(pl.col("paid_h")).alias("paid_days_h"),
+        (pl.col("presence_scaled") > 0).cast(pl.Int64).alias("presence_months"),
+        pl.when(pl.col("own_family")).then(pl.col("abs_days")).otherwise(0).alias("absence_days"),
+        pl.col("absence_credited_scaled").cast(pl.Int128).alias("_abs_cred"),
+        pl.col("decl_min").alias("_cm_min"), pl.col("decl_max").alias("_cm_max"),
+        pl.col("_lcode").alias("_lmin"), pl.col("_lcode").alias("_lmax"))
+        .group_by("pid").agg(
+            pl.col("_months").bitwise_or(),
+            pl.col("paid_hours_h", "paid_days_h", "presence_months", "absence_days",
+                   "_abs_cred").sum(),
+            pl.col("_cm_min", "_lmin").min(), pl.col("_cm_max", "_lmax").max())
+        .with_columns(pl.col("_months").bitwise_count_ones().cast(pl.Int64)
+                      .alias("months_counted")).drop("_months").collect())
+    # reference labels: formatted once per distinct code; only people with several codes
+    # (several references) go through a per-person string join
+    lab = label_table(cmf.select(pl.col("_lcode").unique()), p)
+    multi = (expl_cm.lazy().filter(pl.col("_lmin") != pl.col("_lmax")).select("pid")
+             .join(cmf_l.select("pid", "_lcode"), on="pid", how="inner")
+             .join(lab.lazy(), on="_lcode", how="left")
+             .group_by("pid").agg(pl.col("ref_label").unique().sort().str.join(" ")
+                                  .alias("_multi")))
+    expl_cm = (expl_cm.lazy().join(lab.lazy().rename({"_lcode": "_lmin"}), on="_lmin",
+                                   how="left")
+               .join(multi, on="pid", how="left")
+               .with_columns(pl.coalesce("_multi", "ref_label").alias("references"))
+               .drop("_lmin", "_lmax", "_multi", "ref_label"))
+    expl_sn = rem_sn.lazy().select("pid",
+                                   pl.col("amount_cents").alias("sans_notion_remuneration_cents"),
+                                   pl.col("decl_min").alias("_sn_min"),
+                                   pl.col("decl_max").alias("_sn_max"))
+    # contracts of the year in scope: counts, lineage bounds and category flags in ONE
+    # aggregation per person
+    expl_c = (versions.lazy().filter(pl.col("oos_reason").is_null()
+                                     & in_year("decl_month", p.year))
+              .select("cid", "_drank", "boeth", "contract_nature", "policy_scheme")
+              .with_columns(*[of_contract(keys, c) for c in ("pid", "siret_code", "siren_code")])
+              .group_by("pid").agg(
+                  pl.col("cid").n_unique().cast(pl.Int64).alias("contracts_count"),
+                  pl.col("siret_code").n_unique().cast(pl.Int64).alias("establishments_count"),
+                  pl.col("siren_code").n_unique().cast(pl.Int64).alias("employers_count"),
+                  pl.col("_drank").min().alias("_c_min"), pl.col("_drank").max().alias("_c_max"),
+                  pl.col("_drank").n_unique().cast(pl.Int64).alias("_n_decls"),
+                  *category_flags(p)))
+    examined = pl.concat([expl_c.select("pid"), expl_cm.select("pid"),
+                          expl_sn.select("pid")]).unique()
+    src_min = pl.min_horizontal("_c_min", "_cm_min", "_sn_min")
+    src_max = pl.max_horizontal("_c_max", "_cm_max", "_sn_max")
+    decl_id_of = lambda c: pl.lit(decls["decl_id"]).gather(pl.col(c))  # noqa: E731
+    smic_x12 = p.smic_reference_cents_x12
+    return (
+        examined.join(fractions.lazy(), on="pid", how="left")
+        .join(expl_cm, on="pid", how="left")
+        .join(expl_sn, on="pid", how="left").join(expl_c, on="pid", how="left")
+        .join(keys.lazy().filter(pl.col("pid") != pl.col("pid").shift(1).fill_null(-1))
+              .select("pid", "nir"), on="pid", how="left")
+        .with_columns(src_min.alias("_src_min"), src_max.alias("_src_max"))
+        .with_columns(decl_id_of("_src_min").alias("_id_min"),  # decls row i is _drank i
+                      decl_id_of("_src_max").alias("_id_max"))
+        .with_columns(
+            pl.col("frac_num").fill_null(pl.when(pl.col("n_dens").is_null()).then(0)),
+            pl.col("frac_den").fill_null(pl.when(pl.col("n_dens").is_null()).then(1)),
+            pl.col("n_dens").fill_null(0),
+            pl.when(pl.col("_id_min").is_not_null())
+            .then(pl.format("{} decl. {}..{}", pl.col("_n_decls").fill_null(0), "_id_min",
+                            "_id_max"))
+            .alias("source_decl_ids"),
+            (pl.col("_abs_cred").cast(pl.Float64) / M_SCALE / 100).alias("absence_credited"),
+        )
+        .drop("_c_min", "_c_max", "_cm_min", "_cm_max", "_sn_min", "_sn_max", "_n_decls",
+              "_src_min", "_src_max", "_id_min", "_id_max", "_abs_cred")
+        .rename({"frac_num": "ratio12_num", "frac_den": "ratio12_den", "n_dens": "n_references"})
+        .with_columns(
+            (pl.col("ratio12_num").cast(pl.Float64)
+             / (pl.col("ratio12_den").cast(pl.Float64) * 12)).alias("worked_ratio"),
+            pl.lit(smic_x12 // 12 if smic_x12 % 12 == 0 else smic_x12 / 12)
+            .cast(pl.Float64).alias("smic_reference_cents"),
+            *[pl.col(c).fill_null(0) for c in ("months_counted", "paid_hours_h", "paid_days_h",
+                                                "presence_months", "absence_days",
+                                                "sans_notion_remuneration_cents",
+                                                "contracts_count", "establishments_count",
+                                                "employers_count")],
+            pl.col("absence_credited").fill_null(0.0),
+            pl.col("references").fill_null(""), pl.col("source_decl_ids").fill_null(""),
+        )
+    )
+
+
+def source_declarations(root_dir: Path | str, nir: str, year: int) -> pl.DataFrame:
+    """Full lineage for ONE person (``cpf explain``): every current declaration of year N
+    (and of the months whose recalls count for N) in which the person has a contract,
+    activity or pay row (also under an NTT linked to the NIR), with the table it was seen in.
+    Reads that NIR's bucket only (and the buckets its identity links point to)."""
+    bucket = nir_buckets(root_dir, pl.Series([nir]))["bucket"].item()
+    run = run_declarations(root_dir, [bucket])
+    links = run.ident.links
+    frames = []
+    for table in ("contracts", "activities", "pay", "work_stoppages", "suspensions",
+                  "contract_ends"):
+        frames.append(scan_person_table(root_dir, table, run, [bucket], with_ord=False,
+                                        links=links)
+                      .filter(pl.col("nir") == nir)
+                      .filter((pl.col("decl_month") >= date(year - 1, 12, 1))
+                              & (pl.col("decl_month") <= date(year + 1, 12, 1)))
+                      .select("decl_id", "decl_month", "siret", pl.lit(table).alias("table")))
+    return (pl.concat(frames).unique().sort("decl_month", "decl_id", "table").collect())
