@@ -268,7 +268,9 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
             .join(absd.lazy(), on="cm", how="full", coalesce=True))
     cm = (with_contract_end(
             attributes_at(grid, versions.lazy())
-            .filter(pl.col("oos_reason").is_null() & pl.col("family").is_in(["hours", "days"]))
+            .filter(pl.col("oos_reason").is_null()
+                    & (pl.col("family").is_in(["hours", "days"])  # a sans-notion contract:
+                       | (pl.col("has_hours") | pl.col("has_days")).fill_null(False)))  # 53.003
             .with_columns(cm_cid().alias("cid"), cm_month().alias("month")), ends, keys.height)
           .with_columns(pl.col("no_activity").fill_null(False), pl.col("abs_days").fill_null(0),
                         pl.col("has_hours").fill_null(False), pl.col("has_days").fill_null(False),
@@ -288,20 +290,20 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
         (pl.col("quota_h") * pl.col("abs_days") * (M_SCALE // pl.col("dim")))
         .cast(pl.Int64).alias("absence_scaled"),
     )  # sans-notion months take the remuneration route (step 4)
-    # rows per (contract, month, unit family): the contract's own family (always) + the other
-    # family when an Activité was declared in it (53.003 override)
+    # rows per (contract, month, unit family): the contract's own family (an hour or day
+    # contract, always) + each other family an Activité was declared in (53.003 overrides the
+    # contract's unit: on an hour or day contract, or on a sans-notion one, whose month then
+    # counts that time instead of its remuneration, step 4)
     is_h = pl.col("family") == "hours"
-    own = cm.with_columns(
+    own = cm.filter(pl.col("family").is_in(["hours", "days"])).with_columns(
         pl.col("family").alias("act_family"),
         pl.when(is_h).then(pl.col("paid_hours")).otherwise(pl.col("paid_days")).fill_null(0)
         .alias("paid_h"), pl.lit(True).alias("own_family"))
-    other = cm.filter(pl.when(is_h).then(pl.col("has_days")).otherwise(pl.col("has_hours"))) \
-        .with_columns(
-            pl.when(is_h).then(pl.lit("days")).otherwise(pl.lit("hours")).cast(FAMILIES)
-            .alias("act_family"),
-            pl.when(is_h).then(pl.col("paid_days")).otherwise(pl.col("paid_hours")).fill_null(0)
-            .alias("paid_h"), pl.lit(False).alias("own_family"))
-    cmf = pl.concat([own, other])
+    others = [cm.filter((pl.col("family") != fam) & pl.col(f"has_{fam}")).with_columns(
+        pl.lit(fam).cast(FAMILIES).alias("act_family"),
+        pl.col(f"paid_{fam}").fill_null(0).alias("paid_h"), pl.lit(False).alias("own_family"))
+        for fam in ("hours", "days")]
+    cmf = pl.concat([own, *others])
     base = (pl.col("paid_h").cast(num_t) * M_SCALE
             + pl.when(pl.col("own_family")).then(pl.col("presence_scaled")).otherwise(0))
     room = pl.max_horizontal(pl.lit(0, num_t),
@@ -344,7 +346,9 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
             rem.group_by(cm_key(month_start("period_end")).alias("cm")).agg(
                 pl.col("amount_cents").sum(), pl.col("_drank").min().alias("decl_min"),
                 pl.col("_drank").max().alias("decl_max")).collect(), versions.lazy())
-        rem_sn = (rem_attr.filter(((pl.col("family") == "sans_notion")
+        # a sans-notion contract's month whose Activité declares time counts that time instead
+        rem_sn = (rem_attr.filter((((pl.col("family") == "sans_notion")
+                                    & ~pl.col("cm").is_in(paid["cm"].implode()))
                                    | pl.col("cm").is_in(sn_months["cm"].implode()))
                                   & pl.col("oos_reason").is_null())
                   .with_columns(cm_cid().alias("cid"))

@@ -2,7 +2,8 @@
 envois (generator.builder) -> lake (the real parser) -> ready for pipeline.credits.
 
 Month keys: "1-12", "3", or "YYYY-MM" (another year). Quantities in the contract's unit, or in
-``activity_unit`` (53.003 on the Activité lines) when a contract gives one.
+``activity_unit`` (53.003 on the Activité lines) when a contract gives one (a sans-notion
+contract declares Activité lines only then, in the months of ``worked``).
 ``nir_from_month: M`` (with ``ntt``): the months before M are declared under the NTT alone,
 M and later carry both the NIR and the NTT (the DSN that links the NTT to the NIR).
 
@@ -153,7 +154,7 @@ def build_declarations(case: dict) -> list[Declaration]:
             p.contracts.append(con)
             w = worked.get(month)
             gross = remun.get(month, 2000)
-            if con.unit in SANS_NOTION:
+            if con.unit in SANS_NOTION and (w is None or not c.get("activity_unit")):
                 rems = [Remuneration(max(first, con.start), last, con.number, t, gross)
                         for t in ("001", "002", "003", "010")]
             else:
