@@ -146,6 +146,7 @@ class Reason:
     UNKNOWN_NORM_VERSION = "unknown_norm_version"
     TEST_ENVOI = "test_envoi"  # S10.G00.00.005 = 01: parsed and kept, never used
     NOT_A_DSN_MENSUELLE = "not_a_dsn_mensuelle"  # S20.G00.05.001 != 01: kept, never credited
+    ORIGIN_LINES_IGNORED = "origin_line_numbers_ignored"  # N4DS XML numbering only some values
     # scope "version": decided at publication for the whole lake (pipeline.versions), listed by
     # the catalog's quarantine view, not written by ingestion
     REPLACED_DECLARATION = "replaced_declaration"  # named by a later A&R's S20.G00.05.006

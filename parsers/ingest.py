@@ -37,6 +37,7 @@ from parsers.model import ParsedFile, concat_parsed
 # Parse batch: bounds the memory of the line-level frames (~15-20x the text size at peak).
 BATCH_MAX_BYTES = 24 * 1024 * 1024
 BATCH_MAX_FILES = 2000
+SKIPPED_EXAMPLES = 5  # names of skipped files the report keeps
 # Commit batch: the typed tables of several parse batches (~1/10 of the text) are written
 # together, as ONE lake batch. Each write is one Parquet part per (table, month, bucket) and
 # costs ~1-2 ms whatever its size, so writing per parse batch would dominate the run. The
@@ -85,7 +86,8 @@ class IngestReport:
     files_seen: int = 0
     files_ingested: int = 0
     files_skipped_duplicate: int = 0
-    files_skipped_other: int = 0  # not *.dsn/*.txt/*.edi/*.xml
+    files_skipped_other: int = 0  # in a folder, not *.dsn/*.txt/*.edi/*.xml (``discover``)
+    skipped_other_examples: list[str] = field(default_factory=list)  # the first few of them
     declarations: int = 0
     declarations_rejected: int = 0
     lines_read: int = 0
@@ -120,17 +122,20 @@ class IngestReport:
         return asdict(self)
 
 
-def discover(paths: Iterable[Path | str]) -> tuple[list[Path], int]:
-    """Input files under ``paths`` (recursive, sorted) and the count of other files skipped."""
+def discover(paths: Iterable[Path | str]) -> tuple[list[Path], list[Path]]:
+    """(input files, other files skipped) under ``paths``, recursive and sorted. In a folder,
+    a file is an input by its suffix (``codes.INPUT_SUFFIXES``: the lake folder's neighbours,
+    CSV inputs, notes… are not DSN); a file named explicitly is always an input, whatever its
+    name (the norm sets no file-name rule: ``_is_xml`` sniffs its content), so a DSN without
+    a suffix is never silently ignored."""
     found: list[Path] = []
-    skipped = 0
+    skipped: list[Path] = []
     for p in map(Path, paths):
-        candidates = sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
-        for f in candidates:
-            if f.suffix.lower() in codes.INPUT_SUFFIXES:
-                found.append(f)
-            else:
-                skipped += 1
+        if not p.is_dir():
+            found.append(p)
+            continue
+        for f in sorted(x for x in p.rglob("*") if x.is_file()):
+            (found if f.suffix.lower() in codes.INPUT_SUFFIXES else skipped).append(f)
     return found, skipped
 
 
@@ -316,7 +321,9 @@ def ingest_paths(paths: list[Path], root_dir: Path, n_buckets: int = DEFAULT_BUC
     report = IngestReport()
     repair_lake(root_dir)
     known = known_checksums(root_dir)
-    files, report.files_skipped_other = discover(paths)
+    files, skipped = discover(paths)
+    report.files_skipped_other = len(skipped)
+    report.skipped_other_examples = [str(f) for f in skipped[:SKIPPED_EXAMPLES]]
     report.files_seen = len(files)
     batches: list[list[Path] | ArchivedBatch] = [*_batches(order_for_commits(files)), *archived]
     n_workers = _default_workers() if workers is None else max(1, int(workers))

@@ -8,9 +8,13 @@ reader — ``originalValue`` when present, xs:date converted back to JJMMAAAA �
 vectorised structure/validation/table code. Block elements are explicit in XML, so each block
 start element forces a new occurrence (``force_new``) instead of relying on rubrique order.
 
-Differences from flat input: ``line_no`` is ``originLineNumber`` when present, else the
-rank of the rubrique element in the document; the S90 *line* total is not checked (the XML
-may be a subset of the flat file), the S90 declaration count is.
+Differences from flat input: records keep DOCUMENT order (the XML nesting is the structure);
+``line_no`` is ``originLineNumber`` when every value of the file carries one and they increase
+in document order, else the rank of the value in the document for the whole file, with an
+``origin_line_numbers_ignored`` warning (a file numbering some values only — e.g. the platform's
+S10.G00.95 / S20.G00.96 tracking blocks — mixed the two schemes: sorted by them, a whole envoi
+was rejected, or an Activité split in two); the S90 *line* total is not checked (the XML may be a
+subset of the flat file), the S90 declaration count is.
 
 Nothing is dropped unseen: a leaf element that is not named like a rubrique (a misspelt
 ``S21_G00_53_02``) is a record like any other, so the norm's checks quarantine it
@@ -80,7 +84,7 @@ def read_xml_records(data: bytes) -> pl.DataFrame:
 def _records(events, stream: bool) -> pl.DataFrame:
     """Records from (event, element) pairs: ``iterparse`` (``stream``: processed elements are
     freed as it goes) or ``iterwalk`` over a tree already in memory (left intact)."""
-    line_no: list[int] = []
+    origin_no: list[int | None] = []
     rubrique: list[str] = []
     value: list[str] = []
     force_new: list[bool] = []
@@ -104,7 +108,7 @@ def _records(events, stream: bool) -> pl.DataFrame:
             origin = elem.get(ORIGIN_LINE)
             raw = elem.get(ORIGINAL_VALUE)
             text = raw if raw is not None else _to_flat_value((elem.text or "").strip())
-            line_no.append(int(origin) if origin and origin.isdigit() else rank)
+            origin_no.append(int(origin) if origin and origin.isdigit() else None)
             rubrique.append(name.replace("_", "."))
             value.append(text)
             force_new.append(pending_block)
@@ -117,10 +121,27 @@ def _records(events, stream: bool) -> pl.DataFrame:
             if parent is not None:  # free the processed siblings
                 while elem.getprevious() is not None:
                     del parent[0]
-    return pl.DataFrame({"line_no": line_no, "rubrique": rubrique, "value": value,
+    return pl.DataFrame({"origin": origin_no, "rubrique": rubrique, "value": value,
                          "force_new": force_new},
-                        schema={"line_no": pl.Int64, "rubrique": pl.String, "value": pl.String,
+                        schema={"origin": pl.Int64, "rubrique": pl.String, "value": pl.String,
                                 "force_new": pl.Boolean})
+
+
+def line_numbers(rec: pl.DataFrame) -> tuple[pl.DataFrame, str | None]:
+    """``rec`` (document order) with ``line_no``: the ``originLineNumber`` of every value when
+    all carry one, increasing; else the document rank of each (and why, for a warning)."""
+    origin = rec.get_column("origin")
+    n, known = rec.height, rec.height - origin.null_count()
+    increasing = known == n and (n < 2 or bool((origin.diff().drop_nulls() > 0).all()))
+    if increasing:
+        return rec.rename({"origin": "line_no"}), None
+    ranks = rec.drop("origin").with_row_index("line_no", offset=1).with_columns(
+        pl.col("line_no").cast(pl.Int64))
+    if known == 0:
+        return ranks, None  # no numbering at all: ranks, as documented
+    why = (f"originLineNumber on {known} of {n} values" if known < n
+           else "originLineNumber not increasing in document order")
+    return ranks, f"{why}: line numbers are the values' ranks in the document"
 
 
 @lru_cache(maxsize=1)
@@ -133,11 +154,19 @@ def read_checked(src: SourceBytes) -> tuple[pl.DataFrame, list[dict]]:
     ``XSD_MAX_BYTES`` is parsed into a tree, validated and walked; a larger one is streamed
     (bounded memory) and flagged as not checked."""
     if len(src.data) > XSD_MAX_BYTES:
-        return read_xml_records(src.data), xsd_findings(src, None)
-    doc = etree.parse(io.BytesIO(src.data), etree.XMLParser(huge_tree=True,
-                                                             remove_comments=True))
-    records = _records(etree.iterwalk(doc, events=("start", "end")), stream=False)
-    return records, xsd_findings(src, doc)
+        records, doc = read_xml_records(src.data), None
+    else:
+        doc = etree.parse(io.BytesIO(src.data), etree.XMLParser(huge_tree=True,
+                                                                 remove_comments=True))
+        records = _records(etree.iterwalk(doc, events=("start", "end")), stream=False)
+    records, why = line_numbers(records)
+    findings = xsd_findings(src, doc)
+    if why:
+        findings.append({"source_file": src.source_file, "file_sha256": src.sha256,
+                         "scope": Scope.WARNING, "is_cause": False, "line_no": None,
+                         "rubrique": None, "reason": Reason.ORIGIN_LINES_IGNORED,
+                         "detail": why})
+    return records, findings
 
 
 def xsd_findings(src: SourceBytes, doc) -> list[dict]:
@@ -192,8 +221,7 @@ def parse_xml_sources(sources: list[SourceBytes], n_buckets: int = DEFAULT_BUCKE
                            "line_no": exc.lineno if syntax else exc.line, "rubrique": None})
             continue
         broken.extend(findings)
-        frames.append(rec.sort("line_no", maintain_order=True)
-                      .with_columns(pl.lit(idx, pl.Int64).alias("file_idx")))
+        frames.append(rec.with_columns(pl.lit(idx, pl.Int64).alias("file_idx")))
     if frames:
         rec = pl.concat(frames)
     else:

@@ -23,6 +23,7 @@ def test_ingest_lake_layout_and_reingest_noop(tmp_path, dsn):
     root = tmp_path / "DIR"
     r = ingest_paths([src], root, n_buckets=4)
     assert r.files_seen == 2 and r.files_ingested == 2 and r.files_skipped_other == 1
+    assert r.skipped_other_examples == [str(src / "notes.pdf")]
     assert r.lines_read == r.lines_parsed + r.lines_quarantined and r.lines_quarantined == 0
     assert r.declarations == 4 and r.to_dict()["warnings"] == r.warnings
     pay_parts = list((root / "lake" / "pay").rglob("part-*.parquet"))
@@ -39,6 +40,22 @@ def test_ingest_lake_layout_and_reingest_noop(tmp_path, dsn):
     again = ingest_paths([src], root, n_buckets=4)
     assert again.files_skipped_duplicate == 2 and again.files_ingested == 0
     assert {t: scan(root, t).collect().height for t in TABLES} == before
+
+
+def test_a_file_named_explicitly_is_ingested_whatever_its_name(tmp_path, dsn):
+    """The norm sets no file-name rule: a DSN named without a DSN suffix, given on the
+    command line, was silently skipped ("files seen 0", exit 0). In a folder the suffix
+    still decides (its other files are counted and named in the report)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    bare = dsn.write(src, "x.dsn", dsn.envoi(dsn.declaration())).rename(src / "DSN_202501")
+    dat = dsn.write(src, "y.dsn", dsn.envoi(dsn.declaration(siren="552100554"))).rename(
+        src / "lot.dat")
+    r = ingest_paths([bare, dat], tmp_path / "DIR")
+    assert (r.files_seen, r.files_ingested, r.declarations, r.lines_quarantined) == (2, 2, 2, 0)
+    r = ingest_paths([src], tmp_path / "DIR2")
+    assert (r.files_seen, r.files_skipped_other) == (0, 2)
+    assert r.skipped_other_examples == [str(bare), str(dat)]
 
 
 def test_scan_empty_table_has_schema(tmp_path):

@@ -150,3 +150,43 @@ def test_a_misspelt_rubrique_element_is_quarantined_not_dropped(tmp_path):
     q = p["quarantine"].filter(pl.col("scope") != "warning")
     assert q.select("line_no", "rubrique", "reason").rows() == [
         (27, "S21.G00.53.02", "unknown_rubrique")]
+
+
+def test_values_numbered_in_part_keep_the_document_structure(tmp_path):
+    """originLineNumber is optional on every value (datatypes_P26.xsd): a file numbering all
+    but a few (a platform's tracking values, a second Activité) mixed two numbering schemes
+    when sorted by them — a whole envoi rejected ("declaration_without_s20"), an Activité
+    split in two rows. Records keep the document order; line numbers fall back to ranks for
+    the whole file, with a warning that says why."""
+    import re
+    # numbers of the original flat file (after a lot envelope: from line 101)
+    numbered = re.sub(r'originLineNumber="(\d+)"',
+                      lambda m: f'originLineNumber="{int(m.group(1)) + 100}"', N4DS)
+    full = parse_xml_file(_write(tmp_path / "full.xml", numbered))
+    assert full["individuals"]["line_no"].to_list() == [113]
+    # the S20 values and the second Activité lose their numbers
+    partial = re.sub(r'(<S20_G00_05_00[1-4]|<S21_G00_53_002) originLineNumber="1(05|06|07|08|28)"',
+                     r"\1", numbered)
+    p = parse_xml_file(_write(tmp_path / "partial.xml", partial))
+    assert p.lines_read == p.lines_parsed == 30 and p.declarations_rejected == 0
+    q = p["quarantine"].filter(pl.col("reason") == "origin_line_numbers_ignored")
+    assert q.select("scope", "detail").rows() == [
+        ("warning", "originLineNumber on 25 of 30 values: line numbers are the values' ranks "
+                    "in the document")]
+    for table in ("declarations", "individuals", "contracts", "pay", "activities"):
+        cols = [c for c in full[table].columns  # all but the line-based ids
+                if c not in ("line_no", "decl_id", "file_sha256", "source_file")
+                and not c.endswith("_occ")]
+        assert p[table].select(cols).equals(full[table].select(cols)), table
+    assert p["activities"]["measure_h"].to_list() == [7584, -350]
+    # not increasing in document order: ranks too
+    swapped = N4DS.replace('originLineNumber="13"', 'originLineNumber="99"')
+    p = parse_xml_file(_write(tmp_path / "swapped.xml", swapped))
+    assert p["individuals"]["line_no"].to_list() == [13] and p["quarantine"].filter(
+        pl.col("reason") == "origin_line_numbers_ignored")["detail"].str.contains(
+        "not increasing").all()
+
+
+def _write(path, text: str):
+    path.write_text(text, encoding="utf-8")
+    return path
