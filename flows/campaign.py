@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import yaml
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.states import Failed
 
 from flows import steps
 from pipeline import publish as pub
@@ -55,6 +56,18 @@ def check_window(year: int, today: dt.date, force: bool = False, ops: dict | Non
                            "run with --force (deployment: force=true) to post before it")
 
 
+def next_campaigns(after: dt.datetime, n: int = 1, ops: dict | None = None) -> list[dt.datetime]:
+    """The next ``n`` scheduled campaign starts after ``after``, computed by Prefect's own cron
+    schedule from operations.yaml (what the server will create: it creates a run only ~100
+    days ahead, so on most days the server lists none yet)."""
+    import asyncio
+
+    from prefect.server.schemas.schedules import CronSchedule
+    ops = ops or operations()
+    sched = CronSchedule(cron=ops["cron"], timezone=ops["timezone"])
+    return list(asyncio.run(sched.get_dates(n=n, start=after)))
+
+
 def today_paris() -> dt.date:
     return dt.datetime.now(ZoneInfo(operations()["timezone"])).date()
 
@@ -80,8 +93,8 @@ def _transient(task, task_run, state) -> bool:
 @task(name="prepare-run", retries=2, retry_delay_seconds=5, retry_condition_fn=_transient)
 def prepare_task(lake: str, year: int, holders: str | None, balances: str | None,
                  dotations: str | None, as_of: str) -> dict:
-    if holders is None and (note := steps.carried_holders_note(Path(lake))) is not None:
-        get_run_logger().info(note)  # a deployment's parameters name no holders file
+    for note in steps.input_notes(Path(lake), holders, balances):  # a deployment's
+        get_run_logger().warning(note)  # parameters may name neither file
     return steps.prepare(Path(lake), year, _p(holders), _p(balances), _p(dotations),
                          dt.date.fromisoformat(as_of)).to_dict()
 
@@ -253,15 +266,62 @@ def campaign(year: int | None = None, dsn: list[str] | None = None, lake: str = 
     previous calendar year). With ``enforce_window`` (the scheduled deployment), a run outside
     the window (before its opening or after its end) is refused unless ``force``.
     ``runner``/``buckets``/…: see flows.runners."""
+    log = get_run_logger()
     day = dt.date.fromisoformat(as_of) if as_of else today_paris()
     year = year or day.year - 1
-    if enforce_window:
-        check_window(year, day, force)
+    try:
+        if enforce_window:
+            check_window(year, day, force)
+        lake, dsn = check_locations(lake, dsn)
+    except (WindowClosed, steps.InputError) as exc:  # a refusal, not a crash: no traceback
+        log.error(str(exc))
+        return Failed(message=str(exc), data=exc)
+    holders, balances, dotations = (x or None for x in (holders, balances, dotations))
     report = ingest_task(dsn, lake, lake_buckets) if dsn else {}
+    if report:
+        log.info(ingest_line(report))
     out = credit_with_plan(year, lake, holders, balances, dotations, day.isoformat(),
                            runner=runner, buckets=buckets, dask_address=dask_address,
                            max_workers=max_workers, max_memory_gb=max_memory_gb)
+    log.info(credit_line(out["manifest"], out["run_dir"]))  # on this run, not only on the
+    for note in (steps.undeclared_note(out["run_dir"]), steps.superseded_note(out["run_dir"])):
+        if note is not None:  # sub-flow run an operator must first look up
+            log.info(note)
     return {"ingest": report, "credit": out}
+
+
+def check_locations(lake: str, dsn: list[str] | None) -> tuple[str, list[str]]:
+    """A deployment's paths come from environment variables at registration (CPF_LAKE,
+    CPF_DSN_DIR): unset, they arrive as "" and a run would ingest the working directory and
+    publish a lake in it. Refused, with the reason."""
+    if not (lake or "").strip():
+        raise steps.InputError(["lake: empty path (a deployment registered without CPF_LAKE?)"])
+    bad = [d for d in dsn or [] if not (d or "").strip()]
+    if bad:
+        raise steps.InputError(["dsn: empty path (a deployment registered without "
+                                "CPF_DSN_DIR?)"])
+    missing = [d for d in dsn or [] if not Path(d).exists()]
+    if missing:
+        raise steps.InputError([f"dsn: {d} does not exist" for d in missing])
+    return lake, list(dsn or [])
+
+
+def ingest_line(report: dict) -> str:
+    """The ingestion's counts in one log line (what `cpf ingest` prints as a table)."""
+    return (f"ingested {report.get('files_ingested', 0)} file(s) "
+            f"({report.get('files_skipped_duplicate', 0)} already in the lake), "
+            f"{report.get('declarations', 0)} declaration(s), {report.get('lines_read', 0)} "
+            f"line(s) read, {report.get('lines_quarantined', 0)} quarantined")
+
+
+def credit_line(manifest: dict, run_dir: str) -> str:
+    """The run's outcome in one log line."""
+    from pipeline.run_report import amount_text
+    c, t = manifest["counts"], manifest["totals_cents"]
+    hours = manifest.get("totals_hours", {})
+    return (f"year {manifest['year']}, run {manifest['run_id']}: {c['credited']} people "
+            f"credited {amount_text(t['credit'], hours.get('credit'))}, {c['uncreditable']} "
+            f"not creditable, {c['entries']} entries posted; snapshot {run_dir}")
 
 
 @flow(name="cpf-replay")

@@ -152,12 +152,11 @@ def _lake_dir(lake: Path, must_exist: bool = False, must_hold_lake: bool = False
     return lake
 
 
-def _note_carried_holders(lake: Path, holders: Path | None) -> None:
-    """Say which holders file a run without --holders uses (``publish.latest_input``)."""
-    if holders is None:
-        from flows.steps import carried_holders_note
-        if (note := carried_holders_note(lake)) is not None:
-            console.print(note)
+def _note_missing_inputs(lake: Path, holders: Path | None, balances: Path | None) -> None:
+    """Say what a run does without --holders / --balances (``steps.input_notes``)."""
+    from flows.steps import input_notes
+    for note in input_notes(lake, holders, balances):
+        console.print(note)
 
 
 def _eur(cents: int | None) -> str:
@@ -206,7 +205,15 @@ def _print_ingest(report: dict) -> None:
               "partitions_compacted"):
         if k in report:
             t.add_row(k.replace("_", " "), str(report[k]))
+    if report.get("files_skipped_other"):
+        t.add_row("files skipped (in a folder, not named .dsn/.txt/.edi/.xml)",
+                  str(report["files_skipped_other"]))
     console.print(t)
+    if report.get("files_skipped_other"):  # the norm sets no file name: say which were left
+        more = report["files_skipped_other"] - len(report.get("skipped_other_examples", []))
+        console.print("skipped: " + ", ".join(report.get("skipped_other_examples", []))
+                      + (f" (+{more} more)" if more > 0 else "")
+                      + "; name a file explicitly to ingest it whatever its name")
     by_reason = report.get("quarantine_by_reason") or {}
     if by_reason:
         q = Table(title="Quarantined, by reason")
@@ -339,8 +346,9 @@ def credit(
     _lake_dir(lake, must_hold_lake=True)
     for p, w in ((holders, "--holders"), (balances, "--balances"), (dotations, "--dotations")):
         _readable(p, w)
-    _note_carried_holders(lake, holders)
-    out = _do_credit(year, lake, holders, balances, dotations, _as_of(as_of, year), buckets)
+    day = _as_of(as_of, year)  # usage errors first: one line, nothing else printed
+    _note_missing_inputs(lake, holders, balances)
+    out = _do_credit(year, lake, holders, balances, dotations, day, buckets)
     _print_credit(out)
 
 
@@ -395,7 +403,6 @@ def run(
             check_window(year, day, force)
         except WindowClosed as exc:
             _fail(str(exc))
-    _note_carried_holders(lake, holders)
     from flows import steps
     try:  # bad CSV rows fail here, in seconds, before the DSN are ingested
         with err.status("checking the CSV inputs"):
@@ -737,7 +744,7 @@ def flow_runs(
     try:
         if run_id:
             rows = prefect_status.flow_run_logs(run_id, limit)
-            cols = ["time", "level", "message"]
+            cols = ["time", "level", "flow", "message"]
         else:
             rows = prefect_status.recent_flow_runs(limit)
             cols = ["id", "flow", "name", "state", "start", "end"]
@@ -751,6 +758,42 @@ def flow_runs(
     for r in rows:
         t.add_row(*["" if r[c] is None else str(r[c]) for c in cols])
     console.print(t)
+
+
+@app.command()
+def schedule():
+    """The scheduled campaign: cron, timezone and window (flows/operations.yaml), the next
+    start dates, and the deployments' runs the Prefect server has created so far (it creates
+    them ~100 days ahead)."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from flows.campaign import next_campaigns, operations, window_for
+    ops = operations()
+    now = dt.datetime.now(ZoneInfo(ops["timezone"]))
+    console.print(f"cron {ops['cron']!r} in {ops['timezone']}, concurrency limit "
+                  f"{ops['concurrency_limit']}; deployments {ops['deployment_name']} "
+                  f"(prefect deploy + worker), {ops['served_deployment_name']} (flows.serve)")
+    t = Table(title="Next campaigns")
+    for c in ("start", "credits year", "window (runs and reruns without force)"):
+        t.add_column(c)
+    for start in next_campaigns(now, n=2, ops=ops):
+        s, e = window_for(start.year - 1, ops)
+        t.add_row(start.isoformat(), str(start.year - 1), f"{s} – {e}")
+    console.print(t)
+    from prefect.settings import PREFECT_API_URL
+    if not PREFECT_API_URL.value():
+        console.print("no Prefect server configured (PREFECT_API_URL): scheduled runs exist "
+                      "only on a server (docs/operations.md)")
+        return
+    from flows import prefect_status
+    try:
+        runs = prefect_status.scheduled_flow_runs("cpf-campaign")
+    except Exception as exc:  # unreachable server
+        _fail(f"Prefect server {PREFECT_API_URL.value()}: {exc}")
+    console.print(f"scheduled on the server: {len(runs)} run(s)"
+                  + "".join(f"\n  {r['expected_start']}  {r['deployment']}  {r['name']}"
+                            for r in runs))
 
 
 @app.command()

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+PAGE = 200  # the server's largest ``limit``
+
 
 async def _post(path: str, body: dict) -> list[dict]:
     """POST a filter body to the API with Prefect's own HTTP client (URL, auth, retries):
@@ -42,12 +44,55 @@ def recent_flow_runs(limit: int = 20) -> list[dict]:
     return asyncio.run(read())
 
 
+def scheduled_flow_runs(flow_name: str, limit: int = 20) -> list[dict]:
+    """The flow's runs in state Scheduled, soonest first: id, name, deployment, expected_start."""
+    async def read() -> list[dict]:
+        runs = await _post("/flow_runs/filter", {
+            "flows": {"name": {"any_": [flow_name]}},
+            "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
+            "sort": "EXPECTED_START_TIME_ASC", "limit": limit})
+        ids = sorted({r["deployment_id"] for r in runs if r.get("deployment_id")})
+        deps = await _post("/deployments/filter", {"deployments": {"id": {"any_": ids}},
+                                                   "limit": len(ids)}) if ids else []
+        names = {d["id"]: d["name"] for d in deps}
+        return [{"id": r["id"], "name": r["name"],
+                 "deployment": names.get(r.get("deployment_id"), ""),
+                 "expected_start": r.get("expected_start_time")} for r in runs]
+
+    return asyncio.run(read())
+
+
 def flow_run_logs(flow_run_id: str, limit: int = 200) -> list[dict]:
-    """A flow run's log lines (its tasks' included), oldest first: time, level, message."""
+    """A flow run's log lines, its tasks' and its sub-flow runs' included (the campaign runs
+    ingestion and crediting as sub-flows: the id ``prefect deployment run`` prints is the
+    parent's), oldest first: time, level, flow (the run's flow name), message."""
     from uuid import UUID
 
-    run = str(UUID(flow_run_id))  # ValueError when it is not an id
-    logs = asyncio.run(_post("/logs/filter", {"logs": {"flow_run_id": {"any_": [run]}},
-                                              "sort": "TIMESTAMP_ASC", "limit": limit}))
-    return [{"time": lg["timestamp"], "level": logging.getLevelName(lg["level"]),
-             "message": lg["message"]} for lg in logs]
+    root = str(UUID(flow_run_id))  # ValueError when it is not an id
+
+    async def read() -> list[dict]:
+        names, frontier = {}, [root]
+        while frontier:  # the run, then its sub-flow runs, level by level
+            runs = await _post("/flow_runs/filter", {"flow_runs": {"id": {"any_": frontier}},
+                                                     "limit": len(frontier)})
+            flows = await _post("/flows/filter", {
+                "flows": {"id": {"any_": sorted({r["flow_id"] for r in runs})}},
+                "limit": len(runs)}) if runs else []
+            flow_name = {f["id"]: f["name"] for f in flows}
+            names.update({r["id"]: flow_name.get(r["flow_id"], r["name"]) for r in runs})
+            children = await _post("/flow_runs/filter", {
+                "flow_runs": {"parent_flow_run_id": {"any_": frontier}}, "limit": PAGE})
+            frontier = [c["id"] for c in children if c["id"] not in names]
+        logs: list[dict] = []
+        while len(logs) < limit:  # the server serves at most PAGE lines a request
+            page = await _post("/logs/filter", {
+                "logs": {"flow_run_id": {"any_": sorted(names)}}, "sort": "TIMESTAMP_ASC",
+                "limit": min(PAGE, limit - len(logs)), "offset": len(logs)})
+            logs += page
+            if len(page) < min(PAGE, limit - len(logs) + len(page)):
+                break
+        return [{"time": lg["timestamp"], "level": logging.getLevelName(lg["level"]),
+                 "flow": names.get(lg["flow_run_id"], ""), "message": lg["message"]}
+                for lg in logs]
+
+    return asyncio.run(read())

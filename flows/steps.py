@@ -94,17 +94,32 @@ def param_version(year: int) -> str:
     return params_for_year(year).version
 
 
-def carried_holders_note(root: Path) -> str | None:
-    """What a run without --holders says (the CLI prints it, the flow logs it): the holders
-    register it carries over from the latest published run that had one
-    (``pub.latest_input``), or None."""
-    if not (Path(root) / pub.CURRENT).exists():
-        return None
-    carried = pub.latest_input(Path(root), "holders_sha256")
-    if carried is None:
-        return None
-    return (f"holders: none given, the file of run {carried[0]} is used "
-            f"(archive/inputs/{carried[1].name[:12]}…); pass --holders to replace it")
+def input_notes(root: Path, holders: Path | str | None, balances: Path | str | None) -> list[str]:
+    """What a run must say about the account inputs it was NOT given (the CLI prints these
+    lines, the flow logs them as warnings): a deployment's parameters may name neither file,
+    and a first campaign without them credits wrongly for good (an account the ledger holds
+    no longer takes ``--balances``).
+
+    - no holders file: the register of the latest published run that had one is carried
+      over (``publish.latest_input``), or, when no run ever had one, nobody gets the
+      low-qualified rate;
+    - no balances file on a DIR whose ledger holds no account yet: every account starts
+      from a 0 € earned balance."""
+    root, notes = Path(root), []
+    published = (root / pub.CURRENT).exists()
+    if not holders:
+        carried = pub.latest_input(root, "holders_sha256") if published else None
+        notes.append(f"holders: none given, the file of run {carried[0]} is used "
+                     f"(archive/inputs/{carried[1].name[:12]}…); pass --holders to replace it"
+                     if carried else
+                     "holders: none given and no earlier run had one: nobody is credited at "
+                     "the low-qualified rate; pass --holders (deployment: CPF_HOLDERS)")
+    if not balances and not published:
+        notes.append("balances: none given on a new ledger: every account starts from a "
+                     "0.00 € earned balance, for good (--balances is only taken for accounts "
+                     "the ledger does not hold yet); pass --balances (deployment: "
+                     "CPF_BALANCES) on the first campaign")
+    return notes
 
 
 # what a month that no DSN declares counts, said by the run's note and by ``cpf explain``

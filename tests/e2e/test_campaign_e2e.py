@@ -47,9 +47,23 @@ def test_campaign_end_to_end(prefect_harness, samples_dir, tmp_path):
     from flows.prefect_status import recent_flow_runs
     runs = recent_flow_runs(50)
     assert any(r["flow"] == "cpf-campaign" and r["state"] == "Completed" for r in runs), runs
-    r = runner.invoke(app, ["flow-runs", next(r["id"] for r in runs
-                                              if r["flow"] == "cpf-campaign"), "--limit", "5"])
+    campaign_id = next(r["id"] for r in runs if r["flow"] == "cpf-campaign")
+    r = runner.invoke(app, ["flow-runs", campaign_id, "--limit", "500"])
     assert r.exit_code == 0 and "Beginning flow run" in " ".join(r.output.split()), r.output
+    # the campaign's own lines (ingest and credit summaries) and its sub-flow runs' lines,
+    # from the id an operator has (the one `prefect deployment run` prints)
+    from prefect.logging.handlers import APILogHandler
+
+    from flows.prefect_status import flow_run_logs
+    APILogHandler().flush()  # log lines reach the server in the background
+    lines = flow_run_logs(campaign_id, limit=500)
+    by_flow = {}
+    for line in lines:
+        by_flow.setdefault(line["flow"], []).append(line["message"])
+    assert set(by_flow) == {"cpf-campaign", "cpf-credit-year"}, set(by_flow)
+    assert any(m.startswith("ingested 51 file(s)") for m in by_flow["cpf-campaign"])
+    assert any("people credited" in m for m in by_flow["cpf-campaign"])
+    assert any("Finished in state Completed" in m for m in by_flow["cpf-credit-year"])
 
     # rerun without Prefect on unchanged data: posts nothing
     r = runner.invoke(app, ["credit"] + args)
@@ -112,6 +126,41 @@ def test_campaign_window_refused_after_end_unless_forced(prefect_harness, tmp_pa
     with pytest.raises(WindowClosed):
         campaign(year=2025, dsn=[], lake=str(tmp_path / "DIR"), as_of="2026-07-01",
                  enforce_window=True)
+
+
+def test_the_scheduled_campaign_gets_its_runs(prefect_harness):
+    """The deployment's schedule (operations.yaml) makes the server create runs at the next
+    15 April 06:00 Paris. With SQLAlchemy 2.1 under prefect 3.8.8 the server's scheduler
+    failed on every insert (no scheduled run, ever): pinned in pyproject.toml."""
+    import asyncio
+    from zoneinfo import ZoneInfo
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.schedules import CronSchedule
+
+    from flows.campaign import campaign, next_campaigns, operations
+    from flows.prefect_status import scheduled_flow_runs
+    ops = operations()
+    now = dt.datetime.now(ZoneInfo(ops["timezone"]))
+
+    async def register_and_schedule() -> None:
+        deployment = await campaign.to_deployment(
+            name=ops["served_deployment_name"],
+            schedules=[CronSchedule(cron=ops["cron"], timezone=ops["timezone"])],
+            parameters={"lake": "DIR", "dsn": ["inbox"], "enforce_window": True})
+        dep_id = await deployment.apply()
+        async with get_client() as client:  # what the scheduler service does, on demand
+            r = await client._client.post(f"/deployments/{dep_id}/schedule", json={
+                "end_time": (now + dt.timedelta(days=800)).isoformat(), "max_runs": 2})
+            r.raise_for_status()
+
+    asyncio.run(register_and_schedule())
+    runs = scheduled_flow_runs("cpf-campaign")
+    starts = [dt.datetime.fromisoformat(r["expected_start"]) for r in runs]
+    assert starts and starts == next_campaigns(now, n=len(starts))
+    first = starts[0].astimezone(ZoneInfo("Europe/Paris"))
+    assert (first.month, first.day, first.hour, first.minute) == (4, 15, 6, 0)
+    assert {r["deployment"] for r in runs} == {ops["served_deployment_name"]}
 
 
 def test_credit_year_flow_with_fake_engine(prefect_harness, tmp_path, monkeypatch):

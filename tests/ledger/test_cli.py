@@ -192,3 +192,28 @@ def test_explain_story_names_the_sans_notion_term():
     story = " ".join(_derivation_story(row))
     assert "+ sans-notion remuneration 17 297.28 € / (2 080 × SMIC = 24 710.40 €)" in story
     assert "sans-notion" not in " ".join(_derivation_story({**row, "sans_notion_remuneration_cents": 0}))
+
+
+def test_a_run_without_holders_or_balances_says_what_it_does(lake, tmp_path, fake_engine):
+    """A first campaign without --balances starts every account from 0 € for good, one
+    without any holders register credits nobody at the low-qualified rate: both said (the
+    deployment's runs log them as warnings, ``steps.input_notes``); a later run carries the
+    register over and says from which run."""
+    flat = lambda out: " ".join(out.split())  # noqa: E731
+    r = runner.invoke(app, ["credit", "--year", "2024", "--lake", str(lake),
+                            "--as-of", "2025-05-02"])
+    assert r.exit_code == 0, r.output
+    assert "nobody is credited at the low-qualified rate" in flat(r.output)
+    assert "balances: none given on a new ledger" in flat(r.output)
+    holders = tmp_path / "h.csv"
+    holders.write_text(f"nir,low_qualified_declared_on,low_qualified_withdrawn_on\n"
+                       f"{nir(1)},2020-01-01,\n")
+    r = runner.invoke(app, ["credit", "--year", "2024", "--lake", str(lake), "--holders",
+                            str(holders), "--as-of", "2025-05-02"])
+    assert r.exit_code == 0 and "holders:" not in r.output and "balances:" not in r.output
+    r = runner.invoke(app, ["credit", "--year", "2024", "--lake", str(lake),
+                            "--as-of", "2025-05-02"])
+    assert r.exit_code == 0, r.output
+    run = re.search(r"the file of run (\S+) is used", flat(r.output))
+    assert run and (lake / "runs" / run.group(1)).is_dir(), r.output
+    assert "balances:" not in r.output  # the ledger holds accounts now

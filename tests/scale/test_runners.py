@@ -216,3 +216,24 @@ def test_spawned_workers_get_their_cores_and_the_flows_server(tmp_path):
     # every worker: cores ÷ 2 threads, and the flow process's temporary server
     assert r["got"] == [[r["want"], r["server"]]] and r["server"].startswith("http://127.0.0.1:")
     assert r["after"] == r["before"] and r["env_after"] is None  # the parent is untouched
+
+
+def test_a_deployment_without_its_paths_is_refused_with_the_reason(tmp_path):
+    """prefect.yaml / flows.serve take the paths from CPF_LAKE / CPF_DSN_DIR: registered
+    without them, a run got "" and ingested the working directory, publishing a lake there."""
+    from flows import steps
+    from flows.campaign import check_locations
+    from flows.serve import parameters
+    for lake, dsn, why in [("", [str(tmp_path)], "lake: empty path"),
+                           (str(tmp_path), [""], "dsn: empty path"),
+                           (str(tmp_path), [str(tmp_path / "nope")], "does not exist")]:
+        with pytest.raises(steps.InputError, match=why):
+            check_locations(lake, dsn)
+    assert check_locations(str(tmp_path), [str(tmp_path)]) == (str(tmp_path), [str(tmp_path)])
+    with pytest.raises(ValueError, match="CPF_LAKE and CPF_DSN_DIR"):
+        parameters({"CPF_LAKE": " "})
+    got = parameters({"CPF_LAKE": "/data/cpf", "CPF_DSN_DIR": "/data/in", "CPF_HOLDERS": ""})
+    assert got == {"lake": "/data/cpf", "dsn": ["/data/in"], "enforce_window": True,
+                   "force": False}
+    assert parameters({"CPF_LAKE": "L", "CPF_DSN_DIR": "D", "CPF_BALANCES": "b.csv"}
+                      )["balances"] == "b.csv"
