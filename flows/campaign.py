@@ -162,14 +162,12 @@ def _artifacts(manifest: dict, run_dir: str) -> None:
             ("entries posted", c["entries"])]
     rows += [(f"entries: {k}", f"{n} ({t['entries_by_kind'][k] / 100:.2f} EUR)")
              for k, n in c["entries_by_kind"].items()]
-    note, superseded = steps.undeclared_note(run_dir), steps.superseded_note(run_dir)
-    if note is not None:
-        get_run_logger().warning(note)
-    if superseded is not None:
-        get_run_logger().info(superseded)
+    notes = steps.run_notes(run_dir)
+    for level, note in notes:
+        get_run_logger().log(level, note)
     md = (f"# CPF year {manifest['year']} — run `{manifest['run_id']}`\n\n| | |\n|---|---:|\n"
           + "".join(f"| {a} | {b} |\n" for a, b in rows)
-          + "".join(f"\n{n}\n" for n in (note, superseded) if n) + f"\nSnapshot: `{run_dir}`\n")
+          + "".join(f"\n{n}\n" for _, n in notes) + f"\nSnapshot: `{run_dir}`\n")
     key = f"cpf-run-{manifest['year']}"
     create_markdown_artifact(markdown=md, key=key, description="CPF campaign run summary")
     create_link_artifact(link=(Path(run_dir) / "report" / "index.html").resolve().as_uri(),
@@ -283,10 +281,9 @@ def campaign(year: int | None = None, dsn: list[str] | None = None, lake: str = 
     out = credit_with_plan(year, lake, holders, balances, dotations, day.isoformat(),
                            runner=runner, buckets=buckets, dask_address=dask_address,
                            max_workers=max_workers, max_memory_gb=max_memory_gb)
-    log.info(credit_line(out["manifest"], out["run_dir"]))  # on this run, not only on the
-    for note in (steps.undeclared_note(out["run_dir"]), steps.superseded_note(out["run_dir"])):
-        if note is not None:  # sub-flow run an operator must first look up
-            log.info(note)
+    log.info(credit_line(out["manifest"], out["run_dir"]))  # on this run too, not only on
+    for level, note in steps.run_notes(out["run_dir"]):  # the sub-flow run an operator
+        log.log(level, note)  # must first look up
     return {"ingest": report, "credit": out}
 
 

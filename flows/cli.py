@@ -269,10 +269,9 @@ def _print_credit(out) -> None:
     if c.get("dotation_lots"):
         t.add_row("dotation balance", _eur(tot["dotation_balance"]))
     console.print(t)
-    from flows.steps import superseded_note, undeclared_note
-    for note in (undeclared_note(out.run_dir), superseded_note(out.run_dir)):
-        if note is not None:
-            console.print(note)
+    from flows.steps import run_notes
+    for _, note in run_notes(out.run_dir):
+        console.print(note)
     root = Path(out.run_dir).parent.parent
     console.print(f"snapshot: {out.run_dir}\nreport:   {Path(out.run_dir) / 'report' / 'index.html'}"
                   f"\ncatalog:  {root / 'cpf.duckdb'}  (open it read-only; ready queries: "
@@ -788,7 +787,8 @@ def schedule():
         return
     from flows import prefect_status
     try:
-        runs = prefect_status.scheduled_flow_runs("cpf-campaign")
+        from flows.campaign import campaign
+        runs = prefect_status.scheduled_flow_runs(campaign.name)
     except Exception as exc:  # unreachable server
         _fail(f"Prefect server {PREFECT_API_URL.value()}: {exc}")
     console.print(f"scheduled on the server: {len(runs)} run(s)"

@@ -7,6 +7,7 @@ can wrap it as is. Business logic stays in ``pipeline/`` and ``parsers/``; this 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -167,6 +168,15 @@ def superseded_note(run_dir: Path | str) -> str | None:
                                            "declared again")) if n]
     return (f"declarations not used: {', '.join(kinds)}; each is in the quarantine view "
             f"(scope 'version', in {root / 'cpf.duckdb'})")
+
+
+def run_notes(run_dir: Path | str) -> list[tuple[int, str]]:
+    """(logging level, text) of what a published run must tell operators: the months no DSN
+    declares (a warning: time not counted yet) and the declarations a later version
+    supersedes (information). The CLI prints them, the flows log them and put them in their
+    artifact."""
+    notes = [(logging.WARNING, undeclared_note(run_dir)), (logging.INFO, superseded_note(run_dir))]
+    return [(level, text) for level, text in notes if text is not None]
 
 
 def year_not_over(year: int, day: dt.date) -> str | None:
