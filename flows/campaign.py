@@ -271,13 +271,16 @@ def campaign(year: int | None = None, dsn: list[str] | None = None, lake: str = 
         if enforce_window:
             check_window(year, day, force)
         lake, dsn = check_locations(lake, dsn)
+        holders, balances, dotations = (x or None for x in (holders, balances, dotations))
+        check_account_inputs(holders, balances, dotations)
     except (WindowClosed, steps.InputError) as exc:  # a refusal, not a crash: no traceback
         log.error(str(exc))
         return Failed(message=str(exc), data=exc)
-    holders, balances, dotations = (x or None for x in (holders, balances, dotations))
     report = ingest_task(dsn, lake, lake_buckets) if dsn else {}
     if report:
         log.info(ingest_line(report))
+        if not report.get("files_seen"):  # an empty inbox is worth a look before crediting
+            log.warning(f"no DSN file found in {', '.join(dsn)}: crediting from the lake as is")
     out = credit_with_plan(year, lake, holders, balances, dotations, day.isoformat(),
                            runner=runner, buckets=buckets, dask_address=dask_address,
                            max_workers=max_workers, max_memory_gb=max_memory_gb)
@@ -301,6 +304,13 @@ def check_locations(lake: str, dsn: list[str] | None) -> tuple[str, list[str]]:
     if missing:
         raise steps.InputError([f"dsn: {d} does not exist" for d in missing])
     return lake, list(dsn or [])
+
+
+def check_account_inputs(holders: str | None, balances: str | None,
+                         dotations: str | None) -> None:
+    """The CSV inputs are read before anything is ingested (``steps.check_inputs``): a wrong
+    path or a bad row fails the run at once, with its reason, not after the ingestion."""
+    steps.check_inputs(*(Path(x) if x else None for x in (holders, balances, dotations)))
 
 
 def ingest_line(report: dict) -> str:

@@ -730,7 +730,9 @@ def query(
 @app.command(name="flow-runs")
 def flow_runs(
     run_id: Optional[str] = typer.Argument(None, help="A flow run id: print its log lines."),
-    limit: int = typer.Option(20, "--limit", min=1, help="How many runs (or log lines)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1,
+                                        help="How many runs (default 20) or log lines "
+                                             "(default 2000)."),
 ):
     """The campaign's flow runs on the configured Prefect server (PREFECT_API_URL), newest
     first, or one run's log lines: what `prefect flow-run ls` / `logs` would show, which the
@@ -742,9 +744,11 @@ def flow_runs(
     from flows import prefect_status
     try:
         if run_id:
+            limit = limit or 2000
             rows = prefect_status.flow_run_logs(run_id, limit)
-            cols = ["time", "level", "flow", "message"]
+            cols = ["time", "level", "flow", "task", "message"]
         else:
+            limit = limit or 20
             rows = prefect_status.recent_flow_runs(limit)
             cols = ["id", "flow", "name", "state", "start", "end"]
     except ValueError:
@@ -757,6 +761,8 @@ def flow_runs(
     for r in rows:
         t.add_row(*["" if r[c] is None else str(r[c]) for c in cols])
     console.print(t)
+    if run_id and len(rows) == limit:  # never cut silently: the last lines hold the outcome
+        console.print(f"first {limit} log lines shown; --limit N for more")
 
 
 @app.command()

@@ -65,7 +65,8 @@ def scheduled_flow_runs(flow_name: str, limit: int = 20) -> list[dict]:
 def flow_run_logs(flow_run_id: str, limit: int = 200) -> list[dict]:
     """A flow run's log lines, its tasks' and its sub-flow runs' included (the campaign runs
     ingestion and crediting as sub-flows: the id ``prefect deployment run`` prints is the
-    parent's), oldest first: time, level, flow (the run's flow name), message."""
+    parent's), oldest first: time, level, flow (the run's flow name), task (the task run's
+    name, empty for the flow's own lines), message."""
     from uuid import UUID
 
     root = str(UUID(flow_run_id))  # ValueError when it is not an id
@@ -91,8 +92,16 @@ def flow_run_logs(flow_run_id: str, limit: int = 200) -> list[dict]:
             logs += page
             if len(page) < min(PAGE, limit - len(logs) + len(page)):
                 break
+        tasks = {}  # the task each line comes from: which step the run is at
+        for offset in range(0, 10 * PAGE, PAGE):
+            page = await _post("/task_runs/filter", {
+                "flow_runs": {"id": {"any_": sorted(names)}}, "limit": PAGE, "offset": offset})
+            tasks.update({t["id"]: t["name"] for t in page})
+            if len(page) < PAGE:
+                break
         return [{"time": lg["timestamp"], "level": logging.getLevelName(lg["level"]),
-                 "flow": names.get(lg["flow_run_id"], ""), "message": lg["message"]}
+                 "flow": names.get(lg["flow_run_id"], ""),
+                 "task": tasks.get(lg.get("task_run_id"), ""), "message": lg["message"]}
                 for lg in logs]
 
     return asyncio.run(read())

@@ -5,7 +5,8 @@ law). The scheduled run credits the previous calendar year with ``enforce_window
 inside the window (15 April - 20 June), refused outside unless an operator passes ``force=True``.
 Paths come from the environment: CPF_LAKE and CPF_DSN_DIR (required: a default would publish a
 lake wherever the process happens to run), CPF_HOLDERS and CPF_BALANCES (optional, but a first
-campaign without them credits wrongly for good: flows.steps.input_notes). The served
+campaign without them credits wrongly for good: flows.steps.input_notes); relative paths are
+made absolute against the directory serve starts in. The served
 deployment has its own name (``served_deployment_name``), so it never takes over the one
 ``prefect deploy`` registers for a work pool (prefect.yaml).
 """
@@ -30,8 +31,9 @@ def parameters(env: dict[str, str]) -> dict:
         raise ValueError(f"flows.serve: set {' and '.join(missing)} (the lake folder DIR and the "
                          "folder the DSN arrive in), e.g. CPF_LAKE=/data/cpf "
                          "CPF_DSN_DIR=/data/inbox python -m flows.serve")
-    return {"lake": env["CPF_LAKE"], "dsn": [env["CPF_DSN_DIR"]],
-            **{name: env[k] for k, name in OPTIONAL.items() if env.get(k, "").strip()},
+    absolute = lambda k: os.path.abspath(env[k])  # noqa: E731 (runs may start elsewhere)
+    return {"lake": absolute("CPF_LAKE"), "dsn": [absolute("CPF_DSN_DIR")],
+            **{name: absolute(k) for k, name in OPTIONAL.items() if env.get(k, "").strip()},
             "enforce_window": True, "force": False}
 
 
