@@ -272,7 +272,7 @@ def campaign(year: int | None = None, dsn: list[str] | None = None, lake: str = 
             check_window(year, day, force)
         lake, dsn = check_locations(lake, dsn)
         holders, balances, dotations = (x or None for x in (holders, balances, dotations))
-        check_account_inputs(holders, balances, dotations)
+        steps.check_inputs(_p(holders), _p(balances), _p(dotations))  # before ingesting
     except (WindowClosed, steps.InputError) as exc:  # a refusal, not a crash: no traceback
         log.error(str(exc))
         return Failed(message=str(exc), data=exc)
@@ -296,21 +296,13 @@ def check_locations(lake: str, dsn: list[str] | None) -> tuple[str, list[str]]:
     publish a lake in it. Refused, with the reason."""
     if not (lake or "").strip():
         raise steps.InputError(["lake: empty path (a deployment registered without CPF_LAKE?)"])
-    bad = [d for d in dsn or [] if not (d or "").strip()]
-    if bad:
+    if any(not (d or "").strip() for d in dsn or []):
         raise steps.InputError(["dsn: empty path (a deployment registered without "
                                 "CPF_DSN_DIR?)"])
     missing = [d for d in dsn or [] if not Path(d).exists()]
     if missing:
         raise steps.InputError([f"dsn: {d} does not exist" for d in missing])
     return lake, list(dsn or [])
-
-
-def check_account_inputs(holders: str | None, balances: str | None,
-                         dotations: str | None) -> None:
-    """The CSV inputs are read before anything is ingested (``steps.check_inputs``): a wrong
-    path or a bad row fails the run at once, with its reason, not after the ingestion."""
-    steps.check_inputs(*(Path(x) if x else None for x in (holders, balances, dotations)))
 
 
 def ingest_line(report: dict) -> str:

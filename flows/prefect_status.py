@@ -27,15 +27,32 @@ async def _post(path: str, body: dict) -> list[dict]:
         return response.json()
 
 
+async def _post_paged(path: str, body: dict, limit: int) -> list[dict]:
+    """Up to ``limit`` rows of a filter, ``PAGE`` at a time (the server's largest limit)."""
+    rows: list[dict] = []
+    while len(rows) < limit:
+        want = min(PAGE, limit - len(rows))
+        page = await _post(path, {**body, "limit": want, "offset": len(rows)})
+        rows += page
+        if len(page) < want:
+            break
+    return rows
+
+
+async def _flow_names(flow_ids) -> dict[str, str]:
+    """Flow id -> flow name, for the given ids."""
+    ids = sorted(set(flow_ids))
+    flows = await _post("/flows/filter", {"flows": {"id": {"any_": ids}},
+                                          "limit": len(ids)}) if ids else []
+    return {f["id"]: f["name"] for f in flows}
+
+
 def recent_flow_runs(limit: int = 20) -> list[dict]:
     """The latest flow runs (newest first): id, flow, name, state, start, end, parameters."""
     async def read() -> list[dict]:
-        runs = await _post("/flow_runs/filter", {"sort": "EXPECTED_START_TIME_DESC",
-                                                 "limit": limit})
-        ids = sorted({r["flow_id"] for r in runs})
-        flows = await _post("/flows/filter", {"flows": {"id": {"any_": ids}},
-                                              "limit": max(1, len(ids))}) if ids else []
-        names = {f["id"]: f["name"] for f in flows}
+        runs = await _post_paged("/flow_runs/filter", {"sort": "EXPECTED_START_TIME_DESC"},
+                                 limit)
+        names = await _flow_names(r["flow_id"] for r in runs)
         return [{"id": r["id"], "flow": names.get(r["flow_id"], r["flow_id"]),
                  "name": r["name"], "state": (r.get("state") or {}).get("name", ""),
                  "start": r.get("start_time"), "end": r.get("end_time"),
@@ -72,33 +89,20 @@ def flow_run_logs(flow_run_id: str, limit: int = 200) -> list[dict]:
     root = str(UUID(flow_run_id))  # ValueError when it is not an id
 
     async def read() -> list[dict]:
-        names, frontier = {}, [root]
-        while frontier:  # the run, then its sub-flow runs, level by level
-            runs = await _post("/flow_runs/filter", {"flow_runs": {"id": {"any_": frontier}},
-                                                     "limit": len(frontier)})
-            flows = await _post("/flows/filter", {
-                "flows": {"id": {"any_": sorted({r["flow_id"] for r in runs})}},
-                "limit": len(runs)}) if runs else []
-            flow_name = {f["id"]: f["name"] for f in flows}
-            names.update({r["id"]: flow_name.get(r["flow_id"], r["name"]) for r in runs})
-            children = await _post("/flow_runs/filter", {
-                "flow_runs": {"parent_flow_run_id": {"any_": frontier}}, "limit": PAGE})
-            frontier = [c["id"] for c in children if c["id"] not in names]
-        logs: list[dict] = []
-        while len(logs) < limit:  # the server serves at most PAGE lines a request
-            page = await _post("/logs/filter", {
-                "logs": {"flow_run_id": {"any_": sorted(names)}}, "sort": "TIMESTAMP_ASC",
-                "limit": min(PAGE, limit - len(logs)), "offset": len(logs)})
-            logs += page
-            if len(page) < min(PAGE, limit - len(logs) + len(page)):
-                break
-        tasks = {}  # the task each line comes from: which step the run is at
-        for offset in range(0, 10 * PAGE, PAGE):
-            page = await _post("/task_runs/filter", {
-                "flow_runs": {"id": {"any_": sorted(names)}}, "limit": PAGE, "offset": offset})
-            tasks.update({t["id"]: t["name"] for t in page})
-            if len(page) < PAGE:
-                break
+        names: dict[str, str] = {}  # flow run id -> its flow's name
+        level = await _post("/flow_runs/filter", {"flow_runs": {"id": {"any_": [root]}},
+                                                  "limit": 1})
+        while level:  # the run, then its sub-flow runs, level by level
+            flow_name = await _flow_names(r["flow_id"] for r in level)
+            names.update({r["id"]: flow_name.get(r["flow_id"], r["name"]) for r in level})
+            children = await _post_paged("/flow_runs/filter", {"flow_runs": {
+                "parent_flow_run_id": {"any_": [r["id"] for r in level]}}}, limit)
+            level = [c for c in children if c["id"] not in names]
+        logs = await _post_paged("/logs/filter", {
+            "logs": {"flow_run_id": {"any_": sorted(names)}}, "sort": "TIMESTAMP_ASC"}, limit)
+        task_runs = await _post_paged("/task_runs/filter", {  # which step each line is at
+            "flow_runs": {"id": {"any_": sorted(names)}}}, limit)
+        tasks = {t["id"]: t["name"] for t in task_runs}
         return [{"time": lg["timestamp"], "level": logging.getLevelName(lg["level"]),
                  "flow": names.get(lg["flow_run_id"], ""),
                  "task": tasks.get(lg.get("task_run_id"), ""), "message": lg["message"]}

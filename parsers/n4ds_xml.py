@@ -162,11 +162,16 @@ def read_checked(src: SourceBytes) -> tuple[pl.DataFrame, list[dict]]:
     records, why = line_numbers(records)
     findings = xsd_findings(src, doc)
     if why:
-        findings.append({"source_file": src.source_file, "file_sha256": src.sha256,
-                         "scope": Scope.WARNING, "is_cause": False, "line_no": None,
-                         "rubrique": None, "reason": Reason.ORIGIN_LINES_IGNORED,
-                         "detail": why})
+        findings.append(_warning(src, Reason.ORIGIN_LINES_IGNORED, why))
     return records, findings
+
+
+def _warning(src: SourceBytes, reason: str, detail: str, line_no: int | None = None,
+             rubrique: str | None = None) -> dict:
+    """A quarantine WARNING row about an XML file (the lines are still parsed)."""
+    return {"source_file": src.source_file, "file_sha256": src.sha256, "scope": Scope.WARNING,
+            "is_cause": False, "line_no": line_no, "rubrique": rubrique, "reason": reason,
+            "detail": detail}
 
 
 def xsd_findings(src: SourceBytes, doc) -> list[dict]:
@@ -177,12 +182,9 @@ def xsd_findings(src: SourceBytes, doc) -> list[dict]:
     order and cardinalities of its own flow); whether a value is usable is decided by the norm's
     checks that every line goes through anyway (the same as for flat files). A violation is
     still kept and counted, never silently ignored."""
-    base = {"source_file": src.source_file, "file_sha256": src.sha256,
-            "scope": Scope.WARNING, "is_cause": False}
     if doc is None:
-        return [{**base, "line_no": None, "rubrique": None, "reason": REASON_XSD_SKIPPED,
-                 "detail": f"file over {XSD_MAX_BYTES // 2**20} MiB: not checked against "
-                           f"{XSD_PATH.name}"}]
+        return [_warning(src, REASON_XSD_SKIPPED, f"file over {XSD_MAX_BYTES // 2**20} MiB: "
+                                                  f"not checked against {XSD_PATH.name}")]
     schema = n4ds_schema()
     if schema.validate(doc):
         return []
@@ -190,9 +192,8 @@ def xsd_findings(src: SourceBytes, doc) -> list[dict]:
     rows = []
     for e in errors[:XSD_MAX_FINDINGS]:
         m = _XSD_ELEMENT.search(e.message)
-        rows.append({**base, "line_no": e.line, "reason": REASON_XSD,
-                     "rubrique": m.group(1).replace("_", ".") if m else None,
-                     "detail": f"{XSD_PATH.name}: {e.message}"[:400]})
+        rows.append(_warning(src, REASON_XSD, f"{XSD_PATH.name}: {e.message}"[:400], e.line,
+                             m.group(1).replace("_", ".") if m else None))
     if len(errors) > XSD_MAX_FINDINGS:
         rows[-1]["detail"] += f" (+{len(errors) - XSD_MAX_FINDINGS} more findings)"
     return rows

@@ -70,8 +70,13 @@ def resolve_current(usable: pl.LazyFrame) -> pl.LazyFrame:
     million declarations: only the keys that may hold several (a duplicated 64-bit hash of the
     key: a collision merely adds a key to this exact path) are sorted to pick their latest
     version; the others pass through without a sort of the whole table."""
-    decls = _keyed(usable)
-    alive = (decls.join(_named(decls).select(*KEY, "self_id"), on=[*KEY, "self_id"], how="anti",
+    keyed = _keyed(usable)
+    return _resolve(keyed, _named(keyed))
+
+
+def _resolve(keyed: pl.LazyFrame, named: pl.LazyFrame) -> pl.LazyFrame:
+    """``resolve_current`` on keyed declarations and the versions A&R name (``_named``)."""
+    alive = (keyed.join(named.select(*KEY, "self_id"), on=[*KEY, "self_id"], how="anti",
                         nulls_equal=False)
              .select("decl_id", *KEY, "decl_type", "order_no", "constitution_date",
                      "file_sha256", pl.struct(*KEY).hash().is_duplicated().alias("_several")))
@@ -95,18 +100,18 @@ def version_status(decls: pl.LazyFrame) -> pl.LazyFrame:
     OLDER_VERSION (superseded_by = the current version of its key). Its lines stay in the
     lake for audit; the quarantine view lists it, so every declaration not used has a why."""
     keyed = _keyed(decls.filter(is_usable()))
-    cur = resolve_current(keyed).select(*KEY, pl.col("decl_id").alias("_current"))
+    named = _named(keyed)
+    cur = _resolve(keyed, named).select(*KEY, pl.col("decl_id").alias("_current"))
+    is_cur = (pl.col("decl_id") == pl.col("_current")).fill_null(False)
+    is_named = pl.col("named_by").is_not_null()
     status = (keyed.select("decl_id", *KEY, "self_id")
               .join(cur, on=KEY, how="left", nulls_equal=False)
-              .join(_named(keyed), on=[*KEY, "self_id"], how="left", nulls_equal=False)
-              .select("decl_id",
-                      (pl.col("decl_id") == pl.col("_current")).fill_null(False).alias("current"),
-                      pl.when(pl.col("decl_id") == pl.col("_current")).then(None)
-                      .when(pl.col("named_by").is_not_null()).then(pl.col("named_by"))
+              .join(named, on=[*KEY, "self_id"], how="left", nulls_equal=False)
+              .select("decl_id", is_cur.alias("current"),
+                      pl.when(is_cur).then(None).when(is_named).then(pl.col("named_by"))
                       .otherwise(pl.col("_current")).alias("superseded_by"),
-                      pl.when(pl.col("decl_id") == pl.col("_current")).then(None)
-                      .when(pl.col("named_by").is_not_null())
-                      .then(pl.lit(codes.Reason.REPLACED_DECLARATION))
+                      pl.when(is_cur).then(None)
+                      .when(is_named).then(pl.lit(codes.Reason.REPLACED_DECLARATION))
                       .otherwise(pl.lit(codes.Reason.OLDER_VERSION)).alias("superseded_reason")))
     return (decls.join(status, on="decl_id", how="left")
             .with_columns(pl.col("current").fill_null(False)))

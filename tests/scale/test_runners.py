@@ -237,6 +237,5 @@ def test_a_deployment_without_its_paths_is_refused_with_the_reason(tmp_path):
                    "force": False}
     assert parameters({"CPF_LAKE": "L", "CPF_DSN_DIR": "D", "CPF_BALANCES": "b.csv"}
                       )["balances"] == os.path.abspath("b.csv")  # runs start elsewhere
-    from flows.campaign import check_account_inputs
     with pytest.raises(steps.InputError, match="unreadable file"):  # before any ingestion
-        check_account_inputs(str(tmp_path / "holders.csv"), None, None)
+        steps.check_inputs(tmp_path / "holders.csv", None, None)
