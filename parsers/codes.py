@@ -65,6 +65,11 @@ OLD_NIR = "S21.G00.31.008"  # ancien NIR
 CHANGE_DATE_CONTRACT = "S21.G00.41.001"  # date de la modification
 OLD_SIRET = "S21.G00.41.012"  # SIRET ancien établissement d'affectation
 OLD_CONTRACT_NO = "S21.G00.41.014"  # ancien numéro du contrat
+# CT2025 §4.4.11 (40.009 / 51.010 CSL-11): the characters a contract number may hold, and it
+# may not begin or end with a space.
+_CONTRACT_NUMBER_CHARS = r"\-A-Za-z0-9./@_àéèêëïôç"  # the space only inside
+CONTRACT_NUMBER_PATTERN = (f"^[{_CONTRACT_NUMBER_CHARS}]"
+                           f"([{_CONTRACT_NUMBER_CHARS} ]*[{_CONTRACT_NUMBER_CHARS}])?$")
 OLD_CONTRACT_START = "S21.G00.41.021"  # ancienne date de début du contrat
 
 NATURE_MENSUELLE = "01"  # DSN mensuelle: the only nature the CPF receives (CT2025 §5.1)
@@ -147,6 +152,7 @@ class Reason:
     TEST_ENVOI = "test_envoi"  # S10.G00.00.005 = 01: parsed and kept, never used
     NOT_A_DSN_MENSUELLE = "not_a_dsn_mensuelle"  # S20.G00.05.001 != 01: kept, never credited
     ORIGIN_LINES_IGNORED = "origin_line_numbers_ignored"  # N4DS XML numbering only some values
+    CONTRACT_NUMBER_CHARACTERS = "contract_number_characters"  # 40.009 / 51.010 CSL-11
     # scope "version": decided at publication for the whole lake (pipeline.versions), listed by
     # the catalog's quarantine view, not written by ingestion
     REPLACED_DECLARATION = "replaced_declaration"  # named by a later A&R's S20.G00.05.006

@@ -21,7 +21,8 @@ Severity policy (documented in docs/ingestion.md):
   the typed column is left null;
 - declarations of a signalement nature (not in ``codes.STRICT_NATURES``) are never credited:
   their validation anomalies are recorded as warnings and the lines still parsed;
-- damaged characters (U+FFFD, C1 controls) and an unknown norm version are warnings.
+- damaged characters (U+FFFD, C1 controls), an unknown norm version and a contract number
+  (40.009 / 51.010) with characters outside the norm's list are warnings.
 
 Performance (everything is column-wise, and the expensive checks run on small subsets): the
 line columns the rules read are converted to NumPy once; the per-line part runs in NumPy — the
@@ -340,8 +341,26 @@ def _cross_line_anomalies(special: pl.DataFrame, a: pl.DataFrame, cat: Catalog) 
              .select("row", pl.lit(Reason.INDIVIDUAL_WITHOUT_IDENTIFIER).alias("own_reason"),
                      pl.lit("an individual (S21.G00.30) without a usable NIR (30.001) nor an "
                             "NTT (30.020): its rows cannot be attributed").alias("own_detail")))
-    return pl.concat([year, dup_nir, dup_cno, ident,
-                      _type_nature_anomalies(special, flagged, cat)]).collect().sort("row")
+    found = pl.concat([year, dup_nir, dup_cno, ident, _type_nature_anomalies(special, flagged, cat)])
+    return pl.concat([found, _contract_number_characters(special, flagged, found, cat)]
+                     ).collect().sort("row")
+
+
+def _contract_number_characters(special: pl.DataFrame, flagged: pl.Series, found: pl.LazyFrame,
+                                cat: Catalog) -> pl.LazyFrame:
+    """40.009 / 51.010 values outside the norm's character list (CT2025 §4.4.11, CSL-11), on
+    lines without another anomaly. A warning, not a rejection (``CONTRACT_NUMBER_CHARACTERS``
+    has scope warning): the number still identifies the contract and links its pay blocks, and
+    rejecting the declaration would drop the person's worked time for a cosmetic fault."""
+    rcodes = [cat.rcode(codes.CONTRACT_NO), cat.rcode(codes.PAY_CONTRACT_NO)]
+    return (special.lazy().filter(pl.col("rcode").is_in(rcodes) & pl.col("decl_no").is_not_null()
+                                  & ~pl.col("malformed") & ~pl.col("row").is_in(flagged))
+            .filter(~pl.col("value").str.contains(codes.CONTRACT_NUMBER_PATTERN))
+            .join(found.select("row"), on="row", how="anti")
+            .select("row", pl.lit(Reason.CONTRACT_NUMBER_CHARACTERS).alias("own_reason"),
+                    pl.lit("a character outside the norm's list for contract numbers, or a "
+                           "leading/trailing space (CT2025 §4.4.11, CSL-11): kept as declared"
+                           ).alias("own_detail")))
 
 
 def _type_nature_anomalies(special: pl.DataFrame, flagged: pl.Series, cat: Catalog) -> pl.LazyFrame:
@@ -495,7 +514,9 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
             .select("row", "decl_no", *keys, "value")
             .join(natures, on="decl_no", how="left")
             .filter(pl.col("nature").is_in(list(codes.CONTRACT_LINK_NATURES)))
-            .join(a.filter(pl.col("own_reason").is_not_null()).select("row"), on="row", how="anti"))
+            .join(a.filter(pl.col("own_reason").is_not_null()
+                           & (pl.col("own_reason") != Reason.CONTRACT_NUMBER_CHARACTERS))
+                  .select("row"), on="row", how="anti"))
     missing = pays.select("row", *keys, contract_number(pl.col("value")).alias("cno")).join(
         contracts, on=[*keys, "cno"], how="anti", nulls_equal=False)
     if missing.height:
@@ -536,6 +557,7 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
     own_scope = (
         pl.when(outside).then(pl.lit(Scope.LINE))
         .when(~has).then(pl.lit(None, pl.String))
+        .when(pl.col("own_reason") == Reason.CONTRACT_NUMBER_CHARACTERS).then(pl.lit(Scope.WARNING))
         .when(envoi_level).then(pl.lit(Scope.ENVOI))
         .when(pl.col("malformed_key") & strict_nature).then(pl.lit(Scope.DECLARATION))
         .when(pl.col("malformed")).then(pl.lit(Scope.LINE))
@@ -708,7 +730,9 @@ def _final_states(df: pl.DataFrame, arrays: dict[str, np.ndarray], special: pl.D
                     pl.col("block_cause_line"))))
     warn_reason = (pl.when(own == Scope.WARNING).then(pl.col("own_reason"))
                    .when(pl.col("damaged")).then(pl.lit(Reason.DAMAGED_CHARACTERS)))
-    warn_detail = (pl.when(own == Scope.WARNING)
+    warn_detail = (pl.when(pl.col("own_reason") == Reason.CONTRACT_NUMBER_CHARACTERS)
+                   .then(pl.col("own_detail"))
+                   .when(own == Scope.WARNING)
                    .then(pl.lit("signalement (never credited): ") + pl.col("own_detail"))
                    .when(pl.col("damaged"))
                    .then(pl.lit("damaged character (U+FFFD or C1 control): encoding lost upstream")))

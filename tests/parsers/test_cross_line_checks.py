@@ -79,3 +79,22 @@ def test_duplicates_in_a_signalement_are_warnings(tmp_path, dsn):
     q = p["quarantine"]
     assert p.lines_quarantined == 0
     assert q.filter(pl.col("reason") == "duplicate_nir")["scope"].to_list() == ["warning"]
+
+
+def test_contract_number_characters_are_a_warning(tmp_path, dsn):
+    """CT2025 §4.4.11 (CSL-11): '*' is outside the list, 'é' inside; the contract and its pay
+    blocks are still read and linked."""
+    body = (dsn.EMPLOYEE.replace("S21.G00.40.009,'C0001'", "S21.G00.40.009,'C*001'")
+            .replace("S21.G00.51.010,'C0001'", "S21.G00.51.010,'C*001'"))
+    p = parse(tmp_path, dsn, body)
+    w = p["quarantine"].filter(pl.col("reason") == "contract_number_characters")
+    assert sorted(w["rubrique"].unique().to_list()) == ["S21.G00.40.009", "S21.G00.51.010"]
+    assert set(w["scope"].to_list()) == {"warning"}
+    assert p.lines_quarantined == 0 and not p["declarations"]["rejected"][0]
+    assert p["contracts"]["contract_no"].to_list() == ["C*001"]
+    assert p["pay"].height == body.count("S21.G00.51.010")
+
+    fine = (dsn.EMPLOYEE.replace("S21.G00.40.009,'C0001'", "S21.G00.40.009,'Cé-01/a b'")
+            .replace("S21.G00.51.010,'C0001'", "S21.G00.51.010,'Cé-01/a b'"))
+    assert parse(tmp_path, dsn, fine)["quarantine"].filter(
+        pl.col("reason") == "contract_number_characters").height == 0
