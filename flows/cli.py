@@ -794,12 +794,39 @@ def schedule():
     from flows import prefect_status
     try:
         from flows.campaign import campaign
+        deps = prefect_status.deployments(campaign.name)
         runs = prefect_status.scheduled_flow_runs(campaign.name)
     except Exception as exc:  # unreachable server
         _fail(f"Prefect server {PREFECT_API_URL.value()}: {exc}")
+    t = Table(title=f"Deployments of {campaign.name} on {PREFECT_API_URL.value()}")
+    for c in ("deployment", "paused", "status", "work pool", "schedules"):
+        t.add_column(c, overflow="fold")
+    for d in deps:
+        t.add_row(d["name"], "yes" if d["paused"] else "no", d["status"], d["work_pool"],
+                  "; ".join(f"{x['cron']} {x['timezone']} ({'active' if x['active'] else 'inactive'})"
+                            for x in d["schedules"]) or "none")
+    console.print(t)
+    for note in schedule_notes(deps):
+        console.print(f"[yellow]warning:[/yellow] {note}")
     console.print(f"scheduled on the server: {len(runs)} run(s)"
                   + "".join(f"\n  {r['expected_start']}  {r['deployment']}  {r['name']}"
                             for r in runs))
+
+
+def schedule_notes(deps: list[dict]) -> list[str]:
+    """Why the campaign would not start by itself: no deployment, all paused, no active
+    schedule, no worker or serve process polling (status NOT_READY)."""
+    if not deps:
+        return ["no deployment of the campaign on this server: nothing will start on its own "
+                "(prefect deploy + a worker, or python -m flows.serve: docs/operations.md)"]
+    notes = [f"deployment {d['name']} is paused: its scheduled runs will not be created"
+             for d in deps if d["paused"]]
+    notes += [f"deployment {d['name']} has no active schedule" for d in deps
+              if not d["paused"] and not any(x["active"] for x in d["schedules"])]
+    notes += [f"deployment {d['name']} is {d['status']}: no worker or serve process polls "
+              f"it, so its runs would stay Late" for d in deps
+              if d["status"] and d["status"] != "READY"]
+    return notes
 
 
 @app.command()

@@ -48,10 +48,14 @@ async def _flow_names(flow_ids) -> dict[str, str]:
 
 
 def recent_flow_runs(limit: int = 20) -> list[dict]:
-    """The latest flow runs (newest first): id, flow, name, state, start, end, parameters."""
+    """The latest flow runs (newest first): id, flow, name, state, start, end, parameters.
+    Runs still in state Scheduled are left out: the server creates them ~100 days ahead, and
+    sorted by expected start they would come above every run that happened
+    (``scheduled_flow_runs`` lists them)."""
     async def read() -> list[dict]:
-        runs = await _post_paged("/flow_runs/filter", {"sort": "EXPECTED_START_TIME_DESC"},
-                                 limit)
+        runs = await _post_paged("/flow_runs/filter", {
+            "flow_runs": {"state": {"type": {"not_any_": ["SCHEDULED"]}}},
+            "sort": "EXPECTED_START_TIME_DESC"}, limit)
         names = await _flow_names(r["flow_id"] for r in runs)
         return [{"id": r["id"], "flow": names.get(r["flow_id"], r["flow_id"]),
                  "name": r["name"], "state": (r.get("state") or {}).get("name", ""),
@@ -75,6 +79,23 @@ def scheduled_flow_runs(flow_name: str, limit: int = 20) -> list[dict]:
         return [{"id": r["id"], "name": r["name"],
                  "deployment": names.get(r.get("deployment_id"), ""),
                  "expected_start": r.get("expected_start_time")} for r in runs]
+
+    return asyncio.run(read())
+
+
+def deployments(flow_name: str) -> list[dict]:
+    """The flow's deployments on the server, by name: name, paused, status (READY when a
+    worker or ``serve`` polls it), work_pool, and its schedules (cron, timezone, active) — so
+    that an operator sees before 15 April whether the campaign will start at all."""
+    async def read() -> list[dict]:
+        deps = await _post_paged("/deployments/filter", {
+            "flows": {"name": {"any_": [flow_name]}}, "sort": "NAME_ASC"}, PAGE)
+        return [{"name": d["name"], "paused": bool(d.get("paused")),
+                 "status": d.get("status") or "", "work_pool": d.get("work_pool_name") or "",
+                 "schedules": [{"cron": (s.get("schedule") or {}).get("cron", ""),
+                                "timezone": (s.get("schedule") or {}).get("timezone", ""),
+                                "active": bool(s.get("active"))}
+                               for s in d.get("schedules") or []]} for d in deps]
 
     return asyncio.run(read())
 

@@ -161,6 +161,29 @@ def test_the_scheduled_campaign_gets_its_runs(prefect_harness):
     first = starts[0].astimezone(ZoneInfo("Europe/Paris"))
     assert (first.month, first.day, first.hour, first.minute) == (4, 15, 6, 0)
     assert {r["deployment"] for r in runs} == {ops["served_deployment_name"]}
+    # what `cpf schedule` tells the operator: the deployment, its active schedule, and that
+    # nothing polls it yet; `cpf flow-runs` keeps the future runs out of the recent ones
+    from flows.cli import schedule_notes
+    from flows.prefect_status import deployments, recent_flow_runs
+    dep = next(d for d in deployments("cpf-campaign") if d["name"] == ops["served_deployment_name"])
+    assert not dep["paused"] and dep["schedules"] == [
+        {"cron": ops["cron"], "timezone": ops["timezone"], "active": True}]
+    assert dep["status"] == "NOT_READY"
+    assert any("no worker or serve process polls" in n for n in schedule_notes([dep]))
+    assert not {r["id"] for r in runs} & {r["id"] for r in recent_flow_runs(200)}
+    out = " ".join(runner.invoke(app, ["schedule"]).output.split())
+    assert ops["served_deployment_name"] in out and "scheduled on the server: 2 run(s)" in out
+
+
+def test_schedule_notes_say_why_the_campaign_would_not_start():
+    from flows.cli import schedule_notes
+    ready = {"name": "d", "paused": False, "status": "READY",
+             "schedules": [{"cron": "0 6 15 4 *", "timezone": "Europe/Paris", "active": True}]}
+    assert schedule_notes([ready]) == []
+    assert "no deployment" in schedule_notes([])[0]
+    assert schedule_notes([{**ready, "paused": True}]) == [
+        "deployment d is paused: its scheduled runs will not be created"]
+    assert schedule_notes([{**ready, "schedules": []}]) == ["deployment d has no active schedule"]
 
 
 def test_credit_year_flow_with_fake_engine(prefect_harness, tmp_path, monkeypatch):
