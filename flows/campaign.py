@@ -22,6 +22,7 @@ from prefect.states import Failed
 
 from flows import steps
 from pipeline import publish as pub
+from pipeline.late_inputs import years_to_reexamine
 
 OPERATIONS = Path(__file__).with_name("operations.yaml")
 
@@ -259,11 +260,13 @@ def campaign(year: int | None = None, dsn: list[str] | None = None, lake: str = 
              enforce_window: bool = False, force: bool = False, runner: str | None = None,
              buckets: int | None = None, dask_address: str | None = None,
              max_workers: int | None = None, max_memory_gb: float | None = None,
-             lake_buckets: int | None = None) -> dict:
-    """The yearly campaign: ingest the DSN received so far, then credit year N (default: the
-    previous calendar year). With ``enforce_window`` (the scheduled deployment), a run outside
-    the window (before its opening or after its end) is refused unless ``force``.
-    ``runner``/``buckets``/…: see flows.runners."""
+             lake_buckets: int | None = None, rerun_years_back: int | None = None) -> dict:
+    """The yearly campaign: ingest the DSN received so far, rerun the published earlier years
+    those DSN may change (``late_inputs.years_to_reexamine``, the ``rerun_years_back`` before
+    N, operations.yaml: cpf_rules.md §2.3, late DSN are picked up by the next run), then credit
+    year N (default: the previous calendar year). With ``enforce_window`` (the scheduled
+    deployment), a run outside N's window (before its opening or after its end) is refused
+    unless ``force``. ``runner``/``buckets``/…: see flows.runners."""
     log = get_run_logger()
     day = dt.date.fromisoformat(as_of) if as_of else today_paris()
     year = year or day.year - 1
@@ -281,13 +284,23 @@ def campaign(year: int | None = None, dsn: list[str] | None = None, lake: str = 
         log.info(ingest_line(report))
         if not report.get("files_seen"):  # an empty inbox is worth a look before crediting
             log.warning(f"no DSN file found in {', '.join(dsn)}: crediting from the lake as is")
-    out = credit_with_plan(year, lake, holders, balances, dotations, day.isoformat(),
-                           runner=runner, buckets=buckets, dask_address=dask_address,
-                           max_workers=max_workers, max_memory_gb=max_memory_gb)
-    log.info(credit_line(out["manifest"], out["run_dir"]))  # on this run too, not only on
-    for level, note in steps.run_notes(out["run_dir"]):  # the sub-flow run an operator
-        log.log(level, note)  # must first look up
-    return {"ingest": report, "credit": out}
+    back = operations()["rerun_years_back"] if rerun_years_back is None else rerun_years_back
+    reruns = years_to_reexamine(Path(lake), year, back)
+    outs = []
+    for y, why in [*reruns.items(), (year, None)]:
+        if why:
+            log.info(f"year {y} rerun before {year}: {why}")
+        # --balances once, on the first run (it only opens accounts the ledger does not hold
+        # yet); --dotations with the year's own run; the holders register applies by dates
+        out = credit_with_plan(y, lake, holders, balances if not outs else None,
+                               dotations if y == year else None, day.isoformat(),
+                               runner=runner, buckets=buckets, dask_address=dask_address,
+                               max_workers=max_workers, max_memory_gb=max_memory_gb)
+        log.info(credit_line(out["manifest"], out["run_dir"]))  # on this run too, not only
+        for level, note in steps.run_notes(out["run_dir"]):  # on the sub-flow run an
+            log.log(level, note)  # operator must first look up
+        outs.append(out)
+    return {"ingest": report, "reruns": outs[:-1], "credit": outs[-1]}
 
 
 def check_locations(lake: str, dsn: list[str] | None) -> tuple[str, list[str]]:

@@ -424,6 +424,9 @@ def run(
         details = getattr(exc, "errors", None)
         _fail(f"campaign flow failed: {exc}", details)
     _print_ingest(result["ingest"])
+    from flows.campaign import credit_line
+    for out in result.get("reruns", []):  # earlier years the new DSN may change, rerun first
+        console.print(f"rerun first: {credit_line(out['manifest'], out['run_dir'])}")
     from flows.steps import CreditOutcome
     plan_used = result["credit"].pop("plan", None)
     _print_credit(CreditOutcome(**result["credit"]))

@@ -7,6 +7,7 @@ can wrap it as is. Business logic stays in ``pipeline/`` and ``parsers/``; this 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import shutil
 import tempfile
@@ -176,7 +177,19 @@ def run_notes(run_dir: Path | str) -> list[tuple[int, str]]:
     supersedes (information). The CLI prints them, the flows log them and put them in their
     artifact."""
     notes = [(logging.WARNING, undeclared_note(run_dir)), (logging.INFO, superseded_note(run_dir))]
+    notes += [(logging.WARNING, text) for text in other_years_notes(run_dir)]
     return [(level, text) for level, text in notes if text is not None]
+
+
+def other_years_notes(run_dir: Path | str) -> list[str]:
+    """Other years a published run leaves to rerun (``late_inputs.stale_notes``): later years
+    whose ceiling its entries moved, earlier ones that DSN ingested since may change."""
+    from flows.campaign import operations
+    from pipeline.late_inputs import stale_notes
+    run_dir = Path(run_dir)
+    m = json.loads((run_dir / "manifest.json").read_text())
+    return stale_notes(run_dir.parent.parent, m["year"], m["counts"]["entries"],
+                       operations()["rerun_years_back"])
 
 
 def year_not_over(year: int, day: dt.date) -> str | None:

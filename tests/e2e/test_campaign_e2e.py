@@ -200,3 +200,34 @@ def test_credit_year_flow_with_fake_engine(prefect_harness, tmp_path, monkeypatc
     again = credit_year(2024, str(root), as_of="2025-05-02")
     assert again["manifest"]["counts"]["entries"] == 0
     assert json.loads((root / "CURRENT").read_text())["run_id"] == again["run_id"]
+
+
+def test_campaign_reruns_the_years_late_dsn_may_change(prefect_harness, tmp_path, monkeypatch):
+    """cpf_rules.md §2.3: a DSN for 2024 arriving after 2024's campaign is picked up by the
+    next campaign (2025's), which reruns 2024 before crediting 2025."""
+    from flows import steps
+    from flows.campaign import campaign
+    from tests.ledger.conftest import FakeEngine, amounts_frame, make_lake, nir
+
+    class ByYear(FakeEngine):  # 2024 is worth more once the late file is in the lake
+        def __call__(self, root, year, holders):
+            late = (Path(root) / "lake" / "files").exists() and pl.scan_parquet(
+                Path(root) / "lake" / "files" / "*.parquet").select(pl.len()).collect().item() > 2
+            self.amounts = amounts_frame([(nir(3), 1.0, "standard", 60000 if late and year == 2024
+                                           else 50000, 500000)]).with_columns(
+                pl.lit(year, pl.Int32).alias("year"))
+            return super().__call__(root, year, holders)
+
+    monkeypatch.setattr(steps, "default_compute", ByYear(None))
+    root = tmp_path / "DIR"
+    root.mkdir()
+    make_lake(root)
+    first = campaign(year=2024, lake=str(root), as_of="2025-05-02")
+    assert first["reruns"] == [] and first["credit"]["manifest"]["counts"]["entries"] == 1
+    make_lake(root, n_files=3)  # the late DSN of March 2024
+    out = campaign(year=2025, lake=str(root), as_of="2026-05-02")
+    assert [r["manifest"]["year"] for r in out["reruns"]] == [2024]
+    assert out["reruns"][0]["manifest"]["counts"]["entries_by_kind"] == {"adjustment_credit": 1}
+    assert out["credit"]["manifest"]["year"] == 2025
+    again = campaign(year=2025, lake=str(root), as_of="2026-05-03")  # nothing new: no rerun
+    assert again["reruns"] == []

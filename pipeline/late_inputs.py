@@ -1,0 +1,103 @@
+"""Published years that DSN ingested since their latest run may change, and later years a
+rerun leaves stale.
+
+Why: cpf_rules.md §2.3 (Decision — cut-off) says that DSN arriving after year N's campaign
+(a late month, an annule-et-remplace, a pay recall in a later month) are "picked up by the next
+run as an adjustment entry". A run credits one year, so the campaign must know which earlier
+years to re-examine first; and a rerun that moves money changes the balance that later years'
+ceilings were applied to, so it must say which later years to rerun.
+
+Year N's computation reads every declaration from December N-1 on (pay recalls and absences
+declared later count for N: ``pipeline.worked_time``), so a DSN file the latest run of N did
+not see and that declares such a month may change N. Whether it does is only known by
+recomputing, which a rerun does: an unchanged rerun posts nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.publish import (DSN_INPUTS, latest_run_for_year, read_current, read_manifest,
+                              run_dir, scan_lake)
+
+
+def published_years(root: Path | str, current: dict | None = None) -> list[int]:
+    """The years the ledger holds a published run for, in order."""
+    current = current or read_current(Path(root))
+    return sorted(int(y) for y in current.get("latest_by_year", {}))
+
+
+def unseen_files(root: Path | str, year: int, current: dict | None = None) -> int:
+    """Lake DSN files that year N's latest published run did not use and that declare a month
+    from December N-1 on (0 when N has no published run)."""
+    root = Path(root)
+    run_id = latest_run_for_year(root, year, current)
+    if run_id is None:
+        return 0
+    seen = pl.scan_parquet(run_dir(root, run_id) / DSN_INPUTS).select("file_sha256")
+    return (scan_lake(root, "declarations")
+            .filter(pl.col("decl_month") >= date(year - 1, 12, 1))
+            .select("file_sha256").unique().join(seen, on="file_sha256", how="anti")
+            .select(pl.len()).collect().item())
+
+
+def later_years(root: Path | str, year: int) -> list[int]:
+    """Published years after N: their ceilings used the balance before this run's entries."""
+    return [y for y in published_years(root) if y > year]
+
+
+def moved_since(root: Path | str, year: int, current: dict | None = None) -> list[str]:
+    """Runs of earlier years published after year N's latest run that posted entries: N's
+    ceiling was applied to a balance they have since changed."""
+    root = Path(root)
+    current = current or read_current(root)
+    mine = latest_run_for_year(root, year, current)
+    seq = next((r["seq"] for r in current.get("published", []) if r["run_id"] == mine), None)
+    if seq is None:
+        return []
+    return [r["run_id"] for r in current.get("published", [])
+            if r["year"] < year and r["seq"] > seq
+            and read_manifest(root, r["run_id"])["counts"]["entries"] > 0]
+
+
+def years_to_reexamine(root: Path | str, year: int, years_back: int) -> dict[int, str]:
+    """Published years among the ``years_back`` before N to rerun before crediting N, oldest
+    first, with why: from the oldest one that DSN files it did not see may change
+    (``unseen_files``) or whose ceiling an earlier year's later run moved (``moved_since``),
+    every published year up to N-1 — a rerun that moves money changes the balance the later
+    years' ceilings used."""
+    current = read_current(Path(root))
+    years = [y for y in published_years(root, current) if year - years_back <= y < year]
+    why = {}
+    for y in years:
+        n, moved = unseen_files(root, y, current), moved_since(root, y, current)
+        if n or moved:
+            why[y] = "; ".join(
+                ([f"{n} DSN file(s) its latest run did not see declare months it reads"]
+                 if n else [])
+                + ([f"run(s) {', '.join(moved)} of earlier years moved balances after it"]
+                   if moved else []))
+    first = min(why, default=None)
+    return {} if first is None else {
+        y: why.get(y, "an earlier year is rerun first") for y in years if y >= first}
+
+
+def stale_notes(root: Path | str, year: int, entries: int, years_back: int) -> list[str]:
+    """What a published run of year N must say about other years (``steps.run_notes``): the
+    later years whose ceiling its entries moved, and the earlier years DSN ingested since
+    their latest run may change — both to be rerun, oldest first (the campaign does it)."""
+    notes = []
+    later = later_years(root, year)
+    if entries and later:
+        notes.append(f"years {', '.join(map(str, later))} were credited against the balance "
+                     f"before this run's {entries} entr{'y' if entries == 1 else 'ies'}: rerun "
+                     "them, oldest first (cpf credit --year Y), or the next campaign does")
+    earlier = {y: why for y, why in years_to_reexamine(root, year, years_back).items()
+               if not why.startswith("an earlier")}
+    if earlier:
+        notes.append("earlier years to rerun, oldest first (the campaign reruns them before "
+                     "its year): " + "; ".join(f"{y}: {why}" for y, why in earlier.items()))
+    return notes

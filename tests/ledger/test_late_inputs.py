@@ -1,0 +1,46 @@
+"""Which other years a run leaves to rerun (pipeline.late_inputs): cpf_rules.md §2.3, late DSN
+are picked up by the next run; a rerun that moves money changes later years' ceilings."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from flows import steps
+from pipeline.late_inputs import years_to_reexamine
+
+from .conftest import AS_OF, AS_OF_2025, FakeEngine, amounts_frame, make_lake, nir
+
+
+def credit(root, year, rows, as_of):
+    amounts = amounts_frame(rows).with_columns(pl.lit(year, pl.Int32).alias("year"))
+    return steps.credit(root, year, compute_fn=FakeEngine(amounts), as_of=as_of)
+
+
+def test_late_dsn_and_moved_balances_name_the_years_to_rerun(lake):
+    credit(lake, 2024, [(nir(3), 1.0, "standard", 50000, 500000)], AS_OF)
+    assert years_to_reexamine(lake, 2025, 3) == {}  # the 2024 run saw every file
+    make_lake(lake, n_files=3)  # a DSN for March 2024 arrives after 2024's campaign
+    assert years_to_reexamine(lake, 2025, 3) == {
+        2024: "1 DSN file(s) its latest run did not see declare months it reads"}
+    assert years_to_reexamine(lake, 2028, 3) == {}  # beyond rerun_years_back: by hand only
+
+    out = credit(lake, 2025, [(nir(3), 1.0, "standard", 50000, 500000)], AS_OF_2025)
+    assert any("earlier years to rerun" in n and "2024: 1 DSN file" in n
+               for n in steps.other_years_notes(out.run_dir))
+    # the 2024 rerun finds more for 2024 (it sees the late file) and posts it: 2025's ceiling
+    # was applied to the balance before it
+    out = credit(lake, 2024, [(nir(3), 1.0, "standard", 60000, 500000)], AS_OF_2025)
+    assert out.manifest["counts"]["entries"] == 1
+    notes = steps.other_years_notes(out.run_dir)
+    assert notes == ["years 2025 were credited against the balance before this run's 1 "
+                     "entry: rerun them, oldest first (cpf credit --year Y), or the next "
+                     "campaign does"]
+    assert years_to_reexamine(lake, 2026, 3) == {
+        2025: f"run(s) {out.run_id} of earlier years moved balances after it"}
+    # once 2025 is rerun, nothing is left to rerun; an unchanged rerun posts nothing
+    again = credit(lake, 2025, [(nir(3), 1.0, "standard", 50000, 500000)], AS_OF_2025)
+    assert steps.other_years_notes(again.run_dir) == []
+    assert years_to_reexamine(lake, 2026, 3) == {}
+    unchanged = credit(lake, 2024, [(nir(3), 1.0, "standard", 60000, 500000)], AS_OF_2025)
+    assert unchanged.manifest["counts"]["entries"] == 0
+    assert years_to_reexamine(lake, 2026, 3) == {}
