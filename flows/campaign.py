@@ -21,6 +21,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.states import Failed
 
 from flows import steps
+from parsers.lake import data_dir
 from pipeline import publish as pub
 from pipeline.late_inputs import years_to_reexamine
 
@@ -315,7 +316,7 @@ def check_locations(lake: str, dsn: list[str] | None) -> tuple[str, list[str]]:
     missing = [d for d in dsn or [] if not Path(d).exists()]
     if missing:
         raise steps.InputError([f"dsn: {d} does not exist" for d in missing])
-    return lake, list(dsn or [])
+    return str(data_dir(lake)), list(dsn or [])
 
 
 def ingest_line(report: dict) -> str:

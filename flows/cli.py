@@ -143,10 +143,11 @@ def _lake_dir(lake: Path, must_exist: bool = False, must_hold_lake: bool = False
             _usage(f"--lake {lake} cannot be created ({e.strerror})")
         if not os.access(lake, os.W_OK):
             _usage(f"--lake {lake} is not writable")
-    from parsers.lake import lake_path
+    from parsers.lake import data_dir, lake_path
     if must_hold_lake and not lake_path(lake).is_dir():
         _usage(f"--lake {lake} holds no lake (nothing was ingested there: check the path, or "
                "run `cpf ingest` first)")
+    lake = data_dir(lake)  # DIR/lake given: DIR (its lock, archive, runs and ledger)
     if must_exist and not (lake / "CURRENT").exists():
         _usage(f"--lake {lake} holds no published run (run `cpf credit` first)")
     return lake
@@ -234,7 +235,7 @@ def ingest(
     quarantined. Already-ingested files (same sha256) are skipped."""
     for p in paths:
         _readable(p, "DSN path")
-    _lake_dir(lake, create=True)
+    lake = _lake_dir(lake, create=True)
     _check_lake_buckets(lake, lake_buckets)
     try:
         report = _do_ingest(paths, lake, lake_buckets)
@@ -342,7 +343,7 @@ def credit(
     (a rerun on unchanged data posts nothing), check balances, publish the snapshot and the
     DuckDB catalog atomically."""
     _year(year)
-    _lake_dir(lake, must_hold_lake=True)
+    lake = _lake_dir(lake, must_hold_lake=True)
     for p, w in ((holders, "--holders"), (balances, "--balances"), (dotations, "--dotations")):
         _readable(p, w)
     day = _as_of(as_of, year)  # usage errors first: one line, nothing else printed
@@ -382,7 +383,7 @@ def run(
     paths = list(dsn) + list(more or [])
     for p in paths:
         _readable(p, "DSN path")
-    _lake_dir(lake, create=True)
+    lake = _lake_dir(lake, create=True)
     for p, w in ((holders, "--holders"), (balances, "--balances"), (dotations, "--dotations")):
         _readable(p, w)
     day = _as_of(as_of, year)
@@ -595,7 +596,7 @@ def explain(
 
     from pipeline import publish as pub
     _year(year)
-    _lake_dir(lake, must_exist=True)
+    lake = _lake_dir(lake, must_exist=True)
     run_id = pub.latest_run_for_year(lake, year)
     if run_id is None:
         _fail(f"no published run for year {year} in {lake}")
@@ -691,7 +692,7 @@ def replay(
     print the differences (a tampered entry is detected)."""
     from flows import steps
     _year(year)
-    _lake_dir(lake, must_exist=True)
+    lake = _lake_dir(lake, must_exist=True)
     try:
         with err.status(f"replaying year {year}"):
             res = steps.replay(lake, year)
@@ -715,7 +716,7 @@ def query(
 ):
     """Run a ready analyst query read-only against DIR/cpf.duckdb."""
     from pipeline.catalog import queries, run_query
-    _lake_dir(lake, must_exist=True)
+    lake = _lake_dir(lake, must_exist=True)
     if name not in queries() and " " not in name:
         _usage(f"unknown query {name!r}; known: {', '.join(queries())}")
     try:

@@ -21,7 +21,7 @@ from parsers import archive
 from parsers.account_inputs import read_balances, read_holders
 from parsers.archive import ArchivedInputs
 from parsers.ingest import ingest_paths, repair_lake
-from parsers.lake import lake_path
+from parsers.lake import data_dir, lake_path
 from parsers.lake_settings import bucket_count, fix_bucket_count
 from pipeline import publish as pub
 from pipeline.parameters import params_for_year
@@ -56,7 +56,8 @@ def ingest_files(paths: list[Path], root: Path, on_progress=None,
     replay: this lake then keeps no archive of its own). Under the DIR lock: a crediting run
     never sees a lake being written or compacted (``parsers.compact``), and two loads never
     interleave."""
-    with pub.run_lock(Path(root)):
+    root = data_dir(root)  # DIR/lake given: the archive and the lock are DIR's
+    with pub.run_lock(root):
         n = fix_bucket_count(root, n_buckets)
         report = ingest_paths([Path(p) for p in paths], Path(root), n_buckets=n,
                               on_progress=on_progress,

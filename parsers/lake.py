@@ -54,6 +54,23 @@ def lake_path(lake_dir_or_root: Path | str) -> Path:
     return p / LAKE
 
 
+OWNER_MARKERS = ("CURRENT", "runs", "archive")  # what a data directory DIR holds beside its lake
+
+
+def data_dir(dir_or_lake: Path | str) -> Path:
+    """The data directory DIR that owns the lake of ``dir_or_lake``: DIR itself, or DIR when
+    ``DIR/lake`` is given. The lock, the DSN archive, the runs and the ledger live in DIR: a
+    command given ``DIR/lake`` took ``DIR/lake/.lock`` and so ran beside a crediting of DIR
+    (whose lake repair deleted the batch it was writing), and archived into
+    ``DIR/lake/archive`` where replay does not look. A folder named ``lake`` holding the
+    tables at its top AND the data directory's own files is an old single-folder DIR."""
+    p = Path(dir_or_lake)
+    if (lake_path(p) == p and p.name == LAKE
+            and not any((p / m).exists() for m in OWNER_MARKERS)):
+        return p.parent
+    return p
+
+
 # Cheap compression: zstd level 1 is ~3x faster to write than the default level, for files a
 # few % larger; statistics are kept (row-group pruning on month/bucket/ids).
 COMPRESSION = "zstd"

@@ -39,7 +39,7 @@ from typing import Callable, Iterator
 
 import polars as pl
 
-from parsers.lake import lake_path, scan, scan_parts, table_parts
+from parsers.lake import data_dir, lake_path, scan, scan_parts, table_parts
 from pipeline.ledger import ENTRY_SCHEMA, balances_by_person, conform, typed_entries
 from pipeline.run_report import write_report
 
@@ -123,7 +123,9 @@ def code_version() -> str:
 
 @contextlib.contextmanager
 def run_lock(root: Path):
-    """One run at a time per DIR (concurrency limit 1 even without Prefect)."""
+    """One run at a time per DIR (concurrency limit 1 even without Prefect); ``DIR/lake``
+    given for DIR locks DIR (``parsers.lake.data_dir``)."""
+    root = data_dir(root)
     root.mkdir(parents=True, exist_ok=True)
     with open(root / ".lock", "a+") as f:
         try:
@@ -142,7 +144,17 @@ def read_current(root: Path) -> dict:
     p = Path(root) / CURRENT
     if not p.exists():
         return {"run_id": None, "published": [], "latest_by_year": {}}
-    return json.loads(p.read_text())
+    try:
+        return json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PublishError(f"{p} is damaged ({e}): restore it from a backup; nothing was "
+                           "changed") from None
+
+
+def _run_seq(run_id: str) -> int | None:
+    """The sequence number in a run id (``<year>-<seq:04d>-<hex>``), None if not one."""
+    parts = run_id.split("-")
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
 
 
 def run_dir(root: Path, run_id: str) -> Path:
@@ -270,11 +282,24 @@ def shard_entries(root: Path, shard: int, shards: int, mine: pl.Expr,
 
 
 def sweep_unpublished(root: Path, current: dict | None = None) -> list[str]:
-    """Remove leftovers of runs that never published (call under the run lock)."""
+    """Remove leftovers of runs that never published (call under the run lock). A killed run
+    leaves at most one run folder with its manifest, numbered right after the last published
+    run; any other such folder was published and is missing from CURRENT (lost, or restored
+    from an older copy): nothing is removed and the run fails, or the next run would delete
+    the published journal and post it all again."""
     current = current or read_current(root)
     keep = {r["run_id"] for r in current["published"]}
-    removed = []
+    next_seq = max((r["seq"] for r in current["published"]), default=0) + 1
     runs = Path(root) / "runs"
+    lost = [d.parent.name for d in sorted(runs.glob("[!.]*/manifest.json"))
+            if d.parent.name not in keep and _run_seq(d.parent.name) != next_seq] \
+        if runs.exists() else []
+    if lost:
+        raise PublishError(
+            f"{Path(root) / CURRENT} does not list {len(lost)} published run(s) ({', '.join(lost[:3])}"
+            f"{', …' if len(lost) > 3 else ''}): CURRENT was lost or replaced by an older copy. "
+            "Nothing was removed; restore CURRENT from a backup (cpf replay checks it)")
+    removed = []
     if runs.exists():
         for d in sorted(runs.iterdir()):
             if d.is_dir() and (d.name.startswith(".") or d.name not in keep):
