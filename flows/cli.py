@@ -691,8 +691,11 @@ def replay(
     if the result is identical to the posted ledger (same sorted rows, same checksums), else
     print the differences (a tampered entry is detected)."""
     from flows import steps
+    from pipeline.publish import latest_run_for_year
     _year(year)
     lake = _lake_dir(lake, must_exist=True)
+    if latest_run_for_year(lake, year) is None:
+        _fail(f"no published run for year {year} in {lake}: nothing to replay")
     try:
         with err.status(f"replaying year {year}"):
             res = steps.replay(lake, year)
@@ -707,7 +710,23 @@ def replay(
           res.differences)
 
 
-# --- query / generate ----------------------------------------------------------------------------
+# --- query / catalog / generate -------------------------------------------------------------------
+
+@app.command()
+def catalog(lake: Path = typer.Option(..., "--lake", help="The data directory DIR.")):
+    """Rebuild DIR/cpf.duckdb from what DIR has published, posting nothing: after a copy or a
+    move of DIR (the views read absolute paths, so they still read the original's files or
+    nothing: `cpf query` refuses such a catalog), or a lost catalog file."""
+    from pipeline.catalog import build_catalog
+    from pipeline.publish import run_lock
+    lake = _lake_dir(lake, must_exist=True)
+    try:
+        with run_lock(lake):
+            path = build_catalog(lake)
+    except Exception as exc:
+        _fail(f"catalog not rebuilt: {exc}")
+    console.print(f"catalog: {path}  (views over the files of {lake.resolve()})")
+
 
 @app.command()
 def query(

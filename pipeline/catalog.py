@@ -3,7 +3,8 @@
 Built into a temporary file next to it, closed, fsynced, then ``os.replace``'d: an analyst who
 holds the old file open read-only keeps reading the old (consistent) inode and never blocks the
 campaign; a new connection sees the new publication. The views use ABSOLUTE paths so the file
-can be opened from anywhere. View definitions live in ``sql/views/*.sql`` (``${name}`` is
+can be opened from anywhere; ``catalog_info.lake_dir`` names the DIR they read, so that a copy
+or a move of DIR is caught (``check_location``) and rebuilt (``cpf catalog``). View definitions live in ``sql/views/*.sql`` (``${name}`` is
 replaced by the list of Parquet files of that snapshot); ready queries in ``sql/queries/*.sql``.
 """
 
@@ -69,8 +70,10 @@ def build_catalog(root: Path, current: dict | None = None) -> Path:
     try:
         for _, sql in view_sql(root, current):
             con.execute(sql)
-        con.execute("CREATE TABLE catalog_info AS SELECT ? AS run_id, ? AS year",
-                    [current["run_id"], current.get("year")])
+        years = sorted(int(y) for y in current.get("latest_by_year", {}))
+        con.execute("CREATE TABLE catalog_info AS SELECT ? AS run_id, ? AS year, "
+                    "?::INTEGER[] AS years, ? AS lake_dir",
+                    [current["run_id"], current.get("year"), years, str(root)])
         con.execute("CHECKPOINT")
     finally:
         con.close()
@@ -85,11 +88,30 @@ def queries() -> dict[str, str]:
     return {f.stem: f.read_text() for f in sorted((SQL_DIR / "queries").glob("*.sql"))}
 
 
+class CatalogElsewhere(ValueError):
+    """The catalog's views read another DIR's files (the DIR was copied or moved)."""
+
+
+def check_location(con: duckdb.DuckDBPyConnection, root: Path) -> None:
+    """The views hold absolute paths (so the file opens from anywhere): in a copy or a move
+    of DIR they read the original's files — silently — or nothing. Refused, with the fix."""
+    cols = {r[0] for r in con.execute("DESCRIBE catalog_info").fetchall()}
+    if "lake_dir" not in cols:  # a catalog built before the column existed
+        return
+    built = con.execute("SELECT lake_dir FROM catalog_info").fetchone()[0]
+    here = str(Path(root).resolve())
+    if built != here:
+        raise CatalogElsewhere(f"{Path(root) / CATALOG} reads the files of {built}, not of "
+                               f"{here} (a copied or moved DIR): rebuild it with "
+                               f"cpf catalog --lake {root}")
+
+
 def run_query(root: Path, name_or_sql: str) -> duckdb.DuckDBPyRelation | list:
     """Run a named query (or SQL text) read-only against the catalog; returns (columns, rows)."""
     sql = queries().get(name_or_sql, name_or_sql)
     con = duckdb.connect(str(Path(root) / CATALOG), read_only=True)
     try:
+        check_location(con, root)
         cur = con.execute(sql)
         cols = [d[0] for d in cur.description]
         return cols, cur.fetchall()

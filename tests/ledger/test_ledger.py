@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -351,14 +352,17 @@ def test_catalog_views_follow_contract_and_queries_run(lake, tmp_path):
     con.close()
     assert set(results) >= {"credits_by_category", "credits_by_hiring_month",
                             "ratio_distribution", "people_at_ceiling", "totals_by_employer",
-                            "quarantine_by_employer", "year_over_year", "low_qualified_2024",
+                            "quarantine_by_employer", "year_over_year", "low_qualified_by_year",
                             "undeclared_months"}
-    assert results["low_qualified_2024"][0][:2] == (2, 160000)
-    assert results["people_at_ceiling"][0][1] == nir(0)
+    assert [r[:3] for r in results["low_qualified_by_year"]] == [(2024, 2, 160000),
+                                                                 (2025, 2, 160000)]
+    capped = {(r[0], r[1]) for r in results["people_at_ceiling"]}  # nir(0): 5 000 before
+    assert (2024, nir(0)) in capped and all(r[5] < r[4] for r in results["people_at_ceiling"])
     assert results["quarantine_by_employer"][0][:3] == ("123456780", "invalid_date", 1)
     assert results["totals_by_employer"]
     assert results["credits_by_hiring_month"]
     assert results["year_over_year"][-1][4] is not None  # 2025 rows see 2024
+    assert all(r[6] is None for r in results["year_over_year"] if r[0] == 2024)  # first year
     assert results["undeclared_months"] == []  # every month under contract is declared
 
 
@@ -368,6 +372,30 @@ def test_catalog_paths_are_absolute(lake):
     sql = con.execute("select sql from duckdb_views() where view_name='annual_credits'").fetchone()[0]
     con.close()
     assert str(lake.resolve()) in sql
+
+
+def test_a_copied_dir_gets_its_own_catalog(lake, tmp_path):
+    """A copy's catalog read the ORIGINAL's files, silently: cpf query refuses it until
+    cpf catalog rebuilds it (posting nothing)."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    credit(lake, BASE)
+    copy = tmp_path / "copy"
+    shutil.copytree(lake, copy)
+    r = CliRunner().invoke(app, ["query", "credits_by_category", "--lake", str(copy)])
+    assert r.exit_code == 1 and "cpf catalog --lake" in " ".join(r.output.split())
+    entries = sorted(p.name for p in (copy / "ledger" / "entries").iterdir())
+    r = CliRunner().invoke(app, ["catalog", "--lake", str(copy)])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (copy / "ledger" / "entries").iterdir()) == entries
+    con = duckdb.connect(str(copy / "cpf.duckdb"), read_only=True)
+    info = con.execute("select lake_dir, years from catalog_info").fetchone()
+    sql = con.execute("select sql from duckdb_views() where view_name='annual_credits'").fetchone()[0]
+    con.close()
+    assert info == (str(copy.resolve()), [2024]) and str(lake.resolve()) not in sql
+    r = CliRunner().invoke(app, ["query", "credits_by_category", "--lake", str(copy)])
+    assert r.exit_code == 0, r.output
 
 
 # --- hour era (2015-2018) and the 1 January 2019 conversion (décret 2018-1153) -----------------
