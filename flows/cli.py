@@ -282,6 +282,7 @@ def _print_credit(out) -> None:
 def _do_credit(year, lake, holders, balances, dotations, as_of, buckets=None):
     from flows import steps
     from flows.runners import plan
+    from parsers.lake import LakeDamaged
     from pipeline.ledger import LedgerCheckError
     from pipeline.publish import PublishError
     try:
@@ -299,8 +300,10 @@ def _do_credit(year, lake, holders, balances, dotations, as_of, buckets=None):
         _fail("bad input", exc.errors)
     except LedgerCheckError as exc:
         _fail("ledger check failed, nothing published", exc.errors)
-    except PublishError as exc:
-        _fail(str(exc))
+    except (PublishError, LakeDamaged) as exc:
+        _fail(str(exc), getattr(exc, "errors", None))
+    except OSError as exc:  # a read-only DIR, a full disk: the file, not a traceback
+        _fail(f"{exc.strerror or exc}: {exc.filename or ''} (nothing published)")
     return out
 
 

@@ -21,7 +21,7 @@ from parsers import archive
 from parsers.account_inputs import read_balances, read_holders
 from parsers.archive import ArchivedInputs
 from parsers.ingest import ingest_paths, repair_lake
-from parsers.lake import data_dir, lake_path
+from parsers.lake import check_integrity, data_dir, lake_path
 from parsers.lake_settings import bucket_count, fix_bucket_count
 from pipeline import publish as pub
 from pipeline.parameters import params_for_year
@@ -332,6 +332,7 @@ def prepare(root: Path, year: int, holders: Path | None = None, balances: Path |
     pub.sweep_unpublished(root, current)
     shutil.rmtree(root / "work", ignore_errors=True)
     repair_lake(root)  # a crashed ingestion's uncommitted rows are not the lake's
+    check_integrity(root)  # nor does a lost or damaged part mean "no data"
     inputs = pub.RunInputs(
         year=year, **dict(zip(("dsn_files", "dsn_digest"), pub.lake_inputs_digest(root))),
         holders_sha256=pub.archive_input(root, holders),

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from parsers import lake_integrity
 from parsers.archive import remove_orphan_bundles
 from parsers.lake_schema import DEFAULT_BUCKETS, PERSON_TABLES, TABLES, person_bucket
 from parsers.model import ParsedFile
@@ -135,6 +136,8 @@ def write_parsed(parsed: ParsedFile, root_dir: Path | str, batch_id: str,
         written[table] = df.height
     with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
         list(pool.map(lambda job: _atomic_write(*job), jobs))  # re-raises any write error
+    # what the parts hold, for lake_integrity (before the commit: an orphan if it never lands)
+    _atomic_write(lake_integrity.record(jobs, lake), lake / lake_integrity.PARTITION_ROWS / part)
     files = parsed.files.with_columns(
         pl.lit(batch_id).alias("batch_id"),
         pl.lit(datetime.now(timezone.utc)).cast(TABLES["files"]["ingested_at"]).alias("ingested_at"),
@@ -205,16 +208,40 @@ def known_checksums(root_dir: Path | str) -> KnownChecksums:
     return KnownChecksums(root_dir)
 
 
+class LakeDamaged(RuntimeError):
+    """Parts of the lake do not hold what their commits wrote (``lake_integrity``)."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__(f"the lake is damaged: {len(errors)} partition(s) or part(s) do not "
+                         "hold what was committed; nothing was read. Restore DIR/lake from a "
+                         "backup (the DSN bytes are kept in DIR/archive/dsn)")
+        self.errors = errors
+
+
+def committed_batches(lake: Path) -> set[str]:
+    """The batch ids of the ``files`` commit log (a few commits a day: not one per file)."""
+    return set(scan(lake, "files").select("batch_id").unique().collect()["batch_id"].to_list())
+
+
+def check_integrity(root_dir: Path | str) -> None:
+    """Raise ``LakeDamaged`` when a partition's parts do not hold the rows its commits
+    recorded, or a part cannot be read (after ``repair_lake``, under the DIR lock)."""
+    lake = lake_path(root_dir)
+    if lake.exists():
+        errors = lake_integrity.integrity_errors(lake, committed_batches(lake))
+        if errors:
+            raise LakeDamaged(errors)
+
+
 def remove_orphans(root_dir: Path | str) -> int:
     """Delete parts, archive bundles (and temp files) of batches never committed to
     ``lake/files``."""
     lake = lake_path(root_dir)
     if not lake.exists():
         return remove_orphan_bundles(lake.parent, set())
-    committed = set(scan(lake, "files").select("batch_id").unique().collect()["batch_id"]
-                    .to_list())  # a few commits a day: not one string per file
+    committed = committed_batches(lake)
     removed = remove_orphan_bundles(lake.parent, committed)
-    for table in TABLES:
+    for table in [*TABLES, lake_integrity.PARTITION_ROWS]:
         if table == "files":
             continue
         base = lake / table
