@@ -6,8 +6,10 @@ restricted to them, identity links applied."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
+import time
 import uuid
 from datetime import date
 from pathlib import Path
@@ -102,6 +104,7 @@ def drank_expr(decls: pl.DataFrame) -> pl.Expr:
 
 CURRENT_DIR = "_current_declarations"  # under lake/: derived data, one folder per lake state
 BY_BUCKET = "by_bucket"  # in a state's folder: bucket=NNN/part-<month>.parquet, each bucket's share
+STALE_SECONDS = 3600  # a "."-folder this old is a killed process's, not one computing now
 
 
 def current_declarations_path(root_dir: Path | str) -> Path:
@@ -118,7 +121,10 @@ def current_declarations_path(root_dir: Path | str) -> Path:
     base = lake_path(root_dir) / CURRENT_DIR
     try:
         base.mkdir(parents=True, exist_ok=True)
+        writable = os.access(base, os.W_OK)  # a read-only copy may already hold the folder
     except OSError:
+        writable = False
+    if not writable:
         base = Path(tempfile.gettempdir()) / f"cpf{CURRENT_DIR}"
         base.mkdir(parents=True, exist_ok=True)
     final = base / state
@@ -133,8 +139,9 @@ def current_declarations_path(root_dir: Path | str) -> Path:
             tmp.rename(final)
         except OSError:  # another process published the same state first
             shutil.rmtree(tmp, ignore_errors=True)
-        for old in base.iterdir():
-            if old.name != final.name and not old.name.startswith("."):
+        for old in base.iterdir():  # older states, and what a killed process left
+            if old.name != final.name and (not old.name.startswith(".")
+                                           or time.time() - old.stat().st_mtime > STALE_SECONDS):
                 shutil.rmtree(old, ignore_errors=True)
     return final
 

@@ -300,6 +300,10 @@ def sweep_unpublished(root: Path, current: dict | None = None) -> list[str]:
             f"{', …' if len(lost) > 3 else ''}): CURRENT was lost or replaced by an older copy. "
             "Nothing was removed; restore CURRENT from a backup (cpf replay checks it)")
     removed = []
+    for tmp in sorted(p for p in Path(root).glob(".*.tmp-*") if p.is_file()):  # a killed run's
+        # CURRENT or catalog (a live run holds the lock this is called under)
+        tmp.unlink()
+        removed.append(str(tmp))
     if runs.exists():
         for d in sorted(runs.iterdir()):
             if d.is_dir() and (d.name.startswith(".") or d.name not in keep):

@@ -56,3 +56,12 @@ def test_dir_lake_given_for_dir_locks_and_archives_in_dir(lake, tmp_path):
     shutil.copytree(lake / "lake", single)
     (single / "runs").mkdir()
     assert data_dir(single) == single
+
+
+def test_a_killed_runs_temporary_files_are_removed(lake):
+    credit(lake)
+    leftovers = [lake / ".CURRENT.tmp-999", lake / ".cpf.duckdb.tmp-999"]
+    for f in leftovers:
+        f.write_text("half written")
+    credit(lake)
+    assert not any(f.exists() for f in leftovers) and (lake / pub.CURRENT).exists()
