@@ -177,9 +177,43 @@ def run_notes(run_dir: Path | str) -> list[tuple[int, str]]:
     declares (a warning: time not counted yet) and the declarations a later version
     supersedes (information). The CLI prints them, the flows log them and put them in their
     artifact."""
-    notes = [(logging.WARNING, undeclared_note(run_dir)), (logging.INFO, superseded_note(run_dir))]
+    notes = [(logging.WARNING, undeclared_note(run_dir)), (logging.INFO, superseded_note(run_dir)),
+             (logging.WARNING, withheld_note(run_dir)), (logging.WARNING, as_of_note(run_dir))]
     notes += [(logging.WARNING, text) for text in other_years_notes(run_dir)]
     return [(level, text) for level, text in notes if text is not None]
+
+
+def withheld_note(run_dir: Path | str) -> str | None:
+    """Late increases of the year the ceiling kept from being paid (a rerun after later years
+    were credited: ``annual_credits.late_increase_withheld_cents``): money a correction found
+    and did not pay must be said, not only shown by cpf explain."""
+    f = Path(run_dir) / "annual_credits.parquet"
+    if not f.exists() or "late_increase_withheld_cents" not in pl.read_parquet_schema(f):
+        return None
+    w = (pl.scan_parquet(f).filter(pl.col("late_increase_withheld_cents") > 0)
+         .select(pl.len().alias("people"), pl.col("late_increase_withheld_cents").sum())
+         .collect().row(0))
+    if not w[0]:
+        return None
+    return (f"late increases withheld by the ceiling: {w[0]} person(s), "
+            f"{w[1] / 100:,.2f} € found by this run and not paid (later years filled the room "
+            "under the ceiling; annual_credits.late_increase_withheld_cents, cpf explain)")
+
+
+def as_of_note(run_dir: Path | str) -> str | None:
+    """A run dated before the run published before it (--as-of): the journal's dates would go
+    back in time, which an auditor reading it in order must be told."""
+    run_dir = Path(run_dir)
+    root, mine = run_dir.parent.parent, json.loads((run_dir / "manifest.json").read_text())
+    published = [r["run_id"] for r in pub.read_current(root)["published"]]
+    if run_dir.name not in published or published.index(run_dir.name) == 0:
+        return None
+    before = pub.read_manifest(root, published[published.index(run_dir.name) - 1])
+    day, prev = mine["inputs"]["as_of"], before["inputs"]["as_of"]
+    if day >= prev:
+        return None
+    return (f"this run is dated {day} (--as-of), before the run published before it "
+            f"({before['run_id']}, {prev}): the journal's dates go back in time")
 
 
 def other_years_notes(run_dir: Path | str) -> list[str]:

@@ -133,6 +133,8 @@ def test_recrediting_an_earlier_year_after_a_later_one(lake, tmp_path):
     # the row states the second cap: the ceiling alone gives min(150, 5 000 − 4 490) = 150 €,
     # today's room withheld 100 € of it (an auditor reads min(...) = 150 − 100 = credit 50)
     assert row["late_increase_withheld_cents"] == 10000
+    assert ("late increases withheld by the ceiling: 1 person(s), 100.00 € found by this run "
+            "and not paid") in " ".join(t for _, t in steps.run_notes(out.run_dir))
     story = " ".join(_derivation_story(row))
     assert "= 150.00 €, of which 100.00 € found after later years were credited exceeds " \
            "today's room under the ceiling" in story and "credit 50.00 €" in story

@@ -65,3 +65,11 @@ def test_a_killed_runs_temporary_files_are_removed(lake):
         f.write_text("half written")
     credit(lake)
     assert not any(f.exists() for f in leftovers) and (lake / pub.CURRENT).exists()
+
+
+def test_a_run_dated_before_the_previous_one_says_so(lake):
+    credit(lake)
+    out = steps.credit(lake, 2024, compute_fn=FakeEngine(amounts_frame(BASE)),
+                       as_of=pub.dt.date(2025, 4, 20))
+    assert steps.as_of_note(out.run_dir).startswith(
+        "this run is dated 2025-04-20 (--as-of), before the run published before it")
