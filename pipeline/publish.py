@@ -546,7 +546,8 @@ def declarations_rows(d: pl.LazyFrame) -> pl.DataFrame:
     from pipeline.versions import version_status
     d = (d.select("decl_id", "file_sha256", "source_file", "line_no", "siren", "siret",
                   "decl_month", "fraction", "decl_type", "order_no", "constitution_date",
-                  "replaced_id", "self_id", "envoi_is_test", "rejected", "nature")
+                  "replaced_id", "self_id", "envoi_is_test", "rejected", "reject_reason",
+                  "nature")
          .unique("decl_id", keep="first"))
     return (version_status(d).drop("order_no", "constitution_date", "replaced_id", "self_id")
             .sort("decl_id").collect())
@@ -557,7 +558,7 @@ def declarations_rows(d: pl.LazyFrame) -> pl.DataFrame:
 # per declared month, and a run links the months whose lake partition did not change since
 # the previous publication instead of re-sorting and re-encoding them.
 LAKE_SNAPSHOTS = {"declarations": declarations_rows, "quarantine": quarantine_rows}
-LAKE_SNAPSHOT_FORMAT = 3  # bump when a *_rows function changes: every month is rewritten
+LAKE_SNAPSHOT_FORMAT = 4  # bump when a *_rows function changes: every month is rewritten
 SNAPSHOT_SOURCES = "snapshot_sources.json"  # per month file, the lake partition it was made of
 
 
