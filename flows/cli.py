@@ -731,12 +731,19 @@ def catalog(lake: Path = typer.Option(..., "--lake", help="The data directory DI
     console.print(f"catalog: {path}  (views over the files of {lake.resolve()})")
 
 
+QUERY_NAMES = ", ".join(sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "sql"
+                                                   / "queries").glob("*.sql")))
+
+
 @app.command()
 def query(
-    name: str = typer.Argument(..., help="A query of sql/queries/ (e.g. credits_by_category) or SQL."),
+    name: str = typer.Argument(..., help=f"A ready query of sql/queries/ ({QUERY_NAMES}) or "
+                               "SQL text (docs/catalog.md describes every view's columns)."),
     lake: Path = typer.Option(..., "--lake", help="The data directory DIR."),
+    csv: bool = typer.Option(False, "--csv", help="Print CSV (header, every column in full) "
+                             "instead of a table fitted to the terminal."),
 ):
-    """Run a ready analyst query read-only against DIR/cpf.duckdb."""
+    """Run a ready analyst query (or SQL) read-only against DIR/cpf.duckdb."""
     from pipeline.catalog import queries, run_query
     lake = _lake_dir(lake, must_exist=True)
     if name not in queries() and " " not in name:
@@ -745,6 +752,12 @@ def query(
         cols, rows = run_query(lake, name)
     except Exception as exc:
         _fail(f"query failed: {exc}")
+    if csv:
+        import csv as csv_module
+        w = csv_module.writer(sys.stdout, lineterminator="\n")
+        w.writerow(cols)
+        w.writerows(["" if v is None else v for v in r] for r in rows)
+        return
     t = Table(title=name if name in queries() else None)
     for c in cols:
         t.add_column(c)
