@@ -448,6 +448,14 @@ def _threshold_rounding(p) -> str:
     return "" if d is None else f", rounded half-up to {d} decimals,"
 
 
+def _below_half(row: dict) -> bool:
+    """The exact ratio ratio12_num / (12 × ratio12_den) is below ½ (the published values)."""
+    num, den = row.get("ratio12_num"), row.get("ratio12_den")
+    if num is None or not den:
+        return float(row.get("worked_ratio") or 0) < 0.5
+    return 2 * int(num) < 12 * int(den)
+
+
 def _derivation_story(row: dict) -> list[str]:
     """The derivation in words an auditor reads top-down; values only, nothing recomputed."""
     from pipeline.parameters import params_for_year
@@ -472,9 +480,11 @@ def _derivation_story(row: dict) -> list[str]:
            if g("sans_notion_remuneration_cents") else "")
         + f" = {g('ratio_exact')} ≈ {float(g('worked_ratio') or 0):.6f}.",
         f"3. Category {g('category')} ({', '.join(flags) or 'no special status'}): annual amount "
-        f"{_eur(g('annual_amount_cents') or 0)}, ceiling {_eur(g('ceiling_cents') or 0)} "
-        f"(full amount when the ratio{_threshold_rounding(p)} is ≥ 0.5; else amount × ratio "
-        "rounded up to the cent).",
+        f"{_eur(g('annual_amount_cents') or 0)}"
+        + (" = the category's amount × the ratio, rounded up to the cent (ratio below 0.5)"
+           if _below_half(row) else " (the category's full amount)")
+        + f", ceiling {_eur(g('ceiling_cents') or 0)} (full amount when the "
+        f"ratio{_threshold_rounding(p)} is ≥ 0.5; else amount × ratio rounded up to the cent).",
     ]
     if g("category") == "esat" and p is not None and not p.esat_prorated:
         lines[2] = (f"3. Category esat ({', '.join(flags)}): annual amount "
@@ -574,7 +584,8 @@ def _source_declarations(lake: Path, nir: str, year: int) -> None:
     rows = (src.group_by("decl_id", "decl_month", "siret")
             .agg(pl.col("table").unique().sort().str.join(", "))
             .join(files, on="decl_id", how="left").sort("decl_month", "siret", "decl_id"))
-    t = Table(title="Declarations used (current versions; the rows seen in each)")
+    t = Table(title="Declarations used (current versions; the rows seen in each). From December "
+              "N-1 on: a later month may carry a pay recall or an absence dated in N")
     for c in ("month", "establishment", "decl_id", "type", "rows", "file"):
         t.add_column(c, no_wrap=True)
     for r in rows.iter_rows(named=True):

@@ -136,6 +136,9 @@ def test_recrediting_an_earlier_year_after_a_later_one(lake, tmp_path):
     assert ("late increases withheld by the ceiling: 1 person(s), 100.00 € found by this run "
             "and not paid") in " ".join(t for _, t in steps.run_notes(out.run_dir))
     story = " ".join(_derivation_story(row))
+    assert "annual amount 150.00 € = the category's amount × the ratio, rounded up" in story
+    assert "(the category's full amount)" in " ".join(_derivation_story(
+        {**row, "worked_ratio": 1.0, "ratio12_num": 12, "ratio12_den": 1}))
     assert "= 150.00 €, of which 100.00 € found after later years were credited exceeds " \
            "today's room under the ceiling" in story and "credit 50.00 €" in story
     assert pl.read_parquet(Path(out.run_dir) / "annual_credits.parquet").filter(
