@@ -59,10 +59,17 @@ def ingest_files(paths: list[Path], root: Path, on_progress=None,
     root = data_dir(root)  # DIR/lake given: the archive and the lock are DIR's
     with pub.run_lock(root):
         n = fix_bucket_count(root, n_buckets)
-        report = ingest_paths([Path(p) for p in paths], Path(root), n_buckets=n,
-                              on_progress=on_progress,
-                              archived=archived.batches if archived else (),
-                              keep_archive=archived is None)
+        try:
+            report = ingest_paths([Path(p) for p in paths], Path(root), n_buckets=n,
+                                  on_progress=on_progress,
+                                  archived=archived.batches if archived else (),
+                                  keep_archive=archived is None)
+        except BaseException:  # e.g. a full disk: free what the failed batch wrote, now
+            try:
+                repair_lake(root)
+            except Exception:  # the next ingestion or run repairs it anyway
+                pass
+            raise
     return report.to_dict()
 
 
