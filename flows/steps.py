@@ -7,7 +7,6 @@ can wrap it as is. Business logic stays in ``pipeline/`` and ``parsers/``; this 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import shutil
 import tempfile
@@ -181,9 +180,10 @@ def superseded_note(run_dir: Path | str) -> str | None:
 
 def run_notes(run_dir: Path | str) -> list[tuple[int, str]]:
     """(logging level, text) of what a published run must tell operators: the months no DSN
-    declares (a warning: time not counted yet) and the declarations a later version
-    supersedes (information). The CLI prints them, the flows log them and put them in their
-    artifact."""
+    declares (a warning: time not counted yet), the declarations a later version supersedes
+    (information), late increases the ceiling withheld, a run dated before the previous one,
+    and the other years it leaves to rerun (warnings). The CLI prints them, the flows log them
+    and put them in their artifact."""
     notes = [(logging.WARNING, undeclared_note(run_dir)), (logging.INFO, superseded_note(run_dir)),
              (logging.WARNING, withheld_note(run_dir)), (logging.WARNING, as_of_note(run_dir))]
     notes += [(logging.WARNING, text) for text in other_years_notes(run_dir)]
@@ -211,7 +211,7 @@ def as_of_note(run_dir: Path | str) -> str | None:
     """A run dated before the run published before it (--as-of): the journal's dates would go
     back in time, which an auditor reading it in order must be told."""
     run_dir = Path(run_dir)
-    root, mine = run_dir.parent.parent, json.loads((run_dir / "manifest.json").read_text())
+    root, mine = run_dir.parent.parent, pub.read_manifest(run_dir.parent.parent, run_dir.name)
     published = [r["run_id"] for r in pub.read_current(root)["published"]]
     if run_dir.name not in published or published.index(run_dir.name) == 0:
         return None
@@ -229,7 +229,7 @@ def other_years_notes(run_dir: Path | str) -> list[str]:
     from flows.campaign import operations
     from pipeline.late_inputs import stale_notes
     run_dir = Path(run_dir)
-    m = json.loads((run_dir / "manifest.json").read_text())
+    m = pub.read_manifest(run_dir.parent.parent, run_dir.name)
     return stale_notes(run_dir.parent.parent, m["year"], m["counts"]["entries"],
                        operations()["rerun_years_back"])
 
