@@ -578,6 +578,13 @@ def replay(root: Path, year: int, compute_fn: ComputeFn | None = None,
     diffs += [f"run {r} is on disk with its manifest but not listed in CURRENT (removed from "
               f"the journal, or a publication that crashed before its commit)"
               for r in pub.unlisted_runs(root, current)]
+    chain = [r["run_id"] for r in current["published"]]  # each manifest names the run before it
+    for before, rid in zip([None, *chain], chain):
+        m_path = pub.run_dir(root, rid) / "manifest.json"
+        prev = pub.read_manifest(root, rid).get("previous_run_id") if m_path.exists() else before
+        if prev != before:
+            diffs.append(f"run {rid} was published after {prev}, which CURRENT does not list "
+                         f"before it ({before}): a run was removed from the journal")
     notes = []
     if diffs:  # the posted ledger is not what was published: no need to recompute
         return ReplayResult(False, run_id, diffs, notes)
@@ -593,6 +600,12 @@ def replay(root: Path, year: int, compute_fn: ComputeFn | None = None,
     pv = param_version(year)
     if pv != inputs.param_version:
         diffs.append(f"parameter version now {pv}, run recorded {inputs.param_version}")
+    for key in ("holders_sha256", "balances_sha256", "dotations_sha256"):  # archive/inputs/<sha>
+        sha = manifest["inputs"].get(key)
+        path = pub.archived_input(root, sha)
+        if path is not None and path.exists() and pub.sha256_file(path) != sha:
+            diffs.append(f"archived input {path} ({key.removesuffix('_sha256')}) does not match "
+                         "its sha256: changed since the run")
     with tempfile.TemporaryDirectory(prefix="cpf-replay-") as tmp:
         tmp = Path(tmp)
         try:
