@@ -8,9 +8,10 @@ years to re-examine first; and a rerun that moves money changes the balance that
 ceilings were applied to, so it must say which later years to rerun.
 
 Year N's computation reads every declaration from December N-1 on (pay recalls and absences
-declared later count for N: ``pipeline.worked_time``), so a DSN file the latest run of N did
-not see and that declares such a month may change N. Whether it does is only known by
-recomputing, which a rerun does: an unchanged rerun posts nothing.
+declared later count for N: ``pipeline.worked_time``). A DSN file the latest run of N did not
+see may change N when it declares a month of N (or December N-1), or when a later month's
+declaration in it holds rows dated in N (``dated_in_year``). Whether it does change N is only
+known by recomputing, which a rerun does: an unchanged rerun posts nothing.
 """
 
 from __future__ import annotations
@@ -30,17 +31,44 @@ def published_years(root: Path | str, current: dict | None = None) -> list[int]:
     return sorted(int(y) for y in current.get("latest_by_year", {}))
 
 
+def dated_in_year(year: int) -> dict[str, pl.Expr]:
+    """Per lake table, the rows of a LATER month's declaration that can change year N's
+    computation: a pay block whose period meets N (a recall; its Activité lines hang under
+    it), an absence or suspension that meets N, a contract end (or its annulation) dated up to
+    the end of N, and identity rows (an NTT a later DSN links to a NIR, a NIR or contract
+    change). Unknown dates count as meeting N (when in doubt, rerun)."""
+    lo, hi = date(year, 1, 1), date(year, 12, 31)
+    return {
+        "pay": ((pl.col("period_start") <= hi) & (pl.col("period_end") >= lo)).fill_null(True),
+        "work_stoppages": ((pl.col("last_worked_day") < hi)
+                           & (pl.coalesce("resumption_date", "planned_end") >= lo)
+                           .fill_null(True)).fill_null(True),
+        "suspensions": ((pl.col("start_date") <= hi) & (pl.col("end_date") >= lo)
+                        .fill_null(True)).fill_null(True),
+        "contract_ends": (pl.col("end_date") <= hi).fill_null(True),
+        "individuals": pl.col("ntt").is_not_null(),
+        "individual_changes": pl.lit(True),
+        "contract_changes": pl.lit(True),
+    }
+
+
 def unseen_files(root: Path | str, year: int, current: dict | None = None) -> int:
-    """Lake DSN files that year N's latest published run did not use and that declare a month
-    from December N-1 on (0 when N has no published run)."""
+    """Lake DSN files that year N's latest published run did not use and that may change N
+    (0 when N has no published run): a declaration of a month N's computation reads as a
+    whole (December N-1 to December N: a late month, an annule-et-remplace), or a later
+    month's declaration holding rows dated in N (``dated_in_year``)."""
     root = Path(root)
     run_id = latest_run_for_year(root, year, current)
     if run_id is None:
         return 0
     seen = pl.scan_parquet(run_dir(root, run_id) / DSN_INPUTS).select("file_sha256")
-    return (scan_lake(root, "declarations")
-            .filter(pl.col("decl_month") >= date(year - 1, 12, 1))
-            .select("file_sha256").unique().join(seen, on="file_sha256", how="anti")
+    last = date(year, 12, 1)
+    own = (scan_lake(root, "declarations")
+           .filter(pl.col("decl_month").is_between(date(year - 1, 12, 1), last))
+           .select("file_sha256"))
+    later = [scan_lake(root, table).filter((pl.col("decl_month") > last) & rows)
+             .select("file_sha256") for table, rows in dated_in_year(year).items()]
+    return (pl.concat([own, *later]).unique().join(seen, on="file_sha256", how="anti")
             .select(pl.len()).collect().item())
 
 
@@ -76,7 +104,7 @@ def years_to_reexamine(root: Path | str, year: int, years_back: int) -> dict[int
         n, moved = unseen_files(root, y, current), moved_since(root, y, current)
         if n or moved:
             why[y] = "; ".join(
-                ([f"{n} DSN file(s) its latest run did not see declare months it reads"]
+                ([f"{n} DSN file(s) its latest run did not see may change it"]
                  if n else [])
                 + ([f"run(s) {', '.join(moved)} of earlier years moved balances after it"]
                    if moved else []))

@@ -21,7 +21,7 @@ def test_late_dsn_and_moved_balances_name_the_years_to_rerun(lake):
     assert years_to_reexamine(lake, 2025, 3) == {}  # the 2024 run saw every file
     make_lake(lake, n_files=3)  # a DSN for March 2024 arrives after 2024's campaign
     assert years_to_reexamine(lake, 2025, 3) == {
-        2024: "1 DSN file(s) its latest run did not see declare months it reads"}
+        2024: "1 DSN file(s) its latest run did not see may change it"}
     assert years_to_reexamine(lake, 2028, 3) == {}  # beyond rerun_years_back: by hand only
 
     out = credit(lake, 2025, [(nir(3), 1.0, "standard", 50000, 500000)], AS_OF_2025)
@@ -44,3 +44,27 @@ def test_late_dsn_and_moved_balances_name_the_years_to_rerun(lake):
     unchanged = credit(lake, 2024, [(nir(3), 1.0, "standard", 60000, 500000)], AS_OF_2025)
     assert unchanged.manifest["counts"]["entries"] == 0
     assert years_to_reexamine(lake, 2026, 3) == {}
+
+
+def test_a_later_months_file_reruns_a_year_only_with_rows_dated_in_it(lake):
+    """A 2025 DSN arriving after 2024's campaign concerns 2024 only through rows dated in
+    2024 (a pay recall here); without them 2024 is left alone."""
+    import datetime as dt
+
+    from parsers.lake_schema import TABLES
+
+    def add(table, row):
+        pl.DataFrame([row], schema=TABLES[table]).write_parquet(
+            lake / "lake" / table / f"part-late-{table}.parquet")
+
+    credit(lake, 2024, [(nir(3), 1.0, "standard", 50000, 500000)], AS_OF)
+    sha = "e" * 64
+    add("files", {"file_sha256": sha, "source_file": "/in/feb2025.dsn", "batch_id": "late"})
+    add("declarations", {"file_sha256": sha, "decl_id": "late", "decl_month": dt.date(2025, 2, 1)})
+    assert years_to_reexamine(lake, 2025, 3) == {}
+    (lake / "lake" / "pay").mkdir(exist_ok=True)
+    add("pay", {"file_sha256": sha, "decl_id": "late", "decl_month": dt.date(2025, 2, 1),
+                "nir": nir(3), "period_start": dt.date(2024, 12, 1),
+                "period_end": dt.date(2024, 12, 31), "amount_cents": 10000})
+    assert years_to_reexamine(lake, 2025, 3) == {
+        2024: "1 DSN file(s) its latest run did not see may change it"}
