@@ -156,7 +156,12 @@ def _lake_dir(lake: Path, must_exist: bool = False, must_hold_lake: bool = False
 def _note_missing_inputs(lake: Path, holders: Path | None, balances: Path | None) -> None:
     """Say what a run does without --holders / --balances (``steps.input_notes``)."""
     from flows.steps import input_notes
-    for note in input_notes(lake, holders, balances):
+    from pipeline.publish import PublishError
+    try:
+        notes = input_notes(lake, holders, balances)
+    except PublishError:  # a damaged CURRENT: the run itself says so, in one line
+        return
+    for note in notes:
         console.print(note)
 
 
@@ -240,7 +245,7 @@ def ingest(
     try:
         report = _do_ingest(paths, lake, lake_buckets)
     except Exception as exc:
-        _fail(f"ingestion failed: {exc}")
+        _fail(f"ingestion failed: {exc}", getattr(exc, "errors", None))
     _print_ingest(report)
 
 

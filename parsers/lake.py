@@ -240,7 +240,7 @@ def remove_orphans(root_dir: Path | str) -> int:
     if not lake.exists():
         return remove_orphan_bundles(lake.parent, set())
     committed = committed_batches(lake)
-    removed = remove_orphan_bundles(lake.parent, committed)
+    doomed = []
     for table in [*TABLES, lake_integrity.PARTITION_ROWS]:
         if table == "files":
             continue
@@ -252,9 +252,29 @@ def remove_orphans(root_dir: Path | str) -> int:
                 continue
             m = _PART_RE.match(p.name)
             if p.name.endswith(".tmp") or (m and m.group("batch") not in committed):
-                p.unlink()
-                removed += 1
+                doomed.append((p, m.group("batch") if m else None))
+    _refuse_lost_commits({b for _, b in doomed if b}, committed, lake)
+    removed = remove_orphan_bundles(lake.parent, committed)
+    for p, _ in doomed:
+        p.unlink()
+        removed += 1
     return removed
+
+
+def _refuse_lost_commits(orphans: set[str], committed: set[str], lake: Path) -> None:
+    """A killed ingestion leaves at most its last batch uncommitted, newer than every commit
+    (the next ingestion or run removes it before committing anything). Parts of a batch OLDER
+    than the last commit lost their commit record (``lake/files/part-<batch>.parquet`` deleted
+    or not restored): deleting them — and, compacted, the rows of every batch merged into
+    them, and their archived DSN — would destroy data. Refused, nothing removed."""
+    when = lake_integrity.batch_time
+    last = max(filter(None, map(when, committed)), default=None)
+    lost = sorted(b for b in orphans if last and when(b) and when(b) < last)
+    if lost:
+        raise LakeDamaged([f"batch {b}: parts in {lake} but no commit record "
+                           f"({lake / 'files' / f'part-{b}.parquet'}), older than the last "
+                           "commit: its commit record was lost; nothing was removed. Restore "
+                           "that file from a backup" for b in lost])
 
 
 __all__ = ["scan", "write_parsed", "known_checksums", "remove_orphans",

@@ -30,15 +30,28 @@ def record(jobs: list[tuple[pl.DataFrame, Path]], lake: Path) -> pl.DataFrame:
             .group_by("table", "partition").agg(pl.col("rows").sum()).sort("table", "partition"))
 
 
+def batch_time(batch_id: str) -> str | None:
+    """The UTC second a batch id starts with (``ingest.new_batch_id``), None if it has none."""
+    head = batch_id.split("-", 1)[0]
+    return head if len(head) == 15 and head[8] == "T" and head.replace("T", "").isdigit() else None
+
+
 def integrity_errors(lake: Path, committed: set[str]) -> list[str]:
-    """Partitions whose parts do not hold the rows their commits recorded, and parts that
-    cannot be read: one line each, naming the folder or file. [] when every committed batch
-    has a record and the parts agree; a lake with batches committed before the records
-    existed is not checked (its expected counts are unknown)."""
+    """Partitions whose parts do not hold the rows their commits recorded, parts that cannot
+    be read, and commits whose record is missing: one line each, naming the folder or file.
+    [] when every committed batch has a record and the parts agree. A lake whose first
+    batches were committed before the records existed is not checked (their counts are
+    unknown); a batch committed after the first record without one lost it."""
     base = lake / PARTITION_ROWS
     recs = sorted(base.glob("part-*.parquet")) if base.exists() else []
     recorded = {p.name.removeprefix("part-").removesuffix(".parquet") for p in recs}
-    if not committed or not committed <= recorded:
+    first = min(filter(None, map(batch_time, recorded)), default=None)
+    unrecorded = sorted(committed - recorded)
+    lost = [b for b in unrecorded if first and batch_time(b) and batch_time(b) >= first]
+    if lost:
+        return [f"{base / f'part-{b}.parquet'}: the record of committed batch {b} is missing "
+                "(lost or removed): its partitions cannot be checked" for b in lost]
+    if not committed or unrecorded:
         return []
     expected = (pl.scan_parquet(recs).group_by("partition").agg(pl.col("rows").sum())
                 .collect())

@@ -145,10 +145,17 @@ def read_current(root: Path) -> dict:
     if not p.exists():
         return {"run_id": None, "published": [], "latest_by_year": {}}
     try:
-        return json.loads(p.read_text())
+        current = json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise PublishError(f"{p} is damaged ({e}): restore it from a backup; nothing was "
                            "changed") from None
+    if not isinstance(current, dict) or not {"run_id", "published", "latest_by_year"} <= set(current):
+        raise PublishError(f"{p} is damaged (not a CURRENT record): restore it from a backup; "
+                           "nothing was changed")
+    return current
+
+
+PUBLISHED_MARK = "PUBLISHED"  # in a run folder, once CURRENT lists it
 
 
 def _run_seq(run_id: str) -> int | None:
@@ -284,15 +291,17 @@ def shard_entries(root: Path, shard: int, shards: int, mine: pl.Expr,
 def sweep_unpublished(root: Path, current: dict | None = None) -> list[str]:
     """Remove leftovers of runs that never published (call under the run lock). A killed run
     leaves at most one run folder with its manifest, numbered right after the last published
-    run; any other such folder was published and is missing from CURRENT (lost, or restored
-    from an older copy): nothing is removed and the run fails, or the next run would delete
-    the published journal and post it all again."""
+    run and without the ``PUBLISHED`` mark (written once CURRENT lists the run); any other
+    such folder was published and is missing from CURRENT (lost, or restored from an older
+    copy): nothing is removed and the run fails, or the next run would delete the published
+    journal and post it all again."""
     current = current or read_current(root)
     keep = {r["run_id"] for r in current["published"]}
     next_seq = max((r["seq"] for r in current["published"]), default=0) + 1
     runs = Path(root) / "runs"
     lost = [d.parent.name for d in sorted(runs.glob("[!.]*/manifest.json"))
-            if d.parent.name not in keep and _run_seq(d.parent.name) != next_seq] \
+            if d.parent.name not in keep and (_run_seq(d.parent.name) != next_seq
+                                              or (d.parent / PUBLISHED_MARK).exists())] \
         if runs.exists() else []
     if lost:
         raise PublishError(
@@ -941,6 +950,8 @@ def publish_run(root: Path, staged: Staged, build_catalog: bool = True) -> Path:
             "manifest_sha256": sha256_file(final / "manifest.json")}],
     }
     write_json_atomic(new_current, root / CURRENT)
+    (final / PUBLISHED_MARK).touch()  # after the commit point: see sweep_unpublished
+    fsync_path(final)
     _fail_point("after_current")
     if build_catalog:
         from pipeline.catalog import build_catalog

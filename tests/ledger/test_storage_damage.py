@@ -22,7 +22,7 @@ def credit(root, **kw):
 def test_a_lost_current_fails_the_run_and_removes_nothing(lake):
     first, second = credit(lake), credit(lake)
     (lake / pub.CURRENT).unlink()
-    with pytest.raises(pub.PublishError, match="does not list 1 published run"):
+    with pytest.raises(pub.PublishError, match="does not list 2 published run"):
         credit(lake)
     assert (lake / "runs" / first.run_id).is_dir() and (lake / "runs" / second.run_id).is_dir()
     assert pub.entries_path(lake, first.run_id).exists()
@@ -32,7 +32,8 @@ def test_a_killed_runs_leftover_is_still_swept(lake):
     first = credit(lake)
     current = (lake / pub.CURRENT).read_text()
     second = credit(lake)
-    (lake / pub.CURRENT).write_text(current)  # killed between its rename and CURRENT
+    (lake / pub.CURRENT).write_text(current)  # killed between its rename and CURRENT:
+    (lake / "runs" / second.run_id / pub.PUBLISHED_MARK).unlink()  # never committed
     third = credit(lake)  # the leftover (next sequence number) is swept, the run redone
     assert third.run_id == second.run_id  # same inputs, same sequence number: same run
     assert [r["run_id"] for r in pub.read_current(lake)["published"]] == [first.run_id,
@@ -73,3 +74,16 @@ def test_a_run_dated_before_the_previous_one_says_so(lake):
                        as_of=pub.dt.date(2025, 4, 20))
     assert steps.as_of_note(out.run_dir).startswith(
         "this run is dated 2025-04-20 (--as-of), before the run published before it")
+
+
+def test_a_lost_current_with_one_run_or_an_older_copy_fails_too(lake):
+    """Round-2 acceptance pass: the run right after the last one in CURRENT was taken for a
+    killed publication and replaced; the PUBLISHED mark tells them apart."""
+    only = credit(lake)
+    (lake / pub.CURRENT).unlink()
+    with pytest.raises(pub.PublishError, match="does not list 1 published run"):
+        credit(lake)
+    assert (lake / "runs" / only.run_id / pub.PUBLISHED_MARK).exists()
+    (lake / pub.CURRENT).write_text('{"a": 1}')
+    with pytest.raises(pub.PublishError, match="not a CURRENT record"):
+        credit(lake)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -23,6 +24,7 @@ def ingested(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("integrity") / "DIR"
     files = sorted(SAMPLES.glob("*.dsn"))
     ingest_paths(files[: len(files) // 2], root, workers=1)
+    time.sleep(1.1)  # batch ids start with their UTC second: the two loads' differ
     ingest_paths(files[len(files) // 2:], root, workers=1)
     check_integrity(root)  # compacted partitions still hold what was committed
     return root
@@ -54,3 +56,25 @@ def test_a_truncated_part_is_named(ingested, tmp_path):
     with pytest.raises(LakeDamaged) as e:
         check_integrity(root)
     assert e.value.errors[0].startswith(f"{part}: unreadable")
+
+
+def test_a_lost_record_or_commit_record_is_named_and_nothing_removed(ingested, tmp_path):
+    root = copy_of(ingested, tmp_path)
+    lake = lake_path(root)
+    records = sorted((lake / "partition_rows").glob("part-*.parquet"))
+    records[-1].unlink()  # the newest batch's record: not a lake from before the records
+    with pytest.raises(LakeDamaged) as e:
+        check_integrity(root)
+    assert "the record of committed batch" in e.value.errors[0]
+
+    root = copy_of(ingested, tmp_path / "b")
+    lake = lake_path(root)
+    first = sorted((lake / "files").glob("part-*.parquet"))[0]  # an older commit record lost
+    parts_before = sorted(p for p in lake.rglob("part-*.parquet") if "files" not in p.parts)
+    archive_before = sorted((root / "archive").rglob("*"))
+    first.unlink()
+    with pytest.raises(LakeDamaged) as e:
+        steps.prepare(root, 2025, as_of=dt.date(2026, 5, 2))
+    assert "no commit record" in e.value.errors[0] and "nothing was removed" in e.value.errors[0]
+    assert sorted(p for p in lake.rglob("part-*.parquet") if "files" not in p.parts) == parts_before
+    assert sorted((root / "archive").rglob("*")) == archive_before
