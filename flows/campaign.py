@@ -254,6 +254,9 @@ def credit_with_plan(year: int, lake: str, holders: str | None = None,
     return out
 
 
+RERUN_PASSES = 3  # passes over the years to rerun (one suffices unless a rerun frees room)
+
+
 @flow(name="cpf-campaign")
 def campaign(year: int | None = None, dsn: list[str] | None = None, lake: str = "out",
              holders: str | None = None, balances: str | None = None,
@@ -286,22 +289,39 @@ def campaign(year: int | None = None, dsn: list[str] | None = None, lake: str = 
         if not report.get("files_seen"):  # an empty inbox is worth a look before crediting
             log.warning(f"no DSN file found in {', '.join(dsn)}: crediting from the lake as is")
     back = operations()["rerun_years_back"] if rerun_years_back is None else rerun_years_back
-    reruns = years_to_reexamine(Path(lake), year, back)
-    outs = []
-    for y, why in [*reruns.items(), (year, None)]:
-        if why:
-            log.info(f"year {y} rerun before {year}: {why}")
-        # --balances once, on the first run (it only opens accounts the ledger does not hold
-        # yet); --dotations with the year's own run; the holders register applies by dates
-        out = credit_with_plan(y, lake, holders, balances if not outs else None,
-                               dotations if y == year else None, day.isoformat(),
-                               runner=runner, buckets=buckets, dask_address=dask_address,
-                               max_workers=max_workers, max_memory_gb=max_memory_gb)
-        log.info(credit_line(out["manifest"], out["run_dir"]))  # on this run too, not only
-        for level, note in steps.run_notes(out["run_dir"]):  # on the sub-flow run an
-            log.log(level, note)  # operator must first look up
-        outs.append(out)
-    return {"ingest": report, "reruns": outs[:-1], "credit": outs[-1]}
+    register = campaign_register(lake, holders)
+    todo = [*years_to_reexamine(Path(lake), year, back, register).items(), (year, None)]
+    outs: list[dict] = []
+    for _ in range(RERUN_PASSES):  # a pass's reversals may free room an earlier year needs
+        for i, (y, why) in enumerate(todo):
+            log.info(f"year {y} rerun ({why})" if why else f"year {y}")
+            # --balances once, on the first run (it only opens accounts the ledger does not
+            # hold yet); --dotations with the year's own first run; holders apply by dates
+            out = credit_with_plan(y, lake, holders, balances if not outs else None,
+                                   dotations if y == year and not outs else None,
+                                   day.isoformat(), runner=runner, buckets=buckets,
+                                   dask_address=dask_address, max_workers=max_workers,
+                                   max_memory_gb=max_memory_gb)
+            out["rerun_reason"] = why
+            log.info(credit_line(out["manifest"], out["run_dir"]))  # on this run too, not
+            for level, note in steps.run_notes(out["run_dir"], other_years=i == len(todo) - 1):
+                log.log(level, note)  # only on the sub-flow run an operator must look up
+            outs.append(out)
+        todo = list(years_to_reexamine(Path(lake), year + 1, back + 1, register).items())
+        if not todo:
+            break
+    main = max(i for i, o in enumerate(outs) if o["manifest"]["year"] == year)
+    return {"ingest": report, "reruns": [o for i, o in enumerate(outs) if i != main],
+            "credit": outs[main]}
+
+
+def campaign_register(lake: str, holders: str | None) -> str | None:
+    """sha256 of the holders register the campaign's runs use: the file given, else the one
+    the latest published run had (carried over), else None."""
+    if holders:
+        return pub.sha256_file(Path(holders))
+    carried = pub.latest_input(Path(lake), "holders_sha256")
+    return carried[1].name if carried else None
 
 
 def check_locations(lake: str, dsn: list[str] | None) -> tuple[str, list[str]]:

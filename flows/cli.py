@@ -434,8 +434,10 @@ def run(
         _fail(f"campaign flow failed: {exc}", details)
     _print_ingest(result["ingest"])
     from flows.campaign import credit_line
-    for out in result.get("reruns", []):  # earlier years the new DSN may change, rerun first
-        console.print(f"rerun first: {credit_line(out['manifest'], out['run_dir'])}")
+    for out in result.get("reruns", []):  # the other years the campaign reran, in order
+        why = out.get("rerun_reason")
+        console.print(f"{'rerun (' + why + ')' if why else 'run'}: "
+                      f"{credit_line(out['manifest'], out['run_dir'])}")
     from flows.steps import CreditOutcome
     plan_used = result["credit"].pop("plan", None)
     _print_credit(CreditOutcome(**result["credit"]))

@@ -178,7 +178,7 @@ def superseded_note(run_dir: Path | str) -> str | None:
             f"(scope 'version', in {root / 'cpf.duckdb'})")
 
 
-def run_notes(run_dir: Path | str) -> list[tuple[int, str]]:
+def run_notes(run_dir: Path | str, other_years: bool = True) -> list[tuple[int, str]]:
     """(logging level, text) of what a published run must tell operators: the months no DSN
     declares (a warning: time not counted yet), the declarations a later version supersedes
     (information), late increases the ceiling withheld, a run dated before the previous one,
@@ -186,7 +186,8 @@ def run_notes(run_dir: Path | str) -> list[tuple[int, str]]:
     and put them in their artifact."""
     notes = [(logging.WARNING, undeclared_note(run_dir)), (logging.INFO, superseded_note(run_dir)),
              (logging.WARNING, withheld_note(run_dir)), (logging.WARNING, as_of_note(run_dir))]
-    notes += [(logging.WARNING, text) for text in other_years_notes(run_dir)]
+    if other_years:  # off for a campaign's reruns: the campaign reruns those years itself
+        notes += [(logging.WARNING, text) for text in other_years_notes(run_dir)]
     return [(level, text) for level, text in notes if text is not None]
 
 
@@ -231,7 +232,7 @@ def other_years_notes(run_dir: Path | str) -> list[str]:
     run_dir = Path(run_dir)
     m = pub.read_manifest(run_dir.parent.parent, run_dir.name)
     return stale_notes(run_dir.parent.parent, m["year"], m["counts"]["entries"],
-                       operations()["rerun_years_back"])
+                       operations()["rerun_years_back"], m["inputs"].get("holders_sha256"))
 
 
 def year_not_over(year: int, day: dt.date) -> str | None:

@@ -52,11 +52,13 @@ def dated_in_year(year: int) -> dict[str, pl.Expr]:
     }
 
 
-def unseen_files(root: Path | str, year: int, current: dict | None = None) -> int:
+def unseen_files(root: Path | str, year: int, current: dict | None = None,
+                 own_months_only: bool = False) -> int:
     """Lake DSN files that year N's latest published run did not use and that may change N
     (0 when N has no published run): a declaration of a month N's computation reads as a
     whole (December N-1 to December N: a late month, an annule-et-remplace), or a later
-    month's declaration holding rows dated in N (``dated_in_year``)."""
+    month's declaration holding rows dated in N (``dated_in_year``; not with
+    ``own_months_only``, the cheap form)."""
     root = Path(root)
     run_id = latest_run_for_year(root, year, current)
     if run_id is None:
@@ -66,8 +68,9 @@ def unseen_files(root: Path | str, year: int, current: dict | None = None) -> in
     own = (scan_lake(root, "declarations")
            .filter(pl.col("decl_month").is_between(date(year - 1, 12, 1), last))
            .select("file_sha256"))
-    later = [scan_lake(root, table).filter((pl.col("decl_month") > last) & rows)
-             .select("file_sha256") for table, rows in dated_in_year(year).items()]
+    later = [] if own_months_only else [
+        scan_lake(root, table).filter((pl.col("decl_month") > last) & rows)
+        .select("file_sha256") for table, rows in dated_in_year(year).items()]
     return (pl.concat([own, *later]).unique().join(seen, on="file_sha256", how="anti")
             .select(pl.len()).collect().item())
 
@@ -77,55 +80,80 @@ def later_years(root: Path | str, year: int) -> list[int]:
     return [y for y in published_years(root) if y > year]
 
 
+def withheld_cents(root: Path | str, run_id: str) -> int:
+    """What a run's late increases left unpaid for lack of room under the ceiling."""
+    f = run_dir(Path(root), run_id) / "annual_credits.parquet"
+    if not f.exists() or "late_increase_withheld_cents" not in pl.read_parquet_schema(f):
+        return 0
+    return pl.scan_parquet(f).select(pl.col("late_increase_withheld_cents").sum()).collect().item() or 0
+
+
 def moved_since(root: Path | str, year: int, current: dict | None = None) -> list[str]:
-    """Runs of earlier years published after year N's latest run that posted entries: N's
-    ceiling was applied to a balance they have since changed."""
+    """Runs published after year N's latest run that posted entries and so changed what N's
+    ceiling saw: those of earlier years (the balance before N), and, when N's run withheld a
+    late increase for lack of room, those of any year (a reversal may have freed room)."""
     root = Path(root)
     current = current or read_current(root)
     mine = latest_run_for_year(root, year, current)
     seq = next((r["seq"] for r in current.get("published", []) if r["run_id"] == mine), None)
     if seq is None:
         return []
-    return [r["run_id"] for r in current.get("published", [])
-            if r["year"] < year and r["seq"] > seq
+    after = [r for r in current.get("published", []) if r["seq"] > seq]
+    any_year = bool(after) and withheld_cents(root, mine) > 0
+    return [r["run_id"] for r in after if (r["year"] < year or any_year)
             and read_manifest(root, r["run_id"])["counts"]["entries"] > 0]
 
 
-def years_to_reexamine(root: Path | str, year: int, years_back: int) -> dict[int, str]:
+def years_to_reexamine(root: Path | str, year: int, years_back: int,
+                       holders_sha256: str | None = None) -> dict[int, str]:
     """Published years among the ``years_back`` before N to rerun before crediting N, oldest
     first, with why: from the oldest one that DSN files it did not see may change
-    (``unseen_files``) or whose ceiling an earlier year's later run moved (``moved_since``),
-    every published year up to N-1 — a rerun that moves money changes the balance the later
-    years' ceilings used."""
-    current = read_current(Path(root))
+    (``unseen_files``), whose ceiling a later run moved (``moved_since``), or whose latest run
+    used another holders register than ``holders_sha256`` (the one the campaign uses; a
+    declaration dated in a past year changes that year), every published year up to N-1 — a
+    rerun that moves money changes the balance the later years' ceilings used."""
+    root = Path(root)
+    current = read_current(root)
     years = [y for y in published_years(root, current) if year - years_back <= y < year]
     why = {}
     for y in years:
         n, moved = unseen_files(root, y, current), moved_since(root, y, current)
-        if n or moved:
-            why[y] = "; ".join(
-                ([f"{n} DSN file(s) its latest run did not see may change it"]
-                 if n else [])
-                + ([f"run(s) {', '.join(moved)} of earlier years moved balances after it"]
-                   if moved else []))
+        used = read_manifest(root, latest_run_for_year(root, y, current))["inputs"]
+        register = holders_sha256 is not None and used.get("holders_sha256") != holders_sha256
+        reasons = ([f"{n} DSN file(s) its latest run did not see may change it"] if n else []) \
+            + ([f"run(s) {', '.join(moved)} changed its ceiling's balance after it"] if moved else []) \
+            + (["the holders register changed since its latest run"] if register else [])
+        if reasons:
+            why[y] = "; ".join(reasons)
     first = min(why, default=None)
     return {} if first is None else {
         y: why.get(y, "an earlier year is rerun first") for y in years if y >= first}
 
 
-def stale_notes(root: Path | str, year: int, entries: int, years_back: int) -> list[str]:
+def stale_notes(root: Path | str, year: int, entries: int, years_back: int,
+                holders_sha256: str | None = None) -> list[str]:
     """What a published run of year N must say about other years (``steps.run_notes``): the
-    later years whose ceiling its entries moved, and the earlier years DSN ingested since
-    their latest run may change — both to be rerun, oldest first (the campaign does it)."""
+    later years whose ceiling its entries moved, the earlier years DSN ingested since (or
+    the register) may change — to be rerun, oldest first, as the campaign does — and older
+    years than the campaign reruns that a late month or A&R concerns (by hand only)."""
     notes = []
     later = later_years(root, year)
     if entries and later:
         notes.append(f"years {', '.join(map(str, later))} were credited against the balance "
                      f"before this run's {entries} entr{'y' if entries == 1 else 'ies'}: rerun "
                      "them, oldest first (cpf credit --year Y), or the next campaign does")
-    earlier = {y: why for y, why in years_to_reexamine(root, year, years_back).items()
+    earlier = {y: why for y, why in
+               years_to_reexamine(root, year, years_back, holders_sha256).items()
                if not why.startswith("an earlier")}
     if earlier:
         notes.append("earlier years to rerun, oldest first (the campaign reruns them before "
                      "its year): " + "; ".join(f"{y}: {why}" for y, why in earlier.items()))
+    current = read_current(Path(root))
+    older = {y: n for y in published_years(root, current) if y < year - years_back
+             if (n := unseen_files(root, y, current, own_months_only=True))}
+    if older:
+        notes.append(f"DSN for months of years older than the campaign reruns "
+                     f"(rerun_years_back {years_back}) arrived since their latest run: "
+                     + ", ".join(f"{y} ({n} file(s))" for y, n in older.items())
+                     + ": rerun them by hand, oldest first (cpf credit --year Y)")
     return notes

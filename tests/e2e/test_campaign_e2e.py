@@ -231,3 +231,42 @@ def test_campaign_reruns_the_years_late_dsn_may_change(prefect_harness, tmp_path
     assert out["credit"]["manifest"]["year"] == 2025
     again = campaign(year=2025, lake=str(root), as_of="2026-05-03")  # nothing new: no rerun
     assert again["reruns"] == []
+
+
+def test_campaign_reruns_until_freed_room_is_paid(prefect_harness, tmp_path, monkeypatch):
+    """Round-2 acceptance pass: a late correction raises 2024 (125 → 500 €) and lowers 2025
+    (475 → 208.34 €) for an account at 4 400 €. Rerunning 2024 first withholds the increase
+    (2025 filled the ceiling), then 2025's reversal frees 266.66 €: a second pass pays it."""
+    from flows import steps
+    from flows.campaign import campaign
+    from pipeline.publish import published_entries
+    from tests.ledger.conftest import FakeEngine, amounts_frame, make_lake, nir
+
+    late = {"on": False}
+
+    class Late(FakeEngine):
+        def __call__(self, root, year, holders):
+            cents = {(2024, False): 12500, (2024, True): 50000,
+                     (2025, False): 47500, (2025, True): 20834}[(year, late["on"])]
+            self.amounts = amounts_frame([(nir(3), 0.5, "standard", cents, 500000)]) \
+                .with_columns(pl.lit(year, pl.Int32).alias("year"))
+            return super().__call__(root, year, holders)
+
+    monkeypatch.setattr(steps, "default_compute", Late(None))
+    root = tmp_path / "DIR"
+    root.mkdir()
+    make_lake(root)
+    bal = tmp_path / "balances.csv"
+    bal.write_text(f"nir,earned_balance_cents\n{nir(3)},440000\n")
+    campaign(year=2024, lake=str(root), balances=str(bal), as_of="2025-05-02")
+    campaign(year=2025, lake=str(root), as_of="2026-05-02")
+    balance = lambda: published_entries(root).filter(  # noqa: E731
+        pl.col("nir") == nir(3))["amount_cents"].sum()
+    assert balance() == 500000
+    make_lake(root, n_files=3)
+    late["on"] = True
+    out = campaign(year=2025, lake=str(root), as_of="2026-05-03")
+    assert balance() == 500000  # 4 400 + 391.66 (2024: the room left) + 208.34 (2025)
+    kinds = [(o["manifest"]["year"], o["manifest"]["counts"]["entries"])
+             for o in [*out["reruns"], out["credit"]]]
+    assert kinds[:3] == [(2024, 0), (2025, 1), (2024, 1)], kinds
