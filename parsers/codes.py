@@ -67,9 +67,9 @@ OLD_SIRET = "S21.G00.41.012"  # SIRET ancien établissement d'affectation
 OLD_CONTRACT_NO = "S21.G00.41.014"  # ancien numéro du contrat
 # CT2025 §4.4.11 (40.009 / 51.010 CSL-11): the characters a contract number may hold, and it
 # may not begin or end with a space.
-_CONTRACT_NUMBER_CHARS = r"\-A-Za-z0-9./@_àéèêëïôç"  # the space only inside
-CONTRACT_NUMBER_PATTERN = (f"^[{_CONTRACT_NUMBER_CHARS}]"
-                           f"([{_CONTRACT_NUMBER_CHARS} ]*[{_CONTRACT_NUMBER_CHARS}])?$")
+CONTRACT_NUMBER_CHARS = r"\-A-Za-z0-9./@_àéèêëïôç"  # the space only inside
+CONTRACT_NUMBER_PATTERN = (f"^[{CONTRACT_NUMBER_CHARS}]"
+                           f"([{CONTRACT_NUMBER_CHARS} ]*[{CONTRACT_NUMBER_CHARS}])?$")
 OLD_CONTRACT_START = "S21.G00.41.021"  # ancienne date de début du contrat
 
 NATURE_MENSUELLE = "01"  # DSN mensuelle: the only nature the CPF receives (CT2025 §5.1)

@@ -357,10 +357,14 @@ def _contract_number_characters(special: pl.DataFrame, flagged: pl.Series, found
                                   & ~pl.col("malformed") & ~pl.col("row").is_in(flagged))
             .filter(~pl.col("value").str.contains(codes.CONTRACT_NUMBER_PATTERN))
             .join(found.select("row"), on="row", how="anti")
+            .with_columns(pl.col("value").str.replace_all(
+                f"[{codes.CONTRACT_NUMBER_CHARS} ]", "").alias("_bad"))
             .select("row", pl.lit(Reason.CONTRACT_NUMBER_CHARACTERS).alias("own_reason"),
-                    pl.lit("a character outside the norm's list for contract numbers, or a "
-                           "leading/trailing space (CT2025 §4.4.11, CSL-11): kept as declared"
-                           ).alias("own_detail")))
+                    pl.when(pl.col("_bad") != "")
+                    .then(pl.format("character(s) '{}' outside the norm's list for contract "
+                                    "numbers (CT2025 §4.4.11, CSL-11): kept as declared", "_bad"))
+                    .otherwise(pl.lit("a leading or trailing space (CT2025 §4.4.11, CSL-11): "
+                                      "kept as declared")).alias("own_detail")))
 
 
 def _type_nature_anomalies(special: pl.DataFrame, flagged: pl.Series, cat: Catalog) -> pl.LazyFrame:

@@ -90,6 +90,7 @@ def test_contract_number_characters_are_a_warning(tmp_path, dsn):
     w = p["quarantine"].filter(pl.col("reason") == "contract_number_characters")
     assert sorted(w["rubrique"].unique().to_list()) == ["S21.G00.40.009", "S21.G00.51.010"]
     assert set(w["scope"].to_list()) == {"warning"}
+    assert w["detail"][0].startswith("character(s) '*' outside the norm's list")
     assert p.lines_quarantined == 0 and not p["declarations"]["rejected"][0]
     assert p["contracts"]["contract_no"].to_list() == ["C*001"]
     assert p["pay"].height == body.count("S21.G00.51.010")
