@@ -440,6 +440,7 @@ def run(
                       f"{credit_line(out['manifest'], out['run_dir'])}")
     from flows.steps import CreditOutcome
     plan_used = result["credit"].pop("plan", None)
+    result["credit"].pop("rerun_reason", None)
     _print_credit(CreditOutcome(**result["credit"]))
     if plan_used:
         console.print(f"runner {plan_used['runner']}, {plan_used['shards']} shard(s), "
