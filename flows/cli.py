@@ -150,6 +150,12 @@ def _lake_dir(lake: Path, must_exist: bool = False, must_hold_lake: bool = False
     lake = data_dir(lake)  # DIR/lake given: DIR (its lock, archive, runs and ledger)
     if must_exist and not (lake / "CURRENT").exists():
         _usage(f"--lake {lake} holds no published run (run `cpf credit` first)")
+    if must_exist:
+        from pipeline.publish import PublishError, read_current
+        try:
+            read_current(lake)
+        except PublishError as exc:  # explain, replay, query: the damage named, one line
+            _fail(str(exc))
     return lake
 
 
