@@ -289,19 +289,34 @@ def campaign(year: int | None = None, dsn: list[str] | None = None, lake: str = 
         if not report.get("files_seen"):  # an empty inbox is worth a look before crediting
             log.warning(f"no DSN file found in {', '.join(dsn)}: crediting from the lake as is")
     back = operations()["rerun_years_back"] if rerun_years_back is None else rerun_years_back
+    plan = dict(runner=runner, buckets=buckets, dask_address=dask_address,
+                max_workers=max_workers, max_memory_gb=max_memory_gb)
+    outs = credit_campaign_years(year, lake, back, holders, balances, dotations, day, plan)
+    main = max(i for i, o in enumerate(outs) if o["manifest"]["year"] == year)
+    return {"ingest": report, "reruns": [o for i, o in enumerate(outs) if i != main],
+            "credit": outs[main]}
+
+
+def credit_campaign_years(year: int, lake: str, back: int, holders: str | None,
+                          balances: str | None, dotations: str | None, day: dt.date,
+                          plan: dict) -> list[dict]:
+    """Rerun the past years to rerun (``late_inputs.years_to_reexamine``), oldest first, then
+    credit year N; then again, up to ``RERUN_PASSES`` passes, while some year is left to rerun
+    (a pass's reversals may free room a year rerun before them had withheld). The outcomes of
+    every run, in order, each with its ``rerun_reason`` (None for year N's first run)."""
+    log = get_run_logger()
     register = campaign_register(lake, holders)
     todo = [*years_to_reexamine(Path(lake), year, back, register).items(), (year, None)]
     outs: list[dict] = []
-    for _ in range(RERUN_PASSES):  # a pass's reversals may free room an earlier year needs
+    for _ in range(RERUN_PASSES):
         for i, (y, why) in enumerate(todo):
             log.info(f"year {y} rerun ({why})" if why else f"year {y}")
+            first_of_year = not any(o["manifest"]["year"] == year for o in outs)
             # --balances once, on the first run (it only opens accounts the ledger does not
-            # hold yet); --dotations with the year's own first run; holders apply by dates
+            # hold yet); --dotations with year N's first run; holders apply by their dates
             out = credit_with_plan(y, lake, holders, balances if not outs else None,
-                                   dotations if y == year and not outs else None,
-                                   day.isoformat(), runner=runner, buckets=buckets,
-                                   dask_address=dask_address, max_workers=max_workers,
-                                   max_memory_gb=max_memory_gb)
+                                   dotations if y == year and first_of_year else None,
+                                   day.isoformat(), **plan)
             out["rerun_reason"] = why
             log.info(credit_line(out["manifest"], out["run_dir"]))  # on this run too, not
             for level, note in steps.run_notes(out["run_dir"], other_years=i == len(todo) - 1):
@@ -310,9 +325,7 @@ def campaign(year: int | None = None, dsn: list[str] | None = None, lake: str = 
         todo = list(years_to_reexamine(Path(lake), year + 1, back + 1, register).items())
         if not todo:
             break
-    main = max(i for i, o in enumerate(outs) if o["manifest"]["year"] == year)
-    return {"ingest": report, "reruns": [o for i, o in enumerate(outs) if i != main],
-            "credit": outs[main]}
+    return outs
 
 
 def campaign_register(lake: str, holders: str | None) -> str | None:

@@ -225,10 +225,15 @@ def test_campaign_reruns_the_years_late_dsn_may_change(prefect_harness, tmp_path
     first = campaign(year=2024, lake=str(root), as_of="2025-05-02")
     assert first["reruns"] == [] and first["credit"]["manifest"]["counts"]["entries"] == 1
     make_lake(root, n_files=3)  # the late DSN of March 2024
-    out = campaign(year=2025, lake=str(root), as_of="2026-05-02")
+    dot = tmp_path / "dotations.csv"
+    dot.write_text("funder_id,nir,amount_cents,received_date,certification_codes,deadline,"
+                   f"refund\nOPCO1,{nir(3)},10000,2026-04-20,,,\n")
+    out = campaign(year=2025, lake=str(root), dotations=str(dot), as_of="2026-05-02")
     assert [r["manifest"]["year"] for r in out["reruns"]] == [2024]
     assert out["reruns"][0]["manifest"]["counts"]["entries_by_kind"] == {"adjustment_credit": 1}
-    assert out["credit"]["manifest"]["year"] == 2025
+    assert out["reruns"][0]["manifest"]["inputs"]["dotations_sha256"] is None
+    assert out["credit"]["manifest"]["year"] == 2025  # the dotations go with the year's run
+    assert out["credit"]["manifest"]["inputs"]["dotations_sha256"] is not None
     again = campaign(year=2025, lake=str(root), as_of="2026-05-03")  # nothing new: no rerun
     assert again["reruns"] == []
 
