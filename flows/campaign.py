@@ -278,9 +278,10 @@ def campaign(year: int | None = None, dsn: list[str] | None = None, lake: str = 
         if enforce_window:
             check_window(year, day, force)
         lake, dsn = check_locations(lake, dsn)
+        pub.read_current(Path(lake))  # a damaged CURRENT: refused here, in one line
         holders, balances, dotations = (x or None for x in (holders, balances, dotations))
         steps.check_inputs(_p(holders), _p(balances), _p(dotations))  # before ingesting
-    except (WindowClosed, steps.InputError) as exc:  # a refusal, not a crash: no traceback
+    except (WindowClosed, steps.InputError, pub.PublishError) as exc:  # a refusal: no traceback
         log.error(str(exc))
         return Failed(message=str(exc), data=exc)
     report = ingest_task(dsn, lake, lake_buckets) if dsn else {}

@@ -137,12 +137,14 @@ def write_parsed(parsed: ParsedFile, root_dir: Path | str, batch_id: str,
     with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
         list(pool.map(lambda job: _atomic_write(*job), jobs))  # re-raises any write error
     # what the parts hold, for lake_integrity (before the commit: an orphan if it never lands)
+    lake_integrity.mark_records_start(lake, batch_id)
     _atomic_write(lake_integrity.record(jobs, lake), lake / lake_integrity.PARTITION_ROWS / part)
     files = parsed.files.with_columns(
         pl.lit(batch_id).alias("batch_id"),
         pl.lit(datetime.now(timezone.utc)).cast(TABLES["files"]["ingested_at"]).alias("ingested_at"),
     )
     _atomic_write(files, lake / "files" / part)
+    lake_integrity.write_mark(lake / lake_integrity.LAST_COMMIT, batch_id)  # after the commit
     written["files"] = files.height
     return written
 
@@ -264,12 +266,14 @@ def remove_orphans(root_dir: Path | str) -> int:
 def _refuse_lost_commits(orphans: set[str], committed: set[str], lake: Path) -> None:
     """A killed ingestion leaves at most its last batch uncommitted, newer than every commit
     (the next ingestion or run removes it before committing anything). Parts of a batch OLDER
-    than the last commit lost their commit record (``lake/files/part-<batch>.parquet`` deleted
+    than the last commit, or of the last commit itself (``LAST_COMMIT`` names it once its
+    ``files`` part is written), lost their commit record (``lake/files/part-<batch>.parquet`` deleted
     or not restored): deleting them — and, compacted, the rows of every batch merged into
     them, and their archived DSN — would destroy data. Refused, nothing removed."""
     when = lake_integrity.batch_time
     last = max(filter(None, map(when, committed)), default=None)
-    lost = sorted(b for b in orphans if last and when(b) and when(b) < last)
+    marked = lake_integrity.read_mark(lake / lake_integrity.LAST_COMMIT)  # the last commit made
+    lost = sorted(b for b in orphans if b == marked or (last and when(b) and when(b) < last))
     if lost:
         raise LakeDamaged([f"batch {b}: parts in {lake} but no commit record "
                            f"({lake / 'files' / f'part-{b}.parquet'}), older than the last "

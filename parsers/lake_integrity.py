@@ -13,12 +13,15 @@ footers, not the data).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import polars as pl
 import pyarrow.parquet as pq
 
 PARTITION_ROWS = "partition_rows"  # folder in DIR/lake
+LAST_COMMIT = "last_commit"  # in DIR/lake: the id of the last batch committed
+RECORDS_SINCE = "records_since"  # in DIR/lake: the first batch committed with a record
 RECORD_SCHEMA = {"table": pl.String, "partition": pl.String, "rows": pl.Int64}
 
 
@@ -28,6 +31,25 @@ def record(jobs: list[tuple[pl.DataFrame, Path]], lake: Path) -> pl.DataFrame:
             for df, p in jobs]
     return (pl.DataFrame(rows, schema=RECORD_SCHEMA, orient="row")
             .group_by("table", "partition").agg(pl.col("rows").sum()).sort("table", "partition"))
+
+
+def write_mark(path: Path, batch_id: str) -> None:
+    """A one-line mark file (a batch id), replaced atomically."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(batch_id + "\n")
+    os.replace(tmp, path)
+
+
+def read_mark(path: Path) -> str | None:
+    return path.read_text().strip() or None if path.exists() else None
+
+
+def mark_records_start(lake: Path, batch_id: str) -> None:
+    """The first batch committed with a record: every batch from it on must have one (a lake
+    written before the records has older batches without)."""
+    if not (lake / RECORDS_SINCE).exists():
+        lake.mkdir(parents=True, exist_ok=True)
+        write_mark(lake / RECORDS_SINCE, batch_id)
 
 
 def batch_time(batch_id: str) -> str | None:
@@ -45,9 +67,12 @@ def integrity_errors(lake: Path, committed: set[str]) -> list[str]:
     base = lake / PARTITION_ROWS
     recs = sorted(base.glob("part-*.parquet")) if base.exists() else []
     recorded = {p.name.removeprefix("part-").removesuffix(".parquet") for p in recs}
-    first = min(filter(None, map(batch_time, recorded)), default=None)
+    since = read_mark(lake / RECORDS_SINCE)
+    first = batch_time(since) if since else min(filter(None, map(batch_time, recorded)),
+                                                default=None)
     unrecorded = sorted(committed - recorded)
-    lost = [b for b in unrecorded if first and batch_time(b) and batch_time(b) >= first]
+    lost = [b for b in unrecorded if b == since or (first and batch_time(b)
+                                                    and batch_time(b) >= first)]
     if lost:
         return [f"{base / f'part-{b}.parquet'}: the record of committed batch {b} is missing "
                 "(lost or removed): its partitions cannot be checked" for b in lost]

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.publish import (DSN_INPUTS, latest_run_for_year, read_current, read_manifest,
-                              run_dir, scan_lake)
+from pipeline.publish import (DSN_INPUTS, entries_path, latest_run_for_year, read_current,
+                              read_manifest, run_dir, scan_lake)
 
 
 def published_years(root: Path | str, current: dict | None = None) -> list[int]:
@@ -31,12 +31,21 @@ def published_years(root: Path | str, current: dict | None = None) -> list[int]:
     return sorted(int(y) for y in current.get("latest_by_year", {}))
 
 
+ABSENCE_KEYS = {  # an absence repeated in every monthly DSN it spans is the same absence
+    "work_stoppages": ["nir", "siret", "contract_no", "motif", "last_worked_day", "planned_end",
+                       "resumption_date"],
+    "suspensions": ["nir", "siret", "contract_no", "motif", "start_date", "end_date"],
+}
+
+
 def dated_in_year(year: int) -> dict[str, pl.Expr]:
     """Per lake table, the rows of a LATER month's declaration that can change year N's
     computation: a pay block whose period meets N (a recall; its Activité lines hang under
-    it), an absence or suspension that meets N, a contract end (or its annulation) dated up to
-    the end of N, and identity rows (an NTT a later DSN links to a NIR, a NIR or contract
-    change). Unknown dates count as meeting N (when in doubt, rerun)."""
+    it), an absence or suspension that meets N (``unseen_files`` leaves out those already
+    declared as they are), a contract end (or its annulation) dated up to the end of N, and
+    identity rows: a declaration carrying both a NIR and an NTT (it links NTT-only rows), a
+    NIR change, a contract's identity change dated up to the end of N. Unknown dates count as
+    meeting N (when in doubt, rerun)."""
     lo, hi = date(year, 1, 1), date(year, 12, 31)
     return {
         "pay": ((pl.col("period_start") <= hi) & (pl.col("period_end") >= lo)).fill_null(True),
@@ -46,9 +55,12 @@ def dated_in_year(year: int) -> dict[str, pl.Expr]:
         "suspensions": ((pl.col("start_date") <= hi) & (pl.col("end_date") >= lo)
                         .fill_null(True)).fill_null(True),
         "contract_ends": (pl.col("end_date") <= hi).fill_null(True),
-        "individuals": pl.col("ntt").is_not_null(),
-        "individual_changes": pl.lit(True),
-        "contract_changes": pl.lit(True),
+        "individuals": pl.col("nir").is_not_null() & pl.col("ntt").is_not_null(),
+        "individual_changes": pl.col("old_nir").is_not_null(),
+        "contract_changes": ((pl.col("old_siret").is_not_null()
+                              | pl.col("old_contract_no").is_not_null()
+                              | pl.col("old_contract_start").is_not_null())
+                             & (pl.col("change_date") <= hi).fill_null(True)),
     }
 
 
@@ -69,10 +81,22 @@ def unseen_files(root: Path | str, year: int, current: dict | None = None,
            .filter(pl.col("decl_month").is_between(date(year - 1, 12, 1), last))
            .select("file_sha256"))
     later = [] if own_months_only else [
-        scan_lake(root, table).filter((pl.col("decl_month") > last) & rows)
-        .select("file_sha256") for table, rows in dated_in_year(year).items()]
+        _unseen_rows(root, table, rows, last, seen) for table, rows in dated_in_year(year).items()]
     return (pl.concat([own, *later]).unique().join(seen, on="file_sha256", how="anti")
             .select(pl.len()).collect().item())
+
+
+def _unseen_rows(root: Path, table: str, rows: pl.Expr, last: date,
+                 seen: pl.LazyFrame) -> pl.LazyFrame:
+    """file_sha256 of the later months' ``rows`` of a table; for absences, only those not
+    already declared, identically, in a file the run saw."""
+    lf = scan_lake(root, table)
+    found = lf.filter((pl.col("decl_month") > last) & rows)
+    if table in ABSENCE_KEYS:
+        keys = ABSENCE_KEYS[table]
+        known = lf.join(seen, on="file_sha256", how="semi").select(keys).unique()
+        found = found.join(known, on=keys, how="anti", nulls_equal=True)
+    return found.select("file_sha256")
 
 
 def later_years(root: Path | str, year: int) -> list[int]:
@@ -80,28 +104,41 @@ def later_years(root: Path | str, year: int) -> list[int]:
     return [y for y in published_years(root) if y > year]
 
 
-def withheld_cents(root: Path | str, run_id: str) -> int:
-    """What a run's late increases left unpaid for lack of room under the ceiling."""
-    f = run_dir(Path(root), run_id) / "annual_credits.parquet"
-    if not f.exists() or "late_increase_withheld_cents" not in pl.read_parquet_schema(f):
-        return 0
-    return pl.scan_parquet(f).select(pl.col("late_increase_withheld_cents").sum()).collect().item() or 0
-
-
 def moved_since(root: Path | str, year: int, current: dict | None = None) -> list[str]:
-    """Runs published after year N's latest run that posted entries and so changed what N's
-    ceiling saw: those of earlier years (the balance before N), and, when N's run withheld a
-    late increase for lack of room, those of any year (a reversal may have freed room)."""
+    """Runs of earlier years published after year N's latest run that posted entries: N's
+    ceiling was applied to a balance they have since changed."""
     root = Path(root)
     current = current or read_current(root)
+    mine, after = _runs_after(root, year, current)
+    return [r["run_id"] for r in after if r["year"] < year
+            and read_manifest(root, r["run_id"])["counts"]["entries"] > 0]
+
+
+def room_freed_since(root: Path | str, year: int, current: dict | None = None) -> list[str]:
+    """Runs published after year N's latest run that took money back (a negative earned
+    entry) from someone whose late increase of N that run withheld for lack of room under
+    the ceiling: rerunning N may now pay it."""
+    root = Path(root)
+    current = current or read_current(root)
+    mine, after = _runs_after(root, year, current)
+    f = run_dir(root, mine or "") / "annual_credits.parquet"
+    if not after or not f.exists() or \
+            "late_increase_withheld_cents" not in pl.read_parquet_schema(f):
+        return []
+    waiting = (pl.scan_parquet(f).filter(pl.col("late_increase_withheld_cents") > 0)
+               .select("nir"))
+    return [r["run_id"] for r in after
+            if pl.scan_parquet(entries_path(root, r["run_id"]))
+            .filter((pl.col("sub_ledger") == "earned") & (pl.col("amount_cents") < 0))
+            .join(waiting, on="nir", how="semi").select(pl.len()).collect().item()]
+
+
+def _runs_after(root: Path, year: int, current: dict) -> tuple[str | None, list[dict]]:
+    """Year N's latest run and the runs published after it (CURRENT order)."""
     mine = latest_run_for_year(root, year, current)
     seq = next((r["seq"] for r in current.get("published", []) if r["run_id"] == mine), None)
-    if seq is None:
-        return []
-    after = [r for r in current.get("published", []) if r["seq"] > seq]
-    any_year = bool(after) and withheld_cents(root, mine) > 0
-    return [r["run_id"] for r in after if (r["year"] < year or any_year)
-            and read_manifest(root, r["run_id"])["counts"]["entries"] > 0]
+    return mine, ([] if seq is None else
+                  [r for r in current.get("published", []) if r["seq"] > seq])
 
 
 def years_to_reexamine(root: Path | str, year: int, years_back: int,
@@ -118,10 +155,14 @@ def years_to_reexamine(root: Path | str, year: int, years_back: int,
     why = {}
     for y in years:
         n, moved = unseen_files(root, y, current), moved_since(root, y, current)
+        freed = room_freed_since(root, y, current)
         used = read_manifest(root, latest_run_for_year(root, y, current))["inputs"]
         register = holders_sha256 is not None and used.get("holders_sha256") != holders_sha256
         reasons = ([f"{n} DSN file(s) its latest run did not see may change it"] if n else []) \
-            + ([f"run(s) {', '.join(moved)} changed its ceiling's balance after it"] if moved else []) \
+            + ([f"run(s) {', '.join(moved)} of earlier years changed the balance before it"]
+               if moved else []) \
+            + ([f"run(s) {', '.join(freed)} freed room under the ceiling that a late increase "
+                "of it lacked"] if freed else []) \
             + (["the holders register changed since its latest run"] if register else [])
         if reasons:
             why[y] = "; ".join(reasons)

@@ -308,6 +308,9 @@ def sweep_unpublished(root: Path, current: dict | None = None) -> list[str]:
             f"{Path(root) / CURRENT} does not list {len(lost)} published run(s) ({', '.join(lost[:3])}"
             f"{', …' if len(lost) > 3 else ''}): CURRENT was lost or replaced by an older copy. "
             "Nothing was removed; restore CURRENT from a backup (cpf replay checks it)")
+    for rid in keep:  # runs published before the mark existed get it now that CURRENT says so
+        if (runs / rid).is_dir() and not (runs / rid / PUBLISHED_MARK).exists():
+            (runs / rid / PUBLISHED_MARK).touch()
     removed = []
     for tmp in sorted(p for p in Path(root).glob(".*.tmp-*") if p.is_file()):  # a killed run's
         # CURRENT or catalog (a live run holds the lock this is called under)

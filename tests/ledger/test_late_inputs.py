@@ -36,7 +36,7 @@ def test_late_dsn_and_moved_balances_name_the_years_to_rerun(lake):
                      "entry: rerun them, oldest first (cpf credit --year Y), or the next "
                      "campaign does"]
     assert years_to_reexamine(lake, 2026, 3) == {
-        2025: f"run(s) {out.run_id} changed its ceiling's balance after it"}
+        2025: f"run(s) {out.run_id} of earlier years changed the balance before it"}
     # once 2025 is rerun, nothing is left to rerun; an unchanged rerun posts nothing
     again = credit(lake, 2025, [(nir(3), 1.0, "standard", 50000, 500000)], AS_OF_2025)
     assert steps.other_years_notes(again.run_dir) == []

@@ -87,3 +87,10 @@ def test_a_lost_current_with_one_run_or_an_older_copy_fails_too(lake):
     (lake / pub.CURRENT).write_text('{"a": 1}')
     with pytest.raises(pub.PublishError, match="not a CURRENT record"):
         credit(lake)
+
+
+def test_runs_published_before_the_mark_get_it_from_the_next_run(lake):
+    old = credit(lake)
+    (lake / "runs" / old.run_id / pub.PUBLISHED_MARK).unlink()  # published by older code
+    credit(lake)
+    assert (lake / "runs" / old.run_id / pub.PUBLISHED_MARK).exists()

@@ -78,3 +78,48 @@ def test_a_lost_record_or_commit_record_is_named_and_nothing_removed(ingested, t
     assert "no commit record" in e.value.errors[0] and "nothing was removed" in e.value.errors[0]
     assert sorted(p for p in lake.rglob("part-*.parquet") if "files" not in p.parts) == parts_before
     assert sorted((root / "archive").rglob("*")) == archive_before
+
+
+def test_the_last_commits_lost_record_and_the_oldest_batch_record_are_caught(ingested, tmp_path):
+    """Round-3 acceptance pass: the NEWEST batch's lost lake/files part looked like a killed
+    ingestion (its rows and archive deleted, reversals posted), and the OLDEST batch's lost
+    integrity record looked like a lake from before the records (check off)."""
+    root = copy_of(ingested, tmp_path)
+    lake = lake_path(root)
+    newest = sorted((lake / "files").glob("part-*.parquet"))[-1]
+    archive_before = sorted((root / "archive").rglob("*"))
+    newest.unlink()
+    with pytest.raises(LakeDamaged, match="damaged"):
+        steps.prepare(root, 2025, as_of=dt.date(2026, 5, 2))
+    assert sorted((root / "archive").rglob("*")) == archive_before
+
+    root = copy_of(ingested, tmp_path / "b")
+    lake = lake_path(root)
+    sorted((lake / "partition_rows").glob("part-*.parquet"))[0].unlink()
+    with pytest.raises(LakeDamaged) as e:
+        check_integrity(root)
+    assert "the record of committed batch" in e.value.errors[0]
+
+
+def test_a_killed_ingestions_last_batch_is_still_removed(ingested, tmp_path, monkeypatch):
+    """The batch a crash left without its commit record is newer than the last commit: it
+    goes, and the lake checks out."""
+    from parsers import lake as lake_module
+    root = copy_of(ingested, tmp_path)
+    real = lake_module._atomic_write
+
+    def crash_at_commit(df, target):
+        if target.parent.name == "files":
+            raise OSError("killed")
+        real(df, target)
+
+    monkeypatch.setattr(lake_module, "_atomic_write", crash_at_commit)
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    src = sorted(SAMPLES.glob("*.dsn"))[0]
+    (extra / "x.dsn").write_bytes(src.read_bytes() + b"\n")  # a new file (its sha256)
+    time.sleep(1.1)
+    with pytest.raises(OSError):
+        ingest_paths([extra], root, workers=1)
+    monkeypatch.setattr(lake_module, "_atomic_write", real)
+    steps.prepare(root, 2025, as_of=dt.date(2026, 5, 2))  # repaired, then checked
