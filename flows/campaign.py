@@ -21,7 +21,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.states import Failed
 
 from flows import steps
-from parsers.lake import data_dir
+from parsers.lake import LakeDamaged, data_dir
 from pipeline import publish as pub
 from pipeline.late_inputs import years_to_reexamine
 
@@ -76,20 +76,21 @@ def today_paris() -> dt.date:
 
 # --- tasks -----------------------------------------------------------------------------------
 
-@task(name="ingest-dsn", retries=2, retry_delay_seconds=5)
-def ingest_task(paths: list[str], lake: str, lake_buckets: int | None = None) -> dict:
-    return steps.ingest_files([Path(p) for p in paths], Path(lake), n_buckets=lake_buckets)
-
-
 def _transient(task, task_run, state) -> bool:
-    """Retry a failed task only when a second try may pass: never bad input."""
+    """Retry a failed task only when a second try may pass (another run holding the lock):
+    never bad input, never a damaged lake."""
     try:
         state.result()
-    except steps.InputError:
+    except (steps.InputError, LakeDamaged):
         return False
     except Exception:
         return True
     return True
+
+
+@task(name="ingest-dsn", retries=2, retry_delay_seconds=5, retry_condition_fn=_transient)
+def ingest_task(paths: list[str], lake: str, lake_buckets: int | None = None) -> dict:
+    return steps.ingest_files([Path(p) for p in paths], Path(lake), n_buckets=lake_buckets)
 
 
 @task(name="prepare-run", retries=2, retry_delay_seconds=5, retry_condition_fn=_transient)
@@ -284,7 +285,11 @@ def campaign(year: int | None = None, dsn: list[str] | None = None, lake: str = 
     except (WindowClosed, steps.InputError, pub.PublishError) as exc:  # a refusal: no traceback
         log.error(str(exc))
         return Failed(message=str(exc), data=exc)
-    report = ingest_task(dsn, lake, lake_buckets) if dsn else {}
+    try:
+        report = ingest_task(dsn, lake, lake_buckets) if dsn else {}
+    except LakeDamaged as exc:  # a refusal to touch a damaged lake, not a crash
+        log.error(f"{exc}: " + "; ".join(exc.errors))
+        return Failed(message=str(exc), data=exc)
     if report:
         log.info(ingest_line(report))
         if not report.get("files_seen"):  # an empty inbox is worth a look before crediting

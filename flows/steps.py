@@ -20,7 +20,7 @@ from parsers import archive
 from parsers.account_inputs import read_balances, read_holders
 from parsers.archive import ArchivedInputs
 from parsers.ingest import ingest_paths, repair_lake
-from parsers.lake import check_integrity, data_dir, lake_path
+from parsers.lake import LakeDamaged, check_integrity, data_dir, lake_path
 from parsers.lake_settings import bucket_count, fix_bucket_count
 from pipeline import publish as pub
 from pipeline.parameters import params_for_year
@@ -57,6 +57,7 @@ def ingest_files(paths: list[Path], root: Path, on_progress=None,
     interleave."""
     root = data_dir(root)  # DIR/lake given: the archive and the lock are DIR's
     with pub.run_lock(root):
+        check_lake_not_behind(root)  # before the repair deletes "uncommitted" bundles
         n = fix_bucket_count(root, n_buckets)
         try:
             report = ingest_paths([Path(p) for p in paths], Path(root), n_buckets=n,
@@ -176,6 +177,23 @@ def superseded_note(run_dir: Path | str) -> str | None:
                                            "declared again")) if n]
     return (f"declarations not used: {', '.join(kinds)}; each is in the quarantine view "
             f"(scope 'version', in {root / 'cpf.duckdb'})")
+
+
+def check_lake_not_behind(root: Path) -> None:
+    """A lake never loses committed files, so one holding fewer than the last published run
+    used was restored from an older copy (or lost commits): its repair would delete the newer
+    batches' archived DSN as uncommitted leftovers, and the run would post reversals. Refused
+    before anything is removed (``LakeDamaged``)."""
+    current = pub.read_current(root)
+    if not current["run_id"]:
+        return
+    used = pub.RunInputs.from_dict(pub.read_manifest(root, current["run_id"])["inputs"]).dsn_files
+    held = pub.scan_lake(root, "files").select(pl.col("file_sha256").n_unique()).collect().item()
+    if held < used:
+        raise LakeDamaged([f"{lake_path(root)} holds {held} DSN file(s), fewer than the "
+                           f"{used} the last published run {current['run_id']} used: it was "
+                           "restored from an older copy or lost commits; nothing was removed. "
+                           "Restore its newest copy (the DSN bytes are in DIR/archive/dsn)"])
 
 
 def run_notes(run_dir: Path | str, other_years: bool = True) -> list[tuple[int, str]]:
@@ -373,6 +391,7 @@ def prepare(root: Path, year: int, holders: Path | None = None, balances: Path |
     current = pub.read_current(root)
     pub.sweep_unpublished(root, current)
     shutil.rmtree(root / "work", ignore_errors=True)
+    check_lake_not_behind(root)
     repair_lake(root)  # a crashed ingestion's uncommitted rows are not the lake's
     check_integrity(root)  # nor does a lost or damaged part mean "no data"
     inputs = pub.RunInputs(

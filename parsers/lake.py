@@ -214,9 +214,9 @@ class LakeDamaged(RuntimeError):
     """Parts of the lake do not hold what their commits wrote (``lake_integrity``)."""
 
     def __init__(self, errors: list[str]) -> None:
-        super().__init__(f"the lake is damaged: {len(errors)} partition(s) or part(s) do not "
-                         "hold what was committed; nothing was read. Restore DIR/lake from a "
-                         "backup (the DSN bytes are kept in DIR/archive/dsn)")
+        super().__init__(f"the lake is damaged ({len(errors)} problem(s)); nothing was read "
+                         "or removed. Restore DIR/lake from its newest backup (the DSN bytes "
+                         "are kept in DIR/archive/dsn)")
         self.errors = errors
 
 
@@ -272,13 +272,17 @@ def _refuse_lost_commits(orphans: set[str], committed: set[str], lake: Path) -> 
     them, and their archived DSN — would destroy data. Refused, nothing removed."""
     when = lake_integrity.batch_time
     last = max(filter(None, map(when, committed)), default=None)
-    marked = lake_integrity.read_mark(lake / lake_integrity.LAST_COMMIT)  # the last commit made
+    mark = lake / lake_integrity.LAST_COMMIT
+    if not mark.exists() and committed:  # a lake written before the mark: from now on
+        lake_integrity.write_mark(mark, max(committed, key=lambda b: (when(b) or "", b)))
+    marked = lake_integrity.read_mark(mark)  # the last commit made
     lost = sorted(b for b in orphans if b == marked or (last and when(b) and when(b) < last))
     if lost:
         raise LakeDamaged([f"batch {b}: parts in {lake} but no commit record "
-                           f"({lake / 'files' / f'part-{b}.parquet'}), older than the last "
-                           "commit: its commit record was lost; nothing was removed. Restore "
-                           "that file from a backup" for b in lost])
+                           f"({lake / 'files' / f'part-{b}.parquet'}), although it is "
+                           + ("the last commit" if b == marked else "older than the last commit")
+                           + ": its commit record was lost; nothing was removed. Restore that "
+                           "file from a backup" for b in lost])
 
 
 __all__ = ["scan", "write_parsed", "known_checksums", "remove_orphans",

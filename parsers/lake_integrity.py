@@ -49,7 +49,11 @@ def mark_records_start(lake: Path, batch_id: str) -> None:
     written before the records has older batches without)."""
     if not (lake / RECORDS_SINCE).exists():
         lake.mkdir(parents=True, exist_ok=True)
-        write_mark(lake / RECORDS_SINCE, batch_id)
+        earlier = sorted((lake / PARTITION_ROWS).glob("part-*.parquet")) \
+            if (lake / PARTITION_ROWS).exists() else []  # records written before the mark
+        first = min((p.name.removeprefix("part-").removesuffix(".parquet") for p in earlier),
+                    key=lambda b: (batch_time(b) or "", b), default=batch_id)
+        write_mark(lake / RECORDS_SINCE, first)
 
 
 def batch_time(batch_id: str) -> str | None:

@@ -123,3 +123,45 @@ def test_a_killed_ingestions_last_batch_is_still_removed(ingested, tmp_path, mon
         ingest_paths([extra], root, workers=1)
     monkeypatch.setattr(lake_module, "_atomic_write", real)
     steps.prepare(root, 2025, as_of=dt.date(2026, 5, 2))  # repaired, then checked
+
+
+def test_a_lake_restored_from_an_older_copy_is_refused(ingested, tmp_path):
+    """Round-4 acceptance pass: DIR/lake restored from a copy older than the last ingestion
+    lost a commit the last run used; the next run deleted that batch's archived DSN (the only
+    copy) as an uncommitted leftover and posted reversals."""
+    root = copy_of(ingested, tmp_path)
+    older = tmp_path / "older_lake"
+    shutil.copytree(lake_path(root), older)
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "x.dsn").write_bytes(sorted(SAMPLES.glob("*.dsn"))[0].read_bytes() + b"\n")
+    time.sleep(1.1)
+    steps.ingest_files([extra], root)
+    steps.credit(root, 2025, as_of=dt.date(2026, 5, 2))
+    archive = sorted((root / "archive").rglob("*"))
+    shutil.rmtree(lake_path(root))
+    shutil.copytree(older, lake_path(root))
+    with pytest.raises(LakeDamaged) as e:
+        steps.credit(root, 2025, as_of=dt.date(2026, 5, 3))
+    assert "restored from an older copy or lost commits; nothing was removed" in e.value.errors[0]
+    with pytest.raises(LakeDamaged):
+        steps.ingest_files([extra], root)
+    assert sorted((root / "archive").rglob("*")) == archive
+
+
+def test_a_lake_recorded_before_the_marks_gets_them_from_its_oldest_record(ingested, tmp_path):
+    root = copy_of(ingested, tmp_path)
+    lake = lake_path(root)
+    records = sorted((lake / "partition_rows").glob("part-*.parquet"))
+    (lake / "records_since").unlink()
+    (lake / "last_commit").unlink()
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "x.dsn").write_bytes(sorted(SAMPLES.glob("*.dsn"))[0].read_bytes() + b"\n")
+    time.sleep(1.1)
+    steps.ingest_files([extra], root)
+    assert (lake / "records_since").read_text().strip() == \
+        records[0].name.removeprefix("part-").removesuffix(".parquet")
+    records[0].unlink()
+    with pytest.raises(LakeDamaged):
+        check_integrity(root)
