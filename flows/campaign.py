@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.states import Failed
 
-from flows import steps
+from flows import run_notes, steps
 from parsers.lake import LakeDamaged, data_dir
 from pipeline import publish as pub
 from pipeline.late_inputs import years_to_reexamine
@@ -165,7 +165,7 @@ def _artifacts(manifest: dict, run_dir: str) -> None:
             ("entries posted", c["entries"])]
     rows += [(f"entries: {k}", f"{n} ({t['entries_by_kind'][k] / 100:.2f} EUR)")
              for k, n in c["entries_by_kind"].items()]
-    notes = steps.run_notes(run_dir)
+    notes = run_notes.run_notes(run_dir)
     for level, note in notes:
         get_run_logger().log(level, note)
     md = (f"# CPF year {manifest['year']} — run `{manifest['run_id']}`\n\n| | |\n|---|---:|\n"
@@ -325,7 +325,7 @@ def credit_campaign_years(year: int, lake: str, back: int, holders: str | None,
                                    day.isoformat(), **plan)
             out["rerun_reason"] = why
             log.info(credit_line(out["manifest"], out["run_dir"]))  # on this run too, not
-            for level, note in steps.run_notes(out["run_dir"], other_years=i == len(todo) - 1):
+            for level, note in run_notes.run_notes(out["run_dir"], other_years=i == len(todo) - 1):
                 log.log(level, note)  # only on the sub-flow run an operator must look up
             outs.append(out)
         todo = list(years_to_reexamine(Path(lake), year + 1, back + 1, register).items())

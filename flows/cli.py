@@ -281,7 +281,7 @@ def _print_credit(out) -> None:
     if c.get("dotation_lots"):
         t.add_row("dotation balance", _eur(tot["dotation_balance"]))
     console.print(t)
-    from flows.steps import run_notes
+    from flows.run_notes import run_notes
     for _, note in run_notes(out.run_dir):
         console.print(note)
     root = Path(out.run_dir).parent.parent
@@ -686,7 +686,7 @@ def explain(
         console.print(t)
         undeclared = (emp.filter(pl.col("months_undeclared") > 0)
                       if "months_undeclared" in emp.columns else emp.clear())  # older runs
-        from flows.steps import UNDECLARED_COUNTS
+        from flows.run_notes import UNDECLARED_COUNTS
         for r in undeclared.iter_rows(named=True):
             console.print(f"Under contract at {r['siret']} in {r['undeclared_months']} but no "
                           f"current DSN declares it: those months {UNDECLARED_COUNTS}.")

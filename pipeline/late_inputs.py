@@ -173,7 +173,7 @@ def years_to_reexamine(root: Path | str, year: int, years_back: int,
 
 def stale_notes(root: Path | str, year: int, entries: int, years_back: int,
                 holders_sha256: str | None = None) -> list[str]:
-    """What a published run of year N must say about other years (``steps.run_notes``): the
+    """What a published run of year N must say about other years (``flows.run_notes``): the
     later years whose ceiling its entries moved, the earlier years DSN ingested since (or
     the register) may change — to be rerun, oldest first, as the campaign does — and older
     years than the campaign reruns that a late month or A&R concerns (by hand only)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from flows import steps
+from flows import run_notes, steps
 from pipeline.late_inputs import years_to_reexamine
 
 from .conftest import AS_OF, AS_OF_2025, FakeEngine, amounts_frame, make_lake, nir
@@ -26,12 +26,12 @@ def test_late_dsn_and_moved_balances_name_the_years_to_rerun(lake):
 
     out = credit(lake, 2025, [(nir(3), 1.0, "standard", 50000, 500000)], AS_OF_2025)
     assert any("earlier years to rerun" in n and "2024: 1 DSN file" in n
-               for n in steps.other_years_notes(out.run_dir))
+               for n in run_notes.other_years_notes(out.run_dir))
     # the 2024 rerun finds more for 2024 (it sees the late file) and posts it: 2025's ceiling
     # was applied to the balance before it
     out = credit(lake, 2024, [(nir(3), 1.0, "standard", 60000, 500000)], AS_OF_2025)
     assert out.manifest["counts"]["entries"] == 1
-    notes = steps.other_years_notes(out.run_dir)
+    notes = run_notes.other_years_notes(out.run_dir)
     assert notes == ["years 2025 were credited against the balance before this run's 1 "
                      "entry: rerun them, oldest first (cpf credit --year Y), or the next "
                      "campaign does"]
@@ -39,7 +39,7 @@ def test_late_dsn_and_moved_balances_name_the_years_to_rerun(lake):
         2025: f"run(s) {out.run_id} of earlier years changed the balance before it"}
     # once 2025 is rerun, nothing is left to rerun; an unchanged rerun posts nothing
     again = credit(lake, 2025, [(nir(3), 1.0, "standard", 50000, 500000)], AS_OF_2025)
-    assert steps.other_years_notes(again.run_dir) == []
+    assert run_notes.other_years_notes(again.run_dir) == []
     assert years_to_reexamine(lake, 2026, 3) == {}
     unchanged = credit(lake, 2024, [(nir(3), 1.0, "standard", 60000, 500000)], AS_OF_2025)
     assert unchanged.manifest["counts"]["entries"] == 0

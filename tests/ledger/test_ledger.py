@@ -11,7 +11,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from flows import steps
+from flows import run_notes, steps
 from flows.cli import _derivation_story
 from pipeline import publish as pub
 from pipeline.catalog import queries
@@ -134,7 +134,7 @@ def test_recrediting_an_earlier_year_after_a_later_one(lake, tmp_path):
     # today's room withheld 100 € of it (an auditor reads min(...) = 150 − 100 = credit 50)
     assert row["late_increase_withheld_cents"] == 10000
     assert ("late increases withheld by the ceiling: 1 person(s), 100.00 € found by this run "
-            "and not paid") in " ".join(t for _, t in steps.run_notes(out.run_dir))
+            "and not paid") in " ".join(t for _, t in run_notes.run_notes(out.run_dir))
     story = " ".join(_derivation_story(row))
     assert "annual amount 150.00 € = the category's amount × the ratio, rounded up" in story
     assert "(the category's full amount)" in " ".join(_derivation_story(

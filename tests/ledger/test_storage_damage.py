@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from flows import steps
+from flows import run_notes, steps
 from parsers.lake import data_dir
 from pipeline import publish as pub
 
@@ -72,7 +72,7 @@ def test_a_run_dated_before_the_previous_one_says_so(lake):
     credit(lake)
     out = steps.credit(lake, 2024, compute_fn=FakeEngine(amounts_frame(BASE)),
                        as_of=pub.dt.date(2025, 4, 20))
-    assert steps.as_of_note(out.run_dir).startswith(
+    assert run_notes.as_of_note(out.run_dir).startswith(
         "this run is dated 2025-04-20 (--as-of), before the run published before it")
 
 

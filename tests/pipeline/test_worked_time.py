@@ -345,7 +345,7 @@ def test_employments_list_months_under_contract_that_no_dsn_declares(tmp_path):
 def test_the_run_says_how_many_months_no_dsn_declares(tmp_path):
     """The operators' note (CLI, flow log, artifact) counts people, establishments and
     months from the run's employments; silent when every month under contract is declared."""
-    from flows.steps import undeclared_note
+    from flows.run_notes import undeclared_note
     from pipeline.employments import EMPLOYMENTS_SCHEMA
     run = tmp_path / "DIR" / "runs" / "r1"
     run.mkdir(parents=True)
