@@ -19,7 +19,8 @@ from parsers import archive
 from parsers.account_inputs import read_balances, read_holders
 from parsers.archive import ArchivedInputs
 from parsers.ingest import ingest_paths, repair_lake
-from parsers.lake import LakeDamaged, check_integrity, data_dir, lake_path
+from parsers.lake import LakeDamaged, check_integrity, committed_batches, data_dir, lake_path
+from parsers.lake_integrity import read_mark
 from parsers.lake_settings import bucket_count, fix_bucket_count
 from pipeline import publish as pub
 from pipeline.parameters import params_for_year
@@ -56,7 +57,6 @@ def ingest_files(paths: list[Path], root: Path, on_progress=None,
     interleave."""
     root = data_dir(root)  # DIR/lake given: the archive and the lock are DIR's
     with pub.run_lock(root):
-        check_lake_not_behind(root)  # before the repair deletes "uncommitted" bundles
         n = fix_bucket_count(root, n_buckets)
         try:
             report = ingest_paths([Path(p) for p in paths], Path(root), n_buckets=n,
@@ -132,20 +132,28 @@ def input_notes(root: Path, holders: Path | str | None, balances: Path | str | N
 
 
 def check_lake_not_behind(root: Path) -> None:
-    """A lake never loses committed files, so one holding fewer than the last published run
-    used was restored from an older copy (or lost commits): its repair would delete the newer
-    batches' archived DSN as uncommitted leftovers, and the run would post reversals. Refused
-    before anything is removed (``LakeDamaged``)."""
+    """A lake never loses committed files: one holding fewer than the last published run used,
+    or not holding the last commit the archive records, was restored from an older copy (or
+    lost commits), and a run on it would post reversals. Refused before anything is removed
+    (``LakeDamaged``); ingesting the missing DSN again brings it back (the repair keeps the
+    archived bytes of every batch committed once: ``lake.once_committed``)."""
+    lake = lake_path(root)
+    last = read_mark(archive.archive_dir(root) / archive.LAST_COMMIT)
+    problems = []
+    if last and lake.exists() and last not in committed_batches(lake):
+        problems.append(f"{lake} lacks batch {last}, the last commit of its archive")
     current = pub.read_current(root)
-    if not current["run_id"]:
-        return
-    used = pub.RunInputs.from_dict(pub.read_manifest(root, current["run_id"])["inputs"]).dsn_files
-    held = pub.scan_lake(root, "files").select(pl.col("file_sha256").n_unique()).collect().item()
-    if held < used:
-        raise LakeDamaged([f"{lake_path(root)} holds {held} DSN file(s), fewer than the "
-                           f"{used} the last published run {current['run_id']} used: it was "
-                           "restored from an older copy or lost commits; nothing was removed. "
-                           "Restore its newest copy (the DSN bytes are in DIR/archive/dsn)"])
+    if current["run_id"]:
+        used = pub.RunInputs.from_dict(
+            pub.read_manifest(root, current["run_id"])["inputs"]).dsn_files
+        held = pub.scan_lake(root, "files").select(pl.col("file_sha256").n_unique()).collect().item()
+        if held < used:
+            problems.append(f"{lake} holds {held} DSN file(s), fewer than the {used} the last "
+                            f"published run {current['run_id']} used")
+    if problems:
+        raise LakeDamaged([p + ": it was restored from an older copy or lost commits; nothing "
+                           "was removed. Restore its newest copy, or ingest the missing DSN "
+                           "again" for p in problems])
 
 
 def year_not_over(year: int, day: dt.date) -> str | None:

@@ -167,15 +167,23 @@ def locate(root_dir: Path | str, wanted: pl.DataFrame) -> ArchivedInputs:
     return ArchivedInputs(files, batches, missing)
 
 
-def remove_orphan_bundles(root_dir: Path | str, committed: set[str]) -> int:
-    """Delete bundles of commits that never happened, and temporary files."""
+LAST_COMMIT = "last_commit"  # in the archive folder: the last batch the lake committed
+
+
+def remove_orphan_bundles(root_dir: Path | str, committed: set[str],
+                          once_committed=lambda batch: False) -> int:
+    """Delete bundles of commits that never happened, and temporary files. A bundle whose
+    batch ``once_committed`` says the lake did commit (``lake.remove_orphans``: up to the
+    archive's own ``LAST_COMMIT``) is kept whatever the lake holds now: a lake restored from
+    an older copy does not list it, and it is the only copy of those DSN bytes."""
     base = archive_dir(root_dir)
     if not base.exists():
         return 0
     removed = 0
     for p in base.iterdir():
         batch = bundle_batch_id(p)
-        if p.name.endswith(TMP_SUFFIX) or (batch is not None and batch not in committed):
+        if p.name.endswith(TMP_SUFFIX) or (batch is not None and batch not in committed
+                                           and not once_committed(batch)):
             p.unlink()
             removed += 1
     return removed

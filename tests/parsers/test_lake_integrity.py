@@ -144,8 +144,32 @@ def test_a_lake_restored_from_an_older_copy_is_refused(ingested, tmp_path):
     with pytest.raises(LakeDamaged) as e:
         steps.credit(root, 2025, as_of=dt.date(2026, 5, 3))
     assert "restored from an older copy or lost commits; nothing was removed" in e.value.errors[0]
-    with pytest.raises(LakeDamaged):
-        steps.ingest_files([extra], root)
+    assert sorted((root / "archive").rglob("*")) == archive
+    # the restored lake still ingests (resharding, a rebuild), keeping the archived bytes of
+    # the commit it lacks; once the missing DSN are in again, the run goes through
+    steps.ingest_files([extra], root)
+    assert set(archive) <= set((root / "archive").rglob("*"))
+    steps.credit(root, 2025, as_of=dt.date(2026, 5, 3))
+
+
+def test_a_lake_copy_taken_after_the_run_but_before_the_last_ingestion(ingested, tmp_path):
+    """Round-5 acceptance pass: the files count still matched the last run, so the last
+    ingestion's archived DSN (the only copy) was deleted as an uncommitted leftover."""
+    root = copy_of(ingested, tmp_path)
+    steps.credit(root, 2025, as_of=dt.date(2026, 5, 2))
+    older = tmp_path / "older_lake"
+    shutil.copytree(lake_path(root), older)
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "x.dsn").write_bytes(sorted(SAMPLES.glob("*.dsn"))[0].read_bytes() + b"\n")
+    time.sleep(1.1)
+    steps.ingest_files([extra], root)
+    archive = sorted((root / "archive").rglob("*"))
+    shutil.rmtree(lake_path(root))
+    shutil.copytree(older, lake_path(root))
+    with pytest.raises(LakeDamaged) as e:
+        steps.credit(root, 2025, as_of=dt.date(2026, 5, 3))
+    assert "the last commit of its archive" in e.value.errors[0]
     assert sorted((root / "archive").rglob("*")) == archive
 
 
