@@ -138,7 +138,7 @@ def check_lake_not_behind(root: Path) -> None:
     (``LakeDamaged``); ingesting the missing DSN again brings it back (the repair keeps the
     archived bytes of every batch committed once: ``lake.once_committed``)."""
     lake = lake_path(root)
-    last = read_mark(archive.archive_dir(root) / archive.LAST_COMMIT)
+    last = read_mark(archive.last_commit_path(root))
     problems = []
     if last and lake.exists() and last not in committed_batches(lake):
         problems.append(f"{lake} lacks batch {last}, the last commit of its archive")

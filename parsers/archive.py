@@ -167,7 +167,13 @@ def locate(root_dir: Path | str, wanted: pl.DataFrame) -> ArchivedInputs:
     return ArchivedInputs(files, batches, missing)
 
 
-LAST_COMMIT = "last_commit"  # in the archive folder: the last batch the lake committed
+LAST_COMMIT = "last_commit"  # beside the bundles' folder: the last batch the lake committed
+
+
+def last_commit_path(root_dir: Path | str) -> Path:
+    """DIR/archive/last_commit (not among the bundles, whose folder holds only DSN bytes)."""
+    return archive_dir(root_dir).parent / LAST_COMMIT
+
 
 
 def remove_orphan_bundles(root_dir: Path | str, committed: set[str],

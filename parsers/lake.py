@@ -25,8 +25,7 @@ import numpy as np
 import polars as pl
 
 from parsers import lake_integrity
-from parsers.archive import LAST_COMMIT as ARCHIVE_LAST_COMMIT
-from parsers.archive import archive_dir, remove_orphan_bundles
+from parsers.archive import archive_dir, last_commit_path, remove_orphan_bundles
 from parsers.lake_schema import DEFAULT_BUCKETS, PERSON_TABLES, TABLES, person_bucket
 from parsers.model import ParsedFile
 
@@ -147,7 +146,7 @@ def write_parsed(parsed: ParsedFile, root_dir: Path | str, batch_id: str,
     _atomic_write(files, lake / "files" / part)
     lake_integrity.write_mark(lake / lake_integrity.LAST_COMMIT, batch_id)  # after the commit
     if archive_dir(lake.parent).is_dir():  # and beside the DSN bytes, which a lake restore
-        lake_integrity.write_mark(archive_dir(lake.parent) / ARCHIVE_LAST_COMMIT, batch_id)
+        lake_integrity.write_mark(last_commit_path(lake.parent), batch_id)  # does not undo
     written["files"] = files.height
     return written
 
@@ -274,7 +273,7 @@ def once_committed(root_dir: Path | str):
     """Whether a batch was committed once, by the archive's ``last_commit`` mark (the lake's
     own may come from an older copy): the mark's batch and older ones."""
     when = lake_integrity.batch_time
-    mark = lake_integrity.read_mark(archive_dir(root_dir) / ARCHIVE_LAST_COMMIT)
+    mark = lake_integrity.read_mark(last_commit_path(root_dir))
     return lambda b: mark is not None and (b == mark or bool(when(b) and when(mark)
                                                              and when(b) < when(mark)))
 
