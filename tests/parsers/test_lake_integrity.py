@@ -30,6 +30,35 @@ def ingested(tmp_path_factory) -> Path:
     return root
 
 
+def one_more_file(tmp_path: Path) -> Path:
+    """A folder with one DSN not yet in the lake (a sample plus a final newline: another
+    sha256), a second after the last commit (batch ids start with their UTC second)."""
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "x.dsn").write_bytes(sorted(SAMPLES.glob("*.dsn"))[0].read_bytes() + b"\n")
+    time.sleep(1.1)
+    return extra
+
+
+def restored_from_older_copy(ingested: Path, tmp_path: Path, copy_before_run: bool):
+    """DIR after a run and one more ingestion, whose lake is then replaced by a copy taken
+    before both (``copy_before_run``) or between them: (DIR, the new DSN's folder, the
+    archive's files before the restore)."""
+    root = copy_of(ingested, tmp_path)
+    if not copy_before_run:
+        steps.credit(root, 2025, as_of=dt.date(2026, 5, 2))
+    older = tmp_path / "older_lake"
+    shutil.copytree(lake_path(root), older)
+    extra = one_more_file(tmp_path)
+    steps.ingest_files([extra], root)
+    if copy_before_run:
+        steps.credit(root, 2025, as_of=dt.date(2026, 5, 2))
+    archive = sorted((root / "archive").rglob("*"))
+    shutil.rmtree(lake_path(root))
+    shutil.copytree(older, lake_path(root))
+    return root, extra, archive
+
+
 def copy_of(ingested: Path, tmp_path: Path) -> Path:
     root = tmp_path / "DIR"
     shutil.copytree(ingested, root)
@@ -114,11 +143,7 @@ def test_a_killed_ingestions_last_batch_is_still_removed(ingested, tmp_path, mon
         real(df, target)
 
     monkeypatch.setattr(lake_module, "_atomic_write", crash_at_commit)
-    extra = tmp_path / "extra"
-    extra.mkdir()
-    src = sorted(SAMPLES.glob("*.dsn"))[0]
-    (extra / "x.dsn").write_bytes(src.read_bytes() + b"\n")  # a new file (its sha256)
-    time.sleep(1.1)
+    extra = one_more_file(tmp_path)
     with pytest.raises(OSError):
         ingest_paths([extra], root, workers=1)
     monkeypatch.setattr(lake_module, "_atomic_write", real)
@@ -129,18 +154,7 @@ def test_a_lake_restored_from_an_older_copy_is_refused(ingested, tmp_path):
     """Round-4 acceptance pass: DIR/lake restored from a copy older than the last ingestion
     lost a commit the last run used; the next run deleted that batch's archived DSN (the only
     copy) as an uncommitted leftover and posted reversals."""
-    root = copy_of(ingested, tmp_path)
-    older = tmp_path / "older_lake"
-    shutil.copytree(lake_path(root), older)
-    extra = tmp_path / "extra"
-    extra.mkdir()
-    (extra / "x.dsn").write_bytes(sorted(SAMPLES.glob("*.dsn"))[0].read_bytes() + b"\n")
-    time.sleep(1.1)
-    steps.ingest_files([extra], root)
-    steps.credit(root, 2025, as_of=dt.date(2026, 5, 2))
-    archive = sorted((root / "archive").rglob("*"))
-    shutil.rmtree(lake_path(root))
-    shutil.copytree(older, lake_path(root))
+    root, extra, archive = restored_from_older_copy(ingested, tmp_path, copy_before_run=True)
     with pytest.raises(LakeDamaged) as e:
         steps.credit(root, 2025, as_of=dt.date(2026, 5, 3))
     assert "restored from an older copy or lost commits; nothing was removed" in e.value.errors[0]
@@ -155,18 +169,7 @@ def test_a_lake_restored_from_an_older_copy_is_refused(ingested, tmp_path):
 def test_a_lake_copy_taken_after_the_run_but_before_the_last_ingestion(ingested, tmp_path):
     """Round-5 acceptance pass: the files count still matched the last run, so the last
     ingestion's archived DSN (the only copy) was deleted as an uncommitted leftover."""
-    root = copy_of(ingested, tmp_path)
-    steps.credit(root, 2025, as_of=dt.date(2026, 5, 2))
-    older = tmp_path / "older_lake"
-    shutil.copytree(lake_path(root), older)
-    extra = tmp_path / "extra"
-    extra.mkdir()
-    (extra / "x.dsn").write_bytes(sorted(SAMPLES.glob("*.dsn"))[0].read_bytes() + b"\n")
-    time.sleep(1.1)
-    steps.ingest_files([extra], root)
-    archive = sorted((root / "archive").rglob("*"))
-    shutil.rmtree(lake_path(root))
-    shutil.copytree(older, lake_path(root))
+    root, _, archive = restored_from_older_copy(ingested, tmp_path, copy_before_run=False)
     with pytest.raises(LakeDamaged) as e:
         steps.credit(root, 2025, as_of=dt.date(2026, 5, 3))
     assert "the last commit of its archive" in e.value.errors[0]
@@ -179,10 +182,7 @@ def test_a_lake_recorded_before_the_marks_gets_them_from_its_oldest_record(inges
     records = sorted((lake / "partition_rows").glob("part-*.parquet"))
     (lake / "records_since").unlink()
     (lake / "last_commit").unlink()
-    extra = tmp_path / "extra"
-    extra.mkdir()
-    (extra / "x.dsn").write_bytes(sorted(SAMPLES.glob("*.dsn"))[0].read_bytes() + b"\n")
-    time.sleep(1.1)
+    extra = one_more_file(tmp_path)
     steps.ingest_files([extra], root)
     assert (lake / "records_since").read_text().strip() == \
         records[0].name.removeprefix("part-").removesuffix(".parquet")
