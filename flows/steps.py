@@ -20,7 +20,6 @@ from parsers.account_inputs import read_balances, read_holders
 from parsers.archive import ArchivedInputs
 from parsers.ingest import ingest_paths, repair_lake
 from parsers.lake import LakeDamaged, check_integrity, committed_batches, data_dir, lake_path
-from parsers.lake_integrity import read_mark
 from parsers.lake_settings import bucket_count, fix_bucket_count
 from pipeline import publish as pub
 from pipeline.parameters import params_for_year
@@ -132,24 +131,30 @@ def input_notes(root: Path, holders: Path | str | None, balances: Path | str | N
 
 
 def check_lake_not_behind(root: Path) -> None:
-    """A lake never loses committed files: one holding fewer than the last published run used,
-    or not holding the last commit the archive records, was restored from an older copy (or
-    lost commits), and a run on it would post reversals. Refused before anything is removed
-    (``LakeDamaged``); ingesting the missing DSN again brings it back (the repair keeps the
-    archived bytes of every batch committed once: ``lake.once_committed``)."""
+    """A lake never loses committed files: one that lacks DSN of a commit the archive's log
+    records (``archive.read_commits``), or holds fewer files than the last published run used,
+    was restored from an older copy (or lost commits), and a run on it would post reversals.
+    Refused before anything is removed (``LakeDamaged``); ingesting the missing DSN again
+    (the repair keeps every bundle the log lists) or restoring the newest copy lets it through."""
     lake = lake_path(root)
-    last = read_mark(archive.last_commit_path(root))
+    committed = committed_batches(lake) if lake.exists() else set()
+    held = (pub.scan_lake(root, "files").select("file_sha256").unique().collect().to_series()
+            if committed else pl.Series("file_sha256", [], pl.String))
     problems = []
-    if last and lake.exists() and last not in committed_batches(lake):
-        problems.append(f"{lake} lacks batch {last}, the last commit of its archive")
+    gone = (archive.read_commits(root) or set()) - committed
+    if gone:
+        lost = archive.bundle_checksums(root, gone)
+        n = lost.filter(~lost.is_in(held.implode())).n_unique()
+        if n:
+            problems.append(f"{lake} lacks {n} DSN file(s) of {len(gone)} commit(s) its archive "
+                            f"records (e.g. batch {min(gone)})")
     current = pub.read_current(root)
     if current["run_id"]:
         used = pub.RunInputs.from_dict(
             pub.read_manifest(root, current["run_id"])["inputs"]).dsn_files
-        held = pub.scan_lake(root, "files").select(pl.col("file_sha256").n_unique()).collect().item()
-        if held < used:
-            problems.append(f"{lake} holds {held} DSN file(s), fewer than the {used} the last "
-                            f"published run {current['run_id']} used")
+        if held.len() < used:
+            problems.append(f"{lake} holds {held.len()} DSN file(s), fewer than the {used} the "
+                            f"last published run {current['run_id']} used")
     if problems:
         raise LakeDamaged([p + ": it was restored from an older copy or lost commits; nothing "
                            "was removed. Restore its newest copy, or ingest the missing DSN "

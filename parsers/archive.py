@@ -167,29 +167,55 @@ def locate(root_dir: Path | str, wanted: pl.DataFrame) -> ArchivedInputs:
     return ArchivedInputs(files, batches, missing)
 
 
-LAST_COMMIT = "last_commit"  # beside the bundles' folder: the last batch the lake committed
+COMMITS = "commits"  # DIR/archive/commits: every batch the lake committed, one id a line
 
 
-def last_commit_path(root_dir: Path | str) -> Path:
-    """DIR/archive/last_commit (not among the bundles, whose folder holds only DSN bytes)."""
-    return archive_dir(root_dir).parent / LAST_COMMIT
+def commits_path(root_dir: Path | str) -> Path:
+    """DIR/archive/commits (not among the bundles, whose folder holds only DSN bytes)."""
+    return archive_dir(root_dir).parent / COMMITS
 
 
+def append_commit(root_dir: Path | str, batch_id: str) -> None:
+    """Record a lake commit beside its bundle, append-only: a lake restored from an older
+    copy does not undo it."""
+    with open(commits_path(root_dir), "a") as fh:
+        fh.write(batch_id + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
 
-def remove_orphan_bundles(root_dir: Path | str, committed: set[str],
-                          once_committed=lambda batch: False) -> int:
-    """Delete bundles of commits that never happened, and temporary files. A bundle whose
-    batch ``once_committed`` says the lake did commit (``lake.remove_orphans``: up to the
-    archive's own ``LAST_COMMIT``) is kept whatever the lake holds now: a lake restored from
-    an older copy does not list it, and it is the only copy of those DSN bytes."""
+
+def read_commits(root_dir: Path | str) -> set[str] | None:
+    """Every batch the lake committed, by the archive's log; None when the DIR has no log
+    (written before it existed)."""
+    p = commits_path(root_dir)
+    return set(p.read_text().split()) if p.exists() else None
+
+
+def bundle_checksums(root_dir: Path | str, batch_ids: set[str]) -> pl.Series:
+    """The file_sha256 a set of batches' bundles hold."""
+    paths = [bundle_path(root_dir, b) for b in sorted(batch_ids)]
+    paths = [p for p in paths if p.exists()]
+    if not paths:
+        return pl.Series("file_sha256", [], pl.String)
+    return pl.scan_parquet(paths).select("file_sha256").collect().to_series()
+
+
+def remove_orphan_bundles(root_dir: Path | str, committed: set[str]) -> int:
+    """Delete bundles of commits that never happened, and temporary files. Only a bundle the
+    archive's commit log does not list is such a leftover: one it lists was committed once
+    (a lake restored from an older copy no longer lists it; it is the only copy of those DSN
+    bytes), and a DIR without the log keeps every bundle."""
     base = archive_dir(root_dir)
     if not base.exists():
         return 0
+    logged = read_commits(root_dir)
+    if logged is None and not committed:  # a new DIR whose first commit never happened
+        logged = set()
     removed = 0
     for p in base.iterdir():
         batch = bundle_batch_id(p)
         if p.name.endswith(TMP_SUFFIX) or (batch is not None and batch not in committed
-                                           and not once_committed(batch)):
+                                           and logged is not None and batch not in logged):
             p.unlink()
             removed += 1
     return removed

@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 
 from parsers import lake_integrity
-from parsers.archive import archive_dir, last_commit_path, remove_orphan_bundles
+from parsers.archive import append_commit, archive_dir, remove_orphan_bundles
 from parsers.lake_schema import DEFAULT_BUCKETS, PERSON_TABLES, TABLES, person_bucket
 from parsers.model import ParsedFile
 
@@ -146,7 +146,7 @@ def write_parsed(parsed: ParsedFile, root_dir: Path | str, batch_id: str,
     _atomic_write(files, lake / "files" / part)
     lake_integrity.write_mark(lake / lake_integrity.LAST_COMMIT, batch_id)  # after the commit
     if archive_dir(lake.parent).is_dir():  # and beside the DSN bytes, which a lake restore
-        lake_integrity.write_mark(last_commit_path(lake.parent), batch_id)  # does not undo
+        append_commit(lake.parent, batch_id)  # does not undo
     written["files"] = files.height
     return written
 
@@ -262,20 +262,11 @@ def remove_orphans(root_dir: Path | str) -> int:
             if p.name.endswith(".tmp") or (m and m.group("batch") not in committed):
                 doomed.append((p, m.group("batch") if m else None))
     _refuse_lost_commits({b for _, b in doomed if b}, committed, lake)
-    removed = remove_orphan_bundles(lake.parent, committed, once_committed(lake.parent))
+    removed = remove_orphan_bundles(lake.parent, committed)
     for p, _ in doomed:
         p.unlink()
         removed += 1
     return removed
-
-
-def once_committed(root_dir: Path | str):
-    """Whether a batch was committed once, by the archive's ``last_commit`` mark (the lake's
-    own may come from an older copy): the mark's batch and older ones."""
-    when = lake_integrity.batch_time
-    mark = lake_integrity.read_mark(last_commit_path(root_dir))
-    return lambda b: mark is not None and (b == mark or bool(when(b) and when(mark)
-                                                             and when(b) < when(mark)))
 
 
 def _refuse_lost_commits(orphans: set[str], committed: set[str], lake: Path) -> None:

@@ -34,7 +34,7 @@ def one_more_file(tmp_path: Path) -> Path:
     """A folder with one DSN not yet in the lake (a sample plus a final newline: another
     sha256), a second after the last commit (batch ids start with their UTC second)."""
     extra = tmp_path / "extra"
-    extra.mkdir()
+    extra.mkdir(parents=True)
     (extra / "x.dsn").write_bytes(sorted(SAMPLES.glob("*.dsn"))[0].read_bytes() + b"\n")
     time.sleep(1.1)
     return extra
@@ -104,7 +104,7 @@ def test_a_lost_record_or_commit_record_is_named_and_nothing_removed(ingested, t
     first.unlink()
     with pytest.raises(LakeDamaged) as e:
         steps.prepare(root, 2025, as_of=dt.date(2026, 5, 2))
-    assert "no commit record" in e.value.errors[0] and "nothing was removed" in e.value.errors[0]
+    assert "nothing was removed" in e.value.errors[0]  # the archive's log or the orphan parts
     assert sorted(p for p in lake.rglob("part-*.parquet") if "files" not in p.parts) == parts_before
     assert sorted((root / "archive").rglob("*")) == archive_before
 
@@ -172,8 +172,26 @@ def test_a_lake_copy_taken_after_the_run_but_before_the_last_ingestion(ingested,
     root, _, archive = restored_from_older_copy(ingested, tmp_path, copy_before_run=False)
     with pytest.raises(LakeDamaged) as e:
         steps.credit(root, 2025, as_of=dt.date(2026, 5, 3))
-    assert "the last commit of its archive" in e.value.errors[0]
+    assert "DSN file(s) of 1 commit(s) its archive records" in e.value.errors[0]
     assert sorted((root / "archive").rglob("*")) == archive
+    # round 6: another ingestion on the restored lake does not hide the missing commit
+    more = tmp_path / "more"
+    more.mkdir()
+    (more / "y.dsn").write_bytes(sorted(SAMPLES.glob("*.dsn"))[1].read_bytes() + b"\n")
+    time.sleep(1.1)
+    steps.ingest_files([more], root)
+    with pytest.raises(LakeDamaged):
+        steps.credit(root, 2025, as_of=dt.date(2026, 5, 3))
+    assert set(archive) <= set((root / "archive").rglob("*"))
+
+
+def test_a_dir_without_the_commit_log_keeps_every_bundle(ingested, tmp_path):
+    """Round 6: with no archive/commits (a DIR written before it), an ingestion into a lake
+    restored from an older copy deleted the newer bundle, the only copy of its DSN."""
+    root, _, archive = restored_from_older_copy(ingested, tmp_path, copy_before_run=False)
+    (root / "archive" / "commits").unlink()
+    steps.ingest_files([one_more_file(tmp_path / "b")], root)
+    assert set(archive) - {root / "archive" / "commits"} <= set((root / "archive").rglob("*"))
 
 
 def test_a_lake_recorded_before_the_marks_gets_them_from_its_oldest_record(ingested, tmp_path):
