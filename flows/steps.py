@@ -137,14 +137,13 @@ def check_lake_not_behind(root: Path) -> None:
     Refused before anything is removed (``LakeDamaged``); ingesting the missing DSN again
     (the repair keeps every bundle the log lists) or restoring the newest copy lets it through."""
     lake = lake_path(root)
-    committed = committed_batches(lake) if lake.exists() else set()
-    held = (pub.scan_lake(root, "files").select("file_sha256").unique().collect().to_series()
-            if committed else pl.Series("file_sha256", [], pl.String))
+    committed = committed_batches(lake) if lake.exists() else set()  # names a damaged record
+    held = pub.scan_lake(root, "files").select("file_sha256")  # read only as far as needed
     problems = []
     gone = (archive.read_commits(root) or set()) - committed
     if gone:
-        lost = archive.bundle_checksums(root, gone)
-        n = lost.filter(~lost.is_in(held.implode())).n_unique()
+        lost = archive.bundle_checksums(root, gone).to_frame().lazy().unique()
+        n = lost.join(held, on="file_sha256", how="anti").select(pl.len()).collect().item()
         if n:
             problems.append(f"{lake} lacks {n} DSN file(s) of {len(gone)} commit(s) its archive "
                             f"records (e.g. batch {min(gone)})")
@@ -152,8 +151,9 @@ def check_lake_not_behind(root: Path) -> None:
     if current["run_id"]:
         used = pub.RunInputs.from_dict(
             pub.read_manifest(root, current["run_id"])["inputs"]).dsn_files
-        if held.len() < used:
-            problems.append(f"{lake} holds {held.len()} DSN file(s), fewer than the {used} the "
+        n_held = held.select(pl.col("file_sha256").n_unique()).collect().item() if committed else 0
+        if n_held < used:
+            problems.append(f"{lake} holds {n_held} DSN file(s), fewer than the {used} the "
                             f"last published run {current['run_id']} used")
     if problems:
         raise LakeDamaged([p + ": it was restored from an older copy or lost commits; nothing "

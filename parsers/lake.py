@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 
 from parsers import lake_integrity
-from parsers.archive import append_commit, archive_dir, remove_orphan_bundles
+from parsers.archive import append_commit, archive_dir, read_commits, remove_orphan_bundles
 from parsers.lake_schema import DEFAULT_BUCKETS, PERSON_TABLES, TABLES, person_bucket
 from parsers.model import ParsedFile
 
@@ -144,9 +144,8 @@ def write_parsed(parsed: ParsedFile, root_dir: Path | str, batch_id: str,
         pl.lit(datetime.now(timezone.utc)).cast(TABLES["files"]["ingested_at"]).alias("ingested_at"),
     )
     _atomic_write(files, lake / "files" / part)
-    lake_integrity.write_mark(lake / lake_integrity.LAST_COMMIT, batch_id)  # after the commit
-    if archive_dir(lake.parent).is_dir():  # and beside the DSN bytes, which a lake restore
-        append_commit(lake.parent, batch_id)  # does not undo
+    if archive_dir(lake.parent).is_dir():  # after the commit, beside the DSN bytes: a lake
+        append_commit(lake.parent, batch_id)  # restored from an older copy does not undo it
     written["files"] = files.height
     return written
 
@@ -270,25 +269,21 @@ def remove_orphans(root_dir: Path | str) -> int:
 
 
 def _refuse_lost_commits(orphans: set[str], committed: set[str], lake: Path) -> None:
-    """A killed ingestion leaves at most its last batch uncommitted, newer than every commit
-    (the next ingestion or run removes it before committing anything). Parts of a batch OLDER
-    than the last commit, or of the last commit itself (``LAST_COMMIT`` names it once its
-    ``files`` part is written), lost their commit record (``lake/files/part-<batch>.parquet`` deleted
-    or not restored): deleting them — and, compacted, the rows of every batch merged into
-    them, and their archived DSN — would destroy data. Refused, nothing removed."""
+    """A killed ingestion leaves at most its last batch uncommitted (the next ingestion or run
+    removes it before committing anything). Parts of a batch the archive's commit log lists
+    (``archive.read_commits``), or — a DIR without the log — older than the last commit, lost
+    their commit record (``lake/files/part-<batch>.parquet`` deleted or not restored):
+    deleting them — and, compacted, the rows of every batch merged into them — would destroy
+    data. Refused, nothing removed."""
     when = lake_integrity.batch_time
     last = max(filter(None, map(when, committed)), default=None)
-    mark = lake / lake_integrity.LAST_COMMIT
-    if not mark.exists() and committed:  # a lake written before the mark: from now on
-        lake_integrity.write_mark(mark, max(committed, key=lambda b: (when(b) or "", b)))
-    marked = lake_integrity.read_mark(mark)  # the last commit made
-    lost = sorted(b for b in orphans if b == marked or (last and when(b) and when(b) < last))
+    logged = read_commits(lake.parent) or set()
+    lost = sorted(b for b in orphans if b in logged or (last and when(b) and when(b) < last))
     if lost:
         raise LakeDamaged([f"batch {b}: parts in {lake} but no commit record "
-                           f"({lake / 'files' / f'part-{b}.parquet'}), although it is "
-                           + ("the last commit" if b == marked else "older than the last commit")
-                           + ": its commit record was lost; nothing was removed. Restore that "
-                           "file from a backup" for b in lost])
+                           f"({lake / 'files' / f'part-{b}.parquet'}), although it was "
+                           "committed: its commit record was lost; nothing was removed. "
+                           "Restore that file from a backup" for b in lost])
 
 
 __all__ = ["scan", "write_parsed", "known_checksums", "remove_orphans",

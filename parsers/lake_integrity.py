@@ -20,7 +20,6 @@ import polars as pl
 import pyarrow.parquet as pq
 
 PARTITION_ROWS = "partition_rows"  # folder in DIR/lake
-LAST_COMMIT = "last_commit"  # in DIR/lake: the id of the last batch committed
 RECORDS_SINCE = "records_since"  # in DIR/lake: the first batch committed with a record
 RECORD_SCHEMA = {"table": pl.String, "partition": pl.String, "rows": pl.Int64}
 

@@ -109,7 +109,7 @@ def moved_since(root: Path | str, year: int, current: dict | None = None) -> lis
     ceiling was applied to a balance they have since changed."""
     root = Path(root)
     current = current or read_current(root)
-    mine, after = _runs_after(root, year, current)
+    _, after = _runs_after(root, year, current)
     return [r["run_id"] for r in after if r["year"] < year
             and read_manifest(root, r["run_id"])["counts"]["entries"] > 0]
 
