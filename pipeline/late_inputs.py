@@ -31,29 +31,41 @@ def published_years(root: Path | str, current: dict | None = None) -> list[int]:
     return sorted(int(y) for y in current.get("latest_by_year", {}))
 
 
-ABSENCE_KEYS = {  # an absence repeated in every monthly DSN it spans is the same absence
-    "work_stoppages": ["nir", "siret", "contract_no", "motif", "last_worked_day", "planned_end",
-                       "resumption_date"],
-    "suspensions": ["nir", "siret", "contract_no", "motif", "start_date", "end_date"],
+ABSENCE_KEYS = {  # one absence, repeated in every monthly DSN it spans
+    "work_stoppages": ["nir", "siret", "contract_no", "motif", "last_worked_day"],
+    "suspensions": ["nir", "siret", "contract_no", "motif", "start_date"],
 }
+
+
+def absence_window_end(table: str, year: int) -> pl.Expr:
+    """The last day of year N an absence row covers, null when it covers none: what the
+    engine keeps of it (``pipeline.absences``: from the day after the last worked day, or
+    the start, to the day before the reprise, else the planned or declared end, else the end
+    of the year). A later month repeating an arrêt with its reprise date after 31 December N
+    changes nothing in N; one moving the reprise back into N does."""
+    lo, hi = date(year, 1, 1), date(year, 12, 31)
+    if table == "work_stoppages":
+        start = pl.col("last_worked_day") + pl.duration(days=1)
+        end = pl.coalesce(pl.col("resumption_date") - pl.duration(days=1), "planned_end")
+    else:
+        start, end = pl.col("start_date"), pl.col("end_date")
+    end = pl.min_horizontal(end.fill_null(hi), pl.lit(hi))
+    return pl.when(end >= pl.max_horizontal(start, pl.lit(lo))).then(end)
 
 
 def dated_in_year(year: int) -> dict[str, pl.Expr]:
     """Per lake table, the rows of a LATER month's declaration that can change year N's
     computation: a pay block whose period meets N (a recall; its Activité lines hang under
-    it), an absence or suspension that meets N (``unseen_files`` leaves out those already
-    declared as they are), a contract end (or its annulation) dated up to the end of N, and
+    it), an absence or suspension starting by the end of N (``unseen_files`` keeps those whose
+    part of N differs from what the run saw), a contract end (or its annulation) dated up to the end of N, and
     identity rows: a declaration carrying both a NIR and an NTT (it links NTT-only rows), a
     NIR change, a contract's identity change dated up to the end of N. Unknown dates count as
     meeting N (when in doubt, rerun)."""
     lo, hi = date(year, 1, 1), date(year, 12, 31)
     return {
         "pay": ((pl.col("period_start") <= hi) & (pl.col("period_end") >= lo)).fill_null(True),
-        "work_stoppages": ((pl.col("last_worked_day") < hi)
-                           & (pl.coalesce("resumption_date", "planned_end") >= lo)
-                           .fill_null(True)).fill_null(True),
-        "suspensions": ((pl.col("start_date") <= hi) & (pl.col("end_date") >= lo)
-                        .fill_null(True)).fill_null(True),
+        "work_stoppages": (pl.col("last_worked_day") < hi).fill_null(True),
+        "suspensions": (pl.col("start_date") <= hi).fill_null(True),
         "contract_ends": (pl.col("end_date") <= hi).fill_null(True),
         "individuals": pl.col("nir").is_not_null() & pl.col("ntt").is_not_null(),
         "individual_changes": pl.col("old_nir").is_not_null(),
@@ -88,15 +100,23 @@ def unseen_files(root: Path | str, year: int, current: dict | None = None,
 
 def _unseen_rows(root: Path, table: str, rows: pl.Expr, last: date,
                  seen: pl.LazyFrame) -> pl.LazyFrame:
-    """file_sha256 of the later months' ``rows`` of a table; for absences, only those not
-    already declared, identically, in a file the run saw."""
+    """file_sha256 of the later months' ``rows`` of a table; for absences, only those whose
+    part of year N differs from the latest declaration of that absence in the files the run
+    saw (``absence_window_end``; an arrêt repeated with its reprise date is the same in N)."""
     lf = scan_lake(root, table)
     found = lf.filter((pl.col("decl_month") > last) & rows)
-    if table in ABSENCE_KEYS:
-        keys = ABSENCE_KEYS[table]
-        known = lf.join(seen, on="file_sha256", how="semi").select(keys).unique()
-        found = found.join(known, on=keys, how="anti", nulls_equal=True)
-    return found.select("file_sha256")
+    if table not in ABSENCE_KEYS:
+        return found.select("file_sha256")
+    keys, year = ABSENCE_KEYS[table], last.year
+    win = absence_window_end(table, year)
+    known = (lf.join(seen, on="file_sha256", how="semi")
+             .filter(pl.col("decl_month") == pl.col("decl_month").max().over(keys))
+             .group_by(keys).agg(win.n_unique().alias("_n"), win.first().alias("_seen")))
+    changed = pl.when(pl.col("_n").is_null()).then(pl.col("_win").is_not_null()) \
+        .otherwise((pl.col("_n") > 1) | pl.col("_win").ne_missing(pl.col("_seen")))
+    return (found.with_columns(win.alias("_win"))
+            .join(known, on=keys, how="left", nulls_equal=True)
+            .filter(changed).select("file_sha256"))
 
 
 def later_years(root: Path | str, year: int) -> list[int]:

@@ -68,3 +68,43 @@ def test_a_later_months_file_reruns_a_year_only_with_rows_dated_in_it(lake):
                 "period_end": dt.date(2024, 12, 31), "amount_cents": 10000})
     assert years_to_reexamine(lake, 2025, 3) == {
         2024: "1 DSN file(s) its latest run did not see may change it"}
+
+
+def test_an_absence_repeated_with_its_reprise_after_the_year_reruns_nothing(lake):
+    """An arrêt spanning 31 December 2024, declared again in May 2025 with its reprise date,
+    is the same in 2024 (nationally some always are: 2024 would be rerun every campaign); a
+    later month moving its reprise back into 2024, or a new absence meeting 2024, reruns it."""
+    import datetime as dt
+
+    from parsers.lake_schema import TABLES
+
+    (lake / "lake" / "work_stoppages").mkdir(exist_ok=True)
+
+    def declare(sha, month, **stoppage):
+        name = f"{sha[0]}-{month:%Y%m}"
+        for table, row in (("files", {"file_sha256": sha, "batch_id": name}),
+                           ("declarations", {"file_sha256": sha, "decl_id": name,
+                                             "decl_month": month}),
+                           ("work_stoppages", {"file_sha256": sha, "decl_id": name,
+                                               "decl_month": month, "nir": nir(3),
+                                               "siret": "1" * 14, "contract_no": "C1",
+                                               "motif": "01", **stoppage})):
+            pl.DataFrame([row], schema=TABLES[table]).write_parquet(
+                lake / "lake" / table / f"part-{name}.parquet")
+
+    sick = {"last_worked_day": dt.date(2024, 12, 10)}
+    declare("a" * 64, dt.date(2024, 12, 1), planned_end=dt.date(2025, 1, 15), **sick)
+    credit(lake, 2024, [(nir(3), 1.0, "standard", 50000, 500000)], AS_OF)
+    declare("b" * 64, dt.date(2025, 5, 1), planned_end=dt.date(2025, 1, 15),
+            resumption_date=dt.date(2025, 4, 28), **sick)
+    declare("c" * 64, dt.date(2025, 6, 1), last_worked_day=dt.date(2023, 3, 1),
+            resumption_date=dt.date(2023, 4, 1))  # none of it in 2024
+    assert years_to_reexamine(lake, 2025, 3) == {}
+    declare("d" * 64, dt.date(2025, 7, 1), planned_end=dt.date(2025, 1, 15),
+            resumption_date=dt.date(2024, 12, 20), **sick)
+    assert years_to_reexamine(lake, 2025, 3) == {
+        2024: "1 DSN file(s) its latest run did not see may change it"}
+    declare("d" * 64, dt.date(2025, 7, 1), last_worked_day=dt.date(2024, 6, 3),
+            resumption_date=dt.date(2024, 6, 10))  # another absence, in 2024
+    assert years_to_reexamine(lake, 2025, 3) == {
+        2024: "1 DSN file(s) its latest run did not see may change it"}
