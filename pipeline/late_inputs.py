@@ -23,6 +23,7 @@ import polars as pl
 
 from pipeline.publish import (DSN_INPUTS, entries_path, latest_run_for_year, read_current,
                               read_manifest, run_dir, scan_lake)
+from pipeline.versions import KEY, keyed_declarations
 
 
 def published_years(root: Path | str, current: dict | None = None) -> list[int]:
@@ -56,11 +57,11 @@ def absence_window_end(table: str, year: int) -> pl.Expr:
 def dated_in_year(year: int) -> dict[str, pl.Expr]:
     """Per lake table, the rows of a LATER month's declaration that can change year N's
     computation: a pay block whose period meets N (a recall; its Activité lines hang under
-    it), an absence or suspension starting by the end of N (``unseen_files`` keeps those whose
-    part of N differs from what the run saw), a contract end (or its annulation) dated up to the end of N, and
-    identity rows: a declaration carrying both a NIR and an NTT (it links NTT-only rows), a
-    NIR change, a contract's identity change dated up to the end of N. Unknown dates count as
-    meeting N (when in doubt, rerun)."""
+    it), an absence or suspension starting by the end of N (``unseen_files`` keeps those
+    whose part of N differs from what the run saw), a contract end (or its annulation) dated
+    up to the end of N, and identity rows: a declaration carrying both a NIR and an NTT (it
+    links NTT-only rows), a NIR change, a contract's identity change dated up to the end of
+    N. Unknown dates count as meeting N (when in doubt, rerun)."""
     lo, hi = date(year, 1, 1), date(year, 12, 31)
     return {
         "pay": ((pl.col("period_start") <= hi) & (pl.col("period_end") >= lo)).fill_null(True),
@@ -81,8 +82,9 @@ def unseen_files(root: Path | str, year: int, current: dict | None = None,
     """Lake DSN files that year N's latest published run did not use and that may change N
     (0 when N has no published run): a declaration of a month N's computation reads as a
     whole (December N-1 to December N: a late month, an annule-et-remplace), or a later
-    month's declaration holding rows dated in N (``dated_in_year``; not with
-    ``own_months_only``, the cheap form)."""
+    month's declaration holding rows dated in N (``dated_in_year``) or superseding one the
+    run used that held a pay recall or a contract end dated in N (``_new_versions``) — not
+    with ``own_months_only``, the cheap form."""
     root = Path(root)
     run_id = latest_run_for_year(root, year, current)
     if run_id is None:
@@ -93,9 +95,26 @@ def unseen_files(root: Path | str, year: int, current: dict | None = None,
            .filter(pl.col("decl_month").is_between(date(year - 1, 12, 1), last))
            .select("file_sha256"))
     later = [] if own_months_only else [
-        _unseen_rows(root, table, rows, last, seen) for table, rows in dated_in_year(year).items()]
+        *(_unseen_rows(root, table, rows, last, seen)
+          for table, rows in dated_in_year(year).items()),
+        _new_versions(root, year, last, seen)]
     return (pl.concat([own, *later]).unique().join(seen, on="file_sha256", how="anti")
             .select(pl.len()).collect().item())
+
+
+def _new_versions(root: Path, year: int, last: date, seen: pl.LazyFrame) -> pl.LazyFrame:
+    """file_sha256 of the later months' declarations of the same key (SIRET, month,
+    fraction: ``pipeline.versions``) as one the run used that held a pay block or contract
+    end dated in N: an annule-et-remplace without the recall removes it from N without a
+    row of its own saying so."""
+    rows = dated_in_year(year)
+    held = pl.concat([scan_lake(root, table).join(seen, on="file_sha256", how="semi")
+                      .filter((pl.col("decl_month") > last) & rows[table]).select("decl_id")
+                      for table in ("pay", "contract_ends")])
+    decls = keyed_declarations(scan_lake(root, "declarations")
+                               .filter(pl.col("decl_month") > last))
+    return decls.join(decls.join(held, on="decl_id", how="semi").select(KEY), on=KEY,
+                      how="semi").select("file_sha256")
 
 
 def _unseen_rows(root: Path, table: str, rows: pl.Expr, last: date,

@@ -48,7 +48,9 @@ def usable_declarations(lake_dir: Path | str, month: date | None = None) -> pl.L
     return decls.filter(is_usable())
 
 
-def _keyed(usable: pl.LazyFrame) -> pl.LazyFrame:
+def keyed_declarations(usable: pl.LazyFrame) -> pl.LazyFrame:
+    """Declarations with their full KEY: no fraction (S20.G00.05.003 absent) is the whole
+    month, fraction 11."""
     return usable.with_columns(pl.col("fraction").fill_null("11"))
 
 
@@ -70,7 +72,7 @@ def resolve_current(usable: pl.LazyFrame) -> pl.LazyFrame:
     million declarations: only the keys that may hold several (a duplicated 64-bit hash of the
     key: a collision merely adds a key to this exact path) are sorted to pick their latest
     version; the others pass through without a sort of the whole table."""
-    keyed = _keyed(usable)
+    keyed = keyed_declarations(usable)
     return _resolve(keyed, _named(keyed))
 
 
@@ -99,7 +101,7 @@ def version_status(decls: pl.LazyFrame) -> pl.LazyFrame:
     when an annule-et-remplace of its key names it (superseded_by = that A&R), else
     OLDER_VERSION (superseded_by = the current version of its key). Its lines stay in the
     lake for audit; the quarantine view lists it, so every declaration not used has a why."""
-    keyed = _keyed(decls.filter(is_usable()))
+    keyed = keyed_declarations(decls.filter(is_usable()))
     named = _named(keyed)
     cur = _resolve(keyed, named).select(*KEY, pl.col("decl_id").alias("_current"))
     is_cur = (pl.col("decl_id") == pl.col("_current")).fill_null(False)

@@ -3,9 +3,12 @@ are picked up by the next run; a rerun that moves money changes later years' cei
 
 from __future__ import annotations
 
+import datetime as dt
+
 import polars as pl
 
 from flows import run_notes, steps
+from parsers.lake_schema import TABLES
 from pipeline.late_inputs import years_to_reexamine
 
 from .conftest import AS_OF, AS_OF_2025, FakeEngine, amounts_frame, make_lake, nir
@@ -14,6 +17,24 @@ from .conftest import AS_OF, AS_OF_2025, FakeEngine, amounts_frame, make_lake, n
 def credit(root, year, rows, as_of):
     amounts = amounts_frame(rows).with_columns(pl.lit(year, pl.Int32).alias("year"))
     return steps.credit(root, year, compute_fn=FakeEngine(amounts), as_of=as_of)
+
+
+def add(root, table, row, name):
+    """One row of a lake table in a part of its own (a DSN file the test declares)."""
+    (root / "lake" / table).mkdir(exist_ok=True)
+    pl.DataFrame([row], schema=TABLES[table]).write_parquet(
+        root / "lake" / table / f"part-{name}.parquet")
+
+
+def declare(root, sha, month, **rows):
+    """A DSN file ``sha`` declaring ``month`` for SIRET 1…1, with one row per table given."""
+    name = f"{sha[0]}-{month:%Y%m}"
+    add(root, "files", {"file_sha256": sha, "batch_id": name}, name)
+    add(root, "declarations", {"file_sha256": sha, "decl_id": name, "decl_month": month,
+                               "siret": "1" * 14}, name)
+    for table, row in rows.items():
+        add(root, table, {"file_sha256": sha, "decl_id": name, "decl_month": month,
+                          "nir": nir(3), "siret": "1" * 14, **row}, name)
 
 
 def test_late_dsn_and_moved_balances_name_the_years_to_rerun(lake):
@@ -49,23 +70,12 @@ def test_late_dsn_and_moved_balances_name_the_years_to_rerun(lake):
 def test_a_later_months_file_reruns_a_year_only_with_rows_dated_in_it(lake):
     """A 2025 DSN arriving after 2024's campaign concerns 2024 only through rows dated in
     2024 (a pay recall here); without them 2024 is left alone."""
-    import datetime as dt
-
-    from parsers.lake_schema import TABLES
-
-    def add(table, row):
-        pl.DataFrame([row], schema=TABLES[table]).write_parquet(
-            lake / "lake" / table / f"part-late-{table}.parquet")
-
     credit(lake, 2024, [(nir(3), 1.0, "standard", 50000, 500000)], AS_OF)
-    sha = "e" * 64
-    add("files", {"file_sha256": sha, "source_file": "/in/feb2025.dsn", "batch_id": "late"})
-    add("declarations", {"file_sha256": sha, "decl_id": "late", "decl_month": dt.date(2025, 2, 1)})
+    declare(lake, "e" * 64, dt.date(2025, 2, 1))
     assert years_to_reexamine(lake, 2025, 3) == {}
-    (lake / "lake" / "pay").mkdir(exist_ok=True)
-    add("pay", {"file_sha256": sha, "decl_id": "late", "decl_month": dt.date(2025, 2, 1),
-                "nir": nir(3), "period_start": dt.date(2024, 12, 1),
-                "period_end": dt.date(2024, 12, 31), "amount_cents": 10000})
+    declare(lake, "f" * 64, dt.date(2025, 3, 1), pay={
+        "period_start": dt.date(2024, 12, 1), "period_end": dt.date(2024, 12, 31),
+        "amount_cents": 10000})
     assert years_to_reexamine(lake, 2025, 3) == {
         2024: "1 DSN file(s) its latest run did not see may change it"}
 
@@ -74,37 +84,36 @@ def test_an_absence_repeated_with_its_reprise_after_the_year_reruns_nothing(lake
     """An arrêt spanning 31 December 2024, declared again in May 2025 with its reprise date,
     is the same in 2024 (nationally some always are: 2024 would be rerun every campaign); a
     later month moving its reprise back into 2024, or a new absence meeting 2024, reruns it."""
-    import datetime as dt
-
-    from parsers.lake_schema import TABLES
-
-    (lake / "lake" / "work_stoppages").mkdir(exist_ok=True)
-
-    def declare(sha, month, **stoppage):
-        name = f"{sha[0]}-{month:%Y%m}"
-        for table, row in (("files", {"file_sha256": sha, "batch_id": name}),
-                           ("declarations", {"file_sha256": sha, "decl_id": name,
-                                             "decl_month": month}),
-                           ("work_stoppages", {"file_sha256": sha, "decl_id": name,
-                                               "decl_month": month, "nir": nir(3),
-                                               "siret": "1" * 14, "contract_no": "C1",
-                                               "motif": "01", **stoppage})):
-            pl.DataFrame([row], schema=TABLES[table]).write_parquet(
-                lake / "lake" / table / f"part-{name}.parquet")
-
     sick = {"last_worked_day": dt.date(2024, 12, 10)}
-    declare("a" * 64, dt.date(2024, 12, 1), planned_end=dt.date(2025, 1, 15), **sick)
+    declare(lake, "a" * 64, dt.date(2024, 12, 1), work_stoppages=dict(
+        planned_end=dt.date(2025, 1, 15), **sick))
     credit(lake, 2024, [(nir(3), 1.0, "standard", 50000, 500000)], AS_OF)
-    declare("b" * 64, dt.date(2025, 5, 1), planned_end=dt.date(2025, 1, 15),
-            resumption_date=dt.date(2025, 4, 28), **sick)
-    declare("c" * 64, dt.date(2025, 6, 1), last_worked_day=dt.date(2023, 3, 1),
-            resumption_date=dt.date(2023, 4, 1))  # none of it in 2024
+    declare(lake, "b" * 64, dt.date(2025, 5, 1), work_stoppages=dict(
+        planned_end=dt.date(2025, 1, 15), resumption_date=dt.date(2025, 4, 28), **sick))
+    declare(lake, "c" * 64, dt.date(2025, 6, 1), work_stoppages=dict(  # none of it in 2024
+        last_worked_day=dt.date(2023, 3, 1), resumption_date=dt.date(2023, 4, 1)))
     assert years_to_reexamine(lake, 2025, 3) == {}
-    declare("d" * 64, dt.date(2025, 7, 1), planned_end=dt.date(2025, 1, 15),
-            resumption_date=dt.date(2024, 12, 20), **sick)
+    declare(lake, "d" * 64, dt.date(2025, 7, 1), work_stoppages=dict(
+        planned_end=dt.date(2025, 1, 15), resumption_date=dt.date(2024, 12, 20), **sick))
     assert years_to_reexamine(lake, 2025, 3) == {
         2024: "1 DSN file(s) its latest run did not see may change it"}
-    declare("d" * 64, dt.date(2025, 7, 1), last_worked_day=dt.date(2024, 6, 3),
-            resumption_date=dt.date(2024, 6, 10))  # another absence, in 2024
+    declare(lake, "d" * 64, dt.date(2025, 7, 1), work_stoppages=dict(  # another one, in 2024
+        last_worked_day=dt.date(2024, 6, 3), resumption_date=dt.date(2024, 6, 10)))
+    assert years_to_reexamine(lake, 2025, 3) == {
+        2024: "1 DSN file(s) its latest run did not see may change it"}
+
+
+def test_a_later_version_of_a_declaration_holding_a_recall_reruns_the_year(lake):
+    """An annule-et-remplace of February 2025 without the December 2024 recall its original
+    declared removes the recall from 2024 with no row of its own dated in 2024; one of a
+    declaration without such rows leaves 2024 alone."""
+    recall = {"period_start": dt.date(2024, 12, 1), "period_end": dt.date(2024, 12, 31),
+              "amount_cents": 10000}
+    declare(lake, "a" * 64, dt.date(2025, 2, 1), pay=recall)
+    declare(lake, "b" * 64, dt.date(2025, 3, 1))
+    credit(lake, 2024, [(nir(3), 1.0, "standard", 50000, 500000)], AS_OF)
+    declare(lake, "c" * 64, dt.date(2025, 3, 1))  # a new version of March: no recall
+    assert years_to_reexamine(lake, 2025, 3) == {}
+    declare(lake, "d" * 64, dt.date(2025, 2, 1))  # a new version of February
     assert years_to_reexamine(lake, 2025, 3) == {
         2024: "1 DSN file(s) its latest run did not see may change it"}
