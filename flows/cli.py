@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -290,6 +291,35 @@ def _print_credit(out) -> None:
                   f"cpf query NAME --lake {root})")
 
 
+def _expected_failures() -> tuple[type[Exception], ...]:
+    """The failures cpf explains in one line (damaged storage, bad inputs, a refused run):
+    their Python traceback tells an operator nothing."""
+    from flows import steps
+    from flows.campaign import WindowClosed
+    from parsers.archive import ArchiveError
+    from parsers.lake import LakeDamaged
+    from parsers.lake_settings import LakeSettingsError
+    from pipeline.ledger import LedgerCheckError
+    from pipeline.publish import PublishError
+    return (steps.InputError, WindowClosed, ArchiveError, LakeDamaged, LakeSettingsError,
+            LedgerCheckError, PublishError)
+
+
+class _NoTracebackFor(logging.Filter):
+    """Prefect logs a failed flow's exception with its traceback (once per flow and
+    subflow) before cpf prints the one-line cause: for the expected failures, the log line
+    stays and the traceback goes."""
+
+    def __init__(self, kinds: tuple[type[Exception], ...]):
+        super().__init__()
+        self.kinds = kinds
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], self.kinds):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def _do_credit(year, lake, holders, balances, dotations, as_of, buckets=None):
     from flows import steps
     from flows.runners import plan
@@ -418,6 +448,9 @@ def run(
         except WindowClosed as exc:
             _fail(str(exc))
     from flows import steps
+    quiet = _NoTracebackFor(_expected_failures())
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).addFilter(quiet)
     try:  # bad CSV rows fail here, in seconds, before the DSN are ingested
         with err.status("checking the CSV inputs"):
             steps.check_inputs(holders, balances, dotations)

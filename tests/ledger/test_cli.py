@@ -217,3 +217,27 @@ def test_a_run_without_holders_or_balances_says_what_it_does(lake, tmp_path, fak
     run = re.search(r"the file of run (\S+) is used", flat(r.output))
     assert run and (lake / "runs" / run.group(1)).is_dir(), r.output
     assert "balances:" not in r.output  # the ledger holds accounts now
+
+
+def test_prefect_logs_no_traceback_for_a_failure_cpf_explains():
+    """`cpf run` on a damaged lake: Prefect logged the LakeDamaged traceback twice (flow and
+    subflow) before cpf's one line; an unexpected error keeps its traceback."""
+    import io
+    import logging
+
+    from flows import cli
+    from parsers.lake import LakeDamaged
+
+    out = io.StringIO()
+    log = logging.getLogger("test.cpf.flow_runs")
+    log.addHandler(logging.StreamHandler(out))
+    log.addFilter(cli._NoTracebackFor(cli._expected_failures()))
+    for exc in (LakeDamaged(["a part lost"]), KeyError("bug")):
+        try:
+            raise exc
+        except Exception:
+            log.error("Encountered exception during execution: %r", exc, exc_info=True)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("Encountered exception during execution: LakeDamaged")
+    assert lines[1].startswith("Encountered exception during execution: KeyError")
+    assert lines[2] == "Traceback (most recent call last):"
