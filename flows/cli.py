@@ -522,9 +522,13 @@ def _derivation_story(row: dict) -> list[str]:
         + (f"monthly reference(s) {g('references')}." if g("references")
            else "no monthly reference (remuneration route only)."),
         "2. Ratio = Σ months (counted / monthly reference) / 12"
-        + (f" + sans-notion remuneration {_eur(g('sans_notion_remuneration_cents'))} / (2 080 × "
-           f"SMIC = {_eur(round(g('smic_reference_cents') or 0))})"
-           if g("sans_notion_remuneration_cents") else "")
+        + (f" + sans-notion remuneration {_eur(g('sans_notion_remuneration_cents') or 0)}"
+           + (f" + {g('sans_notion_absence_days')} day(s) of assimilated absence on it counted "
+              f"as {g('sans_notion_absence_credited'):,.4f} € (their share of 2 080/12 × SMIC a "
+              "month, never beyond it less the month's pay)"
+              if g("sans_notion_absence_days") else "")
+           + f" / (2 080 × SMIC = {_eur(round(g('smic_reference_cents') or 0))})"
+           if g("sans_notion_remuneration_cents") or g("sans_notion_absence_days") else "")
         + f" = {g('ratio_exact')} ≈ {float(g('worked_ratio') or 0):.6f}.",
         f"3. Category {g('category')} ({', '.join(flags) or 'no special status'}): annual amount "
         f"{_eur(g('annual_amount_cents') or 0)}"

@@ -147,6 +147,7 @@ AMOUNT_COLUMNS = [
     "low_qualified", "boeth", "esat",
     "months_counted", "paid_hours_h", "paid_days_h", "presence_months", "absence_days",
     "absence_credited", "references", "n_references", "sans_notion_remuneration_cents",
+    "sans_notion_absence_days", "sans_notion_absence_credited",
     "smic_reference_cents", "contracts_count", "establishments_count", "employers_count",
     "source_decl_ids",
 ]

@@ -44,9 +44,9 @@ def category_flags(p: YearParams) -> list[pl.Expr]:
             .alias("apprentice")]
 
 
-def person_explanations(cmf: pl.DataFrame, rem_sn: pl.DataFrame, fractions: pl.DataFrame,
-                        versions: pl.DataFrame, keys: pl.DataFrame, decls: pl.DataFrame,
-                        p: YearParams) -> pl.LazyFrame:
+def person_explanations(cmf: pl.DataFrame, rem_sn: pl.DataFrame, sn_abs: pl.DataFrame,
+                        fractions: pl.DataFrame, versions: pl.DataFrame, keys: pl.DataFrame,
+                        decls: pl.DataFrame, p: YearParams) -> pl.LazyFrame:
     """One row per examined person: the exact fraction and the explanation columns. Counts
     and lineage bounds are integer aggregates on ``pid``; strings (nir, references,
     source_decl_ids) are built once per person (labels once per distinct reference)."""
@@ -86,10 +86,16 @@ def person_explanations(cmf: pl.DataFrame, rem_sn: pl.DataFrame, fractions: pl.D
                .join(multi, on="pid", how="left")
                .with_columns(pl.coalesce("_multi", "ref_label").alias("references"))
                .drop("_lmin", "_lmax", "_multi", "ref_label"))
+    smic_x12 = p.smic_reference_cents_x12
     expl_sn = rem_sn.lazy().select("pid",
                                    pl.col("amount_cents").alias("sans_notion_remuneration_cents"),
                                    pl.col("decl_min").alias("_sn_min"),
                                    pl.col("decl_max").alias("_sn_max"))
+    # qualifying absences on the remuneration route: days, and euros (exact value, display)
+    expl_sn_abs = (sn_abs.lazy().group_by("pid").agg(
+        pl.col("abs_days").sum().alias("sans_notion_absence_days"),
+        (pl.col("num").cast(pl.Float64) / pl.col("den") * smic_x12 / 144 / 100).sum()
+        .alias("sans_notion_absence_credited")))
     # contracts of the year in scope: counts, lineage bounds and category flags in ONE
     # aggregation per person
     expl_c = (versions.lazy().filter(pl.col("oos_reason").is_null()
@@ -104,15 +110,15 @@ def person_explanations(cmf: pl.DataFrame, rem_sn: pl.DataFrame, fractions: pl.D
                   pl.col("_drank").n_unique().cast(pl.Int64).alias("_n_decls"),
                   *category_flags(p)))
     examined = pl.concat([expl_c.select("pid"), expl_cm.select("pid"),
-                          expl_sn.select("pid")]).unique()
+                          expl_sn.select("pid"), expl_sn_abs.select("pid")]).unique()
     src_min = pl.min_horizontal("_c_min", "_cm_min", "_sn_min")
     src_max = pl.max_horizontal("_c_max", "_cm_max", "_sn_max")
     decl_id_of = lambda c: pl.lit(decls["decl_id"]).gather(pl.col(c))  # noqa: E731
-    smic_x12 = p.smic_reference_cents_x12
     return (
         examined.join(fractions.lazy(), on="pid", how="left")
         .join(expl_cm, on="pid", how="left")
-        .join(expl_sn, on="pid", how="left").join(expl_c, on="pid", how="left")
+        .join(expl_sn, on="pid", how="left").join(expl_sn_abs, on="pid", how="left")
+        .join(expl_c, on="pid", how="left")
         .join(keys.lazy().filter(pl.col("pid") != pl.col("pid").shift(1).fill_null(-1))
               .select("pid", "nir"), on="pid", how="left")
         .with_columns(src_min.alias("_src_min"), src_max.alias("_src_max"))
@@ -139,9 +145,10 @@ def person_explanations(cmf: pl.DataFrame, rem_sn: pl.DataFrame, fractions: pl.D
             *[pl.col(c).fill_null(0) for c in ("months_counted", "paid_hours_h", "paid_days_h",
                                                 "presence_months", "absence_days",
                                                 "sans_notion_remuneration_cents",
+                                                "sans_notion_absence_days",
                                                 "contracts_count", "establishments_count",
                                                 "employers_count")],
-            pl.col("absence_credited").fill_null(0.0),
+            pl.col("absence_credited", "sans_notion_absence_credited").fill_null(0.0),
             pl.col("references").fill_null(""), pl.col("source_decl_ids").fill_null(""),
         )
     )

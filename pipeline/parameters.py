@@ -99,6 +99,7 @@ class YearParams:
     qualifying_suspension_motifs: tuple[str, ...]
     commuting_accident_motif: str
     count_commuting_accident: bool
+    sans_notion_absence_counted: bool
     stoppage_cancel_motif: str
     suspension_cancel_motif: str
     contract_end_cancel_reason: str
@@ -218,6 +219,7 @@ def params_for_year(year: int) -> YearParams:
         qualifying_suspension_motifs=_codes(v("qualifying_suspension_motifs")),
         commuting_accident_motif=str(v("commuting_accident_motif")),
         count_commuting_accident=bool(v("count_commuting_accident")),
+        sans_notion_absence_counted=bool(v("sans_notion_absence_counted")),
         stoppage_cancel_motif=str(v("stoppage_cancel_motif")),
         suspension_cancel_motif=str(v("suspension_cancel_motif")),
         contract_end_cancel_reason=str(v("contract_end_cancel_reason")),

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.absences import absence_days
+from pipeline.absences import absence_days, sans_notion_absence_terms
 from pipeline.contract_attributes import (FAMILIES, attributes_at, contract_ends,
                                           contract_versions, unit_family, with_contract_end,
                                           with_contract_unit)
@@ -336,6 +336,8 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     sn_nirs = keys.join(sn_cids, on="cid", how="semi")["nir"].unique()
     rem_sn = pl.DataFrame(schema={"pid": pl.Int64, "amount_cents": pl.Int64,
                                   "decl_min": pl.Int64, "decl_max": pl.Int64})
+    sn_abs = pl.DataFrame(schema={"pid": pl.Int64, "abs_days": pl.Int64, "num": pl.Int64,
+                                  "den": pl.Int64})
     if sn_nirs.len():
         rem = with_cid(read("pay", ["decl_id", "decl_month", "nir", "siret", "contract_no",
                                     "pay_type", "period_end", "amount_cents"], with_ord=False)
@@ -347,10 +349,19 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
                 pl.col("amount_cents").sum(), pl.col("_drank").min().alias("decl_min"),
                 pl.col("_drank").max().alias("decl_max")).collect(), versions.lazy())
         # a sans-notion contract's month whose Activité declares time counts that time instead
-        rem_sn = (rem_attr.filter((((pl.col("family") == "sans_notion")
-                                    & ~pl.col("cm").is_in(paid["cm"].implode()))
-                                   | pl.col("cm").is_in(sn_months["cm"].implode()))
-                                  & pl.col("oos_reason").is_null())
+        on_route = ((((pl.col("family") == "sans_notion")
+                      & ~pl.col("cm").is_in(paid["cm"].implode()))
+                     | pl.col("cm").is_in(sn_months["cm"].implode()))
+                    & pl.col("oos_reason").is_null())
+        rem_route = rem_attr.filter(on_route).collect()
+        # its qualifying absences count in full too (L6323-12), against 2080/12 x SMIC
+        sn_abs = (sans_notion_absence_terms(
+                      attributes_at(absd.filter(cm_cid().is_in(sn_cids["cid"].implode())),
+                                    versions.lazy()).filter(on_route).select("cm", "abs_days"),
+                      rem_route.lazy(), p)
+                  .with_columns(cm_cid().alias("cid")).with_columns(of_contract(keys, "pid"))
+                  .select("pid", "abs_days", "num", "den").collect())
+        rem_sn = (rem_route.lazy()
                   .with_columns(cm_cid().alias("cid"))
                   .with_columns(of_contract(keys, "pid"))
                   .group_by("pid").agg(pl.col("amount_cents").sum(),
@@ -363,11 +374,13 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
         .agg(pl.col("term_num").sum().cast(pl.Int128).alias("num")),
         rem_sn.lazy().select("pid", pl.lit(smic_x12, pl.Int64).alias("den"),
                              (pl.col("amount_cents").cast(pl.Int128) * 144).alias("num")),
+        sn_abs.lazy().select("pid", "den", pl.col("num").cast(pl.Int128)),
     ])
     fractions = sum_fractions(terms, key="pid").collect()
     t = _timed("sum_fractions", t)
 
-    persons = (person_explanations(cmf, rem_sn, fractions, versions, keys, decls, p)
+    persons = (person_explanations(cmf, rem_sn, sn_abs, fractions, versions, keys, decls,
+                                    p)
                .with_columns(pl.col("boeth", "esat", "apprentice").fill_null(False))
                .select(pl.exclude("boeth", "esat", "apprentice"), "boeth", "esat", "apprentice")
                .sort("pid").drop("pid"))
