@@ -524,7 +524,8 @@ def _derivation_story(row: dict) -> list[str]:
         "2. Ratio = Σ months (counted / monthly reference) / 12"
         + (f" + sans-notion remuneration {_eur(g('sans_notion_remuneration_cents') or 0)}"
            + (f" + {g('sans_notion_absence_days')} day(s) of assimilated absence on it counted "
-              f"as {g('sans_notion_absence_credited'):,.4f} € (their share of 2 080/12 × SMIC a "
+              f"as ≈ {_eur(round(g('sans_notion_absence_credited') * 100))} (their share of "
+              "2 080/12 × SMIC a "
               "month, never beyond it less the month's pay)"
               if g("sans_notion_absence_days") else "")
            + f" / (2 080 × SMIC = {_eur(round(g('smic_reference_cents') or 0))})"
@@ -542,8 +543,10 @@ def _derivation_story(row: dict) -> list[str]:
                     f"{_eur(g('annual_amount_cents') or 0)}, full or part time, never prorated "
                     f"(L6323-33, R6323-29), ceiling {_eur(g('ceiling_cents') or 0)}.")
     if g("annual_amount_hours") is not None:  # hour era (2015-2018): amounts in whole hours
-        lines[2] = (f"3. Hour era: annual amount {g('annual_amount_hours')} h "
-                    f"({g('annual_amount_hours_second_tier')} h at the second-tier rate), "
+        tier = f" {p.hour_first_tier_cap} h" if p is not None else ""
+        lines[2] = (f"3. Hour era: annual amount {g('annual_amount_hours')} h while the balance "
+                    f"is under the first tier{tier}, {g('annual_amount_hours_second_tier')} h a "
+                    "year above it, "
                     f"ceiling {g('ceiling_hours')} h (prorated below full time, rounded up to the "
                     "hour; no ½ threshold).")
     if g("credit_hours") is not None:
