@@ -38,25 +38,17 @@ def undeclared_note(run_dir: Path | str) -> str | None:
 
 
 def superseded_note(run_dir: Path | str) -> str | None:
-    """How many declarations of the published lake a later version supersedes (the catalog's
-    quarantine view lists each, scope 'version'), or None when none is: they were ingested
-    and parsed, so ingestion's counts do not tell an operator they are not used."""
-    from parsers.codes import Reason
-    files = pub.snapshot_table_files(Path(run_dir), "declarations")
-    if not files or "superseded_reason" not in pl.read_parquet_schema(files[0]):
-        return None  # a run published before the column existed
-    n = (pl.scan_parquet(files).filter(pl.col("superseded_reason").is_not_null())
-         .group_by("superseded_reason").len().collect())
-    counts = dict(zip(n["superseded_reason"].to_list(), n["len"].to_list()))
-    if not counts:
+    """How many declarations of the published lake the run did not use, by cause (a later
+    version supersedes it, a test envoi, rejected, not a DSN mensuelle: the catalog's
+    quarantine view lists each), or None when all are used: they were ingested and parsed,
+    so ingestion's counts do not tell an operator they are not used."""
+    from pipeline.run_report import set_aside
+    not_used = set_aside(Path(run_dir))["declarations_not_used"]
+    if not not_used:
         return None
     root = Path(run_dir).parent.parent
-    kinds = [f"{n} {what}" for n, what in (
-        (counts.get(Reason.REPLACED_DECLARATION), "replaced by an annule-et-remplace"),
-        (counts.get(Reason.OLDER_VERSION), "older version(s) of a (SIRET, month, fraction) "
-                                           "declared again")) if n]
-    return (f"declarations not used: {', '.join(kinds)}; each is in the quarantine view "
-            f"(scope 'version', in {root / 'cpf.duckdb'})")
+    return (f"declarations not used: {', '.join(f'{n} {why}' for why, n in not_used.items())}; "
+            f"each is in the quarantine view ({root / 'cpf.duckdb'})")
 
 
 def run_notes(run_dir: Path | str, other_years: bool = True) -> list[tuple[int, str]]:

@@ -41,7 +41,7 @@ import polars as pl
 
 from parsers.lake import data_dir, lake_path, scan, scan_parts, table_parts
 from pipeline.ledger import ENTRY_SCHEMA, balances_by_person, conform, typed_entries
-from pipeline.run_report import write_report
+from pipeline.run_report import draw_charts, set_aside, write_page, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 CURRENT = "CURRENT"
@@ -732,7 +732,7 @@ def stage_run(root: Path, run_id: str, seq: int, inputs: RunInputs, *,
     if hours := hour_totals(ac, entries):
         manifest["totals_hours"] = hours
     if report:
-        write_report(st / "report", manifest, ac)
+        write_report(st / "report", manifest, ac, set_aside(st))
     (st / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     fsync_tree(st)
     return Staged(run_id=run_id, path=st, manifest=manifest)
@@ -885,16 +885,18 @@ def stage_run_sharded(root: Path, run_id: str, seq: int, inputs: RunInputs, *,
             "entries_by_kind": {k: sum(s["by_kind_hours"].get(k, 0) for s in summaries)
                                 for k in hour_kinds}}
 
-    def draw_report() -> None:  # from the parts: the aggregates do not depend on row order
+    def draw_report() -> pl.DataFrame:  # from the parts: aggregates do not depend on row order
         ac = pl.concat([_scan_part(part_path(d, "annual_credits"))
                         .select("worked_ratio", "category", "credit_cents") for d in dirs])
-        write_report(st / "report", manifest, ac)
+        return draw_charts(st / "report", manifest, ac)
 
     jobs = _snapshot_jobs(root, st, dirs, lots, report=draw_report if report else None)
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {name: pool.submit(job) for name, job in jobs.items()}
         done = {name: futures[name].result() for name in sorted(futures)}
     shas = {name: sha for name, sha in done.items() if name not in ("report", "lake tables")}
+    if report:  # the page counts the input set aside: read from the lake tables just written
+        write_page(st / "report", manifest, done["report"], set_aside(st))
     shas.update(done["lake tables"])
     shas[DSN_INPUTS] = write_dsn_inputs(root, inputs, st / DSN_INPUTS)
     runs_df = runs_history(root, current, run_row(run_id, seq, inputs, tot("entries"),

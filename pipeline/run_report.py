@@ -1,4 +1,5 @@
-"""The run report: ``runs/<run_id>/report/index.html`` with the run's totals and two charts.
+"""The run report: ``runs/<run_id>/report/index.html`` with the run's totals, the input it
+set aside (quarantined lines, declarations not used, by cause) and two charts.
 
 Why apart from the publication code: it only presents a run (operators open it after a
 campaign). Nothing reads it back and it is outside the manifest's checksums: replay neither
@@ -46,13 +47,50 @@ def ratio_histogram(credits: pl.LazyFrame, bins: int = RATIO_BINS) -> tuple[list
     return counts, [lo + i * width for i in range(bins + 1)]
 
 
-def write_report(out: Path, manifest: dict, credits: pl.DataFrame | pl.LazyFrame) -> Path:
-    """report/index.html with the totals and two charts: ratio distribution, credits by category.
+def set_aside(run: Path) -> dict:
+    """What of the lake a run saw it did not use, from its snapshot's ``declarations`` and
+    ``quarantine`` (every declared month): declarations not used by cause, and quarantine
+    rows by scope and reason (warnings included: their lines are parsed). The engineering
+    rule is that bad input is kept and counted, so the report and the run's note say it."""
+    from parsers.codes import NATURE_MENSUELLE, Reason
+    from pipeline.publish import snapshot_table_files
+    out: dict = {"declarations": 0, "declarations_not_used": {}, "quarantine": []}
+    files = [f for f in snapshot_table_files(Path(run), "declarations") if f.exists()]
+    if files and "current" in pl.read_parquet_schema(files[0]):
+        d = pl.scan_parquet(files)
+        cause = (pl.when(pl.col("current")).then(None)
+                 .when(pl.col("rejected").fill_null(False)).then(pl.lit("rejected"))
+                 .when(pl.col("envoi_is_test").fill_null(False)).then(pl.lit("test envoi"))
+                 .when(pl.col("superseded_reason") == Reason.REPLACED_DECLARATION)
+                 .then(pl.lit("replaced by an annule-et-remplace"))
+                 .when(pl.col("superseded_reason") == Reason.OLDER_VERSION)
+                 .then(pl.lit("older version of a (SIRET, month, fraction) declared again"))
+                 .when(pl.col("nature") != NATURE_MENSUELLE).then(pl.lit("not a DSN mensuelle"))
+                 .otherwise(pl.lit("no SIRET or declared month")))
+        n = d.select(cause.alias("cause")).group_by("cause").len().sort("cause").collect()
+        out["declarations"] = int(n["len"].sum())
+        out["declarations_not_used"] = {c: int(k) for c, k in n.iter_rows() if c is not None}
+    files = [f for f in snapshot_table_files(Path(run), "quarantine") if f.exists()]
+    if files:
+        q = (pl.scan_parquet(files).group_by("scope", "reason").len()
+             .sort("scope", "reason").collect())
+        out["quarantine"] = [(s, r, int(k)) for s, r, k in q.iter_rows()]
+    return out
+
+
+def write_report(out: Path, manifest: dict, credits: pl.DataFrame | pl.LazyFrame,
+                 inputs_set_aside: dict | None = None) -> Path:
+    """report/index.html with the totals, the input set aside (``set_aside``) and two
+    charts: ratio distribution, credits by category.
 
     ``credits`` (worked_ratio, category, credit_cents) may be lazy: only aggregates are
     collected."""
-    import html
+    by_cat = draw_charts(out, manifest, credits)
+    return write_page(out, manifest, by_cat, inputs_set_aside)
 
+
+def draw_charts(out: Path, manifest: dict, credits: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """The two PNG charts; returns the credits by category (the page's table)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -81,7 +119,15 @@ def write_report(out: Path, manifest: dict, credits: pl.DataFrame | pl.LazyFrame
     fig.tight_layout()
     fig.savefig(out / "credits_by_category.png", metadata=meta)
     plt.close(fig)
+    return by_cat
 
+
+def write_page(out: Path, manifest: dict, by_cat: pl.DataFrame,
+               inputs_set_aside: dict | None = None) -> Path:
+    """report/index.html from the manifest, the credits by category and the input set aside."""
+    import html
+
+    out.mkdir(parents=True, exist_ok=True)
     rows = "".join(
         f"<tr><td>{html.escape(str(c))}</td><td>{p}</td><td>{eur(a)}</td></tr>"
         for c, p, a in zip(by_cat["category"], by_cat["people"], by_cat["credit_cents"]))
@@ -91,6 +137,20 @@ def write_report(out: Path, manifest: dict, credits: pl.DataFrame | pl.LazyFrame
         f"<td>{amount_text(v, hours.get('entries_by_kind', {}).get(k))}</td></tr>"
         for k, v in manifest["totals_cents"]["entries_by_kind"].items())
     c, t = manifest["counts"], manifest["totals_cents"]
+    aside = ""
+    if inputs_set_aside is not None:
+        not_used = inputs_set_aside["declarations_not_used"]
+        decl_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>"
+                            for k, v in not_used.items())
+        q_rows = "".join(f"<tr><td>{html.escape(str(s))}</td><td>{html.escape(str(r))}</td>"
+                         f"<td>{n}</td></tr>" for s, r, n in inputs_set_aside["quarantine"])
+        aside = f"""<h2>Input set aside (the lake as this run saw it, every declared month)</h2>
+<p>{inputs_set_aside['declarations']} declaration(s), {sum(not_used.values())} not used.
+Each row below is in the catalog's <code>quarantine</code> view with its file, line and
+rubrique.</p>
+<table><tr><th>declarations not used, because</th><th>declarations</th></tr>{decl_rows}</table>
+<table><tr><th>scope</th><th>reason</th><th>rows</th></tr>{q_rows}</table>
+"""
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>CPF run {manifest['run_id']}</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}
@@ -110,7 +170,7 @@ code <code>{manifest['inputs']['code_version']}</code>, {manifest['inputs'].get(
 <h2>Credits by category</h2>
 <table><tr><th>category</th><th>people</th><th>credited</th></tr>{rows}</table>
 <img src="credits_by_category.png" alt="credits by category">
-<h2>Worked-time ratio</h2>
+{aside}<h2>Worked-time ratio</h2>
 <img src="ratio_distribution.png" alt="ratio distribution">
 </body></html>
 """

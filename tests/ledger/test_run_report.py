@@ -49,3 +49,28 @@ def test_an_hour_era_year_reports_hours_not_zero_euros(tmp_path: Path):
     page = write_report(tmp_path, hour_year, CREDITS).read_text()
     assert "<tr><th>credited this year</th><td>148 h</td></tr>" in page
     assert "<td>annual_credit</td><td>4</td><td>148 h</td>" in page
+
+
+def test_the_report_counts_the_input_set_aside(tmp_path: Path):
+    """Bad input is kept and the run report counts it (DEVELOPERS.md): declarations not used
+    by cause and quarantine rows by scope and reason, from the run's lake snapshots."""
+    from pipeline.run_report import set_aside
+    run = tmp_path / "run"
+    (run / "declarations").mkdir(parents=True)
+    (run / "quarantine").mkdir()
+    pl.DataFrame({"current": [True, True, False, False, False],
+                  "rejected": [False, False, True, False, False],
+                  "envoi_is_test": [False, False, False, True, False],
+                  "superseded_reason": [None, None, None, None, "replaced_declaration"],
+                  "nature": ["01"] * 5}).write_parquet(run / "declarations" / "month=2025-03.parquet")
+    pl.DataFrame({"scope": ["line", "line", "declaration", "warning"],
+                  "reason": ["bad_enum", "bad_enum", "invalid_date", "test_envoi"]}).write_parquet(
+        run / "quarantine" / "month=2025-03.parquet")
+    aside = set_aside(run)
+    assert aside["declarations"] == 5
+    assert aside["declarations_not_used"] == {"rejected": 1, "replaced by an annule-et-remplace": 1,
+                                              "test envoi": 1}
+    page = write_report(tmp_path / "r", MANIFEST, CREDITS, aside).read_text()
+    assert "5 declaration(s), 3 not used" in page
+    assert "<td>line</td><td>bad_enum</td><td>2</td>" in page
+    assert "<td>test envoi</td><td>1</td>" in page
