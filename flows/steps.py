@@ -545,8 +545,11 @@ def replay(root: Path, year: int, compute_fn: ComputeFn | None = None,
             return ReplayResult(False, run_id, diffs, notes)
         archived = locate_archived(root, used)
         if archived.missing:
+            first = archived.missing[0]
+            name = (pub.scan_lake(root, "files").filter(pl.col("file_sha256") == first)
+                    .select("source_file").head(1).collect()["source_file"])
             diffs.append(f"{len(archived.missing)} archived DSN file(s) missing, e.g. "
-                         f"{archived.missing[0]}")
+                         + (f"{name[0]} (sha256 {first})" if name.len() and name[0] else first))
             return ReplayResult(False, run_id, diffs, notes)
         if len(archived):
             n_lake = bucket_count(root)

@@ -116,8 +116,8 @@ def read_archived(batch: ArchivedBatch) -> list[SourceBytes]:
         if sha not in batch.wanted:
             continue
         if hashlib.sha256(data).hexdigest() != sha:
-            raise ArchiveError(f"archived input {sha} in {batch.bundle} does not match its "
-                               "sha256")
+            raise ArchiveError(f"archived input {name} (sha256 {sha}) in {batch.bundle} "
+                               "does not match its sha256")
         out.append(SourceBytes(name, data, sha))
     return out
 
