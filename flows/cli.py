@@ -620,6 +620,43 @@ def _contract_month_terms(lake: Path, nir: str, year: int, published: dict | Non
                       "since the run (late corrections); `cpf credit` posts the difference.[/]")
 
 
+def _nir_changes(lake: Path, nir: str, year: int) -> list[str]:
+    """What ties this NIR to another (S21.G00.31.008 ancien NIR): the declaring lines, and
+    whether the engine applies the link (``steps.nir_links``: chains followed, conflicting
+    links left out), so an auditor can follow a credit across a NIR change both ways."""
+    import polars as pl
+
+    from flows.steps import nir_links
+    from pipeline.lake_reads import scan_table
+
+    if not (lake / "lake" / "individual_changes").exists():
+        return []
+    rows = (scan_table(lake, "individual_changes")
+            .filter((pl.col("nir") == nir) | (pl.col("old_nir") == nir))
+            .join(scan_table(lake, "declarations").select("decl_id", "source_file"),
+                  on="decl_id", how="left")
+            .select("nir", "old_nir", "change_date", "decl_month", "line_no", "source_file")
+            .unique().sort("decl_month", "source_file", "line_no").collect())
+    if rows.height == 0:
+        return []
+    links = dict(nir_links(lake).iter_rows())  # old NIR -> the NIR its rows count for
+    out = []
+    for r in rows.iter_rows(named=True):
+        where = (f"S21.G00.31.008 at line {r['line_no']} of "
+                 f"{Path(r['source_file'] or '?').name} (DSN of {r['decl_month']:%Y-%m}"
+                 + (f", change dated {r['change_date']}" if r["change_date"] else "") + ")")
+        now = links.get(r["old_nir"])
+        applied = (f"its rows count for {now}" if now else
+                   "the link is not applied (it conflicts with another link of one of these "
+                   "NIRs: each NIR is credited on its own)")
+        if r["nir"] == nir:
+            out.append(f"Former NIR {r['old_nir']}: {where}; {applied}.")
+        else:
+            out.append(f"{nir} is a former NIR of {r['nir']}: {where}; {applied}"
+                       + (f" (cpf explain {now} --year {year})." if now else "."))
+    return out
+
+
 def _source_declarations(lake: Path, nir: str, year: int) -> None:
     """The current declarations the person's rows come from (``explanations.source_declarations``,
     this NIR's bucket only), with the name of the file each came in (full path: the
@@ -678,8 +715,15 @@ def explain(
     for r in unc.iter_rows(named=True):  # examined, not creditable: say why
         console.print(f"[bold]{nir}[/] — year {year} — run {run_id}: not creditable, "
                       f"{r['reason']} ({r['detail']})")
+    changes = _nir_changes(lake, nir, year) if len(nir) == 13 else []
     if ac.height == 0 and entries.height == 0:
         if unc.height:
+            return
+        if changes:  # a former NIR: its rows and balance count for the current one
+            console.print(f"[bold]{nir}[/] — year {year} — run {run_id}: not examined under "
+                          "this NIR")
+            for line in changes:
+                console.print(line)
             return
         from parsers.validate import nir_valid
         if not pl.select(nir_valid(pl.lit(nir))).item():  # a typo, not an unknown person
@@ -713,6 +757,8 @@ def explain(
         for r in bal.filter(pl.col("current_nir") == nir).iter_rows(named=True):
             console.print(f"former NIR {r['nir']} (S21.G00.31.008) holds earned "
                           f"{_eur(r['earned_balance_cents'])}, counted in this person's ceiling")
+    for line in changes:
+        console.print(line)
     _contract_month_terms(lake, nir, year, ac.row(0, named=True) if ac.height else None)
     _source_declarations(lake, nir, year)
     emp = pl.read_parquet(pub.run_dir(lake, run_id) / "employments.parquet").filter(

@@ -156,3 +156,22 @@ def test_unlinked_people_are_unchanged(tmp_path):
     p = plan_year_postings(empty, amounts([(nir(1), 50_000, 500_000)]), 2025, META, former=f)
     assert p.credits["former_nirs_balance_cents"].to_list() == [None]
     assert p.credits["credit_cents"].to_list() == [50_000]
+
+
+def test_explain_follows_a_nir_change_both_ways_without_a_balance(nia_lake, tmp_path):
+    """An auditor on either NIR finds the other and the 31.008 line that links them (the
+    former NIR, holding no balance, was 'not examined', exit 1, with no pointer)."""
+    from typer.testing import CliRunner
+    from flows.cli import app
+    root = _copy(nia_lake, tmp_path / "DIR")
+    steps.credit(root, 2025, as_of=dt.date(2026, 5, 2))
+    r = CliRunner().invoke(app, ["explain", OLD, "--lake", str(root), "--year", "2025"],
+                           env={"COLUMNS": "200"})
+    text = " ".join(r.output.split())
+    assert r.exit_code == 0, r.output
+    assert f"{OLD} is a former NIR of {NEW}: S21.G00.31.008 at line" in text, text
+    assert f"its rows count for {NEW} (cpf explain {NEW} --year 2025)" in text, text
+    r = CliRunner().invoke(app, ["explain", NEW, "--lake", str(root), "--year", "2025"],
+                           env={"COLUMNS": "200"})
+    text = " ".join(r.output.split())
+    assert f"Former NIR {OLD}: S21.G00.31.008 at line" in text, text
