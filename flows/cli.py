@@ -657,6 +657,40 @@ def _nir_changes(lake: Path, nir: str, year: int) -> list[str]:
     return out
 
 
+def _absences(lake: Path, nir: str, year: int) -> None:
+    """The arrêts and suspensions behind the contract-months' absence days
+    (``explanations.person_absences``): which motif, counted or not, the period used, where
+    it was declared, and whether an annulation cancelled it."""
+    import polars as pl
+
+    from pipeline.explanations import person_absences
+    from pipeline.lake_reads import scan_table
+    from pipeline.parameters import params_for_year
+
+    ab = person_absences(lake, nir, year, params_for_year(year))
+    if ab.height == 0:
+        return
+    files = dict(scan_table(lake, "declarations")
+                 .filter(pl.col("decl_id").is_in(ab["decl_id"].implode()))
+                 .select("decl_id", "source_file").unique("decl_id").collect().iter_rows())
+    t = Table(title="Absences meeting the year (S21.G00.60 arrêts, S21.G00.65 suspensions; "
+              "counted = assimilated to worked time, L6323-12)")
+    for c in ("establishment", "contract", "block", "motif", "counted", "from", "to",
+              "declared in", "latest line", "cancelled"):
+        t.add_column(c, no_wrap=True)
+    for r in ab.iter_rows(named=True):
+        months = r["declared_in"]
+        src = Path(files.get(r["decl_id"]) or "?").name
+        t.add_row(r["siret"] or "", r["contract_no"] or "", r["block"], r["motif"] or "",
+                  "yes" if r["counted"] else "no", f"{r['start'] or ''}", f"{r['end'] or 'open'}",
+                  f"{months[0]:%Y-%m}" + (f"..{months[-1]:%Y-%m} ({len(months)} DSN)"
+                                          if len(months) > 1 else ""),
+                  f"{src}:{r['line_no']}",
+                  f"yes (DSN of {r['cancelled_in']:%Y-%m})"
+                  if r["cancelled_in"] else "")
+    console.print(t)
+
+
 def _source_declarations(lake: Path, nir: str, year: int) -> None:
     """The current declarations the person's rows come from (``explanations.source_declarations``,
     this NIR's bucket only), with the name of the file each came in (full path: the
@@ -760,6 +794,7 @@ def explain(
     for line in changes:
         console.print(line)
     _contract_month_terms(lake, nir, year, ac.row(0, named=True) if ac.height else None)
+    _absences(lake, nir, year)
     _source_declarations(lake, nir, year)
     emp = pl.read_parquet(pub.run_dir(lake, run_id) / "employments.parquet").filter(
         pl.col("nir") == nir)

@@ -172,3 +172,49 @@ def source_declarations(root_dir: Path | str, nir: str, year: int) -> pl.DataFra
                               & (pl.col("decl_month") <= date(year + 1, 12, 1)))
                       .select("decl_id", "decl_month", "siret", pl.lit(table).alias("table")))
     return (pl.concat(frames).unique().sort("decl_month", "decl_id", "table").collect())
+
+
+def person_absences(root_dir: Path | str, nir: str, year: int, p: YearParams) -> pl.DataFrame:
+    """Every arrêt (60) and suspension (65) of ONE person that meets year N, as declared in
+    the current declarations from December N-1 on (``cpf explain``): motif, whether L6323-12
+    counts it, the period the latest declaration gives (cpf_rules.md §2.2: from the day after
+    60.002 to the day before 60.010, else to 60.003; 65.002-65.003), the months that repeat
+    it, its latest line, and an annulation (60.001 = 99, 65.001 = 998) declared after it. An
+    auditor reads here which absence the contract-months' absence days come from."""
+    bucket = nir_buckets(root_dir, pl.Series([nir]))["bucket"].item()
+    run = run_declarations(root_dir, [bucket])
+    lo, hi = date(year, 1, 1), date(year, 12, 31)
+    day = pl.duration(days=1)
+    blocks = (("work_stoppages", "60", "last_worked_day", pl.col("last_worked_day") + day,
+               pl.coalesce(pl.col("resumption_date") - day, "planned_end"),
+               p.qualifying_stoppages, p.stoppage_cancel_motif),
+              ("suspensions", "65", "start_date", pl.col("start_date"), pl.col("end_date"),
+               p.qualifying_suspension_motifs, p.suspension_cancel_motif))
+    frames = []
+    for table, block, key, start, end, counted, cancel in blocks:
+        rows = (scan_person_table(root_dir, table, run, [bucket], links=run.ident.links)
+                .filter((pl.col("nir") == nir) & (pl.col("decl_month") >= date(year - 1, 12, 1)))
+                .select("siret", "contract_no", "motif", pl.col(key).alias("_key"),
+                        start.alias("start"), end.alias("end"), "decl_month", "decl_id",
+                        "line_no", "_drank", "_ord")
+                .collect())
+        cancels = (rows.filter(pl.col("motif") == cancel)
+                   .group_by("siret", "contract_no", "_key")
+                   .agg(pl.col("_drank").max().alias("_cancel_rank"),
+                        pl.col("decl_month").max().alias("cancelled_in")))
+        frames.append(
+            rows.filter(pl.col("motif") != cancel)
+            .sort("_ord")
+            .group_by("siret", "contract_no", "motif", "_key", maintain_order=True)
+            .agg(pl.col("start", "end", "decl_id", "line_no").last(),
+                 pl.col("_drank").max().alias("_last_rank"),
+                 pl.col("decl_month").unique().sort().alias("declared_in"))
+            .join(cancels, on=["siret", "contract_no", "_key"], how="left", nulls_equal=True)
+            .select(pl.lit(block).alias("block"), "siret", "contract_no", "motif",
+                    pl.col("motif").is_in(list(counted)).alias("counted"), "start", "end",
+                    "declared_in", "decl_id", "line_no",
+                    pl.when(pl.col("_cancel_rank") > pl.col("_last_rank"))
+                    .then(pl.col("cancelled_in")).alias("cancelled_in")))
+    return (pl.concat(frames)
+            .filter((pl.col("start") <= hi) & (pl.col("end").fill_null(hi) >= lo))
+            .sort("siret", "contract_no", "start", "block", "motif"))

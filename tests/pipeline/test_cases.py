@@ -49,3 +49,21 @@ def test_case(case, tmp_path):
                 "contracts_count"):
         if key in exp:
             assert row[key] == exp[key], row
+
+
+def test_explain_lists_the_absences_behind_the_absence_days(tmp_path):
+    """cpf explain's absence table (explanations.person_absences): the motif, whether
+    L6323-12 counts it, the period, the months repeating it, and an annulation declared after
+    it; an absence declared after the annulation stands (absences.not_cancelled)."""
+    from datetime import date
+
+    from pipeline.explanations import person_absences
+    from pipeline.parameters import params_for_year
+
+    case = next(c for c in CASES if c["name"].startswith("maternity cancelled (99) in April"))
+    ingest_case(case, tmp_path)
+    ab = person_absences(tmp_path, "1850175123456", 2025, params_for_year(2025))
+    got = ab.select("motif", "counted", "start", "end", "declared_in", "cancelled_in").rows()
+    assert got == [
+        ("01", False, date(2025, 3, 1), date(2025, 5, 31), [date(2025, 3, 1)], date(2025, 4, 1)),
+        ("02", True, date(2025, 3, 1), date(2025, 5, 31), [date(2025, 5, 1)], None)], got
