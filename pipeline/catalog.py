@@ -89,7 +89,8 @@ def queries() -> dict[str, str]:
 
 
 class CatalogElsewhere(ValueError):
-    """The catalog's views read another DIR's files (the DIR was copied or moved)."""
+    """The catalog's views read another DIR's files (the DIR was copied or moved), or an
+    older run's files than the latest published one."""
 
 
 def check_location(con: duckdb.DuckDBPyConnection, root: Path) -> None:
@@ -98,12 +99,20 @@ def check_location(con: duckdb.DuckDBPyConnection, root: Path) -> None:
     cols = {r[0] for r in con.execute("DESCRIBE catalog_info").fetchall()}
     if "lake_dir" not in cols:  # a catalog built before the column existed
         return
-    built = con.execute("SELECT lake_dir FROM catalog_info").fetchone()[0]
+    built, run_id = con.execute("SELECT lake_dir, run_id FROM catalog_info").fetchone()
     here = str(Path(root).resolve())
     if built != here:
         raise CatalogElsewhere(f"{Path(root) / CATALOG} reads the files of {built}, not of "
                                f"{here} (a copied or moved DIR): rebuild it with "
                                f"cpf catalog --lake {root}")
+    # a run killed between its commit point (CURRENT) and the catalog's rebuild leaves the
+    # catalog on the previous run: its figures would be served as today's, silently
+    latest = read_current(Path(root)).get("run_id")
+    if latest and run_id != latest:
+        raise CatalogElsewhere(f"{Path(root) / CATALOG} shows run {run_id}, but the latest "
+                               f"published run is {latest} (a run stopped before rebuilding "
+                               f"the catalog, or one is rebuilding it now): retry in a moment, "
+                               f"or rebuild it with cpf catalog --lake {root}")
 
 
 def run_query(root: Path, name_or_sql: str) -> duckdb.DuckDBPyRelation | list:

@@ -157,7 +157,13 @@ def test_failure_between_entries_written_and_published(lake, monkeypatch, point)
     with pytest.raises(pub.PublishError):
         credit(lake, changed)
     monkeypatch.delenv("CPF_FAIL_AT")
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    stale_query = " ".join(CliRunner().invoke(
+        app, ["query", "credits_by_category", "--lake", str(lake)]).output.split())
     if point != "after_current":
+        assert "latest published run" not in stale_query, stale_query
         assert (lake / "CURRENT").read_bytes() == cur_before
         assert ledger(lake).height == first.manifest["counts"]["ledger_entries_after"]
         con = duckdb.connect(str(lake / "cpf.duckdb"), read_only=True)
@@ -169,6 +175,7 @@ def test_failure_between_entries_written_and_published(lake, monkeypatch, point)
     assert e.filter(pl.col("kind") == "adjustment_credit").height == 5  # posted exactly once
     if point == "after_current":  # published but the catalog was stale: the rerun rebuilt it
         assert out.manifest["counts"]["entries"] == 0
+        assert "latest published run is" in stale_query, stale_query  # not served as today's
     sums = e.group_by("nir").agg(pl.col("amount_cents").sum()).sort("nir")
     assert sums["amount_cents"].to_list() == [r[3] + 100 for r in sorted(BASE)]
     leftovers = [p.name for p in (lake / "runs").iterdir() if p.name.startswith(".")]
