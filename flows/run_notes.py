@@ -32,9 +32,34 @@ def undeclared_note(run_dir: Path | str) -> str | None:
         return None
     root = Path(run_dir).parent.parent
     people = "1 person was" if u["people"] == 1 else f"{u['people']} people were"
+    partial = fractions_missing(run_dir, pl.scan_parquet(f).filter(pl.col("months_undeclared") > 0))
     return (f"undeclared months: {u['months']} month(s) of {u['year']} in which {people} "
             f"under contract at {u['sirets']} establishment(s) but no current DSN declares "
-            f"them; they {UNDECLARED_COUNTS}. List: cpf query undeclared_months --lake {root}")
+            f"them; they {UNDECLARED_COUNTS}"
+            + (f"; {partial} of these establishment-months were declared in fractions of which "
+               "some have not arrived (ask for the missing fraction first: column "
+               "fractions_missing)" if partial else "")
+            + f". List: cpf query undeclared_months --lake {root}")
+
+
+def fractions_missing(run_dir: Path | str, undeclared: pl.LazyFrame) -> int:
+    """How many (establishment, month) of ``undeclared`` (employments rows) were declared in
+    fractions (S20.G00.05.003 = nd) of which fewer than d arrived: dsn_format.md §3.3, the
+    month is complete only when all d fractions are received."""
+    files = pub.snapshot_table_files(Path(run_dir), "declarations")
+    if not files or not files[0].exists():
+        return 0
+    frac = pl.col("fraction").fill_null("11")
+    usable = ((pl.col("nature") == "01") & ~pl.col("rejected").fill_null(False)
+              & ~pl.col("envoi_is_test").fill_null(False))
+    short = (pl.scan_parquet(files).filter(usable)
+             .group_by("siret", pl.col("decl_month").dt.strftime("%Y-%m").alias("month"))
+             .agg(frac.str.slice(1, 1).cast(pl.Int64, strict=False).max().alias("parts"),
+                  frac.str.slice(0, 1).n_unique().alias("got"))
+             .filter(pl.col("got") < pl.col("parts")).select("siret", "month"))
+    return (undeclared.select("siret", pl.col("undeclared_months").str.split(" ").alias("month"))
+            .explode("month").unique().join(short, on=["siret", "month"], how="semi")
+            .select(pl.len()).collect().item())
 
 
 def superseded_note(run_dir: Path | str) -> str | None:

@@ -2,20 +2,29 @@
 -- them (employments.undeclared_months), by establishment and month: how many people, and
 -- whether the establishment filed a usable DSN mensuelle (nature 01, not rejected, not a test)
 -- for that month (true: its DSN omits those contracts; false: the month's DSN is missing; a
--- signalement alone does not count). Their time counts nothing until the DSN arrive; a rerun
--- then credits the difference.
+-- signalement alone does not count). fractions_missing: a month declared in fractions
+-- (S20.G00.05.003 = nd, the n-th of d) whose other fractions have not arrived (e.g. '2/2'):
+-- the people may be in those, so ask for the missing fraction before asking the employer why
+-- its DSN omits them (dsn_format.md §3.3: the month is complete only when all d are received).
+-- Their time counts nothing until the DSN arrive; a rerun then credits the difference.
 WITH months AS (
     SELECT year, siren, siret, nir, unnest(string_split(undeclared_months, ' ')) AS month
     FROM employments
     WHERE months_undeclared > 0
 ),
 filed AS (
-    SELECT DISTINCT siret, strftime(decl_month, '%Y-%m') AS month
+    SELECT siret, strftime(decl_month, '%Y-%m') AS month,
+           max(TRY_CAST(substr(coalesce(fraction, '11'), 2, 1) AS INTEGER)) AS parts,
+           list(DISTINCT TRY_CAST(substr(coalesce(fraction, '11'), 1, 1) AS INTEGER)) AS got
     FROM declarations
     WHERE nature = '01' AND NOT coalesce(rejected, false) AND NOT coalesce(envoi_is_test, false)
+    GROUP BY ALL
 )
 SELECT m.year, m.siren, m.siret, m.month, count(DISTINCT m.nir) AS people,
-       f.siret IS NOT NULL AS dsn_filed
+       f.siret IS NOT NULL AS dsn_filed,
+       array_to_string(list_transform(
+           list_filter(range(1, coalesce(f.parts, 1) + 1), lambda x: NOT list_contains(f.got, x)),
+           lambda x: x || '/' || f.parts), ' ') AS fractions_missing
 FROM months m
 LEFT JOIN filed f ON f.siret = m.siret AND f.month = m.month
 GROUP BY ALL

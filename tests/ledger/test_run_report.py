@@ -74,3 +74,31 @@ def test_the_report_counts_the_input_set_aside(tmp_path: Path):
     assert "5 declaration(s), 3 not used" in page
     assert "<td>line</td><td>bad_enum</td><td>2</td>" in page
     assert "<td>test envoi</td><td>1</td>" in page
+
+
+def test_a_month_missing_a_fraction_is_said_so(tmp_path: Path):
+    """A month declared in fractions (S20.G00.05.003 = 12: the first of 2) whose second has
+    not arrived is not 'a DSN omitting the contracts' (dsn_format.md §3.3): the run's note
+    counts it apart, and undeclared_months names the missing fraction."""
+    import datetime as dt
+
+    from flows.run_notes import fractions_missing, undeclared_note
+    run = tmp_path / "runs" / "r"
+    (run / "declarations").mkdir(parents=True)
+    pl.DataFrame({"siret": ["A", "B", "B"], "decl_month": [dt.date(2025, 9, 1)] * 3,
+                  "fraction": ["12", "12", "22"], "nature": ["01"] * 3,
+                  "rejected": [False] * 3, "envoi_is_test": [False] * 3}).write_parquet(
+        run / "declarations" / "month=2025-09.parquet")
+    emp = pl.DataFrame({"nir": ["1", "2"], "siret": ["A", "B"], "year": [2025, 2025],
+                        "months_undeclared": [1, 1], "undeclared_months": ["2025-09", "2025-09"]})
+    emp.write_parquet(run / "employments.parquet")
+    assert fractions_missing(run, emp.lazy()) == 1  # A lacks 2/2; B has both
+    assert "1 of these establishment-months were declared in fractions" in undeclared_note(run)
+    import duckdb
+
+    from pipeline.catalog import queries
+    con = duckdb.connect()
+    con.register("employments", emp.with_columns(pl.lit("S").alias("siren")).to_arrow())
+    con.register("declarations", pl.read_parquet(run / "declarations").to_arrow())
+    rows = con.execute(queries()["undeclared_months"]).fetchall()
+    assert [(r[2], r[5], r[6]) for r in rows] == [("A", True, "2/2"), ("B", True, "")], rows
