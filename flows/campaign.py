@@ -363,7 +363,9 @@ def ingest_line(report: dict) -> str:
     return (f"ingested {report.get('files_ingested', 0)} file(s) "
             f"({report.get('files_skipped_duplicate', 0)} already in the lake), "
             f"{report.get('declarations', 0)} declaration(s), {report.get('lines_read', 0)} "
-            f"line(s) read, {report.get('lines_quarantined', 0)} quarantined")
+            f"line(s) read, {report.get('lines_quarantined', 0)} quarantined"
+            + "".join(f"; published year {y} may change ({n} DSN file(s) its latest run did not "
+                      "see): rerun it" for y, n in report.get("published_years_changed", {}).items()))
 
 
 def credit_line(manifest: dict, run_dir: str) -> str:

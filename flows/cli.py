@@ -227,6 +227,15 @@ def _print_ingest(report: dict) -> None:
         console.print("skipped: " + ", ".join(report.get("skipped_other_examples", []))
                       + (f" (+{more} more)" if more > 0 else "")
                       + "; name a file explicitly to ingest it whatever its name")
+    dup = report.get("skipped_duplicate_examples") or []
+    if dup:  # same bytes as a file already in the lake (or earlier in this call)
+        more = report["files_skipped_duplicate"] - len(dup)
+        console.print("already in the lake (same bytes, not ingested again): " + ", ".join(dup)
+                      + (f" (+{more} more)" if more > 0 else ""))
+    for y, n in (report.get("published_years_changed") or {}).items():
+        console.print(f"[yellow]published year {y} may change: {n} DSN file(s) its latest run "
+                      f"did not see; the next campaign reruns it (rerun_years_back), or "
+                      f"cpf credit --year {y} --lake …[/]")
     by_reason = report.get("quarantine_by_reason") or {}
     if by_reason:
         q = Table(title="Quarantined, by reason")

@@ -68,7 +68,26 @@ def ingest_files(paths: list[Path], root: Path, on_progress=None,
             except Exception:  # the next ingestion or run repairs it anyway
                 pass
             raise
-    return report.to_dict()
+        out = report.to_dict()
+        out["published_years_changed"] = published_years_changed(root)
+    return out
+
+
+def published_years_changed(root: Path) -> dict[str, int]:
+    """{year: DSN files} for each published year the lake now holds DSN its latest run did not
+    see that may change it (``late_inputs.unseen_files``): what a monthly load must tell the
+    operator, since only a rerun credits them (the next campaign does, within
+    ``rerun_years_back``). Years older than that get the cheap form (their own months' DSN
+    only), as the run notes do."""
+    from flows.campaign import operations
+    from pipeline.late_inputs import published_years, unseen_files
+    if not (Path(root) / pub.CURRENT).exists():
+        return {}
+    current = pub.read_current(root)
+    years = published_years(root, current)
+    recent = max(years, default=0) - operations()["rerun_years_back"]
+    return {str(y): n for y in years
+            if (n := unseen_files(root, y, current, own_months_only=y < recent))}
 
 
 def default_compute(root: Path, year: int, holders: pl.LazyFrame | None

@@ -86,6 +86,7 @@ class IngestReport:
     files_seen: int = 0
     files_ingested: int = 0
     files_skipped_duplicate: int = 0
+    skipped_duplicate_examples: list[str] = field(default_factory=list)  # the first few of them
     files_skipped_other: int = 0  # in a folder, not *.dsn/*.txt/*.edi/*.xml (``discover``)
     skipped_other_examples: list[str] = field(default_factory=list)  # the first few of them
     declarations: int = 0
@@ -270,6 +271,8 @@ def _new_sources(read: list[SourceBytes], known: KnownChecksums,
     for src in read:
         if src.sha256 in known:
             report.files_skipped_duplicate += 1
+            if len(report.skipped_duplicate_examples) < SKIPPED_EXAMPLES:
+                report.skipped_duplicate_examples.append(src.source_file)
             continue
         known.add(src.sha256)
         sources.append(src)

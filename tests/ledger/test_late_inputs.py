@@ -43,6 +43,7 @@ def test_late_dsn_and_moved_balances_name_the_years_to_rerun(lake):
     make_lake(lake, n_files=3)  # a DSN for March 2024 arrives after 2024's campaign
     assert years_to_reexamine(lake, 2025, 3) == {
         2024: "1 DSN file(s) its latest run did not see may change it"}
+    assert steps.published_years_changed(lake) == {"2024": 1}  # what cpf ingest then says
     assert years_to_reexamine(lake, 2028, 3) == {}  # beyond rerun_years_back: by hand only
 
     out = credit(lake, 2025, [(nir(3), 1.0, "standard", 50000, 500000)], AS_OF_2025)

@@ -39,6 +39,7 @@ def test_ingest_lake_layout_and_reingest_noop(tmp_path, dsn):
     before = {t: scan(root, t).collect().height for t in TABLES}
     again = ingest_paths([src], root, n_buckets=4)
     assert again.files_skipped_duplicate == 2 and again.files_ingested == 0
+    assert sorted(again.skipped_duplicate_examples) == sorted(map(str, src.rglob("*.dsn")))
     assert {t: scan(root, t).collect().height for t in TABLES} == before
 
 
