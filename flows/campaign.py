@@ -11,6 +11,7 @@ Without a Prefect server configured, calling a flow runs it in Prefect's local e
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -246,6 +247,11 @@ def credit_with_plan(year: int, lake: str, holders: str | None = None,
     from flows.runners import plan, task_runner, worker_environment
     p = plan(Path(lake), runner=runner, buckets=buckets, max_workers=max_workers,
              max_memory_gb=max_memory_gb, dask_address=dask_address)
+    if p.note():
+        try:
+            get_run_logger().warning(p.note())
+        except Exception:  # called outside a flow run (benchmarks, tests)
+            logging.getLogger(__name__).warning(p.note())
     if p.shards == 1 and p.runner == "thread":
         return credit_year(year, lake, holders, balances, dotations, as_of)
     f = credit_year_sharded.with_options(task_runner=task_runner(p))

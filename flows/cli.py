@@ -336,7 +336,10 @@ def _do_credit(year, lake, holders, balances, dotations, as_of, buckets=None):
     from pipeline.ledger import LedgerCheckError
     from pipeline.publish import PublishError
     try:
-        shards = plan(lake, runner="thread", buckets=buckets).shards
+        p = plan(lake, runner="thread", buckets=buckets)
+        shards = p.shards
+        if p.note():
+            err.print(f"cpf: note: {p.note()}", highlight=False, soft_wrap=True)
         with err.status("crediting") as status:
             if shards > 1:  # bounded memory, one shard after the other, no Prefect
                 out = steps.credit_sharded(

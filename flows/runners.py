@@ -54,9 +54,18 @@ class Plan:
     declarations: int = 0  # rows of the lake's declarations table
     people_per_declaration: float = 0.0  # individuals rows / declarations rows of the lake
     dask_address: str | None = None
+    shards_requested: int | None = None  # --buckets / CPF_BUCKETS above the lake's buckets
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def note(self) -> str | None:
+        """Said when the shards asked for could not be honoured (a shard is at least one
+        lake bucket: ``cpf ingest --lake-buckets`` fixes their number)."""
+        if self.shards_requested is None:
+            return None
+        return (f"{self.shards_requested} shards asked for, but the lake has "
+                f"{len(self.lake_buckets)} person bucket(s): {self.shards} shard(s) used")
 
 
 def lake_buckets(root: Path) -> dict[int, int]:
@@ -142,7 +151,9 @@ def plan(root: Path, runner: str | None = None, buckets: int | None = None,
         n = 1  # a lake without bucket partitions (hand-built fixtures): unsharded
     elif n is None:
         n = len(ids) if big else 1
+    asked = n
     n = max(1, min(n, max(ids) + 1 if ids else 1))
+    requested = asked if asked is not None and asked > n and ids else None
 
     n_decls = lake_rows(root, "declarations")
     ppd = lake_rows(root, "individuals") / n_decls if n_decls else 0.0
@@ -160,7 +171,7 @@ def plan(root: Path, runner: str | None = None, buckets: int | None = None,
     return Plan(runner=runner, shards=n, workers=workers, lake_buckets=ids, lake_mb=round(lake_mb, 1),
                 est_shard_gb=round(shard_gb, 2), declarations=n_decls,
                 people_per_declaration=round(ppd, 1),
-                dask_address=dask_address)
+                dask_address=dask_address, shards_requested=requested)
 
 
 def worker_env(workers: int) -> dict[str, str]:

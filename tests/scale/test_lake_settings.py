@@ -81,6 +81,12 @@ def test_memory_plan_counts_the_declarations_a_shard_refers_to(tmp_path):
         2 * PROCESS_GB_PER_MILLION_DECLARATIONS, abs=0.01)
     assert declarations_share(10, 128) == pytest.approx(0.0754, abs=1e-3)
     assert declarations_share(100, 16) > 0.99
+    assert few.note() is None
+    # more shards than lake buckets: a shard is at least one bucket, and the run says so
+    capped = plan(tmp_path / "few", runner="thread", buckets=32, max_workers=1,
+                  max_memory_gb=64)
+    assert capped.shards == 1 and capped.note() == (
+        "32 shards asked for, but the lake has 1 person bucket(s): 1 shard(s) used")
 
 
 def test_lake_rows_skips_a_part_a_crashed_ingestion_left(tmp_path):
