@@ -659,7 +659,7 @@ EXPECTED: list[Expected] = [
              "sickness is not worked time ⇒ 2/12 ⇒ 83.34"),
     Expected("P16", "E2", "50 %, unpaid leave 65.001=501 June–Aug (Activité type 02)",
              _frac_hours(["75.84"] * 9), "standard",
-             "9 × 75.84 / 1820.04 = 0.37502 ⇒ 187.5137 → 187.52"),
+             "9 × 75.84 / 1820.04 = 0.37502 ⇒ 187.5124 → 187.52"),
     Expected("P17", "E3", "BOETH (40.072=01), full time all year", F(1), "boeth",
              "BOETH ⇒ 800 €"),
     Expected("P18", "E3", "ESAT worker (40.007=70, 40.010 planned end), 50 %",

@@ -370,7 +370,10 @@ def job_month_ratio(job: JobPlan, year: int, month: int, f: MonthFigures,
 def person_ratio(p: PersonPlan, year: int) -> Fraction:
     total = Fraction(0)
     for job in p.jobs:
-        recall = {job.recall[1]: job.recall[2]} if job.recall else {}
+        # a recall is written in the DSN of its declared month: none if the job is not
+        # declared then (it ended before)
+        written = job.recall and month_figures(job, year, job.recall[0]) is not None
+        recall = {job.recall[1]: job.recall[2]} if written else {}
         for month in range(1, 13):
             f = month_figures(job, year, month)
             if f is not None:
