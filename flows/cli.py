@@ -703,6 +703,59 @@ def _absences(lake: Path, nir: str, year: int) -> None:
     console.print(t)
 
 
+def _recalls_and_set_aside(lake: Path, nir: str, year: int) -> None:
+    """Time a DSN declares for another month than its own (recalls: a month above may show
+    more than its DSN says), and the person's input lines the quarantine set aside."""
+    import polars as pl
+
+    from pipeline.explanations import person_recalls, person_set_aside
+    from pipeline.lake_reads import scan_table
+    from pipeline.parameters import params_for_year
+
+    rec = person_recalls(lake, nir, year, params_for_year(year))
+    if rec.height:
+        files = dict(scan_table(lake, "declarations")
+                     .filter(pl.col("decl_id").is_in(rec["decl_id"].implode()))
+                     .select("decl_id", "source_file").unique("decl_id").collect().iter_rows())
+        t = Table(title="Time declared in the DSN of another month than its pay period "
+                  "(recalls, shifted pay: counted in the period's month above)")
+        for c in ("establishment", "contract", "period", "declared in", "time", "first line"):
+            t.add_column(c, no_wrap=True)
+        for r in rec.iter_rows(named=True):
+            t.add_row(r["siret"] or "", r["contract_no"] or "", f"{r['period_month']:%Y-%m}",
+                      f"{r['decl_month']:%Y-%m}", f"{r['measure_h'] / 100:+.2f}",
+                      f"{Path(files.get(r['decl_id']) or '?').name}:{r['line_no']}")
+        console.print(t)
+    q = person_set_aside(lake, nir, year)
+    if q.height:
+        t = Table(title="This person's input lines set aside (quarantine view; a 'warning' "
+                  "line is still used)")
+        for c in ("month", "line", "rubrique", "reason", "scope"):
+            t.add_column(c, no_wrap=True)
+        for r in q.iter_rows(named=True):
+            t.add_row(f"{r['decl_month']:%Y-%m}" if r["decl_month"] else "",
+                      f"{Path(r['source_file'] or '?').name}:{r['line_no']}",
+                      r["rubrique"] or "", r["reason"] or "", r["scope"] or "")
+        console.print(t)
+
+
+def _rejected_dsn(lake: Path, siret: str, months: str) -> str:
+    """A month 'no current DSN declares' may have had its DSN received and rejected: say so,
+    with the cause, rather than let the auditor believe nothing arrived."""
+    import polars as pl
+
+    from pipeline.lake_reads import scan_table
+    wanted = months.split()
+    rej = (scan_table(lake, "declarations")
+           .filter((pl.col("siret") == siret) & pl.col("rejected").fill_null(False)
+                   & pl.col("decl_month").dt.strftime("%Y-%m").is_in(wanted))
+           .select(pl.col("decl_month").dt.strftime("%Y-%m").alias("m"), "reject_reason",
+                   "source_file").unique().sort("m").collect())
+    return "".join(f" A DSN of {r['m']} was received and rejected ({r['reject_reason']}; "
+                   f"{Path(r['source_file'] or '?').name}, see the quarantine view)."
+                   for r in rej.iter_rows(named=True))
+
+
 def _source_declarations(lake: Path, nir: str, year: int) -> None:
     """The current declarations the person's rows come from (``explanations.source_declarations``,
     this NIR's bucket only), with the name of the file each came in (full path: the
@@ -807,6 +860,7 @@ def explain(
         console.print(line)
     _contract_month_terms(lake, nir, year, ac.row(0, named=True) if ac.height else None)
     _absences(lake, nir, year)
+    _recalls_and_set_aside(lake, nir, year)
     _source_declarations(lake, nir, year)
     emp = pl.read_parquet(pub.run_dir(lake, run_id) / "employments.parquet").filter(
         pl.col("nir") == nir)
@@ -822,7 +876,8 @@ def explain(
         from flows.run_notes import UNDECLARED_COUNTS
         for r in undeclared.iter_rows(named=True):
             console.print(f"Under contract at {r['siret']} in {r['undeclared_months']} but no "
-                          f"current DSN declares it: those months {UNDECLARED_COUNTS}.")
+                          f"current DSN declares it: those months {UNDECLARED_COUNTS}."
+                          + _rejected_dsn(lake, r["siret"], r["undeclared_months"]))
     t = Table(title="Ledger entries (all years)")
     for c in ("year", "kind", "sub_ledger", "amount", "run_id", "entry_id"):
         t.add_column(c, no_wrap=True)

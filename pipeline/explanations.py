@@ -12,7 +12,7 @@ import polars as pl
 
 from pipeline.contract_keys import CONTRACT_KEY, of_contract
 from pipeline.declaration_ranks import run_declarations, scan_person_table
-from pipeline.lake_reads import nir_buckets
+from pipeline.lake_reads import nir_buckets, scan_table
 from pipeline.months import M_SCALE, in_year, month_bit
 from pipeline.parameters import YearParams
 from pipeline.references import label_table
@@ -218,3 +218,54 @@ def person_absences(root_dir: Path | str, nir: str, year: int, p: YearParams) ->
     return (pl.concat(frames)
             .filter((pl.col("start") <= hi) & (pl.col("end").fill_null(hi) >= lo))
             .sort("siret", "contract_no", "start", "block", "motif"))
+
+
+def person_recalls(root_dir: Path | str, nir: str, year: int, p: YearParams) -> pl.DataFrame:
+    """The worked time (53.002 type 01 under a 51 type 002) of ONE person that a DSN declares
+    for a pay period of year N ending in another month than its own: pay recalls (rappels)
+    and pay shifted by a month, which the engine adds to the period's month (cpf_rules.md
+    §2.1), so a month of ``cpf explain`` may show more than that month's DSN declares."""
+    bucket = nir_buckets(root_dir, pl.Series([nir]))["bucket"].item()
+    run = run_declarations(root_dir, [bucket])
+    period = pl.col("period_end").dt.truncate("1mo")
+    return (scan_person_table(root_dir, "activities", run, [bucket], with_ord=False,
+                              links=run.ident.links)
+            .filter((pl.col("nir") == nir) & (pl.col("activity_type") == p.worked_activity_type)
+                    & (pl.col("pay_type") == p.activity_pay_type)
+                    & in_year("period_end", year) & (period != pl.col("decl_month")))
+            .group_by("siret", "contract_no", period.alias("period_month"), "decl_month",
+                      "decl_id", "unit")
+            .agg(pl.col("measure_h").sum(), pl.col("line_no").min())
+            .sort("siret", "contract_no", "period_month", "decl_month", "line_no")
+            .collect())
+
+
+def person_set_aside(root_dir: Path | str, nir: str, year: int) -> pl.DataFrame:
+    """The quarantine rows inside ONE person's Individu blocks (from their S21.G00.30 line to
+    the next person's) of the declarations of year N (December N-1 on): what of their input
+    was set aside and why; the quarantine view has no NIR (a malformed line may be the NIR)."""
+    bucket = nir_buckets(root_dir, pl.Series([nir]))["bucket"].item()
+    lo = date(year - 1, 12, 1)
+    mine = (scan_table(root_dir, "individuals", [bucket])
+            .filter((pl.col("nir") == nir) & (pl.col("decl_month") >= lo))
+            .select("decl_id", pl.col("line_no").alias("first")).collect())
+    if mine.height == 0:
+        return pl.DataFrame(schema={"decl_id": pl.String, "line_no": pl.Int64,
+                                    "rubrique": pl.String, "reason": pl.String,
+                                    "detail": pl.String, "scope": pl.String,
+                                    "decl_month": pl.Date, "source_file": pl.String})
+    ids = mine["decl_id"].unique().implode()
+    # every person block of those declarations (any bucket): where the next one starts
+    starts = (scan_table(root_dir, "individuals").filter(pl.col("decl_id").is_in(ids))
+              .select("decl_id", "line_no").unique().collect())
+    blocks = (mine.join(starts.rename({"line_no": "_next"}), on="decl_id", how="left")
+              .filter(pl.col("_next") > pl.col("first"))
+              .group_by("decl_id", "first").agg(pl.col("_next").min())
+              .join(mine, on=["decl_id", "first"], how="right"))
+    q = (scan_table(root_dir, "quarantine").filter(pl.col("decl_id").is_in(ids))
+         .select("decl_id", "line_no", "rubrique", "reason", "detail", "scope", "decl_month",
+                 "source_file").collect())
+    return (q.join(blocks, on="decl_id", how="inner")
+            .filter((pl.col("line_no") >= pl.col("first"))
+                    & (pl.col("line_no") < pl.col("_next").fill_null(2**62)))
+            .drop("first", "_next").unique().sort("decl_month", "decl_id", "line_no"))

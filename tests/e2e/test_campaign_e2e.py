@@ -90,6 +90,18 @@ def test_campaign_end_to_end(prefect_harness, samples_dir, tmp_path):
     assert "Contract-months" in r.output
     assert "equals the published one" in " ".join(r.output.split())
 
+    # the inputs behind the figures (samples README): P25's work accident, P21's recall of
+    # February declared in April, P28's quarantined November line
+    for who, shown in (("1740426198035", ["Absences meeting the year", "2024-12-16",
+                                          "2025-02-28", "2025-01..2025-03 (3 DSN)"]),
+                       ("2650169123097", ["another month than its pay period", "+7.00",
+                                          "73282932000017_202504_11.dsn:546"]),
+                       ("2690926362401", ["input lines set aside", "S21.G00.50.001",
+                                          "invalid_date"])):
+        r = runner.invoke(app, ["explain", who, "--year", "2025", "--lake", str(lake)],
+                          env={"COLUMNS": "250"})
+        assert r.exit_code == 0 and all(x in r.output for x in shown), (who, r.output)
+
     # a person examined but not creditable (declared with an NTT only) gets the reason
     unc = pl.read_parquet(lake / "runs" / first / "uncreditable.parquet")
     ntt = unc.filter(pl.col("reason") == "ntt_only")["ntt"][0]

@@ -241,3 +241,22 @@ def test_prefect_logs_no_traceback_for_a_failure_cpf_explains():
     assert lines[0].startswith("Encountered exception during execution: LakeDamaged")
     assert lines[1].startswith("Encountered exception during execution: KeyError")
     assert lines[2] == "Traceback (most recent call last):"
+
+
+def test_explain_says_a_month_s_dsn_was_received_and_rejected(tmp_path):
+    """An 'undeclared' month whose DSN came and was rejected is said so, with the cause."""
+    import datetime as dt
+
+    import polars as pl
+
+    from flows.cli import _rejected_dsn
+    from parsers.lake_schema import TABLES
+    d = tmp_path / "lake" / "declarations" / "month=2025-05"
+    d.mkdir(parents=True)
+    pl.DataFrame([{"decl_id": "x", "siret": "1" * 14, "decl_month": dt.date(2025, 5, 1),
+                   "rejected": True, "reject_reason": "invalid_date", "source_file": "/in/a.dsn"}],
+                 schema=TABLES["declarations"]).write_parquet(d / "part-0.parquet")
+    assert _rejected_dsn(tmp_path, "1" * 14, "2025-04 2025-05") == (
+        " A DSN of 2025-05 was received and rejected (invalid_date; a.dsn, see the quarantine "
+        "view).")
+    assert _rejected_dsn(tmp_path, "2" * 14, "2025-05") == ""
