@@ -15,6 +15,18 @@ from pipeline.months import days_in_month, month_end, month_start, overlap_days
 from pipeline.parameters import YearParams
 
 
+def absence_period(table: str) -> tuple[pl.Expr, pl.Expr]:
+    """(first day, last day) of an absence row as cpf_rules.md §2.2 reads it: an arrêt
+    (``work_stoppages``, block 60) from the day after 60.002 (last day worked) to the day
+    before 60.010 (reprise) if known, else to 60.003 (planned end); a suspension
+    (``suspensions``, block 65) from 65.002 to 65.003. A null end is open."""
+    if table == "work_stoppages":
+        day = pl.duration(days=1)
+        return (pl.col("last_worked_day") + day,
+                pl.coalesce(pl.col("resumption_date") - day, pl.col("planned_end")))
+    return pl.col("start_date"), pl.col("end_date")
+
+
 def not_cancelled(periods: pl.LazyFrame, cancel_motif: str, key: list[str]) -> pl.LazyFrame:
     """The absence rows that no annulation (60.001 = 99, 65.001 = 998, same contract and start)
     cancels. An annulation cancels what was declared BEFORE it (declarations of lower
@@ -44,17 +56,16 @@ def absence_days(stoppages: pl.LazyFrame, suspensions: pl.LazyFrame, ends: Contr
         # of an arrêt carries its reprise date
         .select("cid", "contract_start",
                 pl.col("motif").is_in(list(p.qualifying_stoppages)).alias("counted"),
-                (pl.col("last_worked_day") + pl.duration(days=1)).alias("abs_start"),
-                pl.when(pl.col("resumption_date").is_not_null())
-                .then(pl.col("resumption_date") - pl.duration(days=1))
-                .otherwise(pl.col("planned_end")).alias("abs_end"))
+                *(e.alias(n) for e, n in zip(absence_period("work_stoppages"),
+                                             ("abs_start", "abs_end"))))
     )
     susp = (
         not_cancelled(suspensions, p.suspension_cancel_motif, ["cid", "start_date"])
         .filter(latest(["cid", "motif", "start_date"]))
         .select("cid", "contract_start",
                 pl.col("motif").is_in(list(p.qualifying_suspension_motifs)).alias("counted"),
-                pl.col("start_date").alias("abs_start"), pl.col("end_date").alias("abs_end"))
+                *(e.alias(n) for e, n in zip(absence_period("suspensions"),
+                                             ("abs_start", "abs_end"))))
     )
     periods = (
         with_contract_end(pl.concat([arrets, susp]), ends, n_contracts)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline.absences import absence_period
 from pipeline.contract_keys import CONTRACT_KEY, of_contract
-from pipeline.declaration_ranks import run_declarations, scan_person_table
+from pipeline.declaration_ranks import RunDeclarations, run_declarations, scan_person_table
 from pipeline.lake_reads import nir_buckets, scan_table
 from pipeline.months import M_SCALE, in_year, month_bit
 from pipeline.parameters import YearParams
@@ -154,13 +155,19 @@ def person_explanations(cmf: pl.DataFrame, rem_sn: pl.DataFrame, sn_abs: pl.Data
     )
 
 
+def _person_run(root_dir: Path | str, nir: str) -> tuple[int, RunDeclarations]:
+    """ONE person's lake bucket and the current declarations a run of it reads (with the
+    identity links that bring rows from other buckets): what ``cpf explain`` reads."""
+    bucket = nir_buckets(root_dir, pl.Series([nir]))["bucket"].item()
+    return bucket, run_declarations(root_dir, [bucket])
+
+
 def source_declarations(root_dir: Path | str, nir: str, year: int) -> pl.DataFrame:
     """Full lineage for ONE person (``cpf explain``): every current declaration of year N
     (and of the months whose recalls count for N) in which the person has a contract,
     activity or pay row (also under an NTT linked to the NIR), with the table it was seen in.
     Reads that NIR's bucket only (and the buckets its identity links point to)."""
-    bucket = nir_buckets(root_dir, pl.Series([nir]))["bucket"].item()
-    run = run_declarations(root_dir, [bucket])
+    bucket, run = _person_run(root_dir, nir)
     links = run.ident.links
     frames = []
     for table in ("contracts", "activities", "pay", "work_stoppages", "suspensions",
@@ -181,17 +188,15 @@ def person_absences(root_dir: Path | str, nir: str, year: int, p: YearParams) ->
     60.002 to the day before 60.010, else to 60.003; 65.002-65.003), the months that repeat
     it, its latest line, and an annulation (60.001 = 99, 65.001 = 998) declared after it. An
     auditor reads here which absence the contract-months' absence days come from."""
-    bucket = nir_buckets(root_dir, pl.Series([nir]))["bucket"].item()
-    run = run_declarations(root_dir, [bucket])
+    bucket, run = _person_run(root_dir, nir)
     lo, hi = date(year, 1, 1), date(year, 12, 31)
-    day = pl.duration(days=1)
-    blocks = (("work_stoppages", "60", "last_worked_day", pl.col("last_worked_day") + day,
-               pl.coalesce(pl.col("resumption_date") - day, "planned_end"),
-               p.qualifying_stoppages, p.stoppage_cancel_motif),
-              ("suspensions", "65", "start_date", pl.col("start_date"), pl.col("end_date"),
-               p.qualifying_suspension_motifs, p.suspension_cancel_motif))
+    blocks = (("work_stoppages", "60", "last_worked_day", p.qualifying_stoppages,
+               p.stoppage_cancel_motif),
+              ("suspensions", "65", "start_date", p.qualifying_suspension_motifs,
+               p.suspension_cancel_motif))
     frames = []
-    for table, block, key, start, end, counted, cancel in blocks:
+    for table, block, key, counted, cancel in blocks:
+        start, end = absence_period(table)
         rows = (scan_person_table(root_dir, table, run, [bucket], links=run.ident.links)
                 .filter((pl.col("nir") == nir) & (pl.col("decl_month") >= date(year - 1, 12, 1)))
                 .select("siret", "contract_no", "motif", pl.col(key).alias("_key"),
@@ -225,8 +230,7 @@ def person_recalls(root_dir: Path | str, nir: str, year: int, p: YearParams) -> 
     for a pay period of year N ending in another month than its own: pay recalls (rappels)
     and pay shifted by a month, which the engine adds to the period's month (cpf_rules.md
     §2.1), so a month of ``cpf explain`` may show more than that month's DSN declares."""
-    bucket = nir_buckets(root_dir, pl.Series([nir]))["bucket"].item()
-    run = run_declarations(root_dir, [bucket])
+    bucket, run = _person_run(root_dir, nir)
     period = pl.col("period_end").dt.truncate("1mo")
     return (scan_person_table(root_dir, "activities", run, [bucket], with_ord=False,
                               links=run.ident.links)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline.absences import absence_period
 from pipeline.publish import (DSN_INPUTS, entries_path, latest_run_for_year, read_current,
                               read_manifest, run_dir, scan_lake)
 from pipeline.versions import KEY, keyed_declarations
@@ -45,11 +46,7 @@ def absence_window_end(table: str, year: int) -> pl.Expr:
     of the year). A later month repeating an arrêt with its reprise date after 31 December N
     changes nothing in N; one moving the reprise back into N does."""
     lo, hi = date(year, 1, 1), date(year, 12, 31)
-    if table == "work_stoppages":
-        start = pl.col("last_worked_day") + pl.duration(days=1)
-        end = pl.coalesce(pl.col("resumption_date") - pl.duration(days=1), "planned_end")
-    else:
-        start, end = pl.col("start_date"), pl.col("end_date")
+    start, end = absence_period(table)
     end = pl.min_horizontal(end.fill_null(hi), pl.lit(hi))
     return pl.when(end >= pl.max_horizontal(start, pl.lit(lo))).then(end)
 
