@@ -22,6 +22,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.absences import absence_period
+from pipeline.parameters import params_for_year
 from pipeline.publish import (DSN_INPUTS, entries_path, latest_run_for_year, read_current,
                               read_manifest, run_dir, scan_lake)
 from pipeline.versions import KEY, keyed_declarations
@@ -101,13 +102,16 @@ def unseen_files(root: Path | str, year: int, current: dict | None = None,
 
 def _new_versions(root: Path, year: int, last: date, seen: pl.LazyFrame) -> pl.LazyFrame:
     """file_sha256 of the later months' declarations of the same key (SIRET, month,
-    fraction: ``pipeline.versions``) as one the run used that held a pay block or contract
-    end dated in N: an annule-et-remplace without the recall removes it from N without a
-    row of its own saying so."""
+    fraction: ``pipeline.versions``) as one the run used that held rows bearing on N (a pay
+    recall, an absence or annulation covering part of N, a contract end up to N, an identity
+    change: ``dated_in_year``): an annule-et-remplace without them removes them from N with
+    no row of its own saying so."""
     rows = dated_in_year(year)
+    for table in ABSENCE_KEYS:  # only those covering part of N (not every old open arrêt)
+        rows[table] = absence_window_end(table, year).is_not_null()
     held = pl.concat([scan_lake(root, table).join(seen, on="file_sha256", how="semi")
-                      .filter((pl.col("decl_month") > last) & rows[table]).select("decl_id")
-                      for table in ("pay", "contract_ends")])
+                      .filter((pl.col("decl_month") > last) & expr).select("decl_id")
+                      for table, expr in rows.items()])
     decls = keyed_declarations(scan_lake(root, "declarations")
                                .filter(pl.col("decl_month") > last))
     return decls.join(decls.join(held, on="decl_id", how="semi").select(KEY), on=KEY,
@@ -116,23 +120,43 @@ def _new_versions(root: Path, year: int, last: date, seen: pl.LazyFrame) -> pl.L
 
 def _unseen_rows(root: Path, table: str, rows: pl.Expr, last: date,
                  seen: pl.LazyFrame) -> pl.LazyFrame:
-    """file_sha256 of the later months' ``rows`` of a table; for absences, only those whose
+    """file_sha256 of the later months' ``rows`` of a table. For absences, only those whose
     part of year N differs from the latest declaration of that absence in the files the run
-    saw (``absence_window_end``; an arrêt repeated with its reprise date is the same in N)."""
+    saw (``absence_window_end``; an arrêt repeated with its reprise date is the same in N),
+    or that an annulation the run saw had cancelled (declared again, it counts again). For
+    contract ends, also an end after N of a contract the run saw end in N (it moves it)."""
     lf = scan_lake(root, table)
     found = lf.filter((pl.col("decl_month") > last) & rows)
+    year = last.year
+    if table == "contract_ends":
+        ended = (lf.join(seen, on="file_sha256", how="semi")
+                 .filter(pl.col("end_date") <= date(year, 12, 31))
+                 .select(CONTRACT_OF_END).unique())
+        moved = (lf.filter(pl.col("decl_month") > last)
+                 .join(ended, on=CONTRACT_OF_END, how="semi", nulls_equal=True))
+        return pl.concat([found, moved]).select("file_sha256")
     if table not in ABSENCE_KEYS:
         return found.select("file_sha256")
-    keys, year = ABSENCE_KEYS[table], last.year
+    keys = ABSENCE_KEYS[table]
     win = absence_window_end(table, year)
-    known = (lf.join(seen, on="file_sha256", how="semi")
-             .filter(pl.col("decl_month") == pl.col("decl_month").max().over(keys))
+    mine = lf.join(seen, on="file_sha256", how="semi")
+    known = (mine.filter(pl.col("decl_month") == pl.col("decl_month").max().over(keys))
              .group_by(keys).agg(win.n_unique().alias("_n"), win.first().alias("_seen")))
-    changed = pl.when(pl.col("_n").is_null()).then(pl.col("_win").is_not_null()) \
-        .otherwise((pl.col("_n") > 1) | pl.col("_win").ne_missing(pl.col("_seen")))
+    p = params_for_year(year)
+    cancel = p.stoppage_cancel_motif if table == "work_stoppages" else p.suspension_cancel_motif
+    same = [k for k in keys if k != "motif"]  # an annulation names the absence by its start
+    cancelled = (mine.filter(pl.col("motif") == cancel).select(same).unique()
+                 .with_columns(pl.lit(True).alias("_cancelled")))
+    changed = (pl.when(pl.col("_n").is_null()).then(pl.col("_win").is_not_null())
+               .otherwise((pl.col("_n") > 1) | pl.col("_win").ne_missing(pl.col("_seen")))
+               | (pl.col("_cancelled").fill_null(False) & pl.col("_win").is_not_null()))
     return (found.with_columns(win.alias("_win"))
             .join(known, on=keys, how="left", nulls_equal=True)
+            .join(cancelled, on=same, how="left", nulls_equal=True)
             .filter(changed).select("file_sha256"))
+
+
+CONTRACT_OF_END = ["nir", "siret", "contract_no"]
 
 
 def later_years(root: Path | str, year: int) -> list[int]:

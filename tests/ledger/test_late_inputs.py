@@ -118,3 +118,29 @@ def test_a_later_version_of_a_declaration_holding_a_recall_reruns_the_year(lake)
     declare(lake, "d" * 64, dt.date(2025, 2, 1))  # a new version of February
     assert years_to_reexamine(lake, 2025, 3) == {
         2024: "1 DSN file(s) its latest run did not see may change it"}
+
+
+def test_later_inputs_removing_or_reviving_an_absence_or_moving_an_end_rerun_the_year(lake):
+    """Round-2 shapes a row-by-row comparison missed: a later version of a declaration that
+    held an absence covering 2024 (it may drop it), an absence declared again after an
+    annulation the run saw (it counts again), a contract end after 2024 for a contract the
+    run saw end in 2024 (the absence is no longer cut at the old end)."""
+    arret = dict(last_worked_day=dt.date(2024, 10, 31), planned_end=dt.date(2025, 3, 31),
+                 motif="02")
+    declare(lake, "a" * 64, dt.date(2025, 1, 1), work_stoppages=arret)
+    declare(lake, "b" * 64, dt.date(2024, 12, 1), work_stoppages={**arret, "motif": "99"})
+    declare(lake, "c" * 64, dt.date(2025, 2, 1),
+            contract_ends={"contract_no": "C1", "end_date": dt.date(2024, 12, 10)})
+    credit(lake, 2024, [(nir(3), 1.0, "standard", 50000, 500000)], AS_OF)
+    rerun = {2024: "1 DSN file(s) its latest run did not see may change it"}
+    assert years_to_reexamine(lake, 2025, 3) == {}
+    for sha, month, rows in (
+            ("d" * 64, dt.date(2025, 1, 1), {}),  # a new version of January, without it
+            ("e" * 64, dt.date(2025, 3, 1), {"work_stoppages": arret}),  # after the 99
+            ("f" * 64, dt.date(2025, 4, 1), {"contract_ends": {
+                "contract_no": "C1", "end_date": dt.date(2025, 3, 15)}})):
+        declare(lake, sha, month, **rows)
+        assert years_to_reexamine(lake, 2025, 3) == rerun, sha[0]
+        for table in ("files", "declarations", *rows):  # one shape at a time
+            (lake / "lake" / table / f"part-{sha[0]}-{month:%Y%m}.parquet").unlink()
+    assert years_to_reexamine(lake, 2025, 3) == {}
