@@ -530,7 +530,10 @@ def _derivation_story(row: dict) -> list[str]:
            "or a recall dated in the year)" if not g("contracts_count") and g("months_counted")
            else "")
         + f"; paid {hours:,.2f} h / {days:,.2f} days; "
-        f"assimilated absence days {g('absence_days')}; presence-fallback months {g('presence_months')}; "
+        f"assimilated absence days {g('absence_days')}"
+        + (f" (+ {g('sans_notion_absence_days')} on pay without time basis, step 2)"
+           if g("sans_notion_absence_days") else "")
+        + f"; presence-fallback months {g('presence_months')}; "
         + (f"monthly reference(s) {g('references')}." if g("references")
            else "no monthly reference (remuneration route only)."),
         "2. Ratio = Σ months (counted / monthly reference) / 12"

@@ -10,7 +10,7 @@ from datetime import date
 import polars as pl
 
 from pipeline.contract_attributes import ContractEnds, latest, with_contract_end
-from pipeline.contract_keys import cm_key, cm_month
+from pipeline.contract_keys import cm_key
 from pipeline.months import days_in_month, month_end, month_start, overlap_days
 from pipeline.parameters import YearParams
 
@@ -110,28 +110,34 @@ def merge_intervals(periods: pl.LazyFrame, key: str = "cid") -> pl.LazyFrame:
 
 def sans_notion_absence_terms(absent: pl.LazyFrame, paid: pl.LazyFrame,
                               p: YearParams) -> pl.LazyFrame:
-    """Per contract-month on the remuneration route (``absent``: cm, abs_days of qualifying
-    absence), what the absence adds to 12 x the worked ratio, exactly (``num`` / ``den``).
+    """Per person, what their qualifying absences on contracts paid without time basis add
+    to 12 x the worked ratio, exactly (``num`` / ``den``, one row per person and month).
 
-    L6323-12 counts these absences in full, and a contract paid without time basis has no
-    quotité: the month's reference 2080/12 x SMIC (of the 1st of the month) stands for it.
-    Decision ``sans_notion_absence_counted`` (the absence_cap decision in euros): the month
-    counts ``min(reference x days / days_in_month, max(0, reference - remuneration))`` on top
-    of its remuneration (``paid``: cm, amount_cents), so a salary kept during maternity is
-    not counted twice. Scaled by 12 x days_in_month, every figure is an integer:
+    L6323-12 counts these absences in full, and such a contract has no quotité: the month's
+    reference 2080/12 x SMIC (of the 1st of the month) stands for it, once per PERSON and
+    month (two such jobs on one maternity do not count two references). Decision
+    ``sans_notion_absence_counted`` (the absence_cap decision in euros): the month counts
+    ``min(reference x days / days_in_month, max(0, reference - remuneration))`` on top of its
+    remuneration, ``days`` the most absence days of the person's contracts that month
+    (``absent``: pid, month, abs_days) and ``remuneration`` their pay of that month, whatever
+    route the month takes (``paid``: pid, month, amount_cents), so a salary kept during
+    maternity is not counted twice. Scaled by 12 x days_in_month, every figure is an integer:
     term = 144 x credited / (12 x SMIC reference of the year) = 12 C' / (dim x smic_x12)."""
     if not p.sans_notion_absence_counted:
-        return absent.head(0).select("cm", "abs_days", num=pl.lit(0, pl.Int64),
-                                     den=pl.lit(1, pl.Int64))
+        return pl.LazyFrame(schema={"pid": pl.Int64, "abs_days": pl.Int64, "num": pl.Int64,
+                                    "den": pl.Int64})
     smic = pl.lit(pl.Series(p.smic_monthly_cents, dtype=pl.Int64)).gather(
-        cm_month().dt.month().cast(pl.Int64) - 1)
+        pl.col("month").dt.month().cast(pl.Int64) - 1)
     ref = pl.lit(p.smic_hours_multiplier, pl.Int64) * smic  # 12 x the month's reference
-    dim = days_in_month("_m")
+    dim = days_in_month("month")
     credited = pl.min_horizontal(  # C' = 12 x dim x credited cents
         ref * pl.col("abs_days"),
         pl.max_horizontal(pl.lit(0, pl.Int64),
                           (ref - 12 * pl.col("amount_cents").fill_null(0)) * dim))
-    return (absent.join(paid.select("cm", "amount_cents"), on="cm", how="left")
-            .with_columns(cm_month().alias("_m"))
-            .select("cm", "abs_days", (12 * credited).alias("num"),
+    pay = paid.group_by("pid", "month").agg(pl.col("amount_cents").sum())
+    return (absent.group_by("pid", "month").agg(pl.col("abs_days").max())
+            .join(pay, on=["pid", "month"], how="left")
+            .select("pid", "abs_days", (12 * credited).alias("num"),
                     (dim * p.smic_reference_cents_x12).alias("den")))
+
+

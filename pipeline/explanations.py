@@ -96,7 +96,7 @@ def person_explanations(cmf: pl.DataFrame, rem_sn: pl.DataFrame, sn_abs: pl.Data
     expl_sn_abs = (sn_abs.lazy().group_by("pid").agg(
         pl.col("abs_days").sum().alias("sans_notion_absence_days"),
         (pl.col("num").cast(pl.Float64) / pl.col("den") * smic_x12 / 144 / 100).sum()
-        .alias("sans_notion_absence_credited")))
+        .round(2).alias("sans_notion_absence_credited")))
     # contracts of the year in scope: counts, lineage bounds and category flags in ONE
     # aggregation per person
     expl_c = (versions.lazy().filter(pl.col("oos_reason").is_null()

@@ -354,13 +354,18 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
                      | pl.col("cm").is_in(sn_months["cm"].implode()))
                     & pl.col("oos_reason").is_null())
         rem_route = rem_attr.filter(on_route).collect()
-        # its qualifying absences count in full too (L6323-12), against 2080/12 x SMIC
-        sn_abs = (sans_notion_absence_terms(
-                      attributes_at(absd.filter(cm_cid().is_in(sn_cids["cid"].implode())),
-                                    versions.lazy()).filter(on_route).select("cm", "abs_days"),
-                      rem_route.lazy(), p)
-                  .with_columns(cm_cid().alias("cid")).with_columns(of_contract(keys, "pid"))
-                  .select("pid", "abs_days", "num", "den").collect())
+        # qualifying absences on contracts paid without time basis count in full too
+        # (L6323-12), per person and month against 2080/12 x SMIC less that month's pay
+        sn_contract = (pl.col("family") == "sans_notion") & pl.col("oos_reason").is_null()
+        person_month = [cm_cid().alias("cid"), cm_month().alias("month")]
+
+        def by_person(rows: pl.LazyFrame) -> pl.LazyFrame:
+            return (rows.filter(sn_contract).with_columns(*person_month)
+                    .with_columns(of_contract(keys, "pid")))
+        sn_abs = sans_notion_absence_terms(
+            by_person(attributes_at(absd.filter(cm_cid().is_in(sn_cids["cid"].implode())),
+                                    versions.lazy())).select("pid", "month", "abs_days"),
+            by_person(rem_attr).select("pid", "month", "amount_cents"), p).collect()
         rem_sn = (rem_route.lazy()
                   .with_columns(cm_cid().alias("cid"))
                   .with_columns(of_contract(keys, "pid"))
