@@ -37,7 +37,7 @@ def undeclared_note(run_dir: Path | str) -> str | None:
             f"under contract at {u['sirets']} establishment(s) but no current DSN declares "
             f"them; they {UNDECLARED_COUNTS}"
             + (f"; {partial} of these establishment-months were declared in fractions of which "
-               "some have not arrived (ask for the missing fraction first: column "
+               "some have not arrived or were rejected (see to that fraction first: column "
                "fractions_missing)" if partial else "")
             + f". List: cpf query undeclared_months --lake {root}")
 

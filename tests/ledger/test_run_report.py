@@ -100,5 +100,13 @@ def test_a_month_missing_a_fraction_is_said_so(tmp_path: Path):
     con = duckdb.connect()
     con.register("employments", emp.with_columns(pl.lit("S").alias("siren")).to_arrow())
     con.register("declarations", pl.read_parquet(run / "declarations").to_arrow())
-    rows = con.execute(queries()["undeclared_months"]).fetchall()
-    assert [(r[2], r[5], r[6]) for r in rows] == [("A", True, "2/2"), ("B", True, "")], rows
+    got = con.execute(f"SELECT siret, dsn_filed, dsn_rejected, fractions_missing FROM "
+                      f"({queries()['undeclared_months'].rstrip().rstrip(';')})").fetchall()
+    assert got == [("A", True, False, "2/2"), ("B", True, False, "")], got
+    # A's 2/2 came and was rejected: still missing as a usable fraction, and said rejected
+    con.register("declarations", pl.concat([pl.read_parquet(run / "declarations"), pl.DataFrame(
+        {"siret": ["A"], "decl_month": [dt.date(2025, 9, 1)], "fraction": ["22"],
+         "nature": ["01"], "rejected": [True], "envoi_is_test": [False]})]).to_arrow())
+    got = con.execute(f"SELECT siret, dsn_rejected, fractions_missing FROM "
+                      f"({queries()['undeclared_months'].rstrip().rstrip(';')})").fetchall()
+    assert got == [("A", True, "2/2"), ("B", False, "")], got
