@@ -230,7 +230,8 @@ def _print_ingest(report: dict) -> None:
     dup = report.get("skipped_duplicate_examples") or []
     if dup:  # same bytes as a file already in the lake (or earlier in this call)
         more = report["files_skipped_duplicate"] - len(dup)
-        console.print("already in the lake (same bytes, not ingested again): " + ", ".join(dup)
+        console.print("same bytes as a file already in the lake or earlier in this call, not "
+                      "ingested again: " + ", ".join(dup)
                       + (f" (+{more} more)" if more > 0 else ""))
     for y, n in (report.get("published_years_changed") or {}).items():
         console.print(f"[yellow]published year {y} may change: {n} DSN file(s) its latest run "
@@ -657,7 +658,7 @@ def _nir_changes(lake: Path, nir: str, year: int) -> list[str]:
     links = dict(nir_links(lake).iter_rows())  # old NIR -> the NIR its rows count for
     out = []
     for r in rows.iter_rows(named=True):
-        where = (f"S21.G00.31.008 at line {r['line_no']} of "
+        where = (f"S21.G00.31 block (31.008 = former NIR) from line {r['line_no']} of "
                  f"{Path(r['source_file'] or '?').name} (DSN of {r['decl_month']:%Y-%m}"
                  + (f", change dated {r['change_date']}" if r["change_date"] else "") + ")")
         now = links.get(r["old_nir"])
@@ -692,12 +693,13 @@ def _absences(lake: Path, nir: str, year: int) -> None:
               "counted = assimilated to worked time, L6323-12)")
     for c in ("establishment", "contract", "block", "motif", "counted", "from", "to",
               "declared in", "latest line", "cancelled"):
-        t.add_column(c, no_wrap=True)
+        t.add_column(c, overflow="fold")
     for r in ab.iter_rows(named=True):
         months = r["declared_in"]
         src = Path(files.get(r["decl_id"]) or "?").name
         t.add_row(r["siret"] or "", r["contract_no"] or "", r["block"], r["motif"] or "",
-                  "yes" if r["counted"] else "no", f"{r['start'] or ''}", f"{r['end'] or 'open'}",
+                  ("no (annulled)" if r["cancelled_in"] else "yes") if r["counted"] else "no",
+                  f"{r['start'] or ''}", f"{r['end'] or 'open'}",
                   f"{months[0]:%Y-%m}" + (f"..{months[-1]:%Y-%m} ({len(months)} DSN)"
                                           if len(months) > 1 else ""),
                   f"{src}:{r['line_no']}",
@@ -723,7 +725,7 @@ def _recalls_and_set_aside(lake: Path, nir: str, year: int) -> None:
         t = Table(title="Time declared in the DSN of another month than its pay period "
                   "(recalls, shifted pay: counted in the period's month above)")
         for c in ("establishment", "contract", "period", "declared in", "time", "first line"):
-            t.add_column(c, no_wrap=True)
+            t.add_column(c, overflow="fold")
         for r in rec.iter_rows(named=True):
             t.add_row(r["siret"] or "", r["contract_no"] or "", f"{r['period_month']:%Y-%m}",
                       f"{r['decl_month']:%Y-%m}", f"{r['measure_h'] / 100:+.2f}",
@@ -734,7 +736,7 @@ def _recalls_and_set_aside(lake: Path, nir: str, year: int) -> None:
         t = Table(title="This person's input lines set aside (quarantine view; a 'warning' "
                   "line is still used)")
         for c in ("month", "line", "rubrique", "reason", "scope"):
-            t.add_column(c, no_wrap=True)
+            t.add_column(c, overflow="fold")
         for r in q.iter_rows(named=True):
             t.add_row(f"{r['decl_month']:%Y-%m}" if r["decl_month"] else "",
                       f"{Path(r['source_file'] or '?').name}:{r['line_no']}",
@@ -807,6 +809,15 @@ def explain(
     run_id = pub.latest_run_for_year(lake, year)
     if run_id is None:
         _fail(f"no published run for year {year} in {lake}")
+    from parsers.lake import LakeDamaged, check_integrity
+    try:  # what explain recomputes from the lake would silently miss the lost rows
+        check_integrity(lake)
+    except LakeDamaged as exc:
+        err.print(f"[yellow]warning: {exc} (or an ingestion is writing it now): the tables "
+                  "recomputed from the lake below may miss rows; the published figures stand."
+                  "[/]", soft_wrap=True)
+        for e in exc.errors[:10]:
+            err.print(f"  {e}", highlight=False, soft_wrap=True)
     unc = pl.read_parquet(pub.run_dir(lake, run_id) / "uncreditable.parquet").filter(
         (pl.col("nir") == nir) | (pl.col("ntt") == nir))
     if len(nir) != 13 and unc.height == 0:

@@ -33,7 +33,7 @@ def undeclared_note(run_dir: Path | str) -> str | None:
     root = Path(run_dir).parent.parent
     people = "1 person was" if u["people"] == 1 else f"{u['people']} people were"
     partial = fractions_missing(run_dir, pl.scan_parquet(f).filter(pl.col("months_undeclared") > 0))
-    return (f"undeclared months: {u['months']} month(s) of {u['year']} in which {people} "
+    return (f"undeclared months: {u['months']} person-month(s) of {u['year']} in which {people} "
             f"under contract at {u['sirets']} establishment(s) but no current DSN declares "
             f"them; they {UNDECLARED_COUNTS}"
             + (f"; {partial} of these establishment-months were declared in fractions of which "

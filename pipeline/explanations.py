@@ -246,11 +246,13 @@ def person_recalls(root_dir: Path | str, nir: str, year: int, p: YearParams) -> 
 
 def person_set_aside(root_dir: Path | str, nir: str, year: int) -> pl.DataFrame:
     """The quarantine rows inside ONE person's Individu blocks (from their S21.G00.30 line to
-    the next person's) of the declarations of year N (December N-1 on): what of their input
-    was set aside and why; the quarantine view has no NIR (a malformed line may be the NIR)."""
-    bucket = nir_buckets(root_dir, pl.Series([nir]))["bucket"].item()
+    the next person's) of the CURRENT declarations of year N (December N-1 on; a replaced or
+    rejected declaration's lines were never used): what of their input was set aside and
+    why; the quarantine view has no NIR (a malformed line may be the NIR)."""
+    bucket, run = _person_run(root_dir, nir)
     lo = date(year - 1, 12, 1)
-    mine = (scan_table(root_dir, "individuals", [bucket])
+    mine = (scan_person_table(root_dir, "individuals", run, [bucket], with_ord=False,
+                              links=run.ident.links)
             .filter((pl.col("nir") == nir) & (pl.col("decl_month") >= lo))
             .select("decl_id", pl.col("line_no").alias("first")).collect())
     if mine.height == 0:

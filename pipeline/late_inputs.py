@@ -89,8 +89,9 @@ def unseen_files(root: Path | str, year: int, current: dict | None = None,
         return 0
     seen = pl.scan_parquet(run_dir(root, run_id) / DSN_INPUTS).select("file_sha256")
     last = date(year, 12, 1)
-    own = (scan_lake(root, "declarations")
-           .filter(pl.col("decl_month").is_between(date(year - 1, 12, 1), last))
+    own = (scan_lake(root, "declarations")  # a rejected one is never used: no change
+           .filter(pl.col("decl_month").is_between(date(year - 1, 12, 1), last)
+                   & ~pl.col("rejected").fill_null(False))
            .select("file_sha256"))
     later = [] if own_months_only else [
         *(_unseen_rows(root, table, rows, last, seen)

@@ -147,7 +147,8 @@ def write_page(out: Path, manifest: dict, by_cat: pl.DataFrame,
         aside = f"""<h2>Input set aside (the lake as this run saw it, every declared month)</h2>
 <p>{inputs_set_aside['declarations']} declaration(s), {sum(not_used.values())} not used.
 Each row below is in the catalog's <code>quarantine</code> view with its file, line and
-rubrique.</p>
+rubrique; the view also lists each replaced or older declaration (scope <code>version</code>)
+counted in the first table.</p>
 <table><tr><th>declarations not used, because</th><th>declarations</th></tr>{decl_rows}</table>
 <table><tr><th>scope</th><th>reason</th><th>rows</th></tr>{q_rows}</table>
 """

@@ -102,6 +102,13 @@ def test_campaign_end_to_end(prefect_harness, samples_dir, tmp_path):
                           env={"COLUMNS": "250"})
         assert r.exit_code == 0 and all(x in r.output for x in shown), (who, r.output)
 
+    # explain on a damaged copy says its recomputed tables may miss rows (run/credit refuse it)
+    damaged = tmp_path / "damaged"
+    shutil.copytree(lake, damaged)
+    next((damaged / "lake" / "pay").rglob("*.parquet")).unlink()
+    r = runner.invoke(app, ["explain", "1740426198035", "--year", "2025", "--lake", str(damaged)])
+    assert r.exit_code == 0 and "warning: the lake is damaged" in " ".join(r.output.split())
+
     # a person examined but not creditable (declared with an NTT only) gets the reason
     unc = pl.read_parquet(lake / "runs" / first / "uncreditable.parquet")
     ntt = unc.filter(pl.col("reason") == "ntt_only")["ntt"][0]

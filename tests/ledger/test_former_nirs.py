@@ -169,9 +169,9 @@ def test_explain_follows_a_nir_change_both_ways_without_a_balance(nia_lake, tmp_
                            env={"COLUMNS": "200"})
     text = " ".join(r.output.split())
     assert r.exit_code == 0, r.output
-    assert f"{OLD} is a former NIR of {NEW}: S21.G00.31.008 at line" in text, text
+    assert f"{OLD} is a former NIR of {NEW}: S21.G00.31 block (31.008 = former NIR) from line" in text, text
     assert f"its rows count for {NEW} (cpf explain {NEW} --year 2025)" in text, text
     r = CliRunner().invoke(app, ["explain", NEW, "--lake", str(root), "--year", "2025"],
                            env={"COLUMNS": "200"})
     text = " ".join(r.output.split())
-    assert f"Former NIR {OLD}: S21.G00.31.008 at line" in text, text
+    assert f"Former NIR {OLD}: S21.G00.31 block (31.008 = former NIR) from line" in text, text

@@ -321,7 +321,7 @@ def test_employments_list_months_under_contract_that_no_dsn_declares(tmp_path):
     r = cli.invoke(app, ["credit", "--year", "2025", "--lake", str(tmp_path),
                          "--as-of", "2026-05-02"], env={"COLUMNS": "250"})
     assert r.exit_code == 0, r.output
-    assert "undeclared months: 4 month(s) of 2025 in which 1 person was under contract at 2 " \
+    assert "undeclared months: 4 person-month(s) of 2025 in which 1 person was under contract at 2 " \
            "establishment(s)" in r.output
     r = cli.invoke(app, ["explain", first["nir"], "--year", "2025", "--lake", str(tmp_path)],
                    env={"COLUMNS": "250"})
@@ -357,7 +357,7 @@ def test_the_run_says_how_many_months_no_dsn_declares(tmp_path):
     pl.DataFrame(rows, schema=EMPLOYMENTS_SCHEMA, orient="row").write_parquet(
         run / "employments.parquet")
     note = undeclared_note(run)
-    assert note.startswith("undeclared months: 4 month(s) of 2025 in which 1 person was under "
+    assert note.startswith("undeclared months: 4 person-month(s) of 2025 in which 1 person was under "
                            "contract at 2 establishment(s)")
     assert f"--lake {tmp_path / 'DIR'}" in note
     pl.DataFrame(rows[2:], schema=EMPLOYMENTS_SCHEMA, orient="row").write_parquet(
