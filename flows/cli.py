@@ -907,7 +907,10 @@ def explain(
     hours = (entries.filter(pl.col("sub_ledger") == "earned_hours")["amount_hours"].sum()
              if "amount_hours" in entries.columns else 0)
     console.print(f"earned balance {_eur(earned)} · dotation balance {_eur(dot)}"
-                  + (f" · unconverted hours {hours} h" if hours else ""))
+                  + (f" · unconverted hours {hours} h" if hours else "")
+                  + (" (this NIR's own account: the ceiling above also counts what its "
+                     "former NIRs hold)" if any(c.startswith("Former NIR") for c in changes)
+                     else ""))
 
 
 # --- replay --------------------------------------------------------------------------------------
