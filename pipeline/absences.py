@@ -119,9 +119,10 @@ def sans_notion_absence_terms(absent: pl.LazyFrame, paid: pl.LazyFrame,
     ``sans_notion_absence_counted`` (the absence_cap decision in euros): the month counts
     ``min(reference x days / days_in_month, max(0, reference - remuneration))`` on top of its
     remuneration, ``days`` the most absence days of the person's contracts that month
-    (``absent``: pid, month, abs_days) and ``remuneration`` their pay of that month, whatever
-    route the month takes (``paid``: pid, month, amount_cents), so a salary kept during
-    maternity is not counted twice. Scaled by 12 x days_in_month, every figure is an integer:
+    (``absent``: pid, month, abs_days) and ``remuneration`` their pay of that month
+    (``paid``: pid, month, amount_cents), so a salary kept during maternity is not counted
+    twice. Months on the remuneration route only: a month declared in hours or days (53.003)
+    takes its absence in time (``worked_time``, step 3). Scaled by 12 x days_in_month, every figure is an integer:
     term = 144 x credited / (12 x SMIC reference of the year) = 12 C' / (dim x smic_x12)."""
     if not p.sans_notion_absence_counted:
         return pl.LazyFrame(schema={"pid": pl.Int64, "abs_days": pl.Int64, "num": pl.Int64,

@@ -27,7 +27,10 @@ def reference_fraction(p: YearParams, num_t: pl.DataType = pl.Int128) -> list[pl
     legal = pl.when(pl.col("act_family") == "hours").then(pl.lit(p.legal_annual_hours_h)) \
         .otherwise(pl.lit(p.forfait_max_days_h)).cast(pl.Int64)
     use_r = has_ref & ~capped.fill_null(False)
-    num = pl.when(use_r).then(pl.col("counted_scaled")).otherwise(pl.col("counted_scaled") * 12)
+    # ``_frac12``: the twelfths of a scaled unit an absence against the legal reference adds
+    # (``worked_time``: a sans-notion contract's month counted in time), kept exact here
+    num = pl.when(use_r).then(pl.col("counted_scaled")).otherwise(
+        pl.col("counted_scaled") * 12 + pl.col("_frac12"))
     den = (pl.when(use_r).then(R).when(has_ref).then(pl.lit(p.forfait_max_days_h, pl.Int64))
            .otherwise(legal) * M_SCALE)
     kind = pl.when(use_r).then(0).when(has_ref).then(1).otherwise(2).cast(pl.Int8)

@@ -308,10 +308,25 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
             + pl.when(pl.col("own_family")).then(pl.col("presence_scaled")).otherwise(0))
     room = pl.max_horizontal(pl.lit(0, num_t),
                              pl.col("quota_h").cast(num_t) * M_SCALE - pl.col("_base"))
+    # a sans-notion contract's month counted in time (53.003): its qualifying absence counts
+    # against that family's legal monthly reference (it has no quotité), never beyond it
+    # less the time declared — 12 x the scaled time, exact (Decision sans_notion_absence_counted)
+    legal = pl.when(pl.col("act_family") == "hours").then(pl.lit(p.legal_annual_hours_h)) \
+        .otherwise(pl.lit(p.forfait_max_days_h)).cast(num_t)
+    sn_time = (~pl.col("own_family") & (pl.col("family") == "sans_notion")
+               & ((pl.col("act_family") == "hours") | ~pl.col("has_hours"))
+               & pl.lit(p.sans_notion_absence_counted))
+    absence12 = pl.when(sn_time).then(pl.min_horizontal(
+        legal * pl.col("abs_days") * (M_SCALE // pl.col("dim")),
+        pl.max_horizontal(pl.lit(0, num_t), legal * M_SCALE - 12 * pl.col("_base")))) \
+        .otherwise(0).cast(num_t)
     cmf = (cmf.with_columns(base.cast(num_t).alias("_base"))
+           .with_columns(absence12.alias("_abs12"))
            .with_columns(pl.when(pl.col("own_family"))
                          .then(pl.min_horizontal(pl.col("absence_scaled").cast(num_t), room))
-                         .otherwise(0).cast(num_t).alias("absence_credited_scaled"))
+                         .otherwise(pl.col("_abs12") // 12).cast(num_t)
+                         .alias("absence_credited_scaled"),
+                         (pl.col("_abs12") % 12).alias("_frac12"))  # the rest, in the term
            .with_columns((pl.col("_base") + pl.col("absence_credited_scaled"))
                          .alias("counted_scaled")))
     cmf = (cmf.with_columns(*reference_fraction(p, num_t))
@@ -356,7 +371,9 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
         rem_route = rem_attr.filter(on_route).collect()
         # qualifying absences on contracts paid without time basis count in full too
         # (L6323-12), per person and month against 2080/12 x SMIC less that month's pay
-        sn_contract = (pl.col("family") == "sans_notion") & pl.col("oos_reason").is_null()
+        # (a month counted in time, 53.003, takes its absence in time: step 3)
+        sn_contract = ((pl.col("family") == "sans_notion") & pl.col("oos_reason").is_null()
+                       & ~pl.col("cm").is_in(paid["cm"].implode()))
         person_month = [cm_cid().alias("cid"), cm_month().alias("month")]
 
         def by_person(rows: pl.LazyFrame) -> pl.LazyFrame:
