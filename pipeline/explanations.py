@@ -63,7 +63,9 @@ def person_explanations(cmf: pl.DataFrame, rem_sn: pl.DataFrame, sn_abs: pl.Data
         pl.when(is_h).then(pl.col("paid_h")).otherwise(0).alias("paid_hours_h"),
         pl.when(is_h).then(0).otherwise(pl.col("paid_h")).alias("paid_days_h"),
         (pl.col("presence_scaled") > 0).cast(pl.Int64).alias("presence_months"),
-        pl.when(pl.col("own_family")).then(pl.col("abs_days")).otherwise(0).alias("absence_days"),
+        # (a sans-notion month counted in time: the person's absence, on its carrier row)
+        pl.when(pl.col("own_family") | (pl.col("absence_credited_scaled") > 0))
+        .then(pl.col("abs_days")).otherwise(0).alias("absence_days"),
         pl.col("absence_credited_scaled").cast(pl.Int128).alias("_abs_cred"),
         pl.col("decl_min").alias("_cm_min"), pl.col("decl_max").alias("_cm_max"),
         pl.col("_lcode").alias("_lmin"), pl.col("_lcode").alias("_lmax"))

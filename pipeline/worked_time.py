@@ -260,6 +260,9 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     del all_abs
     t = _timed("absences", t)
 
+    # the most qualifying absence days of each person's sans-notion contracts, per month
+    sn_days = sans_notion_absence_days(absd, versions, keys) \
+        if p.sans_notion_absence_counted else pl.DataFrame()
     bound = int_bound(paid, versions, paid.height + no_act.height + absd.height)
     num_t = pl.Int64 if bound < INT64_SAFE else pl.Int128
 
@@ -308,25 +311,29 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
             + pl.when(pl.col("own_family")).then(pl.col("presence_scaled")).otherwise(0))
     room = pl.max_horizontal(pl.lit(0, num_t),
                              pl.col("quota_h").cast(num_t) * M_SCALE - pl.col("_base"))
-    # a sans-notion contract's month counted in time (53.003): its qualifying absence counts
-    # against that family's legal monthly reference (it has no quotité), never beyond it
-    # less the time declared — 12 x the scaled time, exact (Decision sans_notion_absence_counted)
-    legal = pl.when(pl.col("act_family") == "hours").then(pl.lit(p.legal_annual_hours_h)) \
-        .otherwise(pl.lit(p.forfait_max_days_h)).cast(num_t)
-    sn_time = (~pl.col("own_family") & (pl.col("family") == "sans_notion")
-               & ((pl.col("act_family") == "hours") | ~pl.col("has_hours"))
-               & pl.lit(p.sans_notion_absence_counted))
-    absence12 = pl.when(sn_time).then(pl.min_horizontal(
-        legal * pl.col("abs_days") * (M_SCALE // pl.col("dim")),
-        pl.max_horizontal(pl.lit(0, num_t), legal * M_SCALE - 12 * pl.col("_base")))) \
-        .otherwise(0).cast(num_t)
-    cmf = (cmf.with_columns(base.cast(num_t).alias("_base"))
-           .with_columns(absence12.alias("_abs12"))
-           .with_columns(pl.when(pl.col("own_family"))
-                         .then(pl.min_horizontal(pl.col("absence_scaled").cast(num_t), room))
-                         .otherwise(pl.col("_abs12") // 12).cast(num_t)
-                         .alias("absence_credited_scaled"),
-                         (pl.col("_abs12") % 12).alias("_frac12"))  # the rest, in the term
+    cmf = cmf.with_columns(base.cast(num_t).alias("_base"))
+    # a sans-notion contract's month counted in time (53.003): the person's qualifying absence
+    # that month (the most days of their sans-notion contracts) counts once, on the contract
+    # with the most time, against the family's legal monthly reference (no quotité), never
+    # beyond it less the time their sans-notion contracts declare in that family — 12 x the
+    # scaled time, exact (Decision sans_notion_absence_counted); step 4 then skips that
+    # person-month's euro route
+    sn_time = time_route_absences(cmf, sn_days, keys, p, num_t) if sn_days.height else None
+    if sn_time is not None and sn_time.height:
+        cmf = (cmf.join(sn_time.lazy().select("cid", "month", "act_family", "_abs12",
+                                              pl.lit(False).alias("own_family"),
+                                              pl.col("_sn_days").alias("_carrier_days")),
+                        on=["cid", "month", "act_family", "own_family"], how="left")
+               .with_columns(pl.col("_abs12").fill_null(0).cast(num_t),
+                             pl.coalesce("_carrier_days", "abs_days").alias("abs_days"))
+               .drop("_carrier_days"))
+    else:
+        cmf = cmf.with_columns(pl.lit(0, num_t).alias("_abs12"))
+    cmf = (cmf.with_columns(pl.when(pl.col("own_family"))
+                            .then(pl.min_horizontal(pl.col("absence_scaled").cast(num_t), room))
+                            .otherwise(pl.col("_abs12") // 12).cast(num_t)
+                            .alias("absence_credited_scaled"),
+                            (pl.col("_abs12") % 12).alias("_frac12"))  # the rest, in the term
            .with_columns((pl.col("_base") + pl.col("absence_credited_scaled"))
                          .alias("counted_scaled")))
     cmf = (cmf.with_columns(*reference_fraction(p, num_t))
@@ -379,9 +386,12 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
         def by_person(rows: pl.LazyFrame) -> pl.LazyFrame:
             return (rows.filter(sn_contract).with_columns(*person_month)
                     .with_columns(of_contract(keys, "pid")))
+        taken = (sn_time.select("pid", "month") if sn_time is not None and sn_time.height
+                 else pl.DataFrame(schema={"pid": pl.Int64, "month": pl.Date}))
         sn_abs = sans_notion_absence_terms(
             by_person(attributes_at(absd.filter(cm_cid().is_in(sn_cids["cid"].implode())),
-                                    versions.lazy())).select("pid", "month", "abs_days"),
+                                    versions.lazy())).select("pid", "month", "abs_days")
+            .join(taken.lazy(), on=["pid", "month"], how="anti"),
             by_person(rem_attr).select("pid", "month", "amount_cents"), p).collect()
         rem_sn = (rem_route.lazy()
                   .with_columns(cm_cid().alias("cid"))
@@ -415,3 +425,46 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     return WorkedTime(persons=persons, uncreditable=unc,
                       employments=employments(versions, keys, ends, year),
                       contract_months=terms_detail, withheld=ident.conflicts.select("nir"))
+
+
+def sans_notion_absence_days(absd: pl.DataFrame, versions: pl.DataFrame,
+                             keys: pl.DataFrame) -> pl.DataFrame:
+    """(pid, month, _sn_days): the most qualifying absence days of a person's contracts paid
+    without time basis (units 31-35, 99) in each month — the person's absence, counted once
+    however many such jobs declare it (Decision sans_notion_absence_counted)."""
+    sn = versions.filter((pl.col("family") == "sans_notion") & pl.col("oos_reason").is_null())
+    rows = absd.filter(cm_cid().is_in(sn["cid"].unique().implode()))
+    if rows.height == 0:
+        return pl.DataFrame(schema={"pid": pl.Int64, "month": pl.Date, "_sn_days": pl.Int64})
+    return (attributes_at(rows, versions.lazy())
+            .filter((pl.col("family") == "sans_notion") & pl.col("oos_reason").is_null())
+            .with_columns(cm_cid().alias("cid"), cm_month().alias("month"))
+            .with_columns(of_contract(keys, "pid"))
+            .group_by("pid", "month").agg(pl.col("abs_days").max().alias("_sn_days"))
+            .collect())
+
+
+def time_route_absences(cmf: pl.LazyFrame, sn_days: pl.DataFrame, keys: pl.DataFrame,
+                        p: YearParams, num_t: pl.DataType) -> pl.DataFrame:
+    """The person-months whose sans-notion contracts declare time (53.003: the time route)
+    while the person is on a qualifying absence: (pid, month, cid, act_family, _sn_days,
+    _abs12) on ONE carrier row (the contract with the most time of that family, then the
+    smallest cid), _abs12 = 12 x the scaled absence credited = min(legal x days x M/dim,
+    max(0, legal x M - 12 x the time of the person's sans-notion rows of that family))."""
+    legal = pl.when(pl.col("act_family") == "hours").then(pl.lit(p.legal_annual_hours_h)) \
+        .otherwise(pl.lit(p.forfait_max_days_h)).cast(num_t)
+    rows = (cmf.filter(~pl.col("own_family") & (pl.col("family") == "sans_notion"))
+            .select("cid", "month", "act_family", "_base", "dim")
+            .with_columns(of_contract(keys, "pid"))
+            .join(sn_days.lazy(), on=["pid", "month"], how="inner")
+            .with_columns(pl.col("_base").sum().over("pid", "month", "act_family")
+                          .alias("_family_time"))
+            .collect())
+    if rows.height == 0:
+        return rows
+    carrier = (rows.sort(["pid", "month", "_base", "cid"], descending=[False, False, True, False])
+               .unique(["pid", "month"], keep="first", maintain_order=True))
+    return carrier.with_columns(pl.min_horizontal(
+        legal * pl.col("_sn_days") * (M_SCALE // pl.col("dim")),
+        pl.max_horizontal(pl.lit(0, num_t), legal * M_SCALE - 12 * pl.col("_family_time")))
+        .cast(num_t).alias("_abs12"))
