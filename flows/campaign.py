@@ -90,8 +90,10 @@ def _transient(task, task_run, state) -> bool:
 
 
 @task(name="ingest-dsn", retries=2, retry_delay_seconds=5, retry_condition_fn=_transient)
-def ingest_task(paths: list[str], lake: str, lake_buckets: int | None = None) -> dict:
-    return steps.ingest_files([Path(p) for p in paths], Path(lake), n_buckets=lake_buckets)
+def ingest_task(paths: list[str], lake: str, lake_buckets: int | None = None,
+                note_years: bool = True) -> dict:
+    return steps.ingest_files([Path(p) for p in paths], Path(lake), n_buckets=lake_buckets,
+                              note_years=note_years)
 
 
 @task(name="prepare-run", retries=2, retry_delay_seconds=5, retry_condition_fn=_transient)
@@ -292,13 +294,12 @@ def campaign(year: int | None = None, dsn: list[str] | None = None, lake: str = 
         log.error(str(exc))
         return Failed(message=str(exc), data=exc)
     try:
-        report = ingest_task(dsn, lake, lake_buckets) if dsn else {}
+        # the campaign reruns the years the new DSN may change (its notes name older ones)
+        report = ingest_task(dsn, lake, lake_buckets, note_years=False) if dsn else {}
     except LakeDamaged as exc:  # a refusal to touch a damaged lake, not a crash
         log.error(f"{exc}: " + "; ".join(exc.errors))
         return Failed(message=str(exc), data=exc)
     if report:
-        # the campaign reruns those years itself (and its run notes name older ones)
-        report.pop("published_years_changed", None)
         log.info(ingest_line(report))
         if not report.get("files_seen"):  # an empty inbox is worth a look before crediting
             log.warning(f"no DSN file found in {', '.join(dsn)}: crediting from the lake as is")

@@ -673,22 +673,27 @@ def _nir_changes(lake: Path, nir: str, year: int) -> list[str]:
     return out
 
 
+def _file_names(lake: Path, decl_ids) -> dict[str, str]:
+    """decl_id -> the name of the file it came in (the declarations view's source_file)."""
+    import polars as pl
+
+    from pipeline.lake_reads import scan_table
+    rows = (scan_table(lake, "declarations").filter(pl.col("decl_id").is_in(decl_ids.implode()))
+            .select("decl_id", "source_file").unique("decl_id").collect())
+    return {d: Path(f).name for d, f in rows.iter_rows() if f}
+
+
 def _absences(lake: Path, nir: str, year: int) -> None:
     """The arrêts and suspensions behind the contract-months' absence days
     (``explanations.person_absences``): which motif, counted or not, the period used, where
     it was declared, and whether an annulation cancelled it."""
-    import polars as pl
-
     from pipeline.explanations import person_absences
-    from pipeline.lake_reads import scan_table
     from pipeline.parameters import params_for_year
 
     ab = person_absences(lake, nir, year, params_for_year(year))
     if ab.height == 0:
         return
-    files = dict(scan_table(lake, "declarations")
-                 .filter(pl.col("decl_id").is_in(ab["decl_id"].implode()))
-                 .select("decl_id", "source_file").unique("decl_id").collect().iter_rows())
+    files = _file_names(lake, ab["decl_id"])
     t = Table(title="Absences meeting the year (S21.G00.60 arrêts, S21.G00.65 suspensions; "
               "counted = assimilated to worked time, L6323-12)")
     for c in ("establishment", "contract", "block", "motif", "counted", "from", "to",
@@ -696,7 +701,7 @@ def _absences(lake: Path, nir: str, year: int) -> None:
         t.add_column(c, overflow="fold")
     for r in ab.iter_rows(named=True):
         months = r["declared_in"]
-        src = Path(files.get(r["decl_id"]) or "?").name
+        src = files.get(r["decl_id"], "?")
         t.add_row(r["siret"] or "", r["contract_no"] or "", r["block"], r["motif"] or "",
                   ("no (annulled)" if r["cancelled_in"] else "yes") if r["counted"] else "no",
                   f"{r['start'] or ''}", f"{r['end'] or 'open'}",
@@ -711,17 +716,12 @@ def _absences(lake: Path, nir: str, year: int) -> None:
 def _recalls_and_set_aside(lake: Path, nir: str, year: int) -> None:
     """Time a DSN declares for another month than its own (recalls: a month above may show
     more than its DSN says), and the person's input lines the quarantine set aside."""
-    import polars as pl
-
     from pipeline.explanations import person_recalls, person_set_aside
-    from pipeline.lake_reads import scan_table
     from pipeline.parameters import params_for_year
 
     rec = person_recalls(lake, nir, year, params_for_year(year))
     if rec.height:
-        files = dict(scan_table(lake, "declarations")
-                     .filter(pl.col("decl_id").is_in(rec["decl_id"].implode()))
-                     .select("decl_id", "source_file").unique("decl_id").collect().iter_rows())
+        files = _file_names(lake, rec["decl_id"])
         t = Table(title="Time declared in the DSN of another month than its pay period "
                   "(recalls, shifted pay: counted in the period's month above)")
         for c in ("establishment", "contract", "period", "declared in", "time", "first line"):
@@ -729,7 +729,7 @@ def _recalls_and_set_aside(lake: Path, nir: str, year: int) -> None:
         for r in rec.iter_rows(named=True):
             t.add_row(r["siret"] or "", r["contract_no"] or "", f"{r['period_month']:%Y-%m}",
                       f"{r['decl_month']:%Y-%m}", f"{r['measure_h'] / 100:+.2f}",
-                      f"{Path(files.get(r['decl_id']) or '?').name}:{r['line_no']}")
+                      f"{files.get(r['decl_id'], '?')}:{r['line_no']}")
         console.print(t)
     q = person_set_aside(lake, nir, year)
     if q.height:

@@ -49,10 +49,9 @@ def fractions_missing(run_dir: Path | str, undeclared: pl.LazyFrame) -> int:
     files = pub.snapshot_table_files(Path(run_dir), "declarations")
     if not files or not files[0].exists():
         return 0
-    frac = pl.col("fraction").fill_null("11")
-    usable = ((pl.col("nature") == "01") & ~pl.col("rejected").fill_null(False)
-              & ~pl.col("envoi_is_test").fill_null(False))
-    short = (pl.scan_parquet(files).filter(usable)
+    from pipeline.versions import is_usable, keyed_declarations
+    frac = pl.col("fraction")  # keyed: no fraction is the whole month, 11
+    short = (keyed_declarations(pl.scan_parquet(files).filter(is_usable()))
              .group_by("siret", pl.col("decl_month").dt.strftime("%Y-%m").alias("month"))
              .agg(frac.str.slice(1, 1).cast(pl.Int64, strict=False).max().alias("parts"),
                   frac.str.slice(0, 1).n_unique().alias("got"))

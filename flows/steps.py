@@ -46,8 +46,8 @@ class InputError(ValueError):
 # --- upstream adapters (thin: adapt here when a signature moves) ------------------------------
 
 def ingest_files(paths: list[Path], root: Path, on_progress=None,
-                 n_buckets: int | None = None, archived: ArchivedInputs | None = None
-                 ) -> dict:
+                 n_buckets: int | None = None, archived: ArchivedInputs | None = None,
+                 note_years: bool = True) -> dict:
     """parsers.ingest.ingest_paths (which also keeps the exact bytes of every ingested file in
     DIR/archive/dsn/ for replay). ``n_buckets``: person buckets of a NEW lake (an existing
     lake keeps its own). ``archived``: another lake's archived inputs to ingest as well (a
@@ -69,7 +69,8 @@ def ingest_files(paths: list[Path], root: Path, on_progress=None,
                 pass
             raise
         out = report.to_dict()
-        out["published_years_changed"] = published_years_changed(root)
+        if note_years:  # not for a campaign, which reruns those years itself
+            out["published_years_changed"] = published_years_changed(root)
     return out
 
 

@@ -27,6 +27,17 @@ def absence_period(table: str) -> tuple[pl.Expr, pl.Expr]:
     return pl.col("start_date"), pl.col("end_date")
 
 
+def cancel_motif(table: str, p: YearParams) -> str:
+    """The motif that annuls an absence of ``table``: 60.001 = 99, 65.001 = 998."""
+    return p.stoppage_cancel_motif if table == "work_stoppages" else p.suspension_cancel_motif
+
+
+def qualifying_motifs(table: str, p: YearParams) -> tuple[str, ...]:
+    """The motifs of ``table`` that L6323-12 counts as worked time (cpf_rules.md §2.2)."""
+    return (p.qualifying_stoppages if table == "work_stoppages"
+            else p.qualifying_suspension_motifs)
+
+
 def not_cancelled(periods: pl.LazyFrame, cancel_motif: str, key: list[str]) -> pl.LazyFrame:
     """The absence rows that no annulation (60.001 = 99, 65.001 = 998, same contract and start)
     cancels. An annulation cancels what was declared BEFORE it (declarations of lower
@@ -51,19 +62,21 @@ def absence_days(stoppages: pl.LazyFrame, suspensions: pl.LazyFrame, ends: Contr
     not count them either, cpf_rules.md §2.2)."""
     y0, y1 = date(p.year, 1, 1), date(p.year, 12, 31)
     arrets = (
-        not_cancelled(stoppages, p.stoppage_cancel_motif, ["cid", "last_worked_day"])
+        not_cancelled(stoppages, cancel_motif("work_stoppages", p), ["cid", "last_worked_day"])
         .filter(latest(["cid", "motif", "last_worked_day"]))  # the latest declaration
         # of an arrêt carries its reprise date
         .select("cid", "contract_start",
-                pl.col("motif").is_in(list(p.qualifying_stoppages)).alias("counted"),
+                pl.col("motif").is_in(list(qualifying_motifs("work_stoppages", p)))
+                .alias("counted"),
                 *(e.alias(n) for e, n in zip(absence_period("work_stoppages"),
                                              ("abs_start", "abs_end"))))
     )
     susp = (
-        not_cancelled(suspensions, p.suspension_cancel_motif, ["cid", "start_date"])
+        not_cancelled(suspensions, cancel_motif("suspensions", p), ["cid", "start_date"])
         .filter(latest(["cid", "motif", "start_date"]))
         .select("cid", "contract_start",
-                pl.col("motif").is_in(list(p.qualifying_suspension_motifs)).alias("counted"),
+                pl.col("motif").is_in(list(qualifying_motifs("suspensions", p)))
+                .alias("counted"),
                 *(e.alias(n) for e, n in zip(absence_period("suspensions"),
                                              ("abs_start", "abs_end"))))
     )
@@ -118,12 +131,13 @@ def sans_notion_absence_terms(absent: pl.LazyFrame, paid: pl.LazyFrame,
     month (two such jobs on one maternity do not count two references). Decision
     ``sans_notion_absence_counted`` (the absence_cap decision in euros): the month counts
     ``min(reference x days / days_in_month, max(0, reference - remuneration))`` on top of its
-    remuneration, ``days`` the most absence days of the person's contracts that month
-    (``absent``: pid, month, abs_days) and ``remuneration`` their pay of that month
-    (``paid``: pid, month, amount_cents), so a salary kept during maternity is not counted
-    twice. Months on the remuneration route only: a month declared in hours or days (53.003)
-    takes its absence in time (``worked_time``, step 3). Scaled by 12 x days_in_month, every figure is an integer:
-    term = 144 x credited / (12 x SMIC reference of the year) = 12 C' / (dim x smic_x12)."""
+    remuneration, ``days`` the most absence days of the person's such contracts that month
+    (``absent``: pid, month, abs_days, one row per person and month) and ``remuneration``
+    their pay of that month (``paid``: pid, month, amount_cents), so a salary kept during
+    maternity is not counted twice. Remuneration-route months only: a month declared in
+    hours or days (53.003) takes its absence in time (``worked_time``, step 3). Scaled by
+    12 x days_in_month, every figure is an integer: term = 144 x credited / (12 x SMIC
+    reference of the year) = 12 C' / (dim x smic_x12)."""
     if not p.sans_notion_absence_counted:
         return pl.LazyFrame(schema={"pid": pl.Int64, "abs_days": pl.Int64, "num": pl.Int64,
                                     "den": pl.Int64})
@@ -136,8 +150,7 @@ def sans_notion_absence_terms(absent: pl.LazyFrame, paid: pl.LazyFrame,
         pl.max_horizontal(pl.lit(0, pl.Int64),
                           (ref - 12 * pl.col("amount_cents").fill_null(0)) * dim))
     pay = paid.group_by("pid", "month").agg(pl.col("amount_cents").sum())
-    return (absent.group_by("pid", "month").agg(pl.col("abs_days").max())
-            .join(pay, on=["pid", "month"], how="left")
+    return (absent.join(pay, on=["pid", "month"], how="left")
             .select("pid", "abs_days", (12 * credited).alias("num"),
                     (dim * p.smic_reference_cents_x12).alias("den")))
 

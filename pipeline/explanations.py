@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.absences import absence_period
+from pipeline.absences import absence_period, cancel_motif, qualifying_motifs
 from pipeline.contract_keys import CONTRACT_KEY, of_contract
 from pipeline.declaration_ranks import RunDeclarations, run_declarations, scan_person_table
 from pipeline.lake_reads import nir_buckets, scan_table
@@ -192,13 +192,11 @@ def person_absences(root_dir: Path | str, nir: str, year: int, p: YearParams) ->
     auditor reads here which absence the contract-months' absence days come from."""
     bucket, run = _person_run(root_dir, nir)
     lo, hi = date(year, 1, 1), date(year, 12, 31)
-    blocks = (("work_stoppages", "60", "last_worked_day", p.qualifying_stoppages,
-               p.stoppage_cancel_motif),
-              ("suspensions", "65", "start_date", p.qualifying_suspension_motifs,
-               p.suspension_cancel_motif))
     frames = []
-    for table, block, key, counted, cancel in blocks:
+    for table, block, key in (("work_stoppages", "60", "last_worked_day"),
+                              ("suspensions", "65", "start_date")):
         start, end = absence_period(table)
+        counted, cancel = qualifying_motifs(table, p), cancel_motif(table, p)
         rows = (scan_person_table(root_dir, table, run, [bucket], links=run.ident.links)
                 .filter((pl.col("nir") == nir) & (pl.col("decl_month") >= date(year - 1, 12, 1)))
                 .select("siret", "contract_no", "motif", pl.col(key).alias("_key"),
@@ -256,21 +254,24 @@ def person_set_aside(root_dir: Path | str, nir: str, year: int) -> pl.DataFrame:
     mine = (scan_person_table(root_dir, "individuals", run, [bucket], with_ord=False,
                               links=run.ident.links)
             .filter((pl.col("nir") == nir) & (pl.col("decl_month") >= lo))
-            .select("decl_id", pl.col("line_no").alias("first")).collect())
+            .select("decl_id", "decl_month", pl.col("line_no").alias("first")).collect())
     if mine.height == 0:
         return pl.DataFrame(schema={"decl_id": pl.String, "line_no": pl.Int64,
                                     "rubrique": pl.String, "reason": pl.String,
                                     "detail": pl.String, "scope": pl.String,
                                     "decl_month": pl.Date, "source_file": pl.String})
-    ids = mine["decl_id"].unique().implode()
+    # those declarations only (their months: Parquet statistics skip the other parts)
+    theirs = (pl.col("decl_month").is_in(mine["decl_month"].unique().implode())
+              & pl.col("decl_id").is_in(mine["decl_id"].unique().implode()))
+    mine = mine.drop("decl_month")
     # every person block of those declarations (any bucket): where the next one starts
-    starts = (scan_table(root_dir, "individuals").filter(pl.col("decl_id").is_in(ids))
+    starts = (scan_table(root_dir, "individuals").filter(theirs)
               .select("decl_id", "line_no").unique().collect())
     blocks = (mine.join(starts.rename({"line_no": "_next"}), on="decl_id", how="left")
               .filter(pl.col("_next") > pl.col("first"))
               .group_by("decl_id", "first").agg(pl.col("_next").min())
               .join(mine, on=["decl_id", "first"], how="right"))
-    q = (scan_table(root_dir, "quarantine").filter(pl.col("decl_id").is_in(ids))
+    q = (scan_table(root_dir, "quarantine").filter(theirs)
          .select("decl_id", "line_no", "rubrique", "reason", "detail", "scope", "decl_month",
                  "source_file").collect())
     return (q.join(blocks, on="decl_id", how="inner")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.absences import absence_period
+from pipeline.absences import absence_period, cancel_motif
 from pipeline.parameters import params_for_year
 from pipeline.publish import (DSN_INPUTS, entries_path, latest_run_for_year, read_current,
                               read_manifest, run_dir, scan_lake)
@@ -33,6 +33,8 @@ def published_years(root: Path | str, current: dict | None = None) -> list[int]:
     current = current or read_current(Path(root))
     return sorted(int(y) for y in current.get("latest_by_year", {}))
 
+
+CONTRACT_OF_END = ["nir", "siret", "contract_no"]  # the contract a 62 block ends
 
 ABSENCE_KEYS = {  # one absence, repeated in every monthly DSN it spans
     "work_stoppages": ["nir", "siret", "contract_no", "motif", "last_worked_day"],
@@ -121,33 +123,31 @@ def _new_versions(root: Path, year: int, last: date, seen: pl.LazyFrame) -> pl.L
 
 def _unseen_rows(root: Path, table: str, rows: pl.Expr, last: date,
                  seen: pl.LazyFrame) -> pl.LazyFrame:
-    """file_sha256 of the later months' ``rows`` of a table. For absences, only those whose
-    part of year N differs from the latest declaration of that absence in the files the run
-    saw (``absence_window_end``; an arrêt repeated with its reprise date is the same in N),
-    or that an annulation the run saw had cancelled (declared again, it counts again). For
-    contract ends, also an end after N of a contract the run saw end in N (it moves it)."""
+    """file_sha256 of the later months' ``rows`` of a table (absences: ``_changed_absences``;
+    contract ends: also ``_moved_ends``)."""
     lf = scan_lake(root, table)
     found = lf.filter((pl.col("decl_month") > last) & rows)
-    year = last.year
+    if table in ABSENCE_KEYS:
+        return _changed_absences(lf, found, table, last.year, seen)
     if table == "contract_ends":
-        ended = (lf.join(seen, on="file_sha256", how="semi")
-                 .filter(pl.col("end_date") <= date(year, 12, 31))
-                 .select(CONTRACT_OF_END).unique())
-        moved = (lf.filter(pl.col("decl_month") > last)
-                 .join(ended, on=CONTRACT_OF_END, how="semi", nulls_equal=True))
-        return pl.concat([found, moved]).select("file_sha256")
-    if table not in ABSENCE_KEYS:
-        return found.select("file_sha256")
+        return pl.concat([found, _moved_ends(lf, last, seen)]).select("file_sha256")
+    return found.select("file_sha256")
+
+
+def _changed_absences(lf: pl.LazyFrame, found: pl.LazyFrame, table: str, year: int,
+                      seen: pl.LazyFrame) -> pl.LazyFrame:
+    """file_sha256 of ``found`` absence rows whose part of year N differs from the latest
+    declaration of that absence in the files the run saw (``absence_window_end``: an arrêt
+    repeated with its reprise date is the same in N), or that an annulation the run saw had
+    cancelled (declared again, it counts again)."""
     keys = ABSENCE_KEYS[table]
     win = absence_window_end(table, year)
     mine = lf.join(seen, on="file_sha256", how="semi")
     known = (mine.filter(pl.col("decl_month") == pl.col("decl_month").max().over(keys))
              .group_by(keys).agg(win.n_unique().alias("_n"), win.first().alias("_seen")))
-    p = params_for_year(year)
-    cancel = p.stoppage_cancel_motif if table == "work_stoppages" else p.suspension_cancel_motif
     same = [k for k in keys if k != "motif"]  # an annulation names the absence by its start
-    cancelled = (mine.filter(pl.col("motif") == cancel).select(same).unique()
-                 .with_columns(pl.lit(True).alias("_cancelled")))
+    cancelled = (mine.filter(pl.col("motif") == cancel_motif(table, params_for_year(year)))
+                 .select(same).unique().with_columns(pl.lit(True).alias("_cancelled")))
     changed = (pl.when(pl.col("_n").is_null()).then(pl.col("_win").is_not_null())
                .otherwise((pl.col("_n") > 1) | pl.col("_win").ne_missing(pl.col("_seen")))
                | (pl.col("_cancelled").fill_null(False) & pl.col("_win").is_not_null()))
@@ -157,7 +157,14 @@ def _unseen_rows(root: Path, table: str, rows: pl.Expr, last: date,
             .filter(changed).select("file_sha256"))
 
 
-CONTRACT_OF_END = ["nir", "siret", "contract_no"]
+def _moved_ends(lf: pl.LazyFrame, last: date, seen: pl.LazyFrame) -> pl.LazyFrame:
+    """Later months' contract end rows of a contract the run saw end in N: a later end
+    moves it (an absence is no longer cut at the old end)."""
+    ended = (lf.join(seen, on="file_sha256", how="semi")
+             .filter(pl.col("end_date") <= date(last.year, 12, 31))
+             .select(CONTRACT_OF_END).unique())
+    return (lf.filter(pl.col("decl_month") > last)
+            .join(ended, on=CONTRACT_OF_END, how="semi", nulls_equal=True))
 
 
 def later_years(root: Path | str, year: int) -> list[int]:

@@ -261,8 +261,7 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     t = _timed("absences", t)
 
     # the most qualifying absence days of each person's sans-notion contracts, per month
-    sn_days = sans_notion_absence_days(absd, versions, keys) \
-        if p.sans_notion_absence_counted else pl.DataFrame()
+    sn_days = sans_notion_absence_days(absd, versions, keys)
     bound = int_bound(paid, versions, paid.height + no_act.height + absd.height)
     num_t = pl.Int64 if bound < INT64_SAFE else pl.Int128
 
@@ -318,8 +317,8 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     # beyond it less the time their sans-notion contracts declare in that family — 12 x the
     # scaled time, exact (Decision sans_notion_absence_counted); step 4 then skips that
     # person-month's euro route
-    sn_time = time_route_absences(cmf, sn_days, keys, p, num_t) if sn_days.height else None
-    if sn_time is not None and sn_time.height:
+    sn_time = time_route_absences(cmf, sn_days, keys, p, num_t)
+    if sn_time.height:
         cmf = (cmf.join(sn_time.lazy().select("cid", "month", "act_family", "_abs12",
                                               pl.lit(False).alias("own_family"),
                                               pl.col("_sn_days").alias("_carrier_days")),
@@ -377,22 +376,18 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
                     & pl.col("oos_reason").is_null())
         rem_route = rem_attr.filter(on_route).collect()
         # qualifying absences on contracts paid without time basis count in full too
-        # (L6323-12), per person and month against 2080/12 x SMIC less that month's pay
-        # (a month counted in time, 53.003, takes its absence in time: step 3)
-        sn_contract = ((pl.col("family") == "sans_notion") & pl.col("oos_reason").is_null()
-                       & ~pl.col("cm").is_in(paid["cm"].implode()))
-        person_month = [cm_cid().alias("cid"), cm_month().alias("month")]
-
-        def by_person(rows: pl.LazyFrame) -> pl.LazyFrame:
-            return (rows.filter(sn_contract).with_columns(*person_month)
-                    .with_columns(of_contract(keys, "pid")))
-        taken = (sn_time.select("pid", "month") if sn_time is not None and sn_time.height
-                 else pl.DataFrame(schema={"pid": pl.Int64, "month": pl.Date}))
+        # (L6323-12), per person and month against 2080/12 x SMIC less that month's pay on
+        # such contracts: the person-months the time route did not take (step 3)
+        sn_pay = (rem_attr.filter((pl.col("family") == "sans_notion")
+                                  & pl.col("oos_reason").is_null()
+                                  & ~pl.col("cm").is_in(paid["cm"].implode()))
+                  .with_columns(cm_cid().alias("cid"), cm_month().alias("month"))
+                  .with_columns(of_contract(keys, "pid")).select("pid", "month", "amount_cents"))
         sn_abs = sans_notion_absence_terms(
-            by_person(attributes_at(absd.filter(cm_cid().is_in(sn_cids["cid"].implode())),
-                                    versions.lazy())).select("pid", "month", "abs_days")
-            .join(taken.lazy(), on=["pid", "month"], how="anti"),
-            by_person(rem_attr).select("pid", "month", "amount_cents"), p).collect()
+            sn_days.lazy().join(sn_time.lazy().select("pid", "month"), on=["pid", "month"],
+                                how="anti").select("pid", "month",
+                                                   pl.col("_sn_days").alias("abs_days")),
+            sn_pay, p).collect()
         rem_sn = (rem_route.lazy()
                   .with_columns(cm_cid().alias("cid"))
                   .with_columns(of_contract(keys, "pid"))
@@ -451,6 +446,10 @@ def time_route_absences(cmf: pl.LazyFrame, sn_days: pl.DataFrame, keys: pl.DataF
     _abs12) on ONE carrier row (the contract with the most time of that family, then the
     smallest cid), _abs12 = 12 x the scaled absence credited = min(legal x days x M/dim,
     max(0, legal x M - 12 x the time of the person's sans-notion rows of that family))."""
+    none = pl.DataFrame(schema={"pid": pl.Int64, "month": pl.Date, "cid": pl.Int64,
+                                "act_family": FAMILIES, "_sn_days": pl.Int64, "_abs12": num_t})
+    if not p.sans_notion_absence_counted or sn_days.height == 0:
+        return none
     legal = pl.when(pl.col("act_family") == "hours").then(pl.lit(p.legal_annual_hours_h)) \
         .otherwise(pl.lit(p.forfait_max_days_h)).cast(num_t)
     rows = (cmf.filter(~pl.col("own_family") & (pl.col("family") == "sans_notion"))
@@ -461,7 +460,7 @@ def time_route_absences(cmf: pl.LazyFrame, sn_days: pl.DataFrame, keys: pl.DataF
                           .alias("_family_time"))
             .collect())
     if rows.height == 0:
-        return rows
+        return none
     carrier = (rows.sort(["pid", "month", "_base", "cid"], descending=[False, False, True, False])
                .unique(["pid", "month"], keep="first", maintain_order=True))
     return carrier.with_columns(pl.min_horizontal(
