@@ -597,7 +597,6 @@ def _contract_month_terms(lake: Path, nir: str, year: int, published: dict | Non
 
     from pipeline.lake_reads import nir_buckets
     from pipeline.parameters import params_for_year
-    from pipeline.months import M_SCALE
     from pipeline.worked_time import worked_time
 
     bucket = nir_buckets(lake, pl.Series([nir]))["bucket"].item()
@@ -610,12 +609,11 @@ def _contract_month_terms(lake: Path, nir: str, year: int, published: dict | Non
                   "reference", "term"):
             t.add_column(c, no_wrap=True)
         for r in cm.iter_rows(named=True):
-            counted = r["counted_scaled"] / M_SCALE / 100
             t.add_row(r["siret"] or "", r["contract_no"] or "", f"{r['month']:%Y-%m}",
                       r["family"] + ("" if r["own_family"] else " (53.003)"),
                       f"{r['paid_h'] / 100:.2f}", f"{r['presence_h'] / 100:.2f}",
                       str(r["abs_days"]), f"{r['absence_credited_h'] / 100:.2f}",
-                      str(r["other_abs_days"]), f"{counted:.2f}",
+                      str(r["other_abs_days"]), f"{r['counted_h'] / 100:.2f}",
                       r["ref_label"] or "", f"{r['term_num'] / r['term_den']:.6f}")
         console.print(t)
     if published is None or published.get("ratio12_num") is None:

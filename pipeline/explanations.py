@@ -19,6 +19,13 @@ from pipeline.parameters import YearParams
 from pipeline.references import label_table
 
 
+def _hundredths(scaled: str, alias: str) -> pl.Expr:
+    """A non-negative quantity held ×M_SCALE, to the nearest hundredth of an hour or day (half
+    up): explain shows the columns of one row rounded alike, so that they add up to the cent
+    of an hour (a truncated column did not: 40.00 + 69.11 shown for 109.12)."""
+    return ((pl.col(scaled) + M_SCALE // 2) // M_SCALE).alias(alias)
+
+
 def contract_month_detail(cmf: pl.DataFrame, keys: pl.DataFrame, p: YearParams) -> pl.DataFrame:
     """The contract-month terms with their contract identity and readable quantities (hours or
     days in hundredths, reference label): what ``cpf explain`` shows row by row."""
@@ -28,10 +35,11 @@ def contract_month_detail(cmf: pl.DataFrame, keys: pl.DataFrame, p: YearParams) 
             .select(*CONTRACT_KEY, "month",
                     pl.when(pl.col("is_hours")).then(pl.lit("hours")).otherwise(pl.lit("days"))
                     .alias("family"), "own_family", "paid_h",
-                    (pl.col("presence_scaled") // M_SCALE).alias("presence_h"),
+                    _hundredths("presence_scaled", "presence_h"),
                     "abs_days", "other_abs_days",
-                    (pl.col("absence_credited_scaled") // M_SCALE).alias("absence_credited_h"),
-                    "counted_scaled", "term_num", "term_den", "ref_label")
+                    _hundredths("absence_credited_scaled", "absence_credited_h"),
+                    _hundredths("counted_scaled", "counted_h"), "term_num", "term_den",
+                    "ref_label")
             .sort(*CONTRACT_KEY, "month", "family"))
 
 

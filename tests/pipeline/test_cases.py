@@ -67,3 +67,17 @@ def test_explain_lists_the_absences_behind_the_absence_days(tmp_path):
     assert got == [
         ("01", False, date(2025, 3, 1), date(2025, 5, 31), [date(2025, 3, 1)], date(2025, 4, 1)),
         ("02", True, date(2025, 3, 1), date(2025, 5, 31), [date(2025, 5, 1)], None)], got
+
+
+def test_explain_contract_month_columns_round_alike(tmp_path):
+    """explain's contract-month row (explanations.contract_month_detail) rounds every quantity
+    to the nearest hundredth, so that paid + absence credited = counted (a truncated absence
+    showed 53.91 beside 80.00 and 133.92): October 80 h then maternity, against 1 607/12 h."""
+    from pipeline.parameters import params_for_year
+    from pipeline.worked_time import worked_time
+
+    case = next(c for c in CASES if c["name"].startswith("pay not based on time, October in hours"))
+    ingest_case(case, tmp_path)
+    wt = worked_time(tmp_path, 2025, params_for_year(2025), keep_terms=True)
+    row = wt.contract_months.row(0, named=True)
+    assert (row["paid_h"], row["absence_credited_h"], row["counted_h"]) == (8000, 5392, 13392), row
