@@ -102,8 +102,19 @@ def absence_days(stoppages: pl.LazyFrame, suspensions: pl.LazyFrame, ends: Contr
         .explode("month")
         .group_by(cm_key("month").alias("cm"))
         .agg(days.filter(counted).sum().cast(pl.Int64).alias("abs_days"),
-             days.filter(~counted).sum().cast(pl.Int64).alias("other_abs_days"))
+             days.filter(~counted).sum().cast(pl.Int64).alias("other_abs_days"),
+             day_mask().filter(counted).bitwise_or().fill_null(0).alias("abs_mask"))
     )
+
+
+def day_mask() -> pl.Expr:
+    """The days of [abs_start, abs_end] inside ``month`` as bits 0-30 of an Int64 (bit d-1 for
+    day d): OR-ed across a person's contracts, the days they are absent from any of them,
+    each day once (``worked_time.sans_notion_absence_days``)."""
+    two = pl.lit(2, pl.Int64)
+    first = pl.max_horizontal("abs_start", "month").dt.day().cast(pl.Int64)
+    last = pl.min_horizontal("abs_end", month_end("month")).dt.day().cast(pl.Int64)
+    return two.pow(last) - two.pow(first - 1)
 
 
 def merge_intervals(periods: pl.LazyFrame, key: str = "cid") -> pl.LazyFrame:
@@ -131,7 +142,7 @@ def sans_notion_absence_terms(absent: pl.LazyFrame, paid: pl.LazyFrame,
     month (two such jobs on one maternity do not count two references). Decision
     ``sans_notion_absence_counted`` (the absence_cap decision in euros): the month counts
     ``min(reference x days / days_in_month, max(0, reference - remuneration))`` on top of its
-    remuneration, ``days`` the most absence days of the person's such contracts that month
+    remuneration, ``days`` the days the person is absent from any of their such contracts that month
     (``absent``: pid, month, abs_days, one row per person and month) and ``remuneration``
     their pay of that month (``paid``: pid, month, amount_cents), so a salary kept during
     maternity is not counted twice. Remuneration-route months only: a month declared in

@@ -253,15 +253,16 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     t = _timed("presence_candidates", t)
     # 3. absences
     all_abs = absence_days(stoppages, suspensions, ends, keys.height, p).collect()
-    absd = all_abs.filter(pl.col("abs_days") > 0).select("cm", "abs_days")
+    absd = all_abs.filter(pl.col("abs_days") > 0).select("cm", "abs_days", "abs_mask")
+    # the days of qualifying absence from any of a person's sans-notion contracts, per month
+    sn_days = sans_notion_absence_days(absd, versions, keys)
+    absd = absd.drop("abs_mask")
     # days of other absences matter only where presence stands for the time worked
     no_act = no_act.join(all_abs.filter(pl.col("other_abs_days") > 0)
                          .select("cm", "other_abs_days"), on="cm", how="left")
     del all_abs
     t = _timed("absences", t)
 
-    # the most qualifying absence days of each person's sans-notion contracts, per month
-    sn_days = sans_notion_absence_days(absd, versions, keys)
     bound = int_bound(paid, versions, paid.height + no_act.height + absd.height)
     num_t = pl.Int64 if bound < INT64_SAFE else pl.Int128
 
@@ -312,7 +313,7 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
                              pl.col("quota_h").cast(num_t) * M_SCALE - pl.col("_base"))
     cmf = cmf.with_columns(base.cast(num_t).alias("_base"))
     # a sans-notion contract's month counted in time (53.003): the person's qualifying absence
-    # that month (the most days of their sans-notion contracts) counts once, on the contract
+    # that month (the days absent from any of their sans-notion contracts) counts once, on the contract
     # with the most time, against the family's legal monthly reference (no quotité), never
     # beyond it less the time their sans-notion contracts declare in that family — 12 x the
     # scaled time, exact (Decision sans_notion_absence_counted); step 4 then skips that
@@ -424,9 +425,11 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
 
 def sans_notion_absence_days(absd: pl.DataFrame, versions: pl.DataFrame,
                              keys: pl.DataFrame) -> pl.DataFrame:
-    """(pid, month, _sn_days): the most qualifying absence days of a person's contracts paid
-    without time basis (units 31-35, 99) in each month — the person's absence, counted once
-    however many such jobs declare it (Decision sans_notion_absence_counted)."""
+    """(pid, month, _sn_days): the days of qualifying absence from any of a person's contracts
+    paid without time basis (units 31-35, 99) in each month — the union of their days
+    (``absd.abs_mask``), so the person's absence counts once however many such jobs declare
+    it, and two jobs absent on different days count both (Decision
+    sans_notion_absence_counted)."""
     sn = versions.filter((pl.col("family") == "sans_notion") & pl.col("oos_reason").is_null())
     rows = absd.filter(cm_cid().is_in(sn["cid"].unique().implode()))
     if rows.height == 0:
@@ -435,7 +438,9 @@ def sans_notion_absence_days(absd: pl.DataFrame, versions: pl.DataFrame,
             .filter((pl.col("family") == "sans_notion") & pl.col("oos_reason").is_null())
             .with_columns(cm_cid().alias("cid"), cm_month().alias("month"))
             .with_columns(of_contract(keys, "pid"))
-            .group_by("pid", "month").agg(pl.col("abs_days").max().alias("_sn_days"))
+            .group_by("pid", "month")
+            .agg(pl.col("abs_mask").bitwise_or().bitwise_count_ones().cast(pl.Int64)
+                 .alias("_sn_days"))
             .collect())
 
 
