@@ -11,7 +11,7 @@ import polars as pl
 
 from pipeline.contract_attributes import ContractEnds, latest, with_contract_end
 from pipeline.contract_keys import cm_key
-from pipeline.months import days_in_month, month_end, month_start, overlap_days
+from pipeline.months import M_SCALE, days_in_month, month_end, month_start, overlap_days
 from pipeline.parameters import YearParams
 
 
@@ -148,7 +148,8 @@ def sans_notion_absence_terms(absent: pl.LazyFrame, paid: pl.LazyFrame,
     maternity is not counted twice. Remuneration-route months only: a month declared in
     hours or days (53.003) takes its absence in time (``worked_time``, step 3). Scaled by
     12 x days_in_month, every figure is an integer: term = 144 x credited / (12 x SMIC
-    reference of the year) = 12 C' / (dim x smic_x12)."""
+    reference of the year) = 12 C' / (dim x smic_x12) = 12 C' (M_SCALE / dim) / (M_SCALE x
+    smic_x12)."""
     if not p.sans_notion_absence_counted:
         return pl.LazyFrame(schema={"pid": pl.Int64, "abs_days": pl.Int64, "num": pl.Int64,
                                     "den": pl.Int64})
@@ -161,8 +162,11 @@ def sans_notion_absence_terms(absent: pl.LazyFrame, paid: pl.LazyFrame,
         pl.max_horizontal(pl.lit(0, pl.Int64),
                           (ref - 12 * pl.col("amount_cents").fill_null(0)) * dim))
     pay = paid.group_by("pid", "month").agg(pl.col("amount_cents").sum())
+    # over M_SCALE (a multiple of every dim) the person's absence months share ONE
+    # denominator, that of the remuneration route times M_SCALE: a maternity over months of 28,
+    # 30 and 31 days took three of the K_MAX references folded exactly (fractions.py)
     return (absent.join(pay, on=["pid", "month"], how="left")
-            .select("pid", "abs_days", (12 * credited).alias("num"),
-                    (dim * p.smic_reference_cents_x12).alias("den")))
+            .select("pid", "abs_days", (12 * credited * (M_SCALE // dim)).alias("num"),
+                    pl.lit(M_SCALE * p.smic_reference_cents_x12, pl.Int64).alias("den")))
 
 

@@ -87,8 +87,12 @@ def uncreditable_rows(versions: pl.DataFrame, persons: pl.LazyFrame, keys: pl.Da
         "nir", pl.lit(None, pl.String).alias("ntt"),
         pl.when(pl.col("n_references") > K_MAX).then(pl.lit("too_many_references"))
         .otherwise(pl.lit("negative_worked_time")).alias("reason"),
-        pl.format("ratio12 = {}/{}; {} distinct references", pl.col("ratio12_num").cast(pl.String),
-                  pl.col("ratio12_den").cast(pl.String), "n_references").alias("detail"))
+        pl.when(pl.col("n_references") > K_MAX)
+        .then(pl.format("{} distinct denominators of worked time (monthly references, the "
+                        "remuneration route, its absences): more than the {} folded exactly, "
+                        "so no ratio is guessed", "n_references", pl.lit(K_MAX)))
+        .otherwise(pl.format("ratio12 = {}/{}", pl.col("ratio12_num").cast(pl.String),
+                             pl.col("ratio12_den").cast(pl.String))).alias("detail"))
     return (pl.concat([ntt_only, oos_rows, young, bad], how="vertical_relaxed")
             .with_columns(pl.lit(year, pl.Int32).alias("year"))
             .select(list(UNCREDITABLE_SCHEMA)))

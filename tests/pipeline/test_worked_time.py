@@ -380,3 +380,25 @@ def test_a_contract_only_a_later_dsn_declares_has_its_months_of_n_listed(tmp_pat
     assert emp.select("months_declared", "months_undeclared", "undeclared_months",
                       "first_contract_start").rows() == [(0, 2, "2025-11 2025-12",
                                                           date(2025, 11, 15))]
+
+
+def test_sans_notion_absence_months_share_one_denominator():
+    """A sans-notion absence over months of 31, 28 and 30 days adds ONE denominator to the
+    person's exact sum, not one per month length (round-5 money pass H1: a maternity Jan-May
+    took 4 of the K_MAX references and the person was set aside as too_many_references), and
+    each month's value is unchanged: min(R x days/dim, R - pay) / R for R = 2080/12 x SMIC."""
+    from fractions import Fraction
+
+    from pipeline.absences import sans_notion_absence_terms
+
+    p = params_for_year(2025)
+    absent = pl.LazyFrame({"pid": [1, 1, 1], "month": [date(2025, 1, 1), date(2025, 2, 1),
+                                                       date(2025, 4, 1)],
+                           "abs_days": [16, 28, 30]})
+    paid = pl.LazyFrame({"pid": [1], "month": [date(2025, 1, 1)], "amount_cents": [30000]},
+                        schema={"pid": pl.Int64, "month": pl.Date, "amount_cents": pl.Int64})
+    t = sans_notion_absence_terms(absent, paid, p).collect().sort("abs_days")
+    assert t["den"].n_unique() == 1
+    ref = Fraction(p.smic_reference_cents_x12, 144)  # 2080/12 x SMIC, in cents
+    months = [Fraction(n, d) for n, d in zip(t["num"], t["den"])]
+    assert months == [min(ref * 16 / 31, ref - 30000) / ref, 1, 1], months
