@@ -102,6 +102,17 @@ KEY_RUBRIQUES = frozenset({
     "S21.G00.65.001", "S21.G00.65.002", "S21.G00.65.003",
 })
 KEY_BLOCK_PREFIXES = (DECLARATION,)  # every S20.G00.05.* rubrique is a key
+# Mandatory rubriques (norm) of the blocks the crediting reads: an occurrence without one
+# of them cannot be used, so its declaration is rejected (parsers.block_checks).
+REQUIRED_IN_BLOCK = {
+    CONTRACT: ("S21.G00.40.001", CONTRACT_NO),
+    PAY: ("S21.G00.51.001", "S21.G00.51.002", PAY_CONTRACT_NO, "S21.G00.51.011",
+          "S21.G00.51.013"),
+    ACTIVITY: ("S21.G00.53.001", "S21.G00.53.002"),
+    WORK_STOPPAGE: ("S21.G00.60.001", "S21.G00.60.002"),
+    CONTRACT_END: ("S21.G00.62.001", "S21.G00.62.002"),
+    SUSPENSION: ("S21.G00.65.001", "S21.G00.65.002"),
+}
 
 # Platform enrichment (receiver side, CT-external): kept knowingly, never an anomaly.
 ENRICHMENT_MIN_RUBRIQUE_NO = 900  # "…9xx" rubriques, e.g. S21.G00.06.903
@@ -143,6 +154,8 @@ class Reason:
     DUPLICATE_CONTRACT_NUMBER = "duplicate_contract_number"  # S21.G00.40.009 CCH-12
     TYPE_NOT_ALLOWED_FOR_NATURE = "type_not_allowed_for_nature"  # S20.G00.05.002 CCH-13/14/15
     INDIVIDUAL_WITHOUT_IDENTIFIER = "individual_without_identifier"  # no usable NIR nor NTT
+    BLOCK_WITHOUT_PARENT = "block_without_parent"  # CT2025 §3.2: no open parent block
+    INCOMPLETE_BLOCK = "incomplete_block"  # a mandatory rubrique the crediting needs is absent
     UNREADABLE_FILE = "unreadable_file"
     NOT_N4DS_XML = "not_n4ds_xml"  # an XML document whose root is not in the N4DS namespace
     EMPTY_FILE = "empty_file"  # a flat file without a single line (0 bytes or blanks only)

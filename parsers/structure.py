@@ -12,7 +12,9 @@ Rules implemented column-wise over all lines of a batch of files (no per-line Py
   ``S90`` or at the next envoi;
 - for each ancestor type ``T`` the open occurrence of ``T`` is forward-filled; it closes on a
   line of a known block that is not ``T`` or a descendant of ``T`` (stack semantics: the
-  §1.4 example 30,40,40,30,40 attaches contract 3 to individual 2). Malformed lines and
+  §1.4 example 30,40,40,30,40 attaches contract 3 to individual 2) — for a contract or a
+  Rémunération, not on the other blocks of its parent (``_siblings_below``: a child written
+  after its parent's siblings still belongs to the parent before it). Malformed lines and
   unknown blocks (platform enrichment) are transparent.
 
 Performance: rubriques are turned once into small integer codes (``build_catalog``); every
@@ -125,11 +127,26 @@ def _code_attributes(catalog: Catalog) -> tuple[np.ndarray, np.ndarray, np.ndarr
     bcode = np.append(cat.get_column("bcode").to_numpy(), _NONE).astype(np.int32)
     rub_no = np.append(cat.get_column("rub_no").fill_null(_NONE).to_numpy(), _NONE).astype(np.int32)
     envelope = np.append(cat.get_column("envelope").fill_null(False).to_numpy().astype(bool), False)
-    known = set(block_parents())
-    closing = [{catalog.bcode(b) for b in known - descendants_or_self(t)} for t in TABLE_ANCESTORS]
+    parents = block_parents()
+    known = set(parents)
+    closing = [{catalog.bcode(b) for b in known - descendants_or_self(t) - _siblings_below(t)}
+               for t in TABLE_ANCESTORS]
     closes = np.array([sum(1 << i for i, codes_ in enumerate(closing) if code in codes_)
                        for code in range(len(catalog.blocks))] + [0], np.int32)
     return bcode, rub_no, envelope, closes
+
+
+def _siblings_below(t: str) -> frozenset[str]:
+    """The blocks that do NOT close the open occurrence of ``t`` although they are not under
+    it: the other blocks under ``t``'s parent, for a contract or a Rémunération (CT2025 §3.2:
+    "un bloc enfant se rapporte toujours au bloc parent qui le précède, directement ou
+    indirectement" — an arrêt written after the individual's pay blocks is still its last
+    contract's). An individual closes on anything outside it: a contract after the
+    establishment's blocks has no individual (``block_checks``)."""
+    if t == codes.INDIVIDUAL:
+        return frozenset()
+    parent = block_parents().get(t)
+    return descendants_or_self(parent) - {parent} if parent else frozenset()
 
 
 def add_structure(lines: pl.DataFrame, catalog: Catalog | None = None) -> pl.DataFrame:

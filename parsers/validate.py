@@ -47,6 +47,7 @@ import numpy as np
 import polars as pl
 
 from parsers import codes
+from parsers.block_checks import block_anomalies
 from parsers.codes import Reason, Scope
 from parsers.norm import KNOWN_VERSIONS, enumeration_table, nearest_version, validation_table
 from parsers.records import named_id
@@ -510,6 +511,7 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
                               & pl.col("decl_no").is_not_null())
                .group_by("decl_no").agg(pl.col("value").first().alias("nature")))
     a = _with_own(a, line_rows, _cross_line_anomalies(special, a, cat))
+    a = _with_own(a, line_rows, block_anomalies(df, cat))
     # 51.010 matching no 40.009 of the same individual (natures 01/09), own anomaly-free.
     keys = ["file_idx", anc_col(codes.INDIVIDUAL)]
     contracts = (special.lazy().filter(pl.col("rcode") == cat.rcode(codes.CONTRACT_NO))
@@ -567,7 +569,9 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
         .when(pl.col("malformed")).then(pl.lit(Scope.LINE))
         .when(~strict_nature).then(pl.lit(Scope.WARNING))
         .when((is_key & (pl.col("own_reason") != Reason.UNKNOWN_CONTRACT_NUMBER))
-              | (pl.col("own_reason") == Reason.INDIVIDUAL_WITHOUT_IDENTIFIER))
+              | pl.col("own_reason").is_in([Reason.INDIVIDUAL_WITHOUT_IDENTIFIER,
+                                            Reason.BLOCK_WITHOUT_PARENT,
+                                            Reason.INCOMPLETE_BLOCK]))
         .then(pl.lit(Scope.DECLARATION))
         .otherwise(pl.lit(Scope.LINE))
     )

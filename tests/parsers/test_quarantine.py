@@ -209,3 +209,62 @@ def test_unknown_contract_number_sets_aside_the_pay_block(tmp_path, dsn):
     assert set(p["quarantine"]["reason"]) == {"unknown_contract_number"}
     assert not p["declarations"]["rejected"][0]
     assert p["pay"]["pay_type"].to_list() == ["001"] and p["activities"].height == 0
+
+
+# ---- block structure faults (parsers.block_checks, CT2025 §3.2-§3.3): each used to be parsed
+# and reach no one; now it rejects its declaration with a cause naming the block, and a child
+# written after its parent's siblings still belongs to the parent before it
+
+STOPPAGE = """
+S21.G00.60.001,'01'
+S21.G00.60.002,'14012025'
+S21.G00.60.003,'31012025'
+"""
+
+
+@pytest.mark.parametrize("old, new, reason, block_line, lacking", [
+    # rubriques out of order: 53.002 before 53.001 splits the Activité in two incomplete parts
+    ("S21.G00.53.001,'01'\nS21.G00.53.002,'151.67'", "S21.G00.53.002,'151.67'\nS21.G00.53.001,'01'",
+     "incomplete_block", "S21.G00.53", "S21.G00.53.001"),
+    # a pay block without its contract number
+    ("S21.G00.51.010,'C0001'\nS21.G00.51.011,'001'", "S21.G00.51.011,'001'",
+     "incomplete_block", "S21.G00.51", "S21.G00.51.010"),
+    # an activity without its type
+    ("S21.G00.53.001,'01'\n", "", "incomplete_block", "S21.G00.53", "S21.G00.53.001"),
+    # 40.013 written before 40.012: a second contract occurrence without start date or number
+    ("S21.G00.40.012,'151.67'\nS21.G00.40.013,'151.67'", "S21.G00.40.013,'151.67'\nS21.G00.40.012,'151.67'",
+     "incomplete_block", "S21.G00.40", "S21.G00.40.001, S21.G00.40.009"),
+])
+def test_an_incomplete_block_rejects_its_declaration(tmp_path, dsn, old, new, reason, block_line,
+                                                      lacking):
+    body = dsn.EMPLOYEE.replace(old, new, 1)
+    assert body != dsn.EMPLOYEE
+    p = parse(tmp_path, dsn, dsn.envoi(dsn.declaration(body)))
+    c = causes(p).filter(pl.col("reason") == reason)
+    assert c.height >= 1 and set(c["scope"]) == {"declaration"}, causes(p)
+    assert c["detail"][0].startswith(block_line) and f"lacks {lacking}" in c["detail"][0]
+    assert p["declarations"]["rejected"].to_list() == [True]
+    assert p["pay"].height == 0 and p["activities"].height == 0
+
+
+def test_a_contract_before_its_individual_is_a_block_without_parent(tmp_path, dsn):
+    lines = dsn.EMPLOYEE.strip().splitlines()
+    contract = [ln for ln in lines if ln.startswith("S21.G00.40.")]
+    rest = [ln for ln in lines if not ln.startswith("S21.G00.40.")]
+    body = "\n".join(contract + rest) + "\n"
+    p = parse(tmp_path, dsn, dsn.envoi(dsn.declaration(body)))
+    c = causes(p).filter(pl.col("reason") == "block_without_parent")
+    assert c.height == 1 and c["rubrique"][0] == "S21.G00.40.001"
+    assert "follows no S21.G00.30 block" in c["detail"][0]
+    assert p["declarations"]["rejected"].to_list() == [True] and p["contracts"].height == 0
+
+
+def test_an_absence_written_after_the_pay_blocks_belongs_to_the_contract_before(tmp_path, dsn):
+    """CT2025 §3.2: "un bloc enfant se rapporte toujours au bloc parent qui le précède,
+    directement ou indirectement" — an arrêt after the individual's pay blocks is its
+    contract's (it was stored with no contract and never counted)."""
+    p = parse(tmp_path, dsn, dsn.envoi(dsn.declaration(dsn.EMPLOYEE + STOPPAGE.strip() + "\n")))
+    assert p.lines_quarantined == 0
+    ws = p["work_stoppages"]
+    assert ws.height == 1 and ws["contract_no"].to_list() == ["C0001"]
+    assert ws["contract_occ"].to_list() == p["contracts"]["contract_occ"].to_list()

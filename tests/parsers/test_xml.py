@@ -52,7 +52,8 @@ N4DS = """<?xml version="1.0" encoding="UTF-8"?>
                 <S21_G00_53_002 originLineNumber="27">75.84</S21_G00_53_002>
               </S21_G00_53>
               <S21_G00_53>
-                <S21_G00_53_002 originLineNumber="28">-3.50</S21_G00_53_002>
+                <S21_G00_53_001 originLineNumber="28">01</S21_G00_53_001>
+                <S21_G00_53_002 originLineNumber="29">-3.50</S21_G00_53_002>
               </S21_G00_53>
             </S21_G00_51>
           </S21_G00_50>
@@ -61,8 +62,8 @@ N4DS = """<?xml version="1.0" encoding="UTF-8"?>
     </S21_G00_06>
   </S20_G00_05>
   <S90_G00_90>
-    <S90_G00_90_001 originLineNumber="29">40</S90_G00_90_001>
-    <S90_G00_90_002 originLineNumber="30">1</S90_G00_90_002>
+    <S90_G00_90_001 originLineNumber="30">40</S90_G00_90_001>
+    <S90_G00_90_002 originLineNumber="31">1</S90_G00_90_002>
   </S90_G00_90>
 </DSN>
 """
@@ -72,8 +73,7 @@ def test_xml_reader_produces_the_same_tables(tmp_path):
     path = tmp_path / "dsn.xml"
     path.write_text(N4DS, encoding="utf-8")
     p = parse_xml_file(path)
-    assert p.files["format"][0] == "n4ds_xml" and p.lines_read == 30
-    # the only anomaly: the 53 block without its .001 type -> nothing, the block is legal XML;
+    assert p.files["format"][0] == "n4ds_xml" and p.lines_read == 31
     assert p.lines_quarantined == 0, p["quarantine"]
     d = p["declarations"].row(0, named=True)
     assert d["decl_month"] == dt.date(2026, 3, 1) and d["self_id"] == "050420261"
@@ -82,7 +82,7 @@ def test_xml_reader_produces_the_same_tables(tmp_path):
     assert ind["last_name"] == "L'HÔPITAL" and ind["birth_date"] == dt.date(1990, 5, 20)
     assert ind["line_no"] == 13
     act = p["activities"].sort("line_no")
-    # explicit block elements: the second 53 is its own occurrence even without a .001
+    # explicit block elements: two 53 occurrences under one 51
     assert act["measure_h"].to_list() == [7584, -350]
     assert act["contract_no"].to_list() == ["CT-2024-01", "CT-2024-01"]
     assert p["pay"]["amount_cents"].to_list() == [123456]
@@ -108,7 +108,7 @@ def test_xsd_findings_are_kept_as_warnings_with_their_xml_line(tmp_path):
     first = q.sort("line_no").row(0, named=True)
     assert first["line_no"] == 5 and first["rubrique"] == "S10.G00.00.005"
     assert "Bloc3_NAT_DSN_MENSUELLE_P26.xsd" in first["detail"]
-    assert p.lines_read == p.lines_parsed == 30 and p.warnings == q.height
+    assert p.lines_read == p.lines_parsed == 31 and p.warnings == q.height
 
 
 def test_xsd_is_not_checked_on_huge_files_and_says_so(tmp_path, monkeypatch):
@@ -140,16 +140,20 @@ def test_xml_outside_the_n4ds_namespace_is_not_read_as_a_dsn(tmp_path):
         assert p["individuals"].height == 0 and p["declarations"].height == 0
 
 
-def test_a_misspelt_rubrique_element_is_quarantined_not_dropped(tmp_path):
+def test_a_misspelt_rubrique_element_is_quarantined_and_its_block_set_aside(tmp_path):
     path = tmp_path / "typo.xml"
     path.write_text(N4DS.replace('<S21_G00_53_002 originLineNumber="27">75.84</S21_G00_53_002>',
                                  '<S21_G00_53_02 originLineNumber="27">75.84</S21_G00_53_02>'),
                     encoding="utf-8")
     p = parse_xml_file(path)
-    assert p.lines_read == 30 and p.lines_read == p.lines_parsed + p.lines_quarantined
-    q = p["quarantine"].filter(pl.col("scope") != "warning")
+    assert p.lines_read == 31 and p.lines_read == p.lines_parsed + p.lines_quarantined
+    # the typo is its own anomaly, and it leaves the Activité without its mandatory measure
+    # (XSD minOccurs=1): the block's hours cannot be used, so the declaration is rejected
+    # with that cause rather than credited without them (parsers.block_checks)
+    q = p["quarantine"].filter(pl.col("is_cause"))
     assert q.select("line_no", "rubrique", "reason").rows() == [
-        (27, "S21.G00.53.02", "unknown_rubrique")]
+        (26, "S21.G00.53.001", "incomplete_block"), (27, "S21.G00.53.02", "unknown_rubrique")]
+    assert "lacks S21.G00.53.002" in q["detail"][0] and p.declarations_rejected == 1
 
 
 def test_values_numbered_in_part_keep_the_document_structure(tmp_path):
@@ -165,13 +169,13 @@ def test_values_numbered_in_part_keep_the_document_structure(tmp_path):
     full = parse_xml_file(_write(tmp_path / "full.xml", numbered))
     assert full["individuals"]["line_no"].to_list() == [113]
     # the S20 values and the second Activité lose their numbers
-    partial = re.sub(r'(<S20_G00_05_00[1-4]|<S21_G00_53_002) originLineNumber="1(05|06|07|08|28)"',
+    partial = re.sub(r'(<S20_G00_05_00[1-4]|<S21_G00_53_002) originLineNumber="1(05|06|07|08|29)"',
                      r"\1", numbered)
     p = parse_xml_file(_write(tmp_path / "partial.xml", partial))
-    assert p.lines_read == p.lines_parsed == 30 and p.declarations_rejected == 0
+    assert p.lines_read == p.lines_parsed == 31 and p.declarations_rejected == 0
     q = p["quarantine"].filter(pl.col("reason") == "origin_line_numbers_ignored")
     assert q.select("scope", "detail").rows() == [
-        ("warning", "originLineNumber on 25 of 30 values: line numbers are the values' ranks "
+        ("warning", "originLineNumber on 26 of 31 values: line numbers are the values' ranks "
                     "in the document")]
     for table in ("declarations", "individuals", "contracts", "pay", "activities"):
         cols = [c for c in full[table].columns  # all but the line-based ids

@@ -1,0 +1,91 @@
+"""Block-level structure anomalies (CT2025 §3.2-§3.3, dsn_format.md §1.4): blocks whose rows
+would reach no one, found on the block occurrences ``structure.add_structure`` computed.
+
+Without these checks such lines were counted *parsed* and silently unused (acceptance pass,
+ingestion H1-H4): a contract block before its individual was stored under no NIR, and two
+rubriques written out of order split a pay or activity block into two occurrences lacking
+their keys, so January's hours or a contract's reference went nowhere.
+
+- ``block_without_parent``: a block of a person table (a contract, pay, activity, absence…)
+  with no open occurrence of the ancestor its rows hang on (an individual, a contract, a
+  Rémunération) — a child block must follow its parent;
+- ``incomplete_block``: an occurrence of a block the crediting reads that lacks one of the
+  norm's mandatory rubriques it needs (``codes.REQUIRED_IN_BLOCK``): the rubrique is missing,
+  or a rubrique out of order started a new occurrence (§1.4) and left both parts incomplete.
+
+Both make the declaration's rows unattributable, like an anomaly on a key rubrique: the
+validator rejects the declaration (scope ``declaration``; a warning for signalement natures).
+Column-wise: occurrence starts are checked for their ancestors, and the required rubriques
+present in each occurrence are OR-ed bits over the lines of the few blocks concerned.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from parsers import codes
+from parsers.codes import Reason
+from parsers.norm import descendants_or_self
+from parsers.structure import TABLE_ANCESTORS, Catalog, anc_col
+
+
+def block_anomalies(df: pl.DataFrame, cat: Catalog) -> pl.DataFrame:
+    """(row, own_reason, own_detail): one row per faulty block occurrence, on its first line.
+    ``df``: the batch's lines with the ``add_structure`` columns and ``row``."""
+    inside = pl.col("in_envoi") & pl.col("decl_line").is_not_null() & ~pl.col("envelope")
+    return pl.concat([_orphans(df, cat, inside), _incomplete(df, cat, inside)],
+                     how="vertical_relaxed").sort("row")
+
+
+def _orphans(df: pl.DataFrame, cat: Catalog, inside: pl.Expr) -> pl.DataFrame:
+    orphan = pl.lit(None, pl.String)
+    for t in reversed(TABLE_ANCESTORS):  # the nearest missing ancestor is named
+        under = [c for c in (cat.bcode(b) for b in descendants_or_self(t) - {t}) if c >= 0]
+        orphan = (pl.when(pl.col("bcode").is_in(under) & pl.col(anc_col(t)).is_null())
+                  .then(pl.lit(t)).otherwise(orphan))
+    blocks = pl.Series(cat.blocks)
+    return (df.lazy().filter(pl.col("is_new") & inside)
+            .select("row", "line_no", "bcode", orphan.alias("_missing"))
+            .filter(pl.col("_missing").is_not_null())
+            .select("row", pl.lit(Reason.BLOCK_WITHOUT_PARENT).alias("own_reason"),
+                    pl.format("{} block at line {} follows no {} block of its own (a child "
+                              "block comes after its parent, CT2025 §3.2): its rows would "
+                              "reach no one",
+                              pl.lit(blocks).gather(pl.col("bcode")), "line_no", "_missing")
+                    .alias("own_detail"))
+            .collect())
+
+
+def _incomplete(df: pl.DataFrame, cat: Catalog, inside: pl.Expr) -> pl.DataFrame:
+    required = [(b, r) for b, rs in codes.REQUIRED_IN_BLOCK.items() for r in rs
+                if cat.bcode(b) >= 0 and cat.rcode(r) >= 0]
+    if not required:
+        return pl.DataFrame(schema={"row": pl.UInt32, "own_reason": pl.String,
+                                    "own_detail": pl.String})
+    bit = {r: 1 << i for i, (_, r) in enumerate(required)}
+    need = {}
+    for b, r in required:
+        need[cat.bcode(b)] = need.get(cat.bcode(b), 0) | bit[r]
+    rbits = pl.col("rcode").cast(pl.Int64).replace_strict(
+        [cat.rcode(r) for _, r in required], [bit[r] for _, r in required], default=0,
+        return_dtype=pl.Int64)
+    occ = (df.lazy().filter(pl.col("bcode").is_in(list(need)) & inside)
+           .group_by("file_idx", "occ")
+           .agg(pl.col("row").min(), pl.col("line_no").min(), pl.col("bcode").first(),
+                rbits.bitwise_or().alias("_has"))
+           .with_columns(pl.col("bcode").replace_strict(list(need), list(need.values()),
+                                                        return_dtype=pl.Int64).alias("_need"))
+           .filter((pl.col("_has") & pl.col("_need")) != pl.col("_need"))
+           .collect())
+    if occ.height == 0:
+        return occ.select("row", own_reason=pl.lit(None, pl.String),
+                          own_detail=pl.lit(None, pl.String))
+    lacking = pl.concat_list([
+        pl.when((pl.col("bcode") == cat.bcode(b)) & ((pl.col("_has") & bit[r]) == 0))
+        .then(pl.lit(r)) for b, r in required]).list.drop_nulls().list.join(", ")
+    return occ.sort("row").select(
+        "row", pl.lit(Reason.INCOMPLETE_BLOCK).alias("own_reason"),
+        pl.format("{} block at line {} lacks {} (missing, or a rubrique out of order started "
+                  "a new occurrence of the block, CT2025 §3.2-§3.3)",
+                  pl.lit(pl.Series(cat.blocks)).gather(pl.col("bcode")), "line_no", lacking)
+        .alias("own_detail"))
