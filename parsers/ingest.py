@@ -131,13 +131,51 @@ def discover(paths: Iterable[Path | str]) -> tuple[list[Path], list[Path]]:
     a suffix is never silently ignored."""
     found: list[Path] = []
     skipped: list[Path] = []
+    broken: list[str] = []
     for p in map(Path, paths):
         if not p.is_dir():
             found.append(p)
             continue
-        for f in sorted(x for x in p.rglob("*") if x.is_file()):
+        files, dead = _walk(p)
+        broken += dead
+        for f in files:
             (found if f.suffix.lower() in codes.INPUT_SUFFIXES else skipped).append(f)
+    if broken:
+        raise UnreadableInputs(broken)
     return found, skipped
+
+
+class UnreadableInputs(ValueError):
+    """Entries of an input folder that cannot be read (a link to nothing): refused, named,
+    rather than ingested without them (the month they hold would be credited as missing)."""
+
+    def __init__(self, entries: list[str]):
+        self.errors = [f"{e}: a link to nothing (fix or remove it, then ingest again)"
+                       for e in entries]
+        super().__init__("; ".join(self.errors))
+
+
+def _walk(folder: Path) -> tuple[list[Path], list[str]]:
+    """(files, dangling links) under ``folder``, sorted, following links to folders (an
+    inbox often links the month's transfer area; ``Path.rglob`` skipped those files without
+    a word), each real folder once (a link back up does not loop)."""
+    files: list[Path] = []
+    dead: list[str] = []
+    seen: set[str] = set()
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        for name in names:
+            f = Path(top) / name
+            if f.is_file():
+                files.append(f)
+            elif f.is_symlink() and not f.exists():
+                dead.append(str(f))
+    return sorted(files), sorted(dead)
 
 
 def commit_limits(n_buckets: int) -> tuple[int, int]:

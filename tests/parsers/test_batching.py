@@ -79,3 +79,25 @@ def test_process_pool_gives_the_same_lake(tmp_path, monkeypatch):
         a = scan(tmp_path / "one", table).collect().drop("batch_id", "ingested_at", strict=False)
         b = scan(tmp_path / "two", table).collect().drop("batch_id", "ingested_at", strict=False)
         assert a.sort(a.columns, nulls_last=True).equals(b.sort(b.columns, nulls_last=True)), table
+
+
+def test_an_inbox_follows_linked_folders_and_refuses_dangling_links(tmp_path):
+    """operator acceptance pass F2: a month's transfer folder linked into the inbox was skipped
+    without a word (Path.rglob does not follow links), and a link to nothing was not named."""
+    import pytest
+
+    from parsers.ingest import UnreadableInputs, discover
+
+    (tmp_path / "transfer" / "m05").mkdir(parents=True)
+    (tmp_path / "transfer" / "m05" / "a_202505.dsn").write_text("x")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a_202501.dsn").write_text("x")
+    (inbox / "m05").symlink_to(tmp_path / "transfer" / "m05")
+    (inbox / "m05_again").symlink_to(tmp_path / "transfer" / "m05")  # one real folder, once
+    (inbox / "up").symlink_to(inbox)  # a loop does not loop
+    found, skipped = discover([inbox])
+    assert [f.name for f in found] == ["a_202501.dsn", "a_202505.dsn"] and skipped == []
+    (inbox / "gone.dsn").symlink_to(tmp_path / "nowhere.dsn")
+    with pytest.raises(UnreadableInputs, match="gone.dsn: a link to nothing"):
+        discover([inbox])
