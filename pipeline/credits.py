@@ -84,6 +84,19 @@ def low_qualified_flags(holders: pl.LazyFrame, year: int) -> pl.LazyFrame:
             .select("nir").unique().with_columns(pl.lit(True).alias("low_qualified")))
 
 
+def with_current_nirs(holders: pl.LazyFrame, former: pl.DataFrame | None) -> pl.LazyFrame:
+    """The register's rows, plus each row filed under a former NIR (S21.G00.31.008) again
+    under the person's current NIR: the declaration is the holder's (R6323-3-1), like the
+    balance and the DSN rows of that NIR, which count for the current one (a low-qualified
+    declaration under the old NIR fell back to standard, 800 -> 500 and 8 000 -> 5 000)."""
+    if former is None or former.height == 0:
+        return holders
+    moved = (holders.join(former.lazy(), left_on="nir", right_on="old_id", how="inner",
+                          suffix="_current")
+             .with_columns(pl.col("nir_current").alias("nir")).drop("nir_current"))
+    return pl.concat([holders, moved], how="vertical_relaxed")
+
+
 def annual_amounts(persons: pl.LazyFrame, flags: pl.LazyFrame, p: YearParams) -> pl.LazyFrame:
     """Category, annual_amount_cents and ceiling_cents (euro era) or hour amounts (hour era)."""
     lf = (persons.join(flags, on="nir", how="left")
@@ -174,7 +187,7 @@ def compute_year(root_dir: Path, year: int, holders: Path | None = None,
     p = params_for_year(year)
     wt = worked_time(root_dir, year, p, buckets)
     hold, errors = _holders_frame(holders)
-    flags = low_qualified_flags(hold, year)  # boeth/esat come with wt.persons (per person)
+    flags = low_qualified_flags(with_current_nirs(hold, wt.former_nirs), year)  # boeth/esat come with wt.persons (per person)
     creditable = wt.persons.filter(pl.col("n_references") <= K_MAX) \
         .filter(pl.col("ratio12_num") >= 0).filter(~under_age(p))  # reported: uncreditable_rows
     if wt.withheld is not None and wt.withheld.height:  # identity conflicts: never guessed

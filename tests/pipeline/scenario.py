@@ -229,7 +229,7 @@ def write_inputs(case: dict, root: Path) -> tuple[Path | None, pl.DataFrame]:
         h = case["holder"]
         holders = root / "holders.csv"
         holders.write_text("nir,low_qualified_declared_on,low_qualified_withdrawn_on\n"
-                           f"{nir},{h.get('low_qualified_declared_on', '')},"
+                           f"{h.get('nir', nir)},{h.get('low_qualified_declared_on', '')},"
                            f"{h.get('low_qualified_withdrawn_on', '') or ''}\n")
     bal = int(Decimal(str(case.get("balance", 0))) * 100)
     balances = pl.DataFrame({"nir": [nir], "earned_balance_cents": [bal]},
