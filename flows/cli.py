@@ -1063,6 +1063,7 @@ def schedule():
         from flows.campaign import campaign
         deps = prefect_status.deployments(campaign.name)
         runs = prefect_status.scheduled_flow_runs(campaign.name)
+        active = prefect_status.active_flow_runs(campaign.name)
     except Exception as exc:  # unreachable server
         _fail(f"Prefect server {PREFECT_API_URL.value()}: {exc}")
     t = Table(title=f"Deployments of {campaign.name} on {PREFECT_API_URL.value()}")
@@ -1073,16 +1074,19 @@ def schedule():
                   "; ".join(f"{x['cron']} {x['timezone']} ({'active' if x['active'] else 'inactive'})"
                             for x in d["schedules"]) or "none")
     console.print(t)
-    for note in schedule_notes(deps):
+    for note in schedule_notes(deps, active):
         console.print(f"[yellow]warning:[/yellow] {note}")
     console.print(f"scheduled on the server: {len(runs)} run(s)"
                   + "".join(f"\n  {r['expected_start']}  {r['deployment']}  {r['name']}"
                             for r in runs))
 
 
-def schedule_notes(deps: list[dict]) -> list[str]:
+def schedule_notes(deps: list[dict], active: list[dict] = ()) -> list[str]:
     """Why the campaign would not start by itself: no deployment, all paused, no active
-    schedule, no worker or serve process polling (status NOT_READY)."""
+    schedule, no worker or serve process polling (status NOT_READY), or a campaign run still
+    Running (or Pending, Cancelling) on the server — a run whose process was killed stays so
+    and keeps its deployment's concurrency slot (limit 1): every later run waits in
+    AwaitingConcurrencySlot (operator acceptance pass F1)."""
     if not deps:
         return ["no deployment of the campaign on this server: nothing will start on its own "
                 "(prefect deploy + a worker, or python -m flows.serve: docs/operations.md)"]
@@ -1093,6 +1097,15 @@ def schedule_notes(deps: list[dict]) -> list[str]:
     notes += [f"deployment {d['name']} is {d['status']}: no worker or serve process polls "
               f"it, so its runs would stay Late" for d in deps
               if d["status"] and d["status"] != "READY"]
+    dep_ids = {d.get("id"): d["name"] for d in deps}
+    notes += [f"campaign run {r['name']} ({r['id']}) is {r['state']} since {r['start']}"
+              + (f" on deployment {dep_ids[r['deployment_id']]}" if r.get("deployment_id")
+                 in dep_ids else "")
+              + ": while it holds the deployment's concurrency slot no other campaign starts. "
+              "If no process runs it any more (killed, host restarted), release the slot: "
+              f"prefect flow-run cancel {r['id']}; prefect gcl update "
+              f"deployment:{r.get('deployment_id') or '<deployment id>'} --active-slots 0 "
+              "(docs/operations.md)" for r in active]
     return notes
 
 

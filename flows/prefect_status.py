@@ -83,6 +83,23 @@ def scheduled_flow_runs(flow_name: str, limit: int = 20) -> list[dict]:
     return asyncio.run(read())
 
 
+def active_flow_runs(flow_name: str, limit: int = 20) -> list[dict]:
+    """The flow's runs Pending, Running or Cancelling (oldest first): id, name, state, start,
+    deployment_id. A run whose process was killed stays so on the server, and holds its
+    deployment's concurrency slot: no later campaign starts until it is released."""
+    async def read() -> list[dict]:
+        runs = await _post("/flow_runs/filter", {
+            "flows": {"name": {"any_": [flow_name]}},
+            "flow_runs": {"state": {"type": {"any_": ["PENDING", "RUNNING", "CANCELLING"]}}},
+            "sort": "START_TIME_ASC", "limit": limit})
+        return [{"id": r["id"], "name": r["name"],
+                 "state": (r.get("state") or {}).get("name", ""),
+                 "start": r.get("start_time"), "deployment_id": r.get("deployment_id")}
+                for r in runs]
+
+    return asyncio.run(read())
+
+
 def deployments(flow_name: str) -> list[dict]:
     """The flow's deployments on the server, by name: name, paused, status (READY when a
     worker or ``serve`` polls it), work_pool, and its schedules (cron, timezone, active) — so
@@ -90,7 +107,7 @@ def deployments(flow_name: str) -> list[dict]:
     async def read() -> list[dict]:
         deps = await _post_paged("/deployments/filter", {
             "flows": {"name": {"any_": [flow_name]}}, "sort": "NAME_ASC"}, PAGE)
-        return [{"name": d["name"], "paused": bool(d.get("paused")),
+        return [{"name": d["name"], "id": d["id"], "paused": bool(d.get("paused")),
                  "status": d.get("status") or "", "work_pool": d.get("work_pool_name") or "",
                  "schedules": [{"cron": (s.get("schedule") or {}).get("cron", ""),
                                 "timezone": (s.get("schedule") or {}).get("timezone", ""),

@@ -183,12 +183,13 @@ def test_the_scheduled_campaign_gets_its_runs(prefect_harness):
     # what `cpf schedule` tells the operator: the deployment, its active schedule, and that
     # nothing polls it yet; `cpf flow-runs` keeps the future runs out of the recent ones
     from flows.cli import schedule_notes
-    from flows.prefect_status import deployments, recent_flow_runs
+    from flows.prefect_status import active_flow_runs, deployments, recent_flow_runs
     dep = next(d for d in deployments("cpf-campaign") if d["name"] == ops["served_deployment_name"])
     assert not dep["paused"] and dep["schedules"] == [
         {"cron": ops["cron"], "timezone": ops["timezone"], "active": True}]
     assert dep["status"] == "NOT_READY"
     assert any("no worker or serve process polls" in n for n in schedule_notes([dep]))
+    assert active_flow_runs("cpf-campaign") == []  # the server accepts the filter
     assert not {r["id"] for r in runs} & {r["id"] for r in recent_flow_runs(200)}
     out = " ".join(runner.invoke(app, ["schedule"]).output.split())
     assert ops["served_deployment_name"] in out and "scheduled on the server: 2 run(s)" in out
@@ -203,6 +204,12 @@ def test_schedule_notes_say_why_the_campaign_would_not_start():
     assert schedule_notes([{**ready, "paused": True}]) == [
         "deployment d is paused: its scheduled runs will not be created"]
     assert schedule_notes([{**ready, "schedules": []}]) == ["deployment d has no active schedule"]
+    # a run left Running by a killed process holds the deployment's concurrency slot
+    stuck = {"id": "r1", "name": "gentle-fox", "state": "Running", "start": "2027-04-15T04:00",
+             "deployment_id": "dep1"}
+    (note,) = schedule_notes([{**ready, "id": "dep1"}], [stuck])
+    assert note.startswith("campaign run gentle-fox (r1) is Running since 2027-04-15T04:00 on "
+                           "deployment d") and "deployment:dep1 --active-slots 0" in note
 
 
 def test_credit_year_flow_with_fake_engine(prefect_harness, tmp_path, monkeypatch):
