@@ -284,8 +284,9 @@ def campaign(year: int | None = None, dsn: list[str] | None = None, lake: str = 
     day = dt.date.fromisoformat(as_of) if as_of else today_paris()
     year = year or day.year - 1
     try:
-        if enforce_window:
-            check_window(year, day, force)
+        if enforce_window:  # on the real date: --as-of is the run date for dotation expiry,
+            # never a way around the window (a backdated run posted after its close)
+            check_window(year, today_paris(), force)
         lake, dsn = check_locations(lake, dsn)
         pub.read_current(Path(lake))  # a damaged CURRENT: refused here, in one line
         holders, balances, dotations = (x or None for x in (holders, balances, dotations))

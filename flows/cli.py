@@ -454,10 +454,10 @@ def run(
     # and on a first run its write raced the flow's on the new SQLite file ("database is
     # locked" tracebacks on a run that succeeded)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.campaign import WindowClosed, campaign, check_window
-    if enforce_window:  # refused here at once (the flow checks again, for deployments)
-        try:
-            check_window(year, day, force)
+    from flows.campaign import WindowClosed, campaign, check_window, today_paris
+    if enforce_window:  # refused here at once (the flow checks again, for deployments), on
+        try:  # today's date whatever --as-of says (operator acceptance pass F3)
+            check_window(year, today_paris(), force)
         except WindowClosed as exc:
             _fail(str(exc))
     from flows import steps

@@ -132,7 +132,8 @@ def test_campaign_end_to_end(prefect_harness, samples_dir, tmp_path):
     shutil.copyfile(tmp_path / "orig.parquet", p)
 
 
-def test_campaign_window_refused_after_end_unless_forced(prefect_harness, tmp_path):
+def test_campaign_window_refused_after_end_unless_forced(prefect_harness, tmp_path, monkeypatch):
+    from flows import campaign as campaign_module
     from flows.campaign import WindowClosed, campaign, check_window
     check_window(2025, dt.date(2026, 6, 20))  # last day allowed
     with pytest.raises(WindowClosed):
@@ -144,6 +145,12 @@ def test_campaign_window_refused_after_end_unless_forced(prefect_harness, tmp_pa
     check_window(2025, dt.date(2026, 3, 1), force=True)
     with pytest.raises(WindowClosed):
         campaign(year=2025, dsn=[], lake=str(tmp_path / "DIR"), as_of="2026-07-01",
+                 enforce_window=True)
+    # the window is checked on the real date: a run date inside it does not reopen it
+    # (operator acceptance pass F3: a backdated run posted after the close, without force)
+    monkeypatch.setattr(campaign_module, "today_paris", lambda: dt.date(2026, 12, 2))
+    with pytest.raises(WindowClosed, match="closed on 2026-06-20"):
+        campaign(year=2025, dsn=[], lake=str(tmp_path / "DIR"), as_of="2026-05-01",
                  enforce_window=True)
 
 
