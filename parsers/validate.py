@@ -558,7 +558,13 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
         .otherwise(pl.col("own_detail")).alias("own_detail"),
     )
     has = pl.col("own_reason").is_not_null()
-    strict_nature = pl.col("nature").is_in(list(codes.STRICT_NATURES)).fill_null(True)
+    # a nature code that is itself an anomaly (99, 1, a P26 code in a P25 file) says nothing
+    # of the declaration: checked as a DSN mensuelle (its bad 05.001, a key, rejects it), not
+    # read as a signalement whose anomalies are mere warnings (ingestion acceptance pass M3)
+    bad_nature = (a.filter((pl.col("rcode") == cat.rcode(codes.DECL_NATURE)) & has)
+                  .get_column("decl_no").unique().implode())
+    strict_nature = (pl.col("nature").is_in(list(codes.STRICT_NATURES))
+                     | pl.col("decl_no").is_in(bad_nature)).fill_null(True)
     is_key = pl.col("rcode").is_in(rules.key_codes).fill_null(False)
     own_scope = (
         pl.when(outside).then(pl.lit(Scope.LINE))

@@ -268,3 +268,13 @@ def test_an_absence_written_after_the_pay_blocks_belongs_to_the_contract_before(
     ws = p["work_stoppages"]
     assert ws.height == 1 and ws["contract_no"].to_list() == ["C0001"]
     assert ws["contract_occ"].to_list() == p["contracts"]["contract_occ"].to_list()
+
+
+@pytest.mark.parametrize("nature", ["99", "1"])
+def test_a_corrupt_nature_code_rejects_the_declaration(tmp_path, dsn, nature):
+    """A nature code that is itself an anomaly is no signalement (whose anomalies are only
+    warnings): its key line rejects the declaration, said as such (ingestion pass M3)."""
+    p = parse(tmp_path, dsn, dsn.envoi(dsn.declaration(nature=nature)))
+    c = causes(p)
+    assert c["rubrique"].to_list() == ["S20.G00.05.001"] and c["scope"].to_list() == ["declaration"]
+    assert p["declarations"]["rejected"].to_list() == [True]
