@@ -14,8 +14,9 @@ Rules implemented column-wise over all lines of a batch of files (no per-line Py
   line of a known block that is not ``T`` or a descendant of ``T`` (stack semantics: the
   §1.4 example 30,40,40,30,40 attaches contract 3 to individual 2) — for a contract or a
   Rémunération, not on the other blocks of its parent (``_siblings_below``: a child written
-  after its parent's siblings still belongs to the parent before it). Malformed lines and
-  unknown blocks (platform enrichment) are transparent.
+  after its parent's siblings still belongs to the parent before it). Malformed lines,
+  unknown blocks (platform enrichment) and ids no norm version has in a known block
+  (``_stray_codes``) are transparent.
 
 Performance: rubriques are turned once into small integer codes (``build_catalog``); every
 per-rubrique attribute (block, number, envelope, closing bits) is then a NumPy gather from a
@@ -136,6 +137,20 @@ def _code_attributes(catalog: Catalog) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return bcode, rub_no, envelope, closes
 
 
+@lru_cache(maxsize=16)
+def _stray_codes(catalog: Catalog) -> np.ndarray:
+    """Per rubrique code (+1 for no code): an id outside every norm version (a misspelt
+    ``S21.G00.30.090``, a platform's ``…9xx``) of a known block. Such a line neither starts
+    nor closes an occurrence: quarantined as ``unknown_rubrique`` (or kept as enrichment), it
+    must not split its block — a postcode typo opened a phantom individual without NIR and
+    rejected the establishment's month for everyone (ingestion acceptance pass M1)."""
+    n_norm = len(rubrique_ids())
+    cat = catalog.rubriques
+    stray = ((cat.get_column("rcode").to_numpy() >= n_norm)
+             & cat.get_column("block_known").to_numpy().astype(bool))
+    return np.append(stray, False)
+
+
 def _siblings_below(t: str) -> frozenset[str]:
     """The blocks that do NOT close the open occurrence of ``t`` although they are not under
     it: the other blocks under ``t``'s parent, for a contract or a Rémunération (CT2025 §3.2:
@@ -167,23 +182,26 @@ def add_structure(lines: pl.DataFrame, catalog: Catalog | None = None) -> pl.Dat
         lines = lines.with_columns(pl.lit(False).alias("force_new"))
     n = lines.height
     cat_b, cat_r, cat_e, closing_bits = _code_attributes(catalog)
+    cat_x = _stray_codes(catalog)
     rc = rcodes.cast(pl.UInt32).fill_null(catalog.rubriques.height).to_numpy()
     bcode, rub_no, envelope = cat_b[rc], cat_r[rc], cat_e[rc]
     has_b = bcode != _NONE
+    stray = cat_x[rc]  # an id of a known block that no norm version has: transparent
     file_idx = lines.get_column("file_idx").to_numpy()
     line_no = lines.get_column("line_no").to_numpy()
     file_start = np.empty(n, bool)
     file_start[:1] = True
     np.not_equal(file_idx[1:], file_idx[:-1], out=file_start[1:])
     # Previous line with a block (malformed lines are transparent).
-    prev = _last_index(has_b)
+    prev = _last_index(has_b & ~stray)
     prev_idx = np.empty(n, np.int64)
     prev_idx[:1] = -1
     prev_idx[1:] = prev[:-1]
     has_prev = prev_idx >= 0
     pi = np.maximum(prev_idx, 0)
     force = lines.get_column("force_new").fill_null(False).to_numpy()
-    is_new = has_b & (force | file_start | ~has_prev | (bcode != bcode[pi]) | (rub_no <= rub_no[pi]))
+    is_new = has_b & ~stray & (force | file_start | ~has_prev | (bcode != bcode[pi])
+                               | (rub_no <= rub_no[pi]))
     envoi, decl, totals = (catalog.bcode(b) for b in (codes.ENVOI, codes.DECLARATION, codes.TOTALS))
     occ, occ_ok = _open_occurrence(is_new, file_start, line_no)
     seg = np.cumsum(file_start | (is_new & (bcode == envoi)), dtype=np.int64)
@@ -203,7 +221,7 @@ def add_structure(lines: pl.DataFrame, catalog: Catalog | None = None) -> pl.Dat
     decl_start = is_new & (bcode == decl)
     decl_line, decl_ok = _open_occurrence(decl_start, seg_start | is_s90 | ~in_envoi, line_no)
     decl_no = np.cumsum(decl_start, dtype=np.int64)
-    closes = closing_bits[np.where(has_b, bcode, len(catalog.blocks))]
+    closes = closing_bits[np.where(has_b & ~stray, bcode, len(catalog.blocks))]
     ancestors = []
     for i, t in enumerate(TABLE_ANCESTORS):
         vals, ok = _open_occurrence(is_new & (bcode == catalog.bcode(t)),

@@ -340,8 +340,12 @@ def _cross_line_anomalies(special: pl.DataFrame, a: pl.DataFrame, cat: Catalog) 
                   pl.col("row").filter(~pl.col("row").is_in(flagged)).min().alias("row"))
              .filter(~pl.col("has_id") & pl.col("row").is_not_null())
              .select("row", pl.lit(Reason.INDIVIDUAL_WITHOUT_IDENTIFIER).alias("own_reason"),
-                     pl.lit("an individual (S21.G00.30) without a usable NIR (30.001) nor an "
-                            "NTT (30.020): its rows cannot be attributed").alias("own_detail")))
+                     pl.format("an individual (S21.G00.30 block at line {}) without a usable "
+                               "NIR (30.001) nor an NTT (30.020): its rows cannot be attributed "
+                               "(a block starting on a lower-numbered rubrique than the line "
+                               "before it, e.g. two rubriques out of order, is a new individual, "
+                               "§1.4)", pl.col(anc_col(codes.INDIVIDUAL)))
+                     .alias("own_detail")))
     found = pl.concat([year, dup_nir, dup_cno, ident, _type_nature_anomalies(special, flagged, cat)])
     return pl.concat([found, _contract_number_characters(special, flagged, found, cat)]
                      ).collect().sort("row")

@@ -29,6 +29,9 @@ def causes(p):
     # an enrichment rubrique (no length bound in the norm) with an empty value: malformed too
     ("S21.G00.30.019,'M001'", "S21.G00.30.019,'M001'\nS21.G00.30.300,''", "malformed_line", "line"),
     ("S21.G00.30.019,'M001'", "S21.G00.30.099,'M001'", "unknown_rubrique", "line"),
+    # a misspelt id inside the block does not split it (it opened an individual without NIR
+    # at the next line and rejected the declaration: ingestion acceptance pass M1)
+    ("S21.G00.30.004,'JEAN'", "S21.G00.30.040,'JEAN'", "unknown_rubrique", "line"),
     ("S21.G00.40.012,'151.67'", "S21.G00.40.012,'151,67'", "bad_format", "line"),
     ("S21.G00.40.007,'01'", "S21.G00.40.007,'77'", "bad_enum", "line"),
     ("S21.G00.40.017,'1486'", "S21.G00.40.017,'14867'", "bad_format", "line"),
