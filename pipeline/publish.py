@@ -922,10 +922,11 @@ def publish_run(root: Path, staged: Staged, build_catalog: bool = True) -> Path:
     if any(r["run_id"] == run_id for r in current["published"]):
         raise PublishError(f"run {run_id} is already published")
     final = run_dir(root, run_id)
-    if final.exists():  # leftover of a run killed before CURRENT switched: not published
-        shutil.rmtree(final)
-    os.replace(staged.path, final)
-    fsync_path(final.parent)
+    if Path(staged.path).resolve() != final.resolve():  # else: a retry resuming from it
+        if final.exists():  # leftover of a run killed before CURRENT switched: not published
+            shutil.rmtree(final)
+        os.replace(staged.path, final)
+        fsync_path(final.parent)
     _fail_point("after_run_dir")
     part_dir = entries_path(root, run_id).parent
     part_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -609,3 +609,24 @@ def test_a_year_is_credited_once_it_is_over(lake):
         steps.credit(lake, 2025, compute_fn=FakeEngine(amounts_frame(BASE)),
                      as_of=dt.date(2025, 12, 31))
     assert pub.read_current(lake)["published"] == []
+
+
+def test_a_publication_retried_after_the_run_dir_moved_resumes_from_it(lake, monkeypatch):
+    """operator acceptance pass F4: the flow's publish retry (campaign.publish_task) passes the
+    moved run directory as the staged one; publish_run deleted it as a leftover, then failed
+    on the staging path it had just moved, hiding the first error."""
+    credit(lake, BASE)
+    changed = [(r[0], r[1], r[2], r[3] + 100, r[4]) for r in BASE]
+    monkeypatch.setenv("CPF_FAIL_AT", "after_run_dir")
+    with pytest.raises(pub.PublishError):
+        credit(lake, changed)
+    monkeypatch.delenv("CPF_FAIL_AT")
+    published = {r["run_id"] for r in pub.read_current(lake)["published"]}
+    (moved,) = [p for p in (lake / "runs").iterdir()
+                if not p.name.startswith(".") and p.name not in published]
+    manifest = json.loads((moved / "manifest.json").read_text())
+    pub.publish_run(lake, pub.Staged(run_id=moved.name, path=moved, manifest=manifest))
+    assert moved.name in {r["run_id"] for r in pub.read_current(lake)["published"]}
+    sums = ledger(lake).group_by("nir").agg(pl.col("amount_cents").sum()).sort("nir")
+    assert sums["amount_cents"].to_list() == [r[3] + 100 for r in sorted(BASE)]
+    assert not pub.verify_ledger(lake)
