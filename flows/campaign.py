@@ -287,7 +287,7 @@ def campaign(year: int | None = None, dsn: list[str] | None = None, lake: str = 
         if enforce_window:  # on the real date: --as-of is the run date for dotation expiry,
             # never a way around the window (a backdated run posted after its close)
             check_window(year, today_paris(), force)
-        lake, dsn = check_locations(lake, dsn)
+        lake, dsn = check_locations(lake, dsn, lake_buckets)
         pub.read_current(Path(lake))  # a damaged CURRENT: refused here, in one line
         holders, balances, dotations = (x or None for x in (holders, balances, dotations))
         steps.check_inputs(_p(holders), _p(balances), _p(dotations))  # before ingesting
@@ -353,10 +353,13 @@ def campaign_register(lake: str, holders: str | None) -> str | None:
     return carried[1].name if carried else None
 
 
-def check_locations(lake: str, dsn: list[str] | None) -> tuple[str, list[str]]:
+def check_locations(lake: str, dsn: list[str] | None,
+                    lake_buckets: int | None = None) -> tuple[str, list[str]]:
     """A deployment's paths come from environment variables at registration (CPF_LAKE,
     CPF_DSN_DIR): unset, they arrive as "" and a run would ingest the working directory and
-    publish a lake in it. Refused, with the reason."""
+    publish a lake in it. Refused, with the reason — and so are a lake path that is a file and
+    a bucket count the lake cannot take (they were retried as transient failures and ended on
+    a traceback: operator acceptance pass F6)."""
     if not (lake or "").strip():
         raise steps.InputError(["lake: empty path (a deployment registered without CPF_LAKE?)"])
     if any(not (d or "").strip() for d in dsn or []):
@@ -365,6 +368,14 @@ def check_locations(lake: str, dsn: list[str] | None) -> tuple[str, list[str]]:
     missing = [d for d in dsn or [] if not Path(d).exists()]
     if missing:
         raise steps.InputError([f"dsn: {d} does not exist" for d in missing])
+    if Path(lake).exists() and not Path(lake).is_dir():  # as the CLI: refused, not retried
+        raise steps.InputError([f"lake: {lake} is not a directory"])
+    if lake_buckets is not None:  # a bucket count the lake cannot take: bad input, no retry
+        from parsers.lake_settings import LakeSettingsError, fix_bucket_count
+        try:
+            fix_bucket_count(data_dir(lake), lake_buckets, record=False)
+        except LakeSettingsError as exc:
+            raise steps.InputError([str(exc)]) from exc
     return str(data_dir(lake)), list(dsn or [])
 
 

@@ -230,6 +230,15 @@ def test_a_deployment_without_its_paths_is_refused_with_the_reason(tmp_path):
         with pytest.raises(steps.InputError, match=why):
             check_locations(lake, dsn)
     assert check_locations(str(tmp_path), [str(tmp_path)]) == (str(tmp_path), [str(tmp_path)])
+    # a lake path that is a file, a bucket count the lake cannot take: refused as bad input
+    # (no retry, one line), as the CLI does (operator acceptance pass F6)
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(steps.InputError, match="is not a directory"):
+        check_locations(str(tmp_path / "afile"), [str(tmp_path)])
+    from parsers.lake_settings import fix_bucket_count
+    fix_bucket_count(tmp_path / "DIR", 16)
+    with pytest.raises(steps.InputError, match="cannot take 8"):
+        check_locations(str(tmp_path / "DIR"), [str(tmp_path)], lake_buckets=8)
     with pytest.raises(ValueError, match="CPF_LAKE and CPF_DSN_DIR"):
         parameters({"CPF_LAKE": " "})
     got = parameters({"CPF_LAKE": "/data/cpf", "CPF_DSN_DIR": "/data/in", "CPF_HOLDERS": ""})
