@@ -158,7 +158,7 @@ def _p(s: str | None) -> Path | None:
     return Path(s) if s else None
 
 
-def _artifacts(manifest: dict, run_dir: str) -> None:
+def _artifacts(manifest: dict, run_dir: str, other_years: bool = True) -> None:
     c, t = manifest["counts"], manifest["totals_cents"]
     rows = [("people examined", c["examined"]), ("people credited", c["credited"]),
             ("not creditable", c["uncreditable"]),
@@ -168,7 +168,7 @@ def _artifacts(manifest: dict, run_dir: str) -> None:
             ("entries posted", c["entries"])]
     rows += [(f"entries: {k}", f"{n} ({t['entries_by_kind'][k] / 100:.2f} EUR)")
              for k, n in c["entries_by_kind"].items()]
-    notes = run_notes.run_notes(run_dir)
+    notes = run_notes.run_notes(run_dir, other_years=other_years)
     for level, note in notes:
         get_run_logger().log(level, note)
     md = (f"# CPF year {manifest['year']} — run `{manifest['run_id']}`\n\n| | |\n|---|---:|\n"
@@ -191,8 +191,11 @@ def ingest(dsn: list[str], lake: str, lake_buckets: int | None = None) -> dict:
 
 @flow(name="cpf-credit-year")
 def credit_year(year: int, lake: str, holders: str | None = None, balances: str | None = None,
-                dotations: str | None = None, as_of: str | None = None) -> dict:
-    """compute → post (diff + balance assertions) → publish (atomic) for year N."""
+                dotations: str | None = None, as_of: str | None = None,
+                other_years: bool = True) -> dict:
+    """compute → post (diff + balance assertions) → publish (atomic) for year N.
+    ``other_years=False``: a campaign's rerun, whose later years the campaign credits next —
+    its log does not tell the operator to rerun them by hand (operator acceptance pass F5)."""
     day = as_of or dt.date.today().isoformat()
     t0, lap = time.perf_counter(), steps.Laps()
     with pub.run_lock(Path(lake)):
@@ -206,14 +209,14 @@ def credit_year(year: int, lake: str, holders: str | None = None, balances: str 
         lap("publish")
     pub.write_json_atomic({"flow_s": time.perf_counter() - t0, "timings_s": lap.seconds},
                           Path(run_dir) / "run_log.json")  # as the plain path writes it
-    _artifacts(staged["manifest"], run_dir)
+    _artifacts(staged["manifest"], run_dir, other_years)
     return {"run_id": staged["run_id"], "run_dir": run_dir, "manifest": staged["manifest"]}
 
 
 @flow(name="cpf-credit-year-sharded")
 def credit_year_sharded(year: int, lake: str, shards: int, holders: str | None = None,
                         balances: str | None = None, dotations: str | None = None,
-                        as_of: str | None = None) -> dict:
+                        as_of: str | None = None, other_years: bool = True) -> dict:
     """Bounded-memory crediting: compute and post per bucket shard (mapped tasks, run by the
     flow's task runner: threads, processes or Dask), then stage + publish once."""
     day = as_of or dt.date.today().isoformat()
@@ -236,7 +239,7 @@ def credit_year_sharded(year: int, lake: str, shards: int, holders: str | None =
     pub.write_json_atomic({"flow_s": flow_s, "task_body_s": tasks_s,
                            "shards": steps.shard_log(computed, posted)},
                           Path(run_dir) / "run_log.json")
-    _artifacts(staged["manifest"], run_dir)
+    _artifacts(staged["manifest"], run_dir, other_years)
     return {"run_id": staged["run_id"], "run_dir": run_dir, "manifest": staged["manifest"]}
 
 
@@ -244,7 +247,8 @@ def credit_with_plan(year: int, lake: str, holders: str | None = None,
                      balances: str | None = None, dotations: str | None = None,
                      as_of: str | None = None, runner: str | None = None,
                      buckets: int | None = None, dask_address: str | None = None,
-                     max_workers: int | None = None, max_memory_gb: float | None = None) -> dict:
+                     max_workers: int | None = None, max_memory_gb: float | None = None,
+                     other_years: bool = True) -> dict:
     """Resolve the execution plan for DIR (flows.runners.plan) and credit year N with it."""
     from flows.runners import plan, task_runner, worker_environment
     p = plan(Path(lake), runner=runner, buckets=buckets, max_workers=max_workers,
@@ -255,10 +259,10 @@ def credit_with_plan(year: int, lake: str, holders: str | None = None,
         except Exception:  # called outside a flow run (benchmarks, tests)
             logging.getLogger(__name__).warning(p.note())
     if p.shards == 1 and p.runner == "thread":
-        return credit_year(year, lake, holders, balances, dotations, as_of)
+        return credit_year(year, lake, holders, balances, dotations, as_of, other_years)
     f = credit_year_sharded.with_options(task_runner=task_runner(p))
     with worker_environment(p):
-        out = f(year, lake, p.shards, holders, balances, dotations, as_of)
+        out = f(year, lake, p.shards, holders, balances, dotations, as_of, other_years)
     out["plan"] = p.to_dict()
     return out
 
@@ -332,7 +336,7 @@ def credit_campaign_years(year: int, lake: str, back: int, holders: str | None,
             # hold yet); --dotations with year N's first run; holders apply by their dates
             out = credit_with_plan(y, lake, holders, balances if not outs else None,
                                    dotations if y == year and first_of_year else None,
-                                   day.isoformat(), **plan)
+                                   day.isoformat(), **plan, other_years=i == len(todo) - 1)
             out["rerun_reason"] = why
             log.info(credit_line(out["manifest"], out["run_dir"]))  # on this run too, not
             for level, note in run_notes.run_notes(out["run_dir"], other_years=i == len(todo) - 1):
