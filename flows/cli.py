@@ -245,6 +245,15 @@ def _print_ingest(report: dict) -> None:
         for k, v in sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
             q.add_row(str(k), str(v))
         console.print(q)
+    warned = report.get("warnings_by_reason") or {}
+    if warned:  # parsed lines flagged (damaged characters, unknown norm version, test envoi,
+        # a signalement…): said here too, not only in the run report (ingestion pass L1)
+        w = Table(title="Warnings, by reason")
+        w.add_column("reason")
+        w.add_column("rows", justify="right")
+        for k, v in sorted(warned.items(), key=lambda kv: (-kv[1], kv[0])):
+            w.add_row(str(k), str(v))
+        console.print(w)
 
 
 @app.command()

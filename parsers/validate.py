@@ -633,9 +633,14 @@ def _envoi_verdicts(arrays: dict[str, np.ndarray], special: pl.DataFrame, a: pl.
     mismatch = ((lines_bad & pl.lit(check_lines))
                 | (pl.col("declared_decls") != pl.col("n_decls")) | pl.col("declared_decls").is_null())
     counts = counts.with_columns(
-        pl.when(mismatch).then(pl.format(
+        pl.when(mismatch & pl.col("s90_line_no").is_null()
+                & pl.col("declared_decls").is_null())  # no S90 at all: the detail says so
+        .then(pl.format("no S90 totals block: the envoi ends after {} lines / {} declarations "
+                        "without it (a file cut short?)", pl.col("n_lines"), pl.col("n_decls")))
+        .when(mismatch).then(pl.format(
             "S90 declares {} lines / {} declarations, the envoi has {} / {}",
-            pl.col("declared_lines"), pl.col("declared_decls"), pl.col("n_lines"),
+            pl.col("declared_lines").cast(pl.String).fill_null("?"),
+            pl.col("declared_decls").cast(pl.String).fill_null("?"), pl.col("n_lines"),
             pl.col("n_decls"))).alias("s90_detail"),
         mismatch.alias("s90_mismatch"),
     )

@@ -112,6 +112,8 @@ def test_a_data_directory_named_lake_can_be_copied_and_replayed(tmp_path):
     r = runner.invoke(app, ["ingest", str(samples), "--lake", str(d)])
     assert r.exit_code == 0, r.output
     assert (d / "lake" / "files").is_dir() and lake_path(d) == d / "lake"
+    # the warnings too, not only the quarantine (ingestion acceptance pass L1)
+    assert "Warnings, by reason" in r.output and re.search(r"test_envoi\s*│\s*1\s*│", r.output)
     r = runner.invoke(app, ["credit", "--year", "2025", "--lake", str(d), "--as-of", "2026-05-02"])
     assert r.exit_code == 0, r.output
     copy = tmp_path / "copy"

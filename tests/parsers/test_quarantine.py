@@ -117,6 +117,8 @@ def test_missing_s90_rejects_envoi(tmp_path, dsn):
     text = "\n".join(dsn.envoi(dsn.declaration()).strip().split("\n")[:-2]) + "\n"
     p = parse(tmp_path, dsn, text)
     assert p.lines_quarantined == p.lines_read and p.declarations_rejected == 1
+    # every row says why (the detail was null: ingestion acceptance pass L3)
+    assert p["quarantine"]["detail"].str.contains("no S90 totals block").all()
 
 
 def test_declaration_without_s20(tmp_path, dsn):
