@@ -156,6 +156,8 @@ class Reason:
     INDIVIDUAL_WITHOUT_IDENTIFIER = "individual_without_identifier"  # no usable NIR nor NTT
     BLOCK_WITHOUT_PARENT = "block_without_parent"  # CT2025 §3.2: no open parent block
     INCOMPLETE_BLOCK = "incomplete_block"  # a mandatory rubrique the crediting needs is absent
+    LOT_COUNT_MISMATCH = "lot_count_mismatch"  # S96.G51.00.002 vs the DSN of its group
+    LOT_TRUNCATED = "lot_truncated"  # a lot envelope without its S95 trailer
     UNREADABLE_FILE = "unreadable_file"
     NOT_N4DS_XML = "not_n4ds_xml"  # an XML document whose root is not in the N4DS namespace
     EMPTY_FILE = "empty_file"  # a flat file without a single line (0 bytes or blanks only)

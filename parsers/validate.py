@@ -48,6 +48,7 @@ import polars as pl
 
 from parsers import codes
 from parsers.block_checks import block_anomalies
+from parsers.lot_checks import lot_anomalies
 from parsers.codes import Reason, Scope
 from parsers.norm import KNOWN_VERSIONS, enumeration_table, nearest_version, validation_table
 from parsers.records import named_id
@@ -516,6 +517,7 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
                .group_by("decl_no").agg(pl.col("value").first().alias("nature")))
     a = _with_own(a, line_rows, _cross_line_anomalies(special, a, cat))
     a = _with_own(a, line_rows, block_anomalies(df, cat))
+    a = _with_own(a, line_rows, lot_anomalies(df, cat))
     # 51.010 matching no 40.009 of the same individual (natures 01/09), own anomaly-free.
     keys = ["file_idx", anc_col(codes.INDIVIDUAL)]
     contracts = (special.lazy().filter(pl.col("rcode") == cat.rcode(codes.CONTRACT_NO))
@@ -573,7 +575,9 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
     own_scope = (
         pl.when(outside).then(pl.lit(Scope.LINE))
         .when(~has).then(pl.lit(None, pl.String))
-        .when(pl.col("own_reason") == Reason.CONTRACT_NUMBER_CHARACTERS).then(pl.lit(Scope.WARNING))
+        .when(pl.col("own_reason").is_in([Reason.CONTRACT_NUMBER_CHARACTERS,
+                                          Reason.LOT_COUNT_MISMATCH, Reason.LOT_TRUNCATED]))
+        .then(pl.lit(Scope.WARNING))
         .when(envoi_level).then(pl.lit(Scope.ENVOI))
         .when(pl.col("malformed_key") & strict_nature).then(pl.lit(Scope.DECLARATION))
         .when(pl.col("malformed")).then(pl.lit(Scope.LINE))

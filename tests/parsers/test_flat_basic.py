@@ -163,3 +163,21 @@ def test_latin1_transcoding_sparse_and_dense_accents():
     for text in (sparse, dense):
         data = text.encode("latin-1")
         assert to_utf8(data) == (text.encode("utf-8"), "cp1252")
+
+
+def test_lot_envelope_totals_are_checked(tmp_path, dsn):
+    """A group trailer announcing more DSN than its group holds, or a lot cut before its S95
+    trailer, is a warning on that line (ingestion acceptance pass M4: both passed silently);
+    the real lot above gives neither."""
+    text = dsn.SAMPLE.read_text("utf-8")
+    lost = tmp_path / "lost.dsn"
+    lost.write_text(text.replace("S96.G51.00.002,'3'", "S96.G51.00.002,'4'"), "utf-8")
+    p = parse_flat_file(lost)
+    _check_accounting(p)
+    w = p["quarantine"].filter(pl.col("reason") == "lot_count_mismatch")
+    assert w.select("line_no", "scope").rows() == [(432, "warning")] and p.lines_quarantined == 0
+    assert "declares 4 DSN, the group holds 3" in w["detail"][0]
+    cut = tmp_path / "cut.dsn"
+    cut.write_text("".join(text.splitlines(keepends=True)[:-2]), "utf-8")
+    w = parse_flat_file(cut)["quarantine"].filter(pl.col("reason") == "lot_truncated")
+    assert w.select("line_no", "scope").rows() == [(441, "warning")]

@@ -1,0 +1,60 @@
+"""The receiver lot envelope's own totals (dsn_format.md §1.6, norm V01R02): a group's
+``S96.G51.00.002`` (number of DSN) against the envois the group holds, and a lot without its
+trailer ``S95.G51.00``. They are the receiver's only sign that a DSN of the lot was lost in
+transfer or that the lot was cut short (as S90 is for lines), so a mismatch is a warning on
+the envelope line, never silent (ingestion acceptance pass M4). The lot's group count
+(S05/S95 ``.006``/``.002``) is not compared: the real anonymised lot declares 3 groups and
+holds 4 (``DSNOK`` and three empty ones), so its meaning is not settled.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from parsers import codes
+from parsers.codes import Reason
+from parsers.structure import Catalog
+
+GROUP, GROUP_END, LOT, LOT_END = "S06.G51.00", "S96.G51.00", "S05.G51.00", "S95.G51.00"
+GROUP_DSN_COUNT = "S96.G51.00.002"
+
+
+def lot_anomalies(df: pl.DataFrame, cat: Catalog) -> pl.DataFrame:
+    """(row, own_reason, own_detail) warnings: ``lot_count_mismatch`` on a group trailer whose
+    DSN count differs from the envois of its group, ``lot_truncated`` on the last line of a file
+    that opens a lot (S05) and has no S95."""
+    none = pl.DataFrame(schema={"row": pl.UInt32, "own_reason": pl.String,
+                                "own_detail": pl.String})
+    b_lot = cat.bcode(LOT)
+    if b_lot < 0:
+        return none
+    cols = df.select("row", "file_idx", "line_no", pl.col("bcode").fill_null(-1), "is_new",
+                     "rcode", "value")
+    bcode = cols.get_column("bcode").to_numpy()
+    if not (bcode == b_lot).any():  # no lot envelope in the batch: nothing to compare
+        return none
+    file_idx = cols.get_column("file_idx").to_numpy()
+    is_new = cols.get_column("is_new").to_numpy()
+    group = np.cumsum(bcode == cat.bcode(GROUP))  # lines after the n-th S06 (ids unique)
+    envoi_start = is_new & (bcode == cat.bcode(codes.ENVOI))
+    dsn_in_group = np.bincount(group[envoi_start], minlength=int(group.max()) + 1)
+    rows = []
+    count_at = np.flatnonzero(cols.get_column("rcode").to_numpy() == cat.rcode(GROUP_DSN_COUNT))
+    for i in count_at:  # a few per lot
+        declared = cols.get_column("value")[int(i)]
+        held = int(dsn_in_group[group[i]]) if group[i] > 0 else 0
+        if str(held) != (declared or "").lstrip("0").rjust(1, "0"):
+            rows.append((int(cols.get_column("row")[int(i)]), Reason.LOT_COUNT_MISMATCH,
+                         f"the group's trailer declares {declared} DSN, the group holds {held} "
+                         "(a DSN lost in transfer?)"))
+    has_lot = np.unique(file_idx[bcode == b_lot])
+    has_end = np.unique(file_idx[bcode == cat.bcode(LOT_END)])
+    for f in np.setdiff1d(has_lot, has_end):
+        last = int(np.flatnonzero(file_idx == f)[-1])
+        rows.append((int(cols.get_column("row")[last]), Reason.LOT_TRUNCATED,
+                     "the lot (S05.G51.00) has no trailer S95.G51.00: the file ends early "
+                     "(cut in transfer?)"))
+    if not rows:
+        return none
+    return pl.DataFrame(rows, schema=none.schema, orient="row")
