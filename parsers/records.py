@@ -42,6 +42,10 @@ ENC_ASCII = "ascii"
 ENC_UTF8_SIG = "utf-8-sig"
 ENC_CP1252 = "cp1252"
 ENC_CP1252_LATIN1 = "cp1252+latin-1"  # cp1252 with undefined bytes taken as Latin-1
+ENC_MIXED = "utf-8+cp1252"  # lines of both (files patched or concatenated from two tools)
+# A UTF-8 sequence of an accented letter (Ã© for é read as cp1252): in real cp1252 text a
+# letter Ã-ï followed by a byte 0x80-0xBF (€ … ¿, ‚ „ …) does not occur in names or addresses
+_UTF8_ACCENT = re.compile(rb"[\xC3\xC5][\x80-\xBF]")
 _ERROR_HANDLER = "cpf_latin1_fallback"
 _SEPARATOR = "\x1f"  # ASCII unit separator: a forbidden control character in DSN text
 DAMAGED_PATTERN = "[\u0080-\u009f\ufffd]"
@@ -73,6 +77,8 @@ def to_utf8(data: bytes) -> tuple[bytes, str]:
         return data, ENC_UTF8
     except UnicodeDecodeError:
         pass
+    if _UTF8_ACCENT.search(data):  # UTF-8 lines among others: each line as it was written
+        return _mixed_to_utf8(data), ENC_MIXED
     raw = np.frombuffer(data, np.uint8)
     high = np.flatnonzero(raw >= _C1_FIRST)  # the non-ASCII bytes (found in NumPy)
     if not (raw[high] < _C1_FIRST + _C1_COUNT).any():
@@ -82,6 +88,20 @@ def to_utf8(data: bytes) -> tuple[bytes, str]:
         return data.decode("cp1252").encode("utf-8"), ENC_CP1252
     except UnicodeDecodeError:
         return data.decode("cp1252", errors=_ERROR_HANDLER).encode("utf-8"), ENC_CP1252_LATIN1
+
+
+def _mixed_to_utf8(data: bytes) -> bytes:
+    """A file whose lines are UTF-8 or cp1252, line by line: decoded as one, every UTF-8 name
+    became mojibake (GARÃ‡ON) and nothing said so (ingestion acceptance pass M2). Only files
+    that are not UTF-8 yet hold UTF-8 accents come here (rare): a line loop is affordable."""
+    out = []
+    for line in data.splitlines(keepends=True):
+        try:
+            line.decode("utf-8")
+            out.append(line)
+        except UnicodeDecodeError:
+            out.append(line.decode("cp1252", errors=_ERROR_HANDLER).encode("utf-8"))
+    return b"".join(out)
 
 
 _UTF8_OF_LATIN1 = [bytes([b]).decode("latin-1").encode("utf-8") for b in range(256)]

@@ -181,3 +181,17 @@ def test_lot_envelope_totals_are_checked(tmp_path, dsn):
     cut.write_text("".join(text.splitlines(keepends=True)[:-2]), "utf-8")
     w = parse_flat_file(cut)["quarantine"].filter(pl.col("reason") == "lot_truncated")
     assert w.select("line_no", "scope").rows() == [(441, "warning")]
+
+
+def test_a_file_mixing_utf8_and_cp1252_lines_is_read_line_by_line(tmp_path, dsn):
+    """A payroll file patched with one line from a cp1252 tool: decoded as one cp1252 file,
+    every UTF-8 name became mojibake (GARÃ‡ON) with no warning (ingestion pass M2)."""
+    text = dsn.envoi(dsn.declaration(dsn.EMPLOYEE.replace("'DUPONT'", "'GARÇON'")
+                                     .replace("'JEAN'", "'CÉCILE'")))
+    raw = text.encode("utf-8").replace("CÉCILE".encode("utf-8"), "CÉCILE".encode("cp1252"))
+    path = tmp_path / "mixed.dsn"
+    path.write_bytes(raw)
+    p = parse_flat_file(path)
+    assert p.files["encoding"][0] == "utf-8+cp1252" and p.lines_quarantined == 0
+    ind = p["individuals"].row(0, named=True)
+    assert (ind["last_name"], ind["first_names"]) == ("GARÇON", "CÉCILE")
