@@ -630,3 +630,15 @@ def test_a_publication_retried_after_the_run_dir_moved_resumes_from_it(lake, mon
     sums = ledger(lake).group_by("nir").agg(pl.col("amount_cents").sum()).sort("nir")
     assert sums["amount_cents"].to_list() == [r[3] + 100 for r in sorted(BASE)]
     assert not pub.verify_ledger(lake)
+
+
+def test_year_over_year_is_not_a_change_beside_an_hour_era_year():
+    """analyst acceptance pass F2: 2018's credits are hours (credit_cents empty), so the whole
+    of 2019 read as growth from 0 € (+120 653.79 €)."""
+    from pipeline.catalog import queries
+    con = duckdb.connect()
+    con.execute("create table annual_credits as select * from (values "
+                "(2018, 'standard', null::bigint), (2019, 'standard', 50000::bigint), "
+                "(2020, 'standard', 40000::bigint)) t(year, category, credit_cents)")
+    rows = {r[0]: r[6] for r in con.execute(queries()["year_over_year"]).fetchall()}
+    assert rows == {2018: None, 2019: None, 2020: -10000}
