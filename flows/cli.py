@@ -985,6 +985,9 @@ def query(
     lake = _lake_dir(lake, must_exist=True)
     if name not in queries() and " " not in name:
         _usage(f"unknown query {name!r}; known: {', '.join(queries())}")
+    if not (lake / "cpf.duckdb").exists() and (lake / "CURRENT").exists():
+        _usage(f"--lake {lake} has no catalog file cpf.duckdb (deleted, or not copied with "
+               f"DIR): rebuild it with cpf catalog --lake {lake}")
     try:
         cols, rows = run_query(lake, name)
     except Exception as exc:
@@ -1001,6 +1004,9 @@ def query(
     for r in rows:
         t.add_row(*["" if v is None else str(v) for v in r])
     console.print(t)
+    if not sys.stdout.isatty() and len(cols) > 4:  # piped: cells cut to fit 160 columns
+        err.print("cpf query: output is not a terminal; --csv prints every column in full",
+                  highlight=False, soft_wrap=True)
 
 
 @app.command(name="flow-runs")

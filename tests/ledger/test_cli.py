@@ -41,6 +41,10 @@ def test_credit_explain_query(lake, tmp_path, fake_engine):
     r = runner.invoke(app, ["query", "credits_by_category", "--lake", str(lake)])
     assert r.exit_code == 0, r.output
     assert "low_qualified" in r.output
+    # a DIR without its catalog file: a usage error that names the fix (analyst pass F6)
+    (lake / "cpf.duckdb").unlink()
+    r = runner.invoke(app, ["query", "credits_by_category", "--lake", str(lake)])
+    assert r.exit_code == 2 and "cpf catalog --lake" in r.output, r.output
 
 
 def test_bad_balances_row_fails_with_line_number(lake, tmp_path, fake_engine):
