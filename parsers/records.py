@@ -42,6 +42,7 @@ ENC_ASCII = "ascii"
 ENC_UTF8_SIG = "utf-8-sig"
 ENC_CP1252 = "cp1252"
 ENC_CP1252_LATIN1 = "cp1252+latin-1"  # cp1252 with undefined bytes taken as Latin-1
+ENC_UTF16 = "utf-16"  # with its byte-order mark (CT2025 §3.5 asks for 8-bit text)
 ENC_MIXED = "utf-8+cp1252"  # lines of both (files patched or concatenated from two tools)
 # A UTF-8 sequence of an accented letter (Ã© for é read as cp1252): in real cp1252 text a
 # letter Ã-ï followed by a byte 0x80-0xBF (€ … ¿, ‚ „ …) does not occur in names or addresses
@@ -66,7 +67,16 @@ codecs.register_error(_ERROR_HANDLER, _latin1_fallback)
 
 
 def to_utf8(data: bytes) -> tuple[bytes, str]:
-    """UTF-8 bytes of ``data`` and the encoding detected for it."""
+    """UTF-8 bytes of ``data`` and the encoding detected for it (with ``+`` what was mended
+    in the line ends: ``cr`` CR-only line ends, ``crcrlf`` CR CR LF, ``eof`` a DOS end-of-file
+    mark; ``utf-16`` for a UTF-16 file with its byte-order mark)."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        utf8, _ = to_utf8(data.decode("utf-16").encode("utf-8"))
+        return utf8, ENC_UTF16
+    data, mended = _mend_line_ends(data)
+    if mended:
+        utf8, encoding = to_utf8(data)
+        return utf8, f"{encoding}+{mended}"
     if data.startswith(codecs.BOM_UTF8):
         utf8, encoding = to_utf8(data[len(codecs.BOM_UTF8):])
         return utf8, ENC_UTF8_SIG if encoding in (ENC_ASCII, ENC_UTF8) else f"{encoding}+bom"
@@ -88,6 +98,25 @@ def to_utf8(data: bytes) -> tuple[bytes, str]:
         return data.decode("cp1252").encode("utf-8"), ENC_CP1252
     except UnicodeDecodeError:
         return data.decode("cp1252", errors=_ERROR_HANDLER).encode("utf-8"), ENC_CP1252_LATIN1
+
+
+def _mend_line_ends(data: bytes) -> tuple[bytes, str]:
+    """Line ends a transfer or an old tool leaves, mended before the lines are split (they
+    made every line malformed, or the last one, and the reason did not say why: ingestion
+    acceptance pass L2): CR-only ends (no LF at all), CR CR LF (a CR-LF file converted twice
+    by an FTP ASCII transfer), a DOS end-of-file mark (0x1A) after the last line. Three byte
+    searches per file; nothing is copied for a file that needs none."""
+    mended = []
+    if data.endswith(b"\x1a"):
+        data = data.rstrip(b"\x1a")
+        mended.append("eof")
+    if b"\r\r\n" in data:
+        data = data.replace(b"\r\r\n", b"\r\n")
+        mended.append("crcrlf")
+    if b"\n" not in data and b"\r" in data:
+        data = data.replace(b"\r", b"\n")
+        mended.append("cr")
+    return data, "+".join(mended)
 
 
 def _mixed_to_utf8(data: bytes) -> bytes:

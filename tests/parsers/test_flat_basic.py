@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import polars as pl
+import pytest
 
 from parsers.flat import parse_flat_file
 
@@ -195,3 +196,22 @@ def test_a_file_mixing_utf8_and_cp1252_lines_is_read_line_by_line(tmp_path, dsn)
     assert p.files["encoding"][0] == "utf-8+cp1252" and p.lines_quarantined == 0
     ind = p["individuals"].row(0, named=True)
     assert (ind["last_name"], ind["first_names"]) == ("GARÇON", "CÉCILE")
+
+
+@pytest.mark.parametrize("mangle, label", [
+    (lambda b: b.replace(b"\r\n", b"\r"), "cp1252+cr"),
+    (lambda b: b.replace(b"\r\n", b"\r\r\n"), "cp1252+crcrlf"),
+    (lambda b: b + b"\x1a", "cp1252+eof"),
+    (lambda b: b.decode("cp1252").encode("utf-16"), "utf-16"),
+])
+def test_line_ends_and_utf16_a_transfer_leaves_are_mended(tmp_path, dsn, mangle, label):
+    """CR-only ends, CR CR LF, a DOS end-of-file mark, UTF-16 with its mark: every line (or
+    the last) was malformed with a reason that did not say why (ingestion pass L2)."""
+    text = dsn.envoi(dsn.declaration(dsn.EMPLOYEE.replace("'DUPONT'", "'GARÇON'")))
+    plain = parse_flat_file(dsn.write(tmp_path, "plain.dsn", text, "cp1252", "\r\n"))
+    path = tmp_path / "mangled.dsn"
+    path.write_bytes(mangle((tmp_path / "plain.dsn").read_bytes()))
+    p = parse_flat_file(path)
+    assert p.files["encoding"][0] == label
+    assert p.lines_quarantined == 0 and p.lines_read == plain.lines_read
+    assert p["individuals"]["last_name"].to_list() == ["GARÇON"]
