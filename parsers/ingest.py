@@ -210,15 +210,18 @@ def _batches(files: list[Path]) -> Iterator[list[Path]]:
 
 
 def _is_xml(src: SourceBytes) -> bool:
-    """N4DS XML when named .xml; a flat suffix (.dsn, .txt, .edi) is flat text whatever its
-    first byte (a stray '<' before line 1 sent a DSN file to the XML reader, whose lines were
-    then neither parsed nor quarantined); any other name is sniffed."""
+    """N4DS XML when named .xml; a flat suffix (.dsn, .txt, .edi) is flat text unless it opens
+    with an XML declaration (an N4DS file named .dsn was quarantined line by line: ingestion
+    acceptance pass L7) — a stray '<' alone does not make it XML (it sent a DSN file to the
+    XML reader, whose lines were then neither parsed nor quarantined); any other name is
+    sniffed."""
     name = src.source_file.lower()
     if name.endswith(XML_SUFFIX):
         return True
+    head = src.data[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
     if name.endswith(FLAT_SUFFIXES):
-        return False
-    return src.data.lstrip()[:1] == XML_MAGIC
+        return head.startswith(b"<?xml")
+    return head[:1] == XML_MAGIC
 
 
 def parse_sources(sources: list[SourceBytes], n_buckets: int = DEFAULT_BUCKETS) -> ParsedFile:

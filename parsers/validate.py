@@ -274,7 +274,9 @@ def _reasons(a: pl.DataFrame) -> pl.DataFrame:
     )
     n_chars = pl.col("value").str.len_chars()
     detail = (
-        pl.when(pl.col("malformed")).then(pl.lit("not a `Sxx.Gyy.zz.aaa,'value'` line of at most 256 characters"))
+        pl.when(pl.col("malformed") & pl.col("raw").str.contains(r"'[ \t]+$").fill_null(False))
+        .then(pl.lit("blanks after the closing quote (CT2025 §3.4: the line ends at the quote)"))
+        .when(pl.col("malformed")).then(pl.lit("not a `Sxx.Gyy.zz.aaa,'value'` line of at most 256 characters"))
         .when(pl.col("own_reason") == Reason.UNKNOWN_RUBRIQUE).then(pl.lit("rubrique not in norm ") + pl.col("norm_version"))
         .when(pl.col("own_reason") == Reason.INVALID_NIR).then(pl.lit("NIR fails the norm pattern or CCH rules"))
         .when(pl.col("own_reason") == Reason.BAD_ENUM).then(pl.lit("value not in the enumeration of ") + pl.col("norm_version"))
@@ -484,7 +486,7 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
     base[at(strict_bad.get_column("row"))] = True
     a_cols = ["row", "file_idx", "line_no", "rcode", "value", "malformed", "unknown", "bad_len",
               "len_min", "len_max", "ver", "seg", "decl_no", "decl_line", "in_envoi", "envelope",
-              "_s10_s90", "malformed_key", anc_col(codes.INDIVIDUAL), anc_col(codes.PAY)]
+              "_s10_s90", "malformed_key", anc_col(codes.INDIVIDUAL), anc_col(codes.PAY), "raw"]
     from_df = [c for c in a_cols if c in df.columns]
     len_min_g, len_max_g = rules.grid.get_column("len_min"), rules.grid.get_column("len_max")
 

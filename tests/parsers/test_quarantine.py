@@ -283,3 +283,13 @@ def test_a_corrupt_nature_code_rejects_the_declaration(tmp_path, dsn, nature):
     c = causes(p)
     assert c["rubrique"].to_list() == ["S20.G00.05.001"] and c["scope"].to_list() == ["declaration"]
     assert p["declarations"]["rejected"].to_list() == [True]
+
+
+def test_blanks_after_the_closing_quote_are_named(tmp_path, dsn):
+    """ingestion pass L6: the detail hid an invisible cause."""
+    text = dsn.envoi(dsn.declaration()).replace("S21.G00.30.019,'M001'\n",
+                                                "S21.G00.30.019,'M001'  \n")
+    p = parse(tmp_path, dsn, text)
+    c = causes(p)
+    assert c["reason"].to_list() == ["malformed_line"]
+    assert c["detail"][0].startswith("blanks after the closing quote")

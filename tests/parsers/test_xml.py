@@ -194,3 +194,13 @@ def test_values_numbered_in_part_keep_the_document_structure(tmp_path):
 def _write(path, text: str):
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def test_an_n4ds_file_named_dsn_is_read_as_xml(tmp_path):
+    """ingestion pass L7: named .dsn, its XML declaration was quarantined line by line."""
+    from parsers.ingest import ingest_paths
+    path = tmp_path / "in" / "n4ds.dsn"
+    path.parent.mkdir()
+    path.write_text(N4DS, encoding="utf-8")
+    r = ingest_paths([path], tmp_path / "DIR")
+    assert r.lines_quarantined == 0 and r.declarations == 1
