@@ -700,7 +700,9 @@ def compute_shard(prep: Prepared, shard: int, shards: int, lake_buckets: list[in
     import time
     t0 = time.perf_counter()
     buckets = shard_buckets(lake_buckets, shards, shard)
-    holders = bucketed_input(prep, "holders", buckets)
+    # every bucket's rows: a row filed under a former NIR may sit in another bucket than its
+    # person (the engine keeps the shard's buckets and the former NIRs linked to its people)
+    holders = bucketed_input(prep, "holders")
     d = shard_dir(prep, shard)
     _, a = write_engine_outputs(d, default_compute_shard(Path(lake_root or prep.root),
                                                          prep.year, holders, buckets))

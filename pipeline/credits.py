@@ -88,12 +88,16 @@ def with_current_nirs(holders: pl.LazyFrame, former: pl.DataFrame | None) -> pl.
     """The register's rows, plus each row filed under a former NIR (S21.G00.31.008) again
     under the person's current NIR: the declaration is the holder's (R6323-3-1), like the
     balance and the DSN rows of that NIR, which count for the current one (a low-qualified
-    declaration under the old NIR fell back to standard, 800 -> 500 and 8 000 -> 5 000)."""
+    declaration under the old NIR fell back to standard, 800 -> 500 and 8 000 -> 5 000) —
+    unless the current NIR has rows of its own, which then stand alone (round-6 pass M1)."""
     if former is None or former.height == 0:
         return holders
     moved = (holders.join(former.lazy(), left_on="nir", right_on="old_id", how="inner",
                           suffix="_current")
-             .with_columns(pl.col("nir_current").alias("nir")).drop("nir_current"))
+             .with_columns(pl.col("nir_current").alias("nir")).drop("nir_current")
+             # a row under the current NIR is the register's latest word on the person: an old
+             # row "declared 2020" does not undo a withdrawal filed under the new NIR
+             .join(holders.select("nir").unique(), on="nir", how="anti"))
     return pl.concat([holders, moved], how="vertical_relaxed")
 
 
@@ -187,6 +191,12 @@ def compute_year(root_dir: Path, year: int, holders: Path | None = None,
     p = params_for_year(year)
     wt = worked_time(root_dir, year, p, buckets)
     hold, errors = _holders_frame(holders)
+    if buckets is not None and "bucket" in hold.collect_schema().names():
+        # a shard's run is given the whole register, bucketed: its buckets' rows, and the
+        # rows filed under a former NIR of its people, whatever bucket that NIR hashes to
+        olds = (wt.former_nirs["old_id"] if wt.former_nirs is not None
+                else pl.Series([], dtype=pl.String))
+        hold = hold.filter(pl.col("bucket").is_in(buckets) | pl.col("nir").is_in(olds.implode()))
     flags = low_qualified_flags(with_current_nirs(hold, wt.former_nirs), year)  # boeth/esat come with wt.persons (per person)
     creditable = wt.persons.filter(pl.col("n_references") <= K_MAX) \
         .filter(pl.col("ratio12_num") >= 0).filter(~under_age(p))  # reported: uncreditable_rows

@@ -7,6 +7,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+import polars as pl
 import pytest
 import yaml
 
@@ -81,3 +82,31 @@ def test_explain_contract_month_columns_round_alike(tmp_path):
     wt = worked_time(tmp_path, 2025, params_for_year(2025), keep_terms=True)
     row = wt.contract_months.row(0, named=True)
     assert (row["paid_h"], row["absence_credited_h"], row["counted_h"]) == (8000, 5392, 13392), row
+
+
+def test_a_shard_sees_a_register_row_filed_under_a_former_nir_of_another_bucket(tmp_path):
+    """round-6 money pass H1: a shard read only its buckets' register rows, so a row under a
+    former NIR hashing elsewhere was dropped (standard instead of low-qualified); and a row of
+    the current NIR stands alone (M1: an old "declared, never withdrawn" row undid a
+    withdrawal filed under the new NIR)."""
+    import datetime as dt
+
+    from flows.steps import credit_sharded
+    from parsers.lake_settings import bucket_count
+    from pipeline.lake_reads import nir_buckets
+
+    case = next(c for c in CASES if c["name"].startswith("low-qualified declared under the NIA"))
+    ingest_case(case, tmp_path)
+    new, old = case["nir"], case["old_nir"]
+    assert len(set(nir_buckets(tmp_path, pl.Series([new, old]))["bucket"])) == 2
+
+    def category(rows: str, day: int) -> str:
+        csv = tmp_path / f"holders{day}.csv"
+        csv.write_text("nir,low_qualified_declared_on,low_qualified_withdrawn_on\n" + rows)
+        out = credit_sharded(tmp_path, 2025, shards=bucket_count(tmp_path), holders=csv,
+                             as_of=dt.date(2026, 5, day))
+        ac = pl.read_parquet(Path(out.run_dir) / "annual_credits.parquet")
+        return ac.filter(pl.col("nir") == new)["category"].item()
+
+    assert category(f"{old},2024-01-10,\n", 1) == "low_qualified"
+    assert category(f"{old},2020-01-10,\n{new},2020-01-10,2024-05-10\n", 2) == "standard"
