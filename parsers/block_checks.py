@@ -26,6 +26,7 @@ import polars as pl
 from parsers import codes
 from parsers.codes import Reason
 from parsers.norm import descendants_or_self
+from parsers.records import named_id
 from parsers.structure import TABLE_ANCESTORS, Catalog, anc_col
 
 
@@ -69,10 +70,18 @@ def _incomplete(df: pl.DataFrame, cat: Catalog, inside: pl.Expr) -> pl.DataFrame
     rbits = pl.col("rcode").cast(pl.Int64).replace_strict(
         [cat.rcode(r) for _, r in required], [bit[r] for _, r in required], default=0,
         return_dtype=pl.Int64)
-    occ = (df.lazy().filter(pl.col("bcode").is_in(list(need)) & inside)
+    # a malformed line still names its rubrique (a lost quote): present, its own anomaly is
+    # reported on its line — the block is not also incomplete (round-6 pass H1)
+    named = pl.when(pl.col("malformed")).then(named_id().replace_strict(
+        [r for _, r in required], [bit[r] for _, r in required], default=0,
+        return_dtype=pl.Int64)).otherwise(rbits)
+    start = pl.col("is_new")  # the occurrence's own first line: a stray id or a malformed
+    # line carries the occurrence before it, and is not an occurrence of its own (H2)
+    occ = (df.lazy().filter((pl.col("bcode").is_in(list(need)) | pl.col("malformed")) & inside)
            .group_by("file_idx", "occ")
-           .agg(pl.col("row").min(), pl.col("line_no").min(), pl.col("bcode").first(),
-                rbits.bitwise_or().alias("_has"))
+           .agg(pl.col("row").filter(start).first(), pl.col("line_no").filter(start).first(),
+                pl.col("bcode").filter(start).first(), named.bitwise_or().alias("_has"))
+           .filter(pl.col("bcode").is_in(list(need)))
            .with_columns(pl.col("bcode").replace_strict(list(need), list(need.values()),
                                                         return_dtype=pl.Int64).alias("_need"))
            .filter((pl.col("_has") & pl.col("_need")) != pl.col("_need"))

@@ -36,8 +36,17 @@ def lot_anomalies(df: pl.DataFrame, cat: Catalog) -> pl.DataFrame:
         return none
     file_idx = cols.get_column("file_idx").to_numpy()
     is_new = cols.get_column("is_new").to_numpy()
-    group = np.cumsum(bcode == cat.bcode(GROUP))  # lines after the n-th S06 (ids unique)
-    envoi_start = is_new & (bcode == cat.bcode(codes.ENVOI))
+    is_group, is_end = bcode == cat.bcode(GROUP), bcode == cat.bcode(GROUP_END)
+    group = np.cumsum(is_group)  # lines after the n-th S06 (ids unique in the batch)
+    # a group holds the envois between its S06 and its S96, in its own file: the envois of the
+    # next files of a batch are in no group (they were counted in a lot's last group: M1)
+    file_start = np.empty(len(bcode), bool)
+    file_start[:1] = True
+    np.not_equal(file_idx[1:], file_idx[:-1], out=file_start[1:])
+    marks = np.where(is_group | is_end | file_start, np.arange(len(bcode)), -1)
+    np.maximum.accumulate(marks, out=marks)
+    open_group = (marks >= 0) & is_group[np.maximum(marks, 0)]
+    envoi_start = is_new & (bcode == cat.bcode(codes.ENVOI)) & open_group
     dsn_in_group = np.bincount(group[envoi_start], minlength=int(group.max()) + 1)
     rows = []
     count_at = np.flatnonzero(cols.get_column("rcode").to_numpy() == cat.rcode(GROUP_DSN_COUNT))

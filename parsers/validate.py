@@ -759,7 +759,9 @@ def _final_states(df: pl.DataFrame, arrays: dict[str, np.ndarray], special: pl.D
                     pl.col("block_cause_line"))))
     warn_reason = (pl.when(own == Scope.WARNING).then(pl.col("own_reason"))
                    .when(pl.col("damaged")).then(pl.lit(Reason.DAMAGED_CHARACTERS)))
-    warn_detail = (pl.when(pl.col("own_reason") == Reason.CONTRACT_NUMBER_CHARACTERS)
+    warn_detail = (pl.when(pl.col("own_reason").is_in([Reason.CONTRACT_NUMBER_CHARACTERS,
+                                                       Reason.LOT_COUNT_MISMATCH,
+                                                       Reason.LOT_TRUNCATED]))
                    .then(pl.col("own_detail"))
                    .when(own == Scope.WARNING)
                    .then(pl.lit("signalement (never credited): ") + pl.col("own_detail"))

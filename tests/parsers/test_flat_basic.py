@@ -215,3 +215,16 @@ def test_line_ends_and_utf16_a_transfer_leaves_are_mended(tmp_path, dsn, mangle,
     assert p.files["encoding"][0] == label
     assert p.lines_quarantined == 0 and p.lines_read == plain.lines_read
     assert p["individuals"]["last_name"].to_list() == ["GARÇON"]
+
+
+
+def test_a_lot_ingested_with_other_files_counts_only_its_own_envois(tmp_path, dsn):
+    """round-6 ingestion pass M1: the envois of the next files of a batch were counted in the
+    lot's last group ("declares 0 DSN, the group holds 1: lost in transfer?")."""
+    from parsers.ingest import ingest_paths
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a_lot.dsn").write_bytes(dsn.SAMPLE.read_bytes())
+    dsn.write(src, "b.dsn", dsn.envoi(dsn.declaration()))
+    r = ingest_paths([src], tmp_path / "DIR")
+    assert "lot_count_mismatch" not in r.warnings_by_reason and r.files_ingested == 2

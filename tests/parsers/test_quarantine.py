@@ -32,6 +32,12 @@ def causes(p):
     # a misspelt id inside the block does not split it (it opened an individual without NIR
     # at the next line and rejected the declaration: ingestion acceptance pass M1)
     ("S21.G00.30.004,'JEAN'", "S21.G00.30.040,'JEAN'", "unknown_rubrique", "line"),
+    # an unknown id just before a block's first line is not a block of its own, and a required
+    # rubrique that lost a quote is present (round-6 ingestion pass H1, H2: both rejected the
+    # declaration as an incomplete block)
+    ("S21.G00.50.004,'1950.00'\nS21.G00.51.001", "S21.G00.50.004,'1950.00'\nS21.G00.51.099,'Y'\n"
+     "S21.G00.51.001", "unknown_rubrique", "line"),
+    ("S21.G00.51.013,'2500.00'", "S21.G00.51.013,'2500.00", "malformed_line", "line"),
     ("S21.G00.40.012,'151.67'", "S21.G00.40.012,'151,67'", "bad_format", "line"),
     ("S21.G00.40.007,'01'", "S21.G00.40.007,'77'", "bad_enum", "line"),
     ("S21.G00.40.017,'1486'", "S21.G00.40.017,'14867'", "bad_format", "line"),
@@ -62,7 +68,8 @@ def test_each_reason(tmp_path, dsn, old, new, reason, scope):
         assert set(p["quarantine"]["scope"]) == {"declaration"}
     # the rubrique is kept whenever the line names one (even a malformed line, quotes missing)
     named = {"S21.G0.30.019,'M001'": None,  # no readable id
-             "S21.G00.30.019,'M001'\nS21.G00.30.300,''": "S21.G00.30.300"}
+             "S21.G00.30.019,'M001'\nS21.G00.30.300,''": "S21.G00.30.300",
+             "S21.G00.50.004,'1950.00'\nS21.G00.51.099,'Y'\nS21.G00.51.001": "S21.G00.51.099"}
     assert c["rubrique"].to_list() == [named.get(new, new[:14])]
     if reason == "invalid_nir":
         masked = c["value_masked"][0]
@@ -293,3 +300,13 @@ def test_blanks_after_the_closing_quote_are_named(tmp_path, dsn):
     c = causes(p)
     assert c["reason"].to_list() == ["malformed_line"]
     assert c["detail"][0].startswith("blanks after the closing quote")
+
+
+
+def test_an_enrichment_line_before_a_block_s_first_line_is_kept(tmp_path, dsn):
+    """round-6 ingestion pass H2: a platform's 9xx line written before the contract's first
+    line formed an "incomplete" block and rejected the declaration."""
+    body = dsn.EMPLOYEE.replace("S21.G00.40.001,'01032020'",
+                                "S21.G00.40.950,'Y'\nS21.G00.40.001,'01032020'")
+    p = parse(tmp_path, dsn, dsn.envoi(dsn.declaration(body)))
+    assert p.lines_quarantined == 0 and p["contracts"].height == 1
