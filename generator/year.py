@@ -352,9 +352,12 @@ def month_figures(job: JobPlan, year: int, month: int) -> MonthFigures | None:
 def job_month_ratio(job: JobPlan, year: int, month: int, f: MonthFigures,
                     recall_h: int = 0) -> Fraction:
     """counted / monthly reference for one contract-month (cpf_rules.md §2)."""
-    if job.unit == "99":
-        smic = smic_cents(date(year, month, 1))
-        return Fraction(f.gross_cents * 12, 2080 * smic)
+    if job.unit == "99":  # the year's pay against the year's reference, 2 080/12 x the SMIC
+        # of each month summed (cpf_rules.md §2.1): linear in pay, so month by month; not
+        # each month against its own SMIC, which differs in a year the SMIC changes (round-6
+        # money pass L1)
+        smic_year = sum(smic_cents(date(year, m, 1)) for m in range(1, 13))
+        return Fraction(f.gross_cents * 144, 2080 * smic_year)
     if job.unit == "20":
         counted = (Fraction(f.paid_h) if f.paid_h is not None
                    else Fraction(job.quota_h * f.contract_days, f.dim))
