@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import shutil
 import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -22,6 +23,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.states import Failed
 
 from flows import run_notes, steps
+from parsers.ingest import UnreadableInputs
 from parsers.lake import LakeDamaged, data_dir
 from pipeline import publish as pub
 from pipeline.late_inputs import years_to_reexamine
@@ -82,7 +84,7 @@ def _transient(task, task_run, state) -> bool:
     never bad input, never a damaged lake."""
     try:
         state.result()
-    except (steps.InputError, LakeDamaged):
+    except (steps.InputError, LakeDamaged, UnreadableInputs):
         return False
     except Exception:
         return True
@@ -120,9 +122,18 @@ def post_task(prepared: dict, computed: dict) -> dict:
 def publish_task(prepared: dict, staged: dict) -> str:
     st = pub.Staged(run_id=staged["run_id"], path=Path(staged["path"]), manifest=staged["manifest"])
     prep = steps.Prepared.from_dict(prepared)
-    if pub.run_dir(Path(prep.root), st.run_id).exists() and not st.path.exists():
+    root = Path(prep.root)
+    if any(r["run_id"] == st.run_id for r in pub.read_current(root)["published"]):
+        # a retry after the commit point (the catalog's rebuild failed): the run IS published;
+        # rebuild the catalog, or fail on ITS error — "already published" hid the cause and
+        # the fix (round-6 operator pass N1)
+        from pipeline.catalog import build_catalog
+        build_catalog(root)
+        shutil.rmtree(prep.work_dir, ignore_errors=True)
+        return str(pub.run_dir(root, st.run_id))
+    if pub.run_dir(root, st.run_id).exists() and not st.path.exists():
         # a retry after the run directory moved: finish the publication from there
-        st = pub.Staged(run_id=st.run_id, path=pub.run_dir(Path(prep.root), st.run_id),
+        st = pub.Staged(run_id=st.run_id, path=pub.run_dir(root, st.run_id),
                         manifest=st.manifest)
     return steps.publish(prep, st)
 
@@ -291,6 +302,8 @@ def campaign(year: int | None = None, dsn: list[str] | None = None, lake: str = 
         if enforce_window:  # on the real date: --as-of is the run date for dotation expiry,
             # never a way around the window (a backdated run posted after its close)
             check_window(year, today_paris(), force)
+        if (msg := steps.year_not_over(year, day)) is not None:  # before ingesting anything
+            raise steps.InputError([msg])
         lake, dsn = check_locations(lake, dsn, lake_buckets)
         pub.read_current(Path(lake))  # a damaged CURRENT: refused here, in one line
         holders, balances, dotations = (x or None for x in (holders, balances, dotations))
@@ -301,8 +314,8 @@ def campaign(year: int | None = None, dsn: list[str] | None = None, lake: str = 
     try:
         # the campaign reruns the years the new DSN may change (its notes name older ones)
         report = ingest_task(dsn, lake, lake_buckets, note_years=False) if dsn else {}
-    except LakeDamaged as exc:  # a refusal to touch a damaged lake, not a crash
-        log.error(f"{exc}: " + "; ".join(exc.errors))
+    except (LakeDamaged, UnreadableInputs) as exc:  # a refusal (a damaged lake, a link to
+        log.error(f"{exc}: " + "; ".join(exc.errors))  # nothing in the inbox), not a crash
         return Failed(message=str(exc), data=exc)
     if report:
         log.info(ingest_line(report))

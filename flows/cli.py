@@ -316,12 +316,13 @@ def _expected_failures() -> tuple[type[Exception], ...]:
     from flows import steps
     from flows.campaign import WindowClosed
     from parsers.archive import ArchiveError
+    from parsers.ingest import UnreadableInputs
     from parsers.lake import LakeDamaged
     from parsers.lake_settings import LakeSettingsError
     from pipeline.ledger import LedgerCheckError
     from pipeline.publish import PublishError
     return (steps.InputError, WindowClosed, ArchiveError, LakeDamaged, LakeSettingsError,
-            LedgerCheckError, PublishError)
+            LedgerCheckError, PublishError, UnreadableInputs)
 
 
 class _NoTracebackFor(logging.Filter):

@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+from zoneinfo import ZoneInfo
 
 import polars as pl
 
@@ -184,10 +185,16 @@ def check_lake_not_behind(root: Path) -> None:
 def year_not_over(year: int, day: dt.date) -> str | None:
     """Why year N cannot be credited on ``day``, or None: a year is credited once it is over,
     in the campaign of N+1 (cpf_rules.md §1); a run dated in N or before would credit a year
-    whose DSN are not all declared."""
+    whose DSN are not all declared. Nor can a run be dated after today: its date expires
+    dotations (a typo, --as-of 2036-04-20, booked a 1 000 € dotation_expiry years early, and
+    no later run gave it back: round-6 operator pass N2)."""
     if day.year <= year:
         return (f"year {year} is not over on {day.isoformat()} (the run date, --as-of): year N "
                 f"is credited in the campaign of N+1")
+    today = max(dt.date.today(), dt.datetime.now(ZoneInfo("Europe/Paris")).date())
+    if day > today:
+        return (f"the run date {day.isoformat()} (--as-of) is after today ({today.isoformat()}): "
+                "a run is dated the day it runs, or before (a replay of an earlier date)")
     return None
 
 

@@ -131,18 +131,19 @@ def discover(paths: Iterable[Path | str]) -> tuple[list[Path], list[Path]]:
     a suffix is never silently ignored."""
     found: list[Path] = []
     skipped: list[Path] = []
-    broken: list[str] = []
+    broken: list[Path] = []
     for p in map(Path, paths):
         if not p.is_dir():
             found.append(p)
             continue
         files, dead = _walk(p)
-        broken += dead
+        for f in dead:  # a link to nothing named like a DSN is refused; any other, skipped
+            (broken if Path(f).suffix.lower() in codes.INPUT_SUFFIXES else skipped).append(Path(f))
         for f in files:
             (found if f.suffix.lower() in codes.INPUT_SUFFIXES else skipped).append(f)
     if broken:
-        raise UnreadableInputs(broken)
-    return found, skipped
+        raise UnreadableInputs([str(b) for b in broken])
+    return found, sorted(skipped)
 
 
 class UnreadableInputs(ValueError):

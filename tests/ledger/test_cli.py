@@ -72,6 +72,9 @@ def test_usage_errors_exit_2_with_one_line(lake, tmp_path):
         # year N is credited once it is over (cpf_rules.md §1): not before or during it
         ["credit", "--year", "2027", "--lake", str(lake), "--as-of", "2026-04-20"],
         ["credit", "--year", "2026", "--lake", str(lake), "--as-of", "2026-04-20"],
+        # nor dated after today: the date expires dotations (round-6 operator pass N2)
+        ["credit", "--year", "2024", "--lake", str(lake), "--as-of", "2099-04-20"],
+        ["run", "--year", "2024", "--lake", str(lake), "--as-of", "2099-04-20"],
     ]
     for args in cases:
         r = runner.invoke(app, args)

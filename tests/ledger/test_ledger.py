@@ -642,3 +642,25 @@ def test_year_over_year_is_not_a_change_beside_an_hour_era_year():
                 "(2020, 'standard', 40000::bigint)) t(year, category, credit_cents)")
     rows = {r[0]: r[6] for r in con.execute(queries()["year_over_year"]).fetchall()}
     assert rows == {2018: None, 2019: None, 2020: -10000}
+
+
+def test_a_publish_retry_after_the_commit_point_rebuilds_the_catalog(lake, monkeypatch):
+    """round-6 operator pass N1: the catalog's rebuild failed after CURRENT switched; the
+    flow's retry said "run … is already published", hiding the cause and the fix. The retry
+    (campaign.publish_task) now rebuilds the catalog of the published run."""
+    from flows.campaign import publish_task
+    credit(lake, BASE)
+    changed = [(r[0], r[1], r[2], r[3] + 100, r[4]) for r in BASE]
+    prep = steps.prepare(lake, 2024, as_of=AS_OF)
+    computed = steps.compute(prep, FakeEngine(amounts_frame(changed)))
+    staged = steps.post(prep, computed)
+    monkeypatch.setenv("CPF_FAIL_AT", "after_current")
+    with pytest.raises(pub.PublishError):
+        steps.publish(prep, staged)
+    monkeypatch.delenv("CPF_FAIL_AT")
+    out = publish_task.fn(prep.to_dict(), {"run_id": staged.run_id, "path": str(staged.path),
+                                           "manifest": staged.manifest})
+    assert Path(out) == pub.run_dir(lake, staged.run_id)
+    con = duckdb.connect(str(lake / "cpf.duckdb"), read_only=True)
+    assert con.execute("select run_id from catalog_info").fetchone()[0] == staged.run_id
+    con.close()

@@ -98,6 +98,8 @@ def test_an_inbox_follows_linked_folders_and_refuses_dangling_links(tmp_path):
     (inbox / "up").symlink_to(inbox)  # a loop does not loop
     found, skipped = discover([inbox])
     assert [f.name for f in found] == ["a_202501.dsn", "a_202505.dsn"] and skipped == []
+    (inbox / "latest.log").symlink_to(tmp_path / "nowhere.log")  # not a DSN name: skipped
+    assert discover([inbox])[1] == [inbox / "latest.log"]
     (inbox / "gone.dsn").symlink_to(tmp_path / "nowhere.dsn")
     with pytest.raises(UnreadableInputs, match="gone.dsn: a link to nothing"):
         discover([inbox])
