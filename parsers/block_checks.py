@@ -77,8 +77,25 @@ def _incomplete(df: pl.DataFrame, cat: Catalog, inside: pl.Expr) -> pl.DataFrame
         return_dtype=pl.Int64)).otherwise(rbits)
     start = pl.col("is_new")  # the occurrence's own first line: a stray id or a malformed
     # line carries the occurrence before it, and is not an occurrence of its own (H2)
-    occ = (df.lazy().filter((pl.col("bcode").is_in(list(need)) | pl.col("malformed")) & inside)
-           .group_by("file_idx", "occ")
+    # ... except that a malformed FIRST line of a block (53.001 lost a quote) belongs to the
+    # occurrence that starts right after it, which would else lack it (round-7 pass H1)
+    named_block = named_id().str.slice(0, codes.BLOCK_ID_WIDTH).replace_strict(
+        cat.blocks, list(range(len(cat.blocks))), default=-1, return_dtype=pl.Int32)
+    named_no = named_id().str.slice(codes.BLOCK_ID_WIDTH + 1, 3).cast(pl.Int32, strict=False)
+    # §1.4 read on the malformed line as if it were well formed: it would open an occurrence
+    # (another block than the line before, or a rubrique number that does not increase)...
+    would_open = ((named_block != pl.col("bcode").shift(1))
+                  | (named_no <= pl.col("rub_no").shift(1))).fill_null(True)
+    # ... and the next line opens one of its block: it is that occurrence's first line
+    opens_next = (pl.col("malformed") & would_open
+                  & pl.col("is_new").shift(-1).fill_null(False)
+                  & (named_block == pl.col("bcode").shift(-1))
+                  & (pl.col("file_idx") == pl.col("file_idx").shift(-1)))
+    # eager: the shifts read the next line (a lazy query may run streaming, out of order)
+    lines = df.filter((pl.col("bcode").is_in(list(need)) | pl.col("malformed")) & inside)
+    occ = (lines.with_columns(pl.when(opens_next).then(pl.col("occ").shift(-1))
+                              .otherwise(pl.col("occ")).alias("occ"))
+           .lazy().group_by("file_idx", "occ")
            .agg(pl.col("row").filter(start).first(), pl.col("line_no").filter(start).first(),
                 pl.col("bcode").filter(start).first(), named.bitwise_or().alias("_has"))
            .filter(pl.col("bcode").is_in(list(need)))

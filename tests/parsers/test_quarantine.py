@@ -38,6 +38,8 @@ def causes(p):
     ("S21.G00.50.004,'1950.00'\nS21.G00.51.001", "S21.G00.50.004,'1950.00'\nS21.G00.51.099,'Y'\n"
      "S21.G00.51.001", "unknown_rubrique", "line"),
     ("S21.G00.51.013,'2500.00'", "S21.G00.51.013,'2500.00", "malformed_line", "line"),
+    # ... also when it is the block's first line (round-7 pass H1)
+    ("S21.G00.53.001,'01'", "S21.G00.53.001,'01", "malformed_line", "line"),
     ("S21.G00.40.012,'151.67'", "S21.G00.40.012,'151,67'", "bad_format", "line"),
     ("S21.G00.40.007,'01'", "S21.G00.40.007,'77'", "bad_enum", "line"),
     ("S21.G00.40.017,'1486'", "S21.G00.40.017,'14867'", "bad_format", "line"),
