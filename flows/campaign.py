@@ -15,7 +15,6 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import yaml
 from prefect import flow, get_run_logger, task, unmapped
@@ -74,7 +73,7 @@ def next_campaigns(after: dt.datetime, n: int = 1, ops: dict | None = None) -> l
 
 
 def today_paris() -> dt.date:
-    return dt.datetime.now(ZoneInfo(operations()["timezone"])).date()
+    return steps.run_day()
 
 
 # --- tasks -----------------------------------------------------------------------------------
@@ -128,7 +127,12 @@ def publish_task(prepared: dict, staged: dict) -> str:
         # rebuild the catalog, or fail on ITS error — "already published" hid the cause and
         # the fix (round-6 operator pass N1)
         from pipeline.catalog import build_catalog
-        build_catalog(root)
+        try:
+            build_catalog(root)
+        except Exception as exc:
+            raise pub.PublishError(
+                f"run {st.run_id} is published (CURRENT names it); rebuilding the analysts' "
+                f"catalog failed: {exc} — once fixed, cpf catalog --lake {root}") from exc
         shutil.rmtree(prep.work_dir, ignore_errors=True)
         return str(pub.run_dir(root, st.run_id))
     if pub.run_dir(root, st.run_id).exists() and not st.path.exists():
@@ -207,7 +211,7 @@ def credit_year(year: int, lake: str, holders: str | None = None, balances: str 
     """compute → post (diff + balance assertions) → publish (atomic) for year N.
     ``other_years=False``: a campaign's rerun, whose later years the campaign credits next —
     its log does not tell the operator to rerun them by hand (operator acceptance pass F5)."""
-    day = as_of or dt.date.today().isoformat()
+    day = as_of or steps.run_day().isoformat()
     t0, lap = time.perf_counter(), steps.Laps()
     with pub.run_lock(Path(lake)):
         prepared = prepare_task(lake, year, holders, balances, dotations, day)
@@ -230,7 +234,7 @@ def credit_year_sharded(year: int, lake: str, shards: int, holders: str | None =
                         as_of: str | None = None, other_years: bool = True) -> dict:
     """Bounded-memory crediting: compute and post per bucket shard (mapped tasks, run by the
     flow's task runner: threads, processes or Dask), then stage + publish once."""
-    day = as_of or dt.date.today().isoformat()
+    day = as_of or steps.run_day().isoformat()
     t0 = time.perf_counter()
     with pub.run_lock(Path(lake)):
         prepared = prepare_task(lake, year, holders, balances, dotations, day)

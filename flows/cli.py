@@ -117,7 +117,8 @@ def _as_of(value: Optional[str], year: int | None = None) -> dt.date:
     """The run date (default today). With ``year``: year N is credited once it is over, in the
     campaign of N+1 (cpf_rules.md §1), so a run date inside or before N is a usage error."""
     if not value:
-        day = dt.date.today()
+        from flows.steps import run_day
+        day = run_day()
     else:
         try:
             day = dt.date.fromisoformat(value)

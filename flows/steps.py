@@ -182,6 +182,14 @@ def check_lake_not_behind(root: Path) -> None:
                            "again" for p in problems])
 
 
+def run_day() -> dt.date:
+    """Today in the campaign's timezone (operations.yaml, Europe/Paris): the default run date
+    and the bound of a given one — one meaning of "today" (the machine's UTC date and Paris
+    differ for an hour or two each night: round-7 pass)."""
+    from flows.campaign import operations
+    return dt.datetime.now(ZoneInfo(operations()["timezone"])).date()
+
+
 def year_not_over(year: int, day: dt.date) -> str | None:
     """Why year N cannot be credited on ``day``, or None: a year is credited once it is over,
     in the campaign of N+1 (cpf_rules.md §1); a run dated in N or before would credit a year
@@ -191,7 +199,7 @@ def year_not_over(year: int, day: dt.date) -> str | None:
     if day.year <= year:
         return (f"year {year} is not over on {day.isoformat()} (the run date, --as-of): year N "
                 f"is credited in the campaign of N+1")
-    today = max(dt.date.today(), dt.datetime.now(ZoneInfo("Europe/Paris")).date())
+    today = run_day()
     if day > today:
         return (f"the run date {day.isoformat()} (--as-of) is after today ({today.isoformat()}): "
                 "a run is dated the day it runs, or before (a replay of an earlier date)")
@@ -272,17 +280,17 @@ def write_bucketed_inputs(prep: "Prepared", frames: dict[str, pl.DataFrame | Non
          .write_parquet(out, row_group_size=BUCKETED_ROW_GROUP))
 
 
-def bucketed_input(prep: "Prepared", name: str, buckets: list[int] | None = None
-                   ) -> pl.LazyFrame | None:
+def bucketed_input(prep: "Prepared", name: str, buckets: list[int] | None = None,
+                   keep_bucket: bool = False) -> pl.LazyFrame | None:
     """The run's ``name`` input (None when not given), only ``buckets``' rows when given (the
-    bucket filter prunes row groups by their statistics)."""
+    bucket filter prunes row groups by their statistics); ``keep_bucket``: with its column."""
     path = bucketed_input_path(prep, name)
     if not path.exists():
         return None
     lf = pl.scan_parquet(path)
     if buckets is not None:
         lf = lf.filter(pl.col("bucket").is_in(sorted(int(b) for b in buckets)))
-    return lf.drop("bucket")
+    return lf if keep_bucket else lf.drop("bucket")
 
 
 # --- the steps ----------------------------------------------------------------------------------
@@ -316,7 +324,7 @@ def prepare(root: Path, year: int, holders: Path | None = None, balances: Path |
     Bad rows of --balances / --dotations fail the run here (InputError, line numbers, exit 1),
     before anything is written."""
     root = Path(root)
-    if (msg := year_not_over(year, as_of or dt.date.today())) is not None:
+    if (msg := year_not_over(year, as_of or run_day())) is not None:
         raise InputError([msg])
     if holders is None and (carried := pub.latest_input(root, "holders_sha256")) is not None:
         holders = carried[1]  # the register in force: see ``pub.latest_input``
@@ -335,7 +343,7 @@ def prepare(root: Path, year: int, holders: Path | None = None, balances: Path |
         balances_sha256=pub.archive_input(root, balances),
         dotations_sha256=pub.archive_input(root, dotations),
         param_version=param_version(year), code_version=pub.code_version(),
-        as_of=as_of or dt.date.today())
+        as_of=as_of or run_day())
     seq = len(current["published"]) + 1
     run_id = pub.derive_run_id(inputs, seq)
     work = root / "work" / run_id
@@ -709,7 +717,7 @@ def compute_shard(prep: Prepared, shard: int, shards: int, lake_buckets: list[in
     buckets = shard_buckets(lake_buckets, shards, shard)
     # every bucket's rows: a row filed under a former NIR may sit in another bucket than its
     # person (the engine keeps the shard's buckets and the former NIRs linked to its people)
-    holders = bucketed_input(prep, "holders")
+    holders = bucketed_input(prep, "holders", keep_bucket=True)
     d = shard_dir(prep, shard)
     _, a = write_engine_outputs(d, default_compute_shard(Path(lake_root or prep.root),
                                                          prep.year, holders, buckets))

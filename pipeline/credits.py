@@ -77,27 +77,40 @@ def prorated(amount_cents: pl.Expr, p: YearParams) -> pl.Expr:
 # --- categories -------------------------------------------------------------------------------
 
 def low_qualified_flags(holders: pl.LazyFrame, year: int) -> pl.LazyFrame:
-    """Declared during D ⇒ years ≥ D; withdrawn during W ⇒ standard from W+1 (R6323-3-1)."""
-    d = pl.col("low_qualified_declared_on").dt.year()
-    w = pl.col("low_qualified_withdrawn_on").dt.year()
-    return (holders.filter(d.is_not_null() & (d <= year) & (w.is_null() | (w >= year)))
-            .select("nir").unique().with_columns(pl.lit(True).alias("low_qualified")))
+    """Declared during D ⇒ years ≥ D; withdrawn during W ⇒ standard from W+1 (R6323-3-1).
+
+    A person's rows may come from several NIRs (``with_current_nirs``): their declarations
+    and withdrawals are read as one history, and year N follows the latest event that bears
+    on it — a declaration dated in N or before, a withdrawal dated before N (on one day, the
+    withdrawal last). With one row per NIR (the register refuses two, and a withdrawal
+    before its declaration) this is the row's own rule; across a NIR change a withdrawal
+    under one NIR ends an earlier declaration under another, and a later declaration under
+    the new NIR does not hide an earlier, never withdrawn one (round-6 M1, round-7 passes)."""
+    d = pl.col("low_qualified_declared_on")
+    w = pl.col("low_qualified_withdrawn_on")
+    events = pl.concat([
+        holders.filter(d.is_not_null() & (d.dt.year() <= year))
+        .select("nir", d.alias("_on"), pl.lit(True).alias("_declared")),
+        holders.filter(w.is_not_null() & (w.dt.year() < year))
+        .select("nir", w.alias("_on"), pl.lit(False).alias("_declared")),
+    ])
+    return (events.group_by("nir")
+            .agg(pl.col("_declared").sort_by(["_on", "_declared"], descending=[False, True])
+                 .last().alias("low_qualified"))
+            .filter(pl.col("low_qualified")))
 
 
 def with_current_nirs(holders: pl.LazyFrame, former: pl.DataFrame | None) -> pl.LazyFrame:
     """The register's rows, plus each row filed under a former NIR (S21.G00.31.008) again
     under the person's current NIR: the declaration is the holder's (R6323-3-1), like the
     balance and the DSN rows of that NIR, which count for the current one (a low-qualified
-    declaration under the old NIR fell back to standard, 800 -> 500 and 8 000 -> 5 000) —
-    unless the current NIR has rows of its own, which then stand alone (round-6 pass M1)."""
+    declaration under the old NIR fell back to standard, 800 -> 500 and 8 000 -> 5 000).
+    ``low_qualified_flags`` reads the person's rows of every NIR as one history."""
     if former is None or former.height == 0:
         return holders
     moved = (holders.join(former.lazy(), left_on="nir", right_on="old_id", how="inner",
                           suffix="_current")
-             .with_columns(pl.col("nir_current").alias("nir")).drop("nir_current")
-             # a row under the current NIR is the register's latest word on the person: an old
-             # row "declared 2020" does not undo a withdrawal filed under the new NIR
-             .join(holders.select("nir").unique(), on="nir", how="anti"))
+             .with_columns(pl.col("nir_current").alias("nir")).drop("nir_current"))
     return pl.concat([holders, moved], how="vertical_relaxed")
 
 

@@ -110,3 +110,30 @@ def test_a_shard_sees_a_register_row_filed_under_a_former_nir_of_another_bucket(
 
     assert category(f"{old},2024-01-10,\n", 1) == "low_qualified"
     assert category(f"{old},2020-01-10,\n{new},2020-01-10,2024-05-10\n", 2) == "standard"
+    # a declaration under the new NIR made after the year does not hide the old one (round 7)
+    assert category(f"{old},2020-01-10,\n{new},2026-02-01,\n", 3) == "low_qualified"
+
+
+def test_low_qualified_rows_of_several_nirs_are_one_history():
+    """R6323-3-1 read across a NIR change (credits.low_qualified_flags): the latest event
+    bearing on year N decides — a declaration dated in N or before, a withdrawal before N."""
+    from datetime import date
+
+    from pipeline.credits import low_qualified_flags
+    rows = {  # one person's rows, already under the current NIR (with_current_nirs)
+        "old never withdrawn, new declared after N": [(date(2020, 1, 1), None),
+                                                      (date(2026, 2, 1), None)],
+        "withdrawn under another NIR before N": [(date(2020, 1, 1), None),
+                                                 (date(2020, 1, 1), date(2024, 5, 10))],
+        "withdrawn before N, declared again in N": [(date(2020, 1, 1), date(2023, 3, 1)),
+                                                    (date(2025, 6, 1), None)],
+        "withdrawn during N (standard from N+1)": [(date(2020, 1, 1), date(2025, 3, 1))],
+    }
+    frame = pl.DataFrame(
+        [(name, d, w) for name, rs in rows.items() for d, w in rs], orient="row",
+        schema={"nir": pl.String, "low_qualified_declared_on": pl.Date,
+                "low_qualified_withdrawn_on": pl.Date})
+    got = set(low_qualified_flags(frame.lazy(), 2025).collect()["nir"])
+    assert got == {"old never withdrawn, new declared after N",
+                   "withdrawn before N, declared again in N",
+                   "withdrawn during N (standard from N+1)"}
