@@ -100,10 +100,13 @@ def to_utf8(data: bytes) -> tuple[bytes, str]:
         return data.decode("cp1252", errors=_ERROR_HANDLER).encode("utf-8"), ENC_CP1252_LATIN1
 
 
+_LONE_CR = re.compile(rb"\r(?!\n)")
+
+
 def _mend_line_ends(data: bytes) -> tuple[bytes, str]:
     """Line ends a transfer or an old tool leaves, mended before the lines are split (they
     made every line malformed, or the last one, and the reason did not say why: ingestion
-    acceptance pass L2): CR-only ends (no LF at all), CR CR LF (a CR-LF file converted twice
+    acceptance pass L2): CR-only ends (of every line or of some), CR CR LF (a CR-LF file converted twice
     by an FTP ASCII transfer), a DOS end-of-file mark (0x1A) after the last line. Three byte
     searches per file; nothing is copied for a file that needs none."""
     mended = []
@@ -113,8 +116,9 @@ def _mend_line_ends(data: bytes) -> tuple[bytes, str]:
     if b"\r\r\n" in data:
         data = data.replace(b"\r\r\n", b"\r\n")
         mended.append("crcrlf")
-    if b"\n" not in data and b"\r" in data:
-        data = data.replace(b"\r", b"\n")
+    if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):  # CR-only ends, in
+        # the whole file or in some of its lines (two files glued: round-7 pass M1)
+        data = _LONE_CR.sub(b"\n", data)
         mended.append("cr")
     return data, "+".join(mended)
 
