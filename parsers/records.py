@@ -71,8 +71,12 @@ def to_utf8(data: bytes) -> tuple[bytes, str]:
     in the line ends: ``cr`` CR-only line ends, ``crcrlf`` CR CR LF, ``eof`` a DOS end-of-file
     mark; ``utf-16`` for a UTF-16 file with its byte-order mark)."""
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        utf8, _ = to_utf8(data.decode("utf-16").encode("utf-8"))
-        return utf8, ENC_UTF16
+        # a byte short (cut in transfer, a 1-byte DOS end mark) or a lone surrogate: U+FFFD,
+        # flagged as damaged on its line, never an error that stops the whole ingestion
+        # (round-7 pass H2)
+        utf8, inner = to_utf8(data.decode("utf-16", errors="replace").encode("utf-8"))
+        mends = inner.split("+", 1)[1] if "+" in inner else ""
+        return utf8, ENC_UTF16 + (f"+{mends}" if mends else "")
     data, mended = _mend_line_ends(data)
     if mended:
         utf8, encoding = to_utf8(data)

@@ -229,3 +229,15 @@ def test_a_lot_ingested_with_other_files_counts_only_its_own_envois(tmp_path, ds
     dsn.write(src, "b.dsn", dsn.envoi(dsn.declaration()))
     r = ingest_paths([src], tmp_path / "DIR")
     assert "lot_count_mismatch" not in r.warnings_by_reason and r.files_ingested == 2
+
+
+def test_a_utf16_file_cut_short_is_read_and_flagged(tmp_path, dsn):
+    """round-7 ingestion pass H2: a UTF-16 file one byte short stopped the whole ingestion
+    (nothing written, no file named)."""
+    text = dsn.envoi(dsn.declaration())
+    path = tmp_path / "cut.dsn"
+    path.write_bytes(text.replace("\n", "\r\n").encode("utf-16") + b"\x1a")
+    p = parse_flat_file(path)
+    assert p.files["encoding"][0].startswith("utf-16") and p.declarations == 1
+    assert p.declarations_rejected == 0 and p.lines_quarantined == 1  # the broken tail, kept
+    assert p["quarantine"]["reason"].to_list() == ["malformed_line"]
