@@ -40,7 +40,7 @@ def block_anomalies(df: pl.DataFrame, cat: Catalog) -> pl.DataFrame:
 
 def _orphans(df: pl.DataFrame, cat: Catalog, inside: pl.Expr) -> pl.DataFrame:
     orphan = pl.lit(None, pl.String)
-    for t in reversed(TABLE_ANCESTORS):  # the nearest missing ancestor is named
+    for t in reversed(TABLE_ANCESTORS):  # the highest missing ancestor is named (checked first)
         under = [c for c in (cat.bcode(b) for b in descendants_or_self(t) - {t}) if c >= 0]
         orphan = (pl.when(pl.col("bcode").is_in(under) & pl.col(anc_col(t)).is_null())
                   .then(pl.lit(t)).otherwise(orphan))
