@@ -91,13 +91,24 @@ def _incomplete(df: pl.DataFrame, cat: Catalog, inside: pl.Expr) -> pl.DataFrame
                   & pl.col("is_new").shift(-1).fill_null(False)
                   & (named_block == pl.col("bcode").shift(-1))
                   & (pl.col("file_idx") == pl.col("file_idx").shift(-1)))
+    # a malformed line whose id cannot be read (a leading blank, a damaged byte) right before
+    # an occurrence's first line may have been its head: the rubriques numbered below that
+    # line are not counted missing (its own anomaly is reported; round-8 pass H1)
+    unread_before = (start & pl.col("malformed").shift(1).fill_null(False)
+                     & named_id().shift(1).is_null()
+                     & (pl.col("file_idx") == pl.col("file_idx").shift(1)))
+    head_bits = pl.sum_horizontal([
+        pl.when(unread_before & (pl.col("bcode") == cat.bcode(b))
+                & (pl.col("rub_no") > int(r[codes.BLOCK_ID_WIDTH + 1:])))
+        .then(pl.lit(bit[r], pl.Int64)).otherwise(pl.lit(0, pl.Int64)) for b, r in required])
     # eager: the shifts read the next line (a lazy query may run streaming, out of order)
     lines = df.filter((pl.col("bcode").is_in(list(need)) | pl.col("malformed")) & inside)
     occ = (lines.with_columns(pl.when(opens_next).then(pl.col("occ").shift(-1))
-                              .otherwise(pl.col("occ")).alias("occ"))
+                              .otherwise(pl.col("occ")).alias("occ"),
+                              (named | head_bits).alias("_bits"))
            .lazy().group_by("file_idx", "occ")
            .agg(pl.col("row").filter(start).first(), pl.col("line_no").filter(start).first(),
-                pl.col("bcode").filter(start).first(), named.bitwise_or().alias("_has"))
+                pl.col("bcode").filter(start).first(), pl.col("_bits").bitwise_or().alias("_has"))
            .filter(pl.col("bcode").is_in(list(need)))
            .with_columns(pl.col("bcode").replace_strict(list(need), list(need.values()),
                                                         return_dtype=pl.Int64).alias("_need"))

@@ -104,7 +104,9 @@ def to_utf8(data: bytes) -> tuple[bytes, str]:
         return data.decode("cp1252", errors=_ERROR_HANDLER).encode("utf-8"), ENC_CP1252_LATIN1
 
 
-_LONE_CR = re.compile(rb"\r(?!\n)")
+# a CR ending a line: followed by the next line's rubrique id, or ending the file — a CR
+# inside a value ('MA<CR>RTIN') is no line end (mending it split the line: round-8 pass)
+_LONE_CR = re.compile(rb"\r(?=S[0-9]{2}\.G[0-9]{2}\.|\Z)")
 
 
 def _mend_line_ends(data: bytes) -> tuple[bytes, str]:
@@ -122,8 +124,9 @@ def _mend_line_ends(data: bytes) -> tuple[bytes, str]:
         mended.append("crcrlf")
     if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):  # CR-only ends, in
         # the whole file or in some of its lines (two files glued: round-7 pass M1)
-        data = _LONE_CR.sub(b"\n", data)
-        mended.append("cr")
+        data, n = _LONE_CR.subn(b"\n", data)
+        if n:
+            mended.append("cr")
     return data, "+".join(mended)
 
 

@@ -241,3 +241,12 @@ def test_a_utf16_file_cut_short_is_read_and_flagged(tmp_path, dsn):
     assert p.files["encoding"][0].startswith("utf-16") and p.declarations == 1
     assert p.declarations_rejected == 0 and p.lines_quarantined == 1  # the broken tail, kept
     assert p["quarantine"]["reason"].to_list() == ["malformed_line"]
+
+
+def test_a_cr_inside_a_value_is_no_line_end(tmp_path, dsn):
+    """round-8 pass: mending lone CRs split 'MA<CR>RTIN' in two lines, and the S90 count then
+    rejected the envoi; only a CR before the next rubrique id (or at the end) ends a line."""
+    path = dsn.write(tmp_path, "cr_in_value.dsn", dsn.envoi(dsn.declaration()), "latin-1", "\r\n")
+    path.write_bytes(path.read_bytes().replace(b"'DUPONT'", b"'DU\rPONT'"))
+    p = parse_flat_file(path)
+    assert p.declarations_rejected == 0 and "+cr" not in p.files["encoding"][0]

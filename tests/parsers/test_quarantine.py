@@ -40,6 +40,8 @@ def causes(p):
     ("S21.G00.51.013,'2500.00'", "S21.G00.51.013,'2500.00", "malformed_line", "line"),
     # ... also when it is the block's first line (round-7 pass H1)
     ("S21.G00.53.001,'01'", "S21.G00.53.001,'01", "malformed_line", "line"),
+    # ... and when its id cannot be read (a stray character before it: round-8 pass H1)
+    ("S21.G00.53.001,'01'", "xS21.G00.53.001,'01'", "malformed_line", "line"),
     ("S21.G00.40.012,'151.67'", "S21.G00.40.012,'151,67'", "bad_format", "line"),
     ("S21.G00.40.007,'01'", "S21.G00.40.007,'77'", "bad_enum", "line"),
     ("S21.G00.40.017,'1486'", "S21.G00.40.017,'14867'", "bad_format", "line"),
@@ -70,6 +72,7 @@ def test_each_reason(tmp_path, dsn, old, new, reason, scope):
         assert set(p["quarantine"]["scope"]) == {"declaration"}
     # the rubrique is kept whenever the line names one (even a malformed line, quotes missing)
     named = {"S21.G0.30.019,'M001'": None,  # no readable id
+             "xS21.G00.53.001,'01'": None,
              "S21.G00.30.019,'M001'\nS21.G00.30.300,''": "S21.G00.30.300",
              "S21.G00.50.004,'1950.00'\nS21.G00.51.099,'Y'\nS21.G00.51.001": "S21.G00.51.099"}
     assert c["rubrique"].to_list() == [named.get(new, new[:14])]
