@@ -716,7 +716,7 @@ def compute_shard(prep: Prepared, shard: int, shards: int, lake_buckets: list[in
     t0 = time.perf_counter()
     buckets = shard_buckets(lake_buckets, shards, shard)
     # every bucket's rows: a row filed under a former NIR may sit in another bucket than its
-    # person (the engine keeps the shard's buckets and the former NIRs linked to its people)
+    # person (the engine keeps the shard's buckets and every former NIR the lake links)
     holders = bucketed_input(prep, "holders", keep_bucket=True)
     d = shard_dir(prep, shard)
     _, a = write_engine_outputs(d, default_compute_shard(Path(lake_root or prep.root),

@@ -206,7 +206,8 @@ def compute_year(root_dir: Path, year: int, holders: Path | None = None,
     hold, errors = _holders_frame(holders)
     if buckets is not None and "bucket" in hold.collect_schema().names():
         # a shard's run is given the whole register, bucketed: its buckets' rows, and the
-        # rows filed under a former NIR of its people, whatever bucket that NIR hashes to
+        # rows filed under any former NIR the lake links (few; the join on the shard's people
+        # then keeps its own), whatever bucket that NIR hashes to
         olds = (wt.former_nirs["old_id"] if wt.former_nirs is not None
                 else pl.Series([], dtype=pl.String))
         hold = hold.filter(pl.col("bucket").is_in(buckets) | pl.col("nir").is_in(olds.implode()))
