@@ -347,16 +347,17 @@ def credit_campaign_years(year: int, lake: str, back: int, holders: str | None,
     outs: list[dict] = []
     for _ in range(RERUN_PASSES):
         for i, (y, why) in enumerate(todo):
+            last = i == len(todo) - 1  # an earlier run: the campaign credits its later years next
             log.info(f"year {y} rerun ({why})" if why else f"year {y}")
             first_of_year = not any(o["manifest"]["year"] == year for o in outs)
             # --balances once, on the first run (it only opens accounts the ledger does not
             # hold yet); --dotations with year N's first run; holders apply by their dates
             out = credit_with_plan(y, lake, holders, balances if not outs else None,
                                    dotations if y == year and first_of_year else None,
-                                   day.isoformat(), **plan, other_years=i == len(todo) - 1)
+                                   day.isoformat(), **plan, other_years=last)
             out["rerun_reason"] = why
             log.info(credit_line(out["manifest"], out["run_dir"]))  # on this run too, not
-            for level, note in run_notes.run_notes(out["run_dir"], other_years=i == len(todo) - 1):
+            for level, note in run_notes.run_notes(out["run_dir"], other_years=last):
                 log.log(level, note)  # only on the sub-flow run an operator must look up
             outs.append(out)
         todo = list(years_to_reexamine(Path(lake), year + 1, back + 1, register).items())

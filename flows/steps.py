@@ -404,8 +404,7 @@ def nir_links(lake_root: Path) -> pl.DataFrame:
     chains followed, conflicts left out: ``identity.identity_links``)."""
     if not (lake_path(lake_root) / "declarations").exists():
         return pl.DataFrame(schema=NIR_LINKS_SCHEMA)
-    links = lake_identity(lake_root).links.filter(pl.col("kind") == "nir")
-    return links.select(pl.col("old_id").alias("old_nir"), pl.col("linked_nir").alias("nir"))
+    return lake_identity(lake_root).nir_pairs()
 
 
 def former_nirs(prep: Prepared, ledger: pl.LazyFrame, links: pl.DataFrame) -> pl.DataFrame:

@@ -38,13 +38,17 @@ def block_anomalies(df: pl.DataFrame, cat: Catalog) -> pl.DataFrame:
                      how="vertical_relaxed").sort("row")
 
 
+def _block_name(cat: Catalog) -> pl.Expr:
+    """The block id of ``bcode`` (for the details)."""
+    return pl.lit(pl.Series(cat.blocks)).gather(pl.col("bcode"))
+
+
 def _orphans(df: pl.DataFrame, cat: Catalog, inside: pl.Expr) -> pl.DataFrame:
     orphan = pl.lit(None, pl.String)
     for t in reversed(TABLE_ANCESTORS):  # the highest missing ancestor is named (checked first)
         under = [c for c in (cat.bcode(b) for b in descendants_or_self(t) - {t}) if c >= 0]
         orphan = (pl.when(pl.col("bcode").is_in(under) & pl.col(anc_col(t)).is_null())
                   .then(pl.lit(t)).otherwise(orphan))
-    blocks = pl.Series(cat.blocks)
     return (df.lazy().filter(pl.col("is_new") & inside)
             .select("row", "line_no", "bcode", orphan.alias("_missing"))
             .filter(pl.col("_missing").is_not_null())
@@ -52,7 +56,7 @@ def _orphans(df: pl.DataFrame, cat: Catalog, inside: pl.Expr) -> pl.DataFrame:
                     pl.format("{} block at line {} follows no {} block of its own (a child "
                               "block comes after its parent, CT2025 §3.2): its rows would "
                               "reach no one",
-                              pl.lit(blocks).gather(pl.col("bcode")), "line_no", "_missing")
+                              _block_name(cat), "line_no", "_missing")
                     .alias("own_detail"))
             .collect())
 
@@ -72,16 +76,17 @@ def _incomplete(df: pl.DataFrame, cat: Catalog, inside: pl.Expr) -> pl.DataFrame
         return_dtype=pl.Int64)
     # a malformed line still names its rubrique (a lost quote): present, its own anomaly is
     # reported on its line — the block is not also incomplete (round-6 pass H1)
-    named = pl.when(pl.col("malformed")).then(named_id().replace_strict(
+    named = pl.when(pl.col("malformed")).then(pl.col("_named").replace_strict(
         [r for _, r in required], [bit[r] for _, r in required], default=0,
         return_dtype=pl.Int64)).otherwise(rbits)
     start = pl.col("is_new")  # the occurrence's own first line: a stray id or a malformed
     # line carries the occurrence before it, and is not an occurrence of its own (H2)
     # ... except that a malformed FIRST line of a block (53.001 lost a quote) belongs to the
     # occurrence that starts right after it, which would else lack it (round-7 pass H1)
-    named_block = named_id().str.slice(0, codes.BLOCK_ID_WIDTH).replace_strict(
+    named_block = pl.col("_named").str.slice(0, codes.BLOCK_ID_WIDTH).replace_strict(
         cat.blocks, list(range(len(cat.blocks))), default=-1, return_dtype=pl.Int32)
-    named_no = named_id().str.slice(codes.BLOCK_ID_WIDTH + 1, 3).cast(pl.Int32, strict=False)
+    named_no = pl.col("_named").str.slice(codes.BLOCK_ID_WIDTH + 1, 3).cast(pl.Int32,
+                                                                         strict=False)
     # §1.4 read on the malformed line as if it were well formed: it would open an occurrence
     # (another block than the line before, or a rubrique number that does not increase)...
     would_open = ((named_block != pl.col("bcode").shift(1))
@@ -95,14 +100,15 @@ def _incomplete(df: pl.DataFrame, cat: Catalog, inside: pl.Expr) -> pl.DataFrame
     # an occurrence's first line may have been its head: the rubriques numbered below that
     # line are not counted missing (its own anomaly is reported; round-8 pass H1)
     unread_before = (start & pl.col("malformed").shift(1).fill_null(False)
-                     & named_id().shift(1).is_null()
+                     & pl.col("_named").shift(1).is_null()
                      & (pl.col("file_idx") == pl.col("file_idx").shift(1)))
     head_bits = pl.sum_horizontal([
         pl.when(unread_before & (pl.col("bcode") == cat.bcode(b))
                 & (pl.col("rub_no") > int(r[codes.BLOCK_ID_WIDTH + 1:])))
         .then(pl.lit(bit[r], pl.Int64)).otherwise(pl.lit(0, pl.Int64)) for b, r in required])
     # eager: the shifts read the next line (a lazy query may run streaming, out of order)
-    lines = df.filter((pl.col("bcode").is_in(list(need)) | pl.col("malformed")) & inside)
+    lines = (df.filter((pl.col("bcode").is_in(list(need)) | pl.col("malformed")) & inside)
+             .with_columns(named_id().alias("_named")))
     occ = (lines.with_columns(pl.when(opens_next).then(pl.col("occ").shift(-1))
                               .otherwise(pl.col("occ")).alias("occ"),
                               (named | head_bits).alias("_bits"))
@@ -124,5 +130,5 @@ def _incomplete(df: pl.DataFrame, cat: Catalog, inside: pl.Expr) -> pl.DataFrame
         "row", pl.lit(Reason.INCOMPLETE_BLOCK).alias("own_reason"),
         pl.format("{} block at line {} lacks {} (missing, or a rubrique out of order started "
                   "a new occurrence of the block, CT2025 §3.2-§3.3)",
-                  pl.lit(pl.Series(cat.blocks)).gather(pl.col("bcode")), "line_no", lacking)
+                  _block_name(cat), "line_no", lacking)
         .alias("own_detail"))

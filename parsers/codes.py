@@ -183,6 +183,13 @@ class Scope:
     VERSION = "version"  # parsed and kept, not used: a later version of the declaration is
 
 
+# Own anomalies whose scope does not follow the line's rubrique: warnings whatever the
+# nature (the line is kept and used), and rejections of the whole declaration (its rows
+# cannot be attributed) — validate's scope rule reads these two lists.
+WARNING_REASONS = (Reason.CONTRACT_NUMBER_CHARACTERS, Reason.LOT_COUNT_MISMATCH,
+                   Reason.LOT_TRUNCATED)
+DECLARATION_REASONS = (Reason.INDIVIDUAL_WITHOUT_IDENTIFIER, Reason.BLOCK_WITHOUT_PARENT,
+                       Reason.INCOMPLETE_BLOCK)
 QUARANTINED_SCOPES = (Scope.LINE, Scope.DECLARATION, Scope.ENVOI, Scope.FILE)
 
 # Input discovery

@@ -138,7 +138,7 @@ def discover(paths: Iterable[Path | str]) -> tuple[list[Path], list[Path]]:
             continue
         files, dead = _walk(p)
         for f in dead:  # a link to nothing named like a DSN is refused; any other, skipped
-            (broken if Path(f).suffix.lower() in codes.INPUT_SUFFIXES else skipped).append(Path(f))
+            (broken if f.suffix.lower() in codes.INPUT_SUFFIXES else skipped).append(f)
         for f in files:
             (found if f.suffix.lower() in codes.INPUT_SUFFIXES else skipped).append(f)
     if broken:
@@ -156,12 +156,12 @@ class UnreadableInputs(ValueError):
         super().__init__("; ".join(self.errors))
 
 
-def _walk(folder: Path) -> tuple[list[Path], list[str]]:
+def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
     """(files, dangling links) under ``folder``, sorted, following links to folders (an
     inbox often links the month's transfer area; ``Path.rglob`` skipped those files without
     a word), each real folder once (a link back up does not loop)."""
     files: list[Path] = []
-    dead: list[str] = []
+    dead: list[Path] = []
     seen: set[str] = set()
     for top, dirs, names in os.walk(folder, followlinks=True):
         real = os.path.realpath(top)
@@ -175,7 +175,7 @@ def _walk(folder: Path) -> tuple[list[Path], list[str]]:
             if f.is_file():
                 files.append(f)
             elif f.is_symlink() and not f.exists():
-                dead.append(str(f))
+                dead.append(f)
     return sorted(files), sorted(dead)
 
 

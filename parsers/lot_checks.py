@@ -48,22 +48,21 @@ def lot_anomalies(df: pl.DataFrame, cat: Catalog) -> pl.DataFrame:
     open_group = (marks >= 0) & is_group[np.maximum(marks, 0)]
     envoi_start = is_new & (bcode == cat.bcode(codes.ENVOI)) & open_group
     dsn_in_group = np.bincount(group[envoi_start], minlength=int(group.max()) + 1)
-    rows = []
-    count_at = np.flatnonzero(cols.get_column("rcode").to_numpy() == cat.rcode(GROUP_DSN_COUNT))
-    for i in count_at:  # a few per lot
-        declared = cols.get_column("value")[int(i)]
-        held = int(dsn_in_group[group[i]]) if group[i] > 0 else 0
-        if str(held) != (declared or "").lstrip("0").rjust(1, "0"):
-            rows.append((int(cols.get_column("row")[int(i)]), Reason.LOT_COUNT_MISMATCH,
-                         f"the group's trailer declares {declared} DSN, the group holds {held} "
-                         "(a DSN lost in transfer?)"))
+    at = np.flatnonzero(cols.get_column("rcode").to_numpy() == cat.rcode(GROUP_DSN_COUNT))
+    held = np.where(group[at] > 0, dsn_in_group[group[at]], 0)
+    mismatched = (cols[at].with_columns(pl.Series("held", held, dtype=pl.Int64))
+                  .filter(pl.col("value").cast(pl.Int64, strict=False).fill_null(-1)
+                          != pl.col("held"))
+                  .select("row", pl.lit(Reason.LOT_COUNT_MISMATCH).alias("own_reason"),
+                          pl.format("the group's trailer declares {} DSN, the group holds {} "
+                                    "(a DSN lost in transfer?)", "value", "held")
+                          .alias("own_detail")))
     has_lot = np.unique(file_idx[bcode == b_lot])
     has_end = np.unique(file_idx[bcode == cat.bcode(LOT_END)])
-    for f in np.setdiff1d(has_lot, has_end):
-        last = int(np.flatnonzero(file_idx == f)[-1])
-        rows.append((int(cols.get_column("row")[last]), Reason.LOT_TRUNCATED,
-                     "the lot (S05.G51.00) has no trailer S95.G51.00: the file ends early "
-                     "(cut in transfer?)"))
-    if not rows:
-        return none
-    return pl.DataFrame(rows, schema=none.schema, orient="row")
+    file_last = np.flatnonzero(np.append(file_idx[1:] != file_idx[:-1], True))
+    cut = file_last[np.isin(file_idx[file_last], np.setdiff1d(has_lot, has_end))]
+    truncated = cols[cut].select(
+        "row", pl.lit(Reason.LOT_TRUNCATED).alias("own_reason"),
+        pl.lit("the lot (S05.G51.00) has no trailer S95.G51.00: the file ends early (cut in "
+               "transfer?)").alias("own_detail"))
+    return pl.concat([mismatched, truncated], how="vertical_relaxed").sort("row")

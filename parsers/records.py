@@ -70,19 +70,19 @@ def to_utf8(data: bytes) -> tuple[bytes, str]:
     """UTF-8 bytes of ``data`` and the encoding detected for it (with ``+`` what was mended
     in the line ends: ``cr`` CR-only line ends, ``crcrlf`` CR CR LF, ``eof`` a DOS end-of-file
     mark; ``utf-16`` for a UTF-16 file with its byte-order mark)."""
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        # a byte short (cut in transfer, a 1-byte DOS end mark) or a lone surrogate: U+FFFD,
-        # flagged as damaged on its line, never an error that stops the whole ingestion
-        # (round-7 pass H2)
-        utf8, inner = to_utf8(data.decode("utf-16", errors="replace").encode("utf-8"))
-        mends = inner.split("+", 1)[1] if "+" in inner else ""
-        return utf8, ENC_UTF16 + (f"+{mends}" if mends else "")
+    utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    if utf16:  # a byte short (cut in transfer, a 1-byte DOS end mark) or a lone surrogate:
+        # U+FFFD, flagged on its line, never an error that stops the ingestion (round-7 H2)
+        data = data.decode("utf-16", errors="replace").encode("utf-8")
     data, mended = _mend_line_ends(data)
-    if mended:
-        utf8, encoding = to_utf8(data)
-        return utf8, f"{encoding}+{mended}"
+    utf8, encoding = _decode(data)
+    return utf8, "+".join([ENC_UTF16 if utf16 else encoding, *mended])
+
+
+def _decode(data: bytes) -> tuple[bytes, str]:
+    """UTF-8 bytes of ``data`` (line ends mended) and its encoding."""
     if data.startswith(codecs.BOM_UTF8):
-        utf8, encoding = to_utf8(data[len(codecs.BOM_UTF8):])
+        utf8, encoding = _decode(data[len(codecs.BOM_UTF8):])
         return utf8, ENC_UTF8_SIG if encoding in (ENC_ASCII, ENC_UTF8) else f"{encoding}+bom"
     if data.isascii():
         return data, ENC_ASCII
@@ -109,7 +109,7 @@ def to_utf8(data: bytes) -> tuple[bytes, str]:
 _LONE_CR = re.compile(rb"\r(?=S[0-9]{2}\.G[0-9]{2}\.|\Z)")
 
 
-def _mend_line_ends(data: bytes) -> tuple[bytes, str]:
+def _mend_line_ends(data: bytes) -> tuple[bytes, list[str]]:
     """Line ends a transfer or an old tool leaves, mended before the lines are split (they
     made every line malformed, or the last one, and the reason did not say why: ingestion
     acceptance pass L2): CR-only ends (of every line or of some), CR CR LF (a CR-LF file converted twice
@@ -127,7 +127,7 @@ def _mend_line_ends(data: bytes) -> tuple[bytes, str]:
         data, n = _LONE_CR.subn(b"\n", data)
         if n:
             mended.append("cr")
-    return data, "+".join(mended)
+    return data, mended
 
 
 def _mixed_to_utf8(data: bytes) -> bytes:

@@ -128,8 +128,7 @@ def _code_attributes(catalog: Catalog) -> tuple[np.ndarray, np.ndarray, np.ndarr
     bcode = np.append(cat.get_column("bcode").to_numpy(), _NONE).astype(np.int32)
     rub_no = np.append(cat.get_column("rub_no").fill_null(_NONE).to_numpy(), _NONE).astype(np.int32)
     envelope = np.append(cat.get_column("envelope").fill_null(False).to_numpy().astype(bool), False)
-    parents = block_parents()
-    known = set(parents)
+    known = set(block_parents())
     closing = [{catalog.bcode(b) for b in known - descendants_or_self(t) - _siblings_below(t)}
                for t in TABLE_ANCESTORS]
     closes = np.array([sum(1 << i for i, codes_ in enumerate(closing) if code in codes_)

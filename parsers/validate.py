@@ -577,17 +577,13 @@ def validate(df: pl.DataFrame, check_s90_lines: bool = True,
     own_scope = (
         pl.when(outside).then(pl.lit(Scope.LINE))
         .when(~has).then(pl.lit(None, pl.String))
-        .when(pl.col("own_reason").is_in([Reason.CONTRACT_NUMBER_CHARACTERS,
-                                          Reason.LOT_COUNT_MISMATCH, Reason.LOT_TRUNCATED]))
-        .then(pl.lit(Scope.WARNING))
+        .when(pl.col("own_reason").is_in(list(codes.WARNING_REASONS))).then(pl.lit(Scope.WARNING))
         .when(envoi_level).then(pl.lit(Scope.ENVOI))
         .when(pl.col("malformed_key") & strict_nature).then(pl.lit(Scope.DECLARATION))
         .when(pl.col("malformed")).then(pl.lit(Scope.LINE))
         .when(~strict_nature).then(pl.lit(Scope.WARNING))
         .when((is_key & (pl.col("own_reason") != Reason.UNKNOWN_CONTRACT_NUMBER))
-              | pl.col("own_reason").is_in([Reason.INDIVIDUAL_WITHOUT_IDENTIFIER,
-                                            Reason.BLOCK_WITHOUT_PARENT,
-                                            Reason.INCOMPLETE_BLOCK]))
+              | pl.col("own_reason").is_in(list(codes.DECLARATION_REASONS)))
         .then(pl.lit(Scope.DECLARATION))
         .otherwise(pl.lit(Scope.LINE))
     )
@@ -759,9 +755,7 @@ def _final_states(df: pl.DataFrame, arrays: dict[str, np.ndarray], special: pl.D
                     pl.col("block_cause_line"))))
     warn_reason = (pl.when(own == Scope.WARNING).then(pl.col("own_reason"))
                    .when(pl.col("damaged")).then(pl.lit(Reason.DAMAGED_CHARACTERS)))
-    warn_detail = (pl.when(pl.col("own_reason").is_in([Reason.CONTRACT_NUMBER_CHARACTERS,
-                                                       Reason.LOT_COUNT_MISMATCH,
-                                                       Reason.LOT_TRUNCATED]))
+    warn_detail = (pl.when(pl.col("own_reason").is_in(list(codes.WARNING_REASONS)))
                    .then(pl.col("own_detail"))
                    .when(own == Scope.WARNING)
                    .then(pl.lit("signalement (never credited): ") + pl.col("own_detail"))

@@ -108,7 +108,7 @@ def with_current_nirs(holders: pl.LazyFrame, former: pl.DataFrame | None) -> pl.
     ``low_qualified_flags`` reads the person's rows of every NIR as one history."""
     if former is None or former.height == 0:
         return holders
-    moved = (holders.join(former.lazy(), left_on="nir", right_on="old_id", how="inner",
+    moved = (holders.join(former.lazy(), left_on="nir", right_on="old_nir", how="inner",
                           suffix="_current")
              .with_columns(pl.col("nir_current").alias("nir")).drop("nir_current"))
     return pl.concat([holders, moved], how="vertical_relaxed")
@@ -208,7 +208,7 @@ def compute_year(root_dir: Path, year: int, holders: Path | None = None,
         # a shard's run is given the whole register, bucketed: its buckets' rows, and the
         # rows filed under any former NIR the lake links (few; the join on the shard's people
         # then keeps its own), whatever bucket that NIR hashes to
-        olds = (wt.former_nirs["old_id"] if wt.former_nirs is not None
+        olds = (wt.former_nirs["old_nir"] if wt.former_nirs is not None
                 else pl.Series([], dtype=pl.String))
         hold = hold.filter(pl.col("bucket").is_in(buckets) | pl.col("nir").is_in(olds.implode()))
     flags = low_qualified_flags(with_current_nirs(hold, wt.former_nirs), year)  # boeth/esat come with wt.persons (per person)

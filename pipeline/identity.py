@@ -31,6 +31,12 @@ class Identity:
     contract_links: pl.DataFrame  # CONTRACT_LINKS_SCHEMA: packed old key -> current key
     contract_conflicts: pl.DataFrame  # CONFLICT_SCHEMA: contract keys left unmerged
 
+    def nir_pairs(self) -> pl.DataFrame:
+        """(old_nir, nir): each former NIR (S21.G00.31.008, chains followed) and the current
+        NIR its rows, balance and register rows count for."""
+        return (self.links.filter(pl.col("kind") == "nir")
+                .select(pl.col("old_id").alias("old_nir"), pl.col("linked_nir").alias("nir")))
+
 
 def resolve_chains(edges: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Transitive closure of ``old -> new`` identity links (String columns).

@@ -132,7 +132,7 @@ class WorkedTime:
     employments: pl.LazyFrame  # who employed whom in year N (``employments``)
     contract_months: pl.DataFrame | None = None  # per contract-month terms (``keep_terms``)
     withheld: pl.DataFrame | None = None  # nir: people not credited (identity conflicts)
-    former_nirs: pl.DataFrame | None = None  # old_id, nir: a former NIR -> the current one
+    former_nirs: pl.DataFrame | None = None  # old_nir, nir: a former NIR -> the current one
 
 
 STAGE_SECONDS: dict[str, float] = {}  # wall time of each materialised stage of the last run
@@ -422,8 +422,7 @@ def worked_time(root_dir: Path | str, year: int, params: YearParams,
     return WorkedTime(persons=persons, uncreditable=unc,
                       employments=employments(versions, keys, ends, year),
                       contract_months=terms_detail, withheld=ident.conflicts.select("nir"),
-                      former_nirs=ident.links.filter(pl.col("kind") == "nir")
-                      .select("old_id", pl.col("linked_nir").alias("nir")))
+                      former_nirs=ident.nir_pairs())
 
 
 def sans_notion_absence_days(absd: pl.DataFrame, versions: pl.DataFrame,
