@@ -104,9 +104,10 @@ def _decode(data: bytes) -> tuple[bytes, str]:
         return data.decode("cp1252", errors=_ERROR_HANDLER).encode("utf-8"), ENC_CP1252_LATIN1
 
 
-# a CR ending a line: followed by the next line's rubrique id, or ending the file — a CR
-# inside a value ('MA<CR>RTIN') is no line end (mending it split the line: round-8 pass)
-_LONE_CR = re.compile(rb"\r(?=S[0-9]{2}\.G[0-9]{2}\.|\Z)")
+# a CR ending a line: followed by the next line's rubrique id, or ending the file (perhaps
+# before the U+FFFD of a file cut mid-character) — a CR inside a value ('MA<CR>RTIN') is no
+# line end (mending it split the line: round-8 pass)
+_LONE_CR = re.compile(rb"\r(?=S[0-9]{2}\.G[0-9]{2}\.|(?:\xef\xbf\xbd)*\Z)")
 
 
 def _mend_line_ends(data: bytes) -> tuple[bytes, list[str]]:

@@ -250,3 +250,12 @@ def test_a_cr_inside_a_value_is_no_line_end(tmp_path, dsn):
     path.write_bytes(path.read_bytes().replace(b"'DUPONT'", b"'DU\rPONT'"))
     p = parse_flat_file(path)
     assert p.declarations_rejected == 0 and "+cr" not in p.files["encoding"][0]
+
+
+def test_a_utf16_file_one_byte_short_keeps_its_last_line(tmp_path, dsn):
+    """The CR of the last line's CR-LF, before the U+FFFD of the half character the cut left,
+    still ends the line: the S90 line stays well formed and the envoi is used."""
+    path = tmp_path / "cut1.dsn"
+    path.write_bytes(dsn.envoi(dsn.declaration()).replace("\n", "\r\n").encode("utf-16")[:-1])
+    p = parse_flat_file(path)
+    assert p.declarations == 1 and p.declarations_rejected == 0 and p.lines_quarantined == 1
